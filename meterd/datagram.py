@@ -1,0 +1,103 @@
+"""The UDP wire format of DESIGN §4: payloads, signatures and acknowledgements.
+
+Pure: shared by the server's datagram protocol and the meter simulator, so both
+sides of the wire are one piece of code and cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+MAX_DATAGRAM = 1024
+SIGNATURE_HEX = 64
+MAX_ACKS = 100
+_HEX = frozenset(b"0123456789abcdef")
+
+
+class DatagramError(ValueError):
+    """A payload that cannot be a reading; ``reason`` is the metrics label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def sign(payload: bytes, key: bytes) -> bytes:
+    """Return the signed datagram ``PAYLOAD \\n hex(HMAC-SHA256(key, PAYLOAD))``."""
+    return payload + b"\n" + hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
+
+
+def split_signature(data: bytes) -> tuple[bytes, bytes | None]:
+    """Split a datagram into payload and signature (``None`` when unsigned).
+
+    A trailing line counts as a signature only when it is exactly 64 lowercase
+    hex characters, so an unsigned CSV or JSON payload is never mistaken for one.
+    """
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return data, None
+    tail = data[cut + 1 :]
+    if len(tail) == SIGNATURE_HEX and _HEX.issuperset(tail):
+        return data[:cut], tail
+    return data, None
+
+
+def verify(payload: bytes, signature: bytes, key: bytes) -> bool:
+    """Constant-time check of a signature produced by :func:`sign`."""
+    expected = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(expected, signature)
+
+
+def parse_payload(payload: bytes) -> dict[str, Any]:
+    """Decode a JSON or CSV reading into a dict of raw fields.
+
+    Values are left as the sender wrote them (numbers or strings); the shared
+    reading validation of :mod:`meterd.readings` decides what they mean.
+    """
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise DatagramError("not_utf8", "payload is not UTF-8") from None
+    if not text:
+        raise DatagramError("empty", "empty payload")
+    if text[0] == "{":
+        try:
+            fields = json.loads(text)
+        except ValueError:
+            raise DatagramError("bad_json", "payload is not valid JSON") from None
+        if not isinstance(fields, dict):
+            raise DatagramError("bad_json", "payload is not a JSON object")
+        return fields
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise DatagramError("bad_csv", "CSV payload needs id,id_medidor,valor,timestamp")
+    return dict(zip(("id", "id_medidor", "valor", "timestamp"), parts))
+
+
+def encode_acks(customer_id: str, meter_id: int, seqs: Iterable[int], key: bytes) -> Iterator[bytes]:
+    """Signed ack datagrams for one meter, at most ``MAX_ACKS`` seqs each."""
+    batch = list(seqs)
+    for start in range(0, len(batch), MAX_ACKS):
+        body = {"id": customer_id, "id_medidor": meter_id, "acks": batch[start : start + MAX_ACKS]}
+        yield sign(json.dumps(body, separators=(",", ":")).encode(), key)
+
+
+def decode_ack(data: bytes, key: bytes) -> tuple[str, int, list[int]] | None:
+    """Return ``(id, id_medidor, seqs)`` of a validly signed ack, else ``None``.
+
+    Meters must ignore anything unsigned or forged: an attacker who could fake
+    acks could make a meter discard readings it never delivered.
+    """
+    payload, signature = split_signature(data)
+    if signature is None or not verify(payload, signature, key):
+        return None
+    try:
+        body = json.loads(payload)
+        acks = [int(s) for s in body["acks"]]
+        return str(body["id"]), int(body["id_medidor"]), acks
+    except (ValueError, KeyError, TypeError):
+        return None

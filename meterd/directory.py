@@ -1,0 +1,58 @@
+"""Who is who, in memory: customers, meters, their keys and token hashes.
+
+The UDP hot path verifies a signature and the HTTP layer authenticates a
+request without touching the store; the store stays the source of truth, and
+a miss is looked up there (another process may have registered the meter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from meterd.credentials import token_hash
+from meterd.store.base import Customer, Meter
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request speaks for."""
+
+    kind: Literal["operator", "customer", "meter"]
+    customer_id: str | None = None
+    meter_id: int | None = None
+
+
+OPERATOR = Principal("operator")
+
+
+@dataclass(frozen=True)
+class MeterEntry:
+    meter: Meter
+    key: bytes  # the HMAC key: the 32 bytes the meter key's hex spells
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.customers: dict[str, Customer] = {}
+        self.meters: dict[tuple[str, int], MeterEntry] = {}
+        self._by_customer: dict[str, list[int]] = {}
+        self._tokens: dict[str, Principal] = {}
+
+    def add_customer(self, customer: Customer) -> None:
+        self.customers[customer.id] = customer
+        self._tokens[customer.token_hash] = Principal("customer", customer.id)
+
+    def add_meter(self, meter: Meter) -> None:
+        key = (meter.customer_id, meter.meter_id)
+        if key not in self.meters:
+            self._by_customer.setdefault(meter.customer_id, []).append(meter.meter_id)
+        self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
+        self._tokens[token_hash(meter.key_hex)] = Principal("meter", meter.customer_id, meter.meter_id)
+
+    def meter_ids(self, customer_id: str) -> list[int]:
+        return sorted(self._by_customer.get(customer_id, ()))
+
+    def principal(self, token: str) -> Principal | None:
+        """The customer or meter a bearer token belongs to, if any."""
+        return self._tokens.get(token_hash(token))

@@ -1,0 +1,150 @@
+"""Group commit: readings from every transport, one transaction per flush.
+
+A reading waits at most one flush interval (or until the batch is full) and
+is answered only after the transaction holding it commits: an HTTP caller's
+Deferred fires, a UDP sender gets a signed ack of its ``seq``. Pending readings
+are bounded, so overload turns into counted drops, never into memory growth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from meterd.metrics import Metrics
+from meterd.readings import Outcome, Reading
+from meterd.store.base import Store
+
+log = Logger()
+
+Address = tuple[str, int]
+Reply = Union[Deferred, Address, None]  # an HTTP waiter, a UDP sender to ack, or nobody
+AckSender = Callable[[str, int, list[int], Address], None]
+Observer = Callable[[Sequence[Reading], Sequence[Outcome], int], None]
+
+
+class Overloaded(Exception):
+    """Too many readings are pending; the caller drops or answers 503."""
+
+
+class Ingest(Service):
+    def __init__(
+        self,
+        store: Store,
+        clock: IReactorTime,
+        metrics: Metrics,
+        *,
+        flush_interval: float = 0.025,
+        batch_size: int = 5000,
+        max_pending: int = 200_000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.send_acks: AckSender | None = None
+        self.observers: list[Observer] = []
+        self._readings: list[Reading] = []
+        self._replies: list[Reply] = []
+        self._timer: IDelayedCall | None = None
+        self._flushing: Deferred[None] | None = None
+
+    def submit(self, reading: Reading, reply: Reply = None) -> None:
+        if len(self._readings) >= self.max_pending:
+            raise Overloaded()
+        self._readings.append(reading)
+        self._replies.append(reply)
+        if self._flushing is None:
+            if len(self._readings) >= self.batch_size:
+                self._flush_now()
+            elif self._timer is None:
+                self._timer = self.clock.callLater(self.flush_interval, self._flush_now)
+
+    def submit_waiting(self, reading: Reading) -> Deferred[Outcome]:
+        """Submit and get a Deferred that fires with the outcome once committed."""
+        waiter: Deferred[Outcome] = Deferred()
+        self.submit(reading, waiter)
+        return waiter
+
+    @property
+    def pending(self) -> int:
+        return len(self._readings)
+
+    def _flush_now(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._flushing is None and self._readings:
+            self._flushing = self._flush()
+            self._flushing.addBoth(self._flushed)
+
+    def _flushed(self, _: Any) -> None:
+        self._flushing = None
+        if len(self._readings) >= self.batch_size or (self._readings and not self.running):
+            self._flush_now()
+        elif self._readings and self._timer is None:
+            self._timer = self.clock.callLater(self.flush_interval, self._flush_now)
+
+    @inlineCallbacks
+    def _flush(self) -> Any:
+        readings, replies = self._readings[: self.batch_size], self._replies[: self.batch_size]
+        del self._readings[: self.batch_size], self._replies[: self.batch_size]
+        self.metrics.pending.set(len(self._readings))
+        received_ms = int(self.clock.seconds() * 1000)
+        started = time.perf_counter()
+        try:
+            outcomes = yield self.store.ingest(readings, received_ms)
+        except Exception as e:
+            self.metrics.flush_failures.inc()
+            log.failure("flush of {n} readings failed; they were not acknowledged", n=len(readings))
+            for reply in replies:
+                if isinstance(reply, Deferred):
+                    reply.errback(e)
+            return
+        self.metrics.flushes.inc()
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        self._answer(readings, replies, outcomes)
+        for observer in self.observers:
+            try:
+                observer(readings, outcomes, received_ms)
+            except Exception:
+                log.failure("ingest observer failed")
+
+    def _answer(self, readings: Sequence[Reading], replies: Sequence[Reply], outcomes: Sequence[Outcome]) -> None:
+        acks: dict[tuple[str, int], tuple[Address, list[int]]] = {}
+        counters = self.metrics.outcomes
+        for reading, reply, outcome in zip(readings, replies, outcomes):
+            counters[outcome].inc()
+            if isinstance(reply, Deferred):
+                reply.callback(outcome)
+            elif reply is not None and reading.seq is not None and outcome in (Outcome.STORED, Outcome.DUPLICATE):
+                key = (reading.customer_id, reading.meter_id)
+                entry = acks.get(key)
+                if entry is None:
+                    acks[key] = (reply, [reading.seq])
+                else:
+                    entry[1].append(reading.seq)
+        if acks and self.send_acks is not None:
+            for (customer_id, meter_id), (address, seqs) in acks.items():
+                self.send_acks(customer_id, meter_id, seqs, address)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._drain())
+
+    async def _drain(self) -> None:
+        """Flush everything still pending before the process exits."""
+        while self._flushing is not None or self._readings:
+            if self._flushing is None:
+                self._flush_now()
+            if self._flushing is not None:
+                await self._flushing
+        log.info("ingest drained")

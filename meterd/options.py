@@ -1,0 +1,138 @@
+"""``twistd meterd`` options: every value is checked here, at start.
+
+A bad option ends the start with one line naming it (usage.UsageError), never
+a traceback and never a server that runs with a value it misread.
+"""
+
+from __future__ import annotations
+
+import socket
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from meterd.tariff import TariffError, default_tariff, load_tariff
+
+
+def _positive(name: str, value: str, *, integer: bool = False) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
+    if not number.is_finite() or number <= 0 or (integer and number != number.to_integral_value()):
+        raise usage.UsageError(f"--{name}: must be a positive {'integer' if integer else 'number'}, not {value!r}")
+    return number
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "meterd: smart-meter head-end and billing server (HTTP API + UDP ingest)."
+    optFlags = [
+        ["no-auth", None, "open mode for the assignment's legacy clients (no tokens, unsigned datagrams)"],
+        ["reuse-port", None, "share the UDP port with other meterd processes (SO_REUSEPORT)"],
+    ]
+    optParameters = [
+        ["data-dir", None, "./meterd-data", "directory for the SQLite file and operator.token (created if missing)"],
+        ["db", None, None, "sqlite:PATH or postgresql://... (default: SQLite file in the data dir)"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["http"] = "tcp:8888"
+        self["udp"] = 8080
+        self["udp-interface"] = ""
+        self["tz"] = "America/Sao_Paulo"
+        self["tariff"] = default_tariff()
+        self["tariff-path"] = None
+        self["limit-w"] = 10_000
+        self["limit-wh"] = 1_000_000
+        self["alarm-window"] = 300
+        self["silent-after"] = 900
+        self["durability"] = "full"
+        self["meter-mode"] = "register"
+
+    def opt_http(self, value: str) -> None:
+        """HTTP endpoint string (default tcp:8888; ssl:... works too)"""
+        from twisted.internet import reactor
+
+        try:
+            serverFromString(reactor, value)
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(f"--http: {value!r} is not a server endpoint string ({e})") from None
+        self["http"] = value
+
+    def opt_udp(self, value: str) -> None:
+        """UDP port for meter datagrams (default 8080; 0 picks a free one)"""
+        port = _positive("udp", value, integer=True) if value != "0" else Decimal(0)
+        if port > 65535:
+            raise usage.UsageError(f"--udp: {value} is not a port number")
+        self["udp"] = int(port)
+
+    def opt_udp_interface(self, value: str) -> None:
+        """address to bind the UDP port to (default: all interfaces)"""
+        try:
+            socket.getaddrinfo(value, None, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            raise usage.UsageError(f"--udp-interface: {value!r} is not an IP address") from None
+        self["udp-interface"] = value
+
+    def opt_tz(self, value: str) -> None:
+        """default time zone of customers (default America/Sao_Paulo)"""
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise usage.UsageError(f"--tz: {value!r} is not an IANA time zone") from None
+        self["tz"] = value
+
+    def opt_tariff(self, value: str) -> None:
+        """TOML tariff file (default: the built-in tariff)"""
+        try:
+            self["tariff"] = load_tariff(value)
+        except TariffError as e:
+            raise usage.UsageError(f"--tariff: {e}") from None
+        self["tariff-path"] = value
+
+    def opt_limit_kw(self, value: str) -> None:
+        """default demand alarm limit per customer, kW (default 10)"""
+        self["limit-w"] = int(_positive("limit-kw", value) * 1000)
+
+    def opt_limit_kwh(self, value: str) -> None:
+        """default monthly alarm limit per customer, kWh (default 1000)"""
+        self["limit-wh"] = int(_positive("limit-kwh", value) * 1000)
+
+    def opt_alarm_window(self, value: str) -> None:
+        """seconds of trailing window for the demand rule (default 300)"""
+        self["alarm-window"] = float(_positive("alarm-window", value))
+
+    def opt_silent_after(self, value: str) -> None:
+        """seconds without data before a meter is silent (default 900)"""
+        self["silent-after"] = float(_positive("silent-after", value))
+
+    def opt_durability(self, value: str) -> None:
+        """full (fsync each group commit, default) or normal"""
+        if value not in ("full", "normal"):
+            raise usage.UsageError(f"--durability: must be full or normal, not {value!r}")
+        self["durability"] = value
+
+    def opt_meter_mode(self, value: str) -> None:
+        """mode of meters registered without one: register (default) or interval"""
+        if value not in ("register", "interval"):
+            raise usage.UsageError(f"--meter-mode: must be register or interval, not {value!r}")
+        self["meter-mode"] = value
+
+    def postOptions(self) -> None:
+        data_dir = Path(self["data-dir"])
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"--data-dir: cannot create {data_dir}: {e.strerror}") from None
+        self["data-dir"] = data_dir
+        db = self["db"] or f"sqlite:{data_dir / 'meterd.sqlite3'}"
+        if not (db.startswith("sqlite:") or db.startswith(("postgresql://", "postgres://"))):
+            raise usage.UsageError(f"--db: expected sqlite:PATH or postgresql://..., not {db!r}")
+        if db.startswith("sqlite:") and len(db) == len("sqlite:"):
+            raise usage.UsageError("--db: sqlite: needs a path")
+        self["db"] = db

@@ -1,0 +1,118 @@
+"""What a reading is, and the one validation every way in (HTTP, UDP) shares.
+
+Pure: values become integer Wh and times integer milliseconds here, once, so
+nothing downstream ever handles a float that could drift by a watt-hour.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, NamedTuple
+
+from meterd import taxid
+
+MIN_TIMESTAMP_S = 946_684_800  # 2000-01-01T00:00:00Z
+MAX_FUTURE_S = 300
+MAX_KWH = Decimal(10) ** 12  # far above any real register, far below int64 Wh
+MAX_SEQ = 2**63 - 1
+_MS = Decimal(1000)
+
+
+class Reading(NamedTuple):
+    customer_id: str
+    meter_id: int
+    ts: int  # ms since the epoch
+    wh: int  # register (register meters) or energy since the previous reading (interval meters)
+    seq: int | None
+
+
+class Outcome(enum.Enum):
+    """What the store did with a reading; the value is the HTTP status and metrics label."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    BACKWARDS = "register_backwards"
+    UNKNOWN_METER = "unknown_meter"
+
+
+class InvalidField(ValueError):
+    """A field that cannot be accepted; ``code`` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _decimal(name: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidField("invalid_type", f"{name} must be a number")
+    text = value.strip() if isinstance(value, str) else repr(value)  # repr: the float as the sender wrote it
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise InvalidField("invalid_number", f"{name} is not a number") from None
+    if not number.is_finite():
+        raise InvalidField("not_finite", f"{name} must be finite")
+    return number
+
+
+def as_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_SEQ) -> int:
+    """Coerce an integer field that may arrive as a JSON number or a string."""
+    number = _decimal(name, value)
+    if number != number.to_integral_value():
+        raise InvalidField("invalid_integer", f"{name} must be an integer")
+    result = int(number)
+    if not minimum <= result <= maximum:
+        raise InvalidField("out_of_range", f"{name} must be between {minimum} and {maximum}")
+    return result
+
+
+def kwh_to_wh(name: str, value: Any) -> int:
+    """kWh with at most 3 decimals to exact integer Wh."""
+    number = _decimal(name, value)
+    if number < 0:
+        raise InvalidField("negative", f"{name} must not be negative")
+    if number > MAX_KWH:
+        raise InvalidField("out_of_range", f"{name} is implausibly large")
+    wh = number * _MS
+    if wh != wh.to_integral_value():
+        raise InvalidField("too_precise", f"{name} has more than 3 decimals (the store keeps whole Wh)")
+    return int(wh)
+
+
+def timestamp_ms(value: Any, now_s: float) -> int:
+    """Unix seconds (fractions allowed) to integer ms, within the accepted window."""
+    seconds = _decimal("timestamp", value)
+    if seconds < MIN_TIMESTAMP_S:
+        raise InvalidField("timestamp_too_old", "timestamp is before 2000-01-01")
+    if seconds > Decimal(repr(now_s)) + MAX_FUTURE_S:
+        raise InvalidField("timestamp_in_future", "timestamp is more than 300 s in the future")
+    return int((seconds * _MS).to_integral_value(ROUND_HALF_UP))
+
+
+def require(fields: dict[str, Any], name: str) -> Any:
+    value = fields.get(name)
+    if value is None or value == "":
+        raise InvalidField("missing_field", f"{name} is required")
+    return value
+
+
+def customer_id(value: Any) -> str:
+    try:
+        return taxid.normalize(value)
+    except taxid.InvalidTaxId as e:
+        raise InvalidField("invalid_id", str(e)) from None
+
+
+def parse_reading(fields: dict[str, Any], now_s: float) -> Reading:
+    """Validate the raw fields of a reading from either transport."""
+    seq = fields.get("seq")
+    return Reading(
+        customer_id(require(fields, "id")),
+        as_int("id_medidor", require(fields, "id_medidor"), minimum=1, maximum=2**31 - 1),
+        timestamp_ms(require(fields, "timestamp"), now_s),
+        kwh_to_wh("valor", require(fields, "valor")),
+        None if seq is None else as_int("seq", seq),
+    )

@@ -1,0 +1,148 @@
+"""``makeService``: the MultiService of DESIGN §1, from small services.
+
+The store must be open and the directory loaded before a single request or
+datagram is accepted, so the listening services are children of a
+:class:`Core` service that starts them only once the store is ready, and on
+stop closes them first, drains ingest, and closes the store last.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.application import internet, service, strports
+from twisted.internet import reactor as default_reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from meterd.credentials import operator_token
+from meterd.directory import Directory
+from meterd.ingest import Ingest
+from meterd.metrics import Metrics
+from meterd.options import Options
+from meterd.store.base import Store
+from meterd.udp import MeterProtocol
+from meterd.web.api import Api, ApiResource, Settings
+from meterd.web.request import LimitedRequest
+
+__all__ = ["Options", "makeService"]
+
+log = Logger()
+
+UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def make_store(db: str, durability: str) -> Store:
+    if db.startswith("sqlite:"):
+        from meterd.store.sqlite import SqliteStore
+
+        return SqliteStore(db[len("sqlite:") :], durability=durability)
+    raise usage.UsageError(f"--db: the PostgreSQL backend is not available in this build ({db.split('@')[-1]})")
+
+
+class Core(service.MultiService):
+    """Opens the store, loads the directory, then starts its children."""
+
+    def __init__(self, store: Store, directory: Directory, ingest: Ingest) -> None:
+        super().__init__()
+        self.store = store
+        self.directory = directory
+        self.ingest = ingest
+        self.ready: Deferred[None] = Deferred()
+
+    def privilegedStartService(self) -> None:
+        """Bind nothing yet: the ports open only once the store is ready."""
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        Deferred.fromCoroutine(self._start()).addErrback(self._failed)
+
+    async def _start(self) -> None:
+        await self.store.start()
+        customers, meters = await self.store.load_directory()
+        for customer in customers:
+            self.directory.add_customer(customer)
+        for meter in meters:
+            self.directory.add_meter(meter)
+        log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
+        self.ingest.startService()
+        for child in self:
+            child.privilegedStartService()
+            child.startService()
+        self.ready.callback(None)
+
+    def _failed(self, failure: Any) -> None:
+        log.critical("meterd cannot start: {error}", error=failure.getErrorMessage())
+        self.ready.errback(failure)
+        if default_reactor.running:
+            default_reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            default_reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()
+        if self.ingest.running:
+            await self.ingest.stopService()
+        await self.store.stop()
+        log.info("meterd stopped")
+
+
+def _udp_port(config: dict[str, Any], protocol: MeterProtocol) -> service.Service:
+    """The UDP server, with a large receive buffer (and SO_REUSEPORT if asked)."""
+
+    class UDPServer(internet.UDPServer):
+        def _getPort(self) -> Any:
+            if not config.get("reuse-port"):
+                port = super()._getPort()
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((config["udp-interface"], config["udp"]))
+                sock.setblocking(False)
+                port = self._getReactor().adoptDatagramPort(sock.fileno(), socket.AF_INET, protocol)
+                sock.close()
+            port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            return port
+
+    return UDPServer(config["udp"], protocol, interface=config["udp-interface"])
+
+
+def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> service.MultiService:
+    clock = clock or default_reactor
+    data_dir = Path(config["data-dir"])
+    token, token_path, created = operator_token(data_dir)
+    log.info("operator token {state} {path}", state="created in" if created else "read from", path=str(token_path))
+    if config.get("no-auth"):
+        log.warn("AUTHENTICATION IS OFF (--no-auth): anyone can register, read any bill and post readings; unsigned datagrams are accepted")
+
+    metrics = Metrics()
+    store = make_store(config["db"], config["durability"])
+    directory = Directory()
+    ingest = Ingest(store, clock, metrics)
+    settings = Settings(
+        operator_token=token,
+        no_auth=bool(config.get("no-auth")),
+        tz=config["tz"],
+        limit_w=config["limit-w"],
+        limit_wh=config["limit-wh"],
+        meter_mode=config["meter-mode"],
+    )
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"])
+    site = Site(ApiResource(api))
+    site.requestFactory = LimitedRequest
+    site.log = lambda request: None  # per-request access log off the hot path; /metrics counts requests
+
+    core = Core(store, directory, ingest)
+    strports.service(config["http"], site).setServiceParent(core)
+    protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
+    _udp_port(config, protocol).setServiceParent(core)
+    core.api = api  # type: ignore[attr-defined]
+    return core

@@ -1,0 +1,81 @@
+"""The storage interface the web and ingest layers talk to.
+
+Everything above this line is backend-agnostic: SQLite (embedded default) and
+PostgreSQL (scale-out) implement :class:`Store`; tests run one suite on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from twisted.internet.defer import Deferred
+
+from meterd.readings import Outcome, Reading
+
+HOUR_MS = 3_600_000
+
+
+class StoreError(Exception):
+    """The store is unavailable (the API answers 503)."""
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    name: str
+    ligacao: str
+    limit_w: int
+    limit_wh: int
+    tz: str
+    token_hash: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class Meter:
+    customer_id: str
+    meter_id: int
+    mode: str  # "register" or "interval"
+    key_hex: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class MeterStatus:
+    meter_id: int
+    mode: str
+    last_ts: int | None
+    last_wh: int | None
+    last_seen_ms: int | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Consumption of one meter over consecutive buckets, in Wh."""
+
+    meter_id: int
+    buckets: list[tuple[int, bool]]  # (wh, estimated) per bucket
+
+
+class Store(Protocol):
+    def start(self) -> Deferred[None]: ...
+    def stop(self) -> Deferred[None]: ...
+    def ping(self) -> Deferred[None]: ...
+    def create_customer(self, customer: Customer) -> Deferred[Customer]: ...
+    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]: ...
+    def load_directory(self) -> Deferred[tuple[list[Customer], list[Meter]]]: ...
+    def get_customer(self, customer_id: str) -> Deferred[Customer | None]: ...
+    def get_meter(self, customer_id: str, meter_id: int) -> Deferred[Meter | None]: ...
+    def meter_status(self, customer_id: str) -> Deferred[list[MeterStatus]]: ...
+    def ingest(self, readings: Sequence[Reading], received_ms: int) -> Deferred[list[Outcome]]: ...
+    def usage(self, customer_id: str, meters: Sequence[tuple[int, str]], edges: Sequence[int]) -> Deferred[list[Usage]]: ...
+

@@ -1,0 +1,285 @@
+"""The SQL every backend shares, written once against DB-API cursors.
+
+Statements use ``?`` placeholders; a backend whose driver wants ``%s``
+translates them in :meth:`SqlStore.sql`. Backends differ only in how they
+connect, how they guard the meters' newest-reading state across processes
+(:meth:`SqlStore._states_for`) and which errors mean "unavailable".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.logger import Logger
+
+from meterd.readings import Outcome, Reading
+from meterd.registers import Sample, bucket_deltas, interval_sums, register_at
+from meterd.store import schema
+from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
+
+log = Logger()
+
+_CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
+_METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
+
+
+class SqlStore:
+    """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
+
+    placeholder: ClassVar[str] = "?"
+    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init__(self) -> None:
+        self._writer: adbapi.ConnectionPool | None = None
+        self._reader: adbapi.ConnectionPool | None = None
+        self._sql: dict[str, str] = {}
+
+    def sql(self, statement: str) -> str:
+        if self.placeholder == "?":
+            return statement
+        translated = self._sql.get(statement)
+        if translated is None:
+            translated = self._sql[statement] = statement.replace("?", self.placeholder)
+        return translated
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
+        raise NotImplementedError
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        try:
+            self._writer, self._reader = self._open_pools()
+            version = yield self._writer.runInteraction(self._migrate)
+            yield self._started()
+        except Exception as e:
+            yield self.stop()
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError(f"cannot open the store: {e}") from e
+        log.info("store at schema version {version}", version=version)
+
+    def _started(self) -> Deferred[None]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        for pool in (self._writer, self._reader):
+            if pool is not None:
+                pool.close()
+        self._writer = self._reader = None
+        return succeed(None)
+
+    def _migrate(self, txn: Any) -> int:
+        txn.execute(schema.VERSION_TABLE)
+        txn.execute("SELECT version FROM schema_version")
+        row = txn.fetchone()
+        version = row[0] if row else 0
+        if row is None:
+            txn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        if version > schema.LATEST:
+            raise StoreError(f"the database is at schema version {version}, newer than this meterd ({schema.LATEST})")
+        for number in range(version + 1, schema.LATEST + 1):
+            for statement in schema.MIGRATIONS[number - 1]:
+                txn.execute(statement)
+            txn.execute(self.sql("UPDATE schema_version SET version = ?"), (number,))
+            log.info("migrated the schema to version {number}", number=number)
+        return schema.LATEST
+
+    def _run(self, pool: adbapi.ConnectionPool | None, fn: Any, *args: Any) -> Deferred[Any]:
+        if pool is None:
+            raise StoreError("the store is closed")
+        return pool.runInteraction(fn, *args).addErrback(self._unavailable)
+
+    def _write(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return self._run(self._writer, fn, *args)
+
+    def _read(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return self._run(self._reader, fn, *args)
+
+    def _unavailable(self, failure: Any) -> Any:
+        if failure.check(*self.unavailable_errors):
+            log.failure("store error", failure)
+            raise StoreError(str(failure.value))
+        return failure
+
+    def _one(self, txn: Any, statement: str, args: Sequence[Any]) -> Any:
+        txn.execute(self.sql(statement), args)
+        return txn.fetchone()
+
+    def ping(self) -> Deferred[None]:
+        return self._read(lambda txn: self._one(txn, "SELECT 1", ()))
+
+    # -- customers and meters ---------------------------------------------
+
+    def create_customer(self, customer: Customer) -> Deferred[Customer]:
+        def insert(txn: Any) -> Customer:
+            if self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer.id,)):
+                raise AlreadyExists(customer.id)
+            txn.execute(
+                self.sql(f"INSERT INTO customers ({_CUSTOMER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                (customer.id, customer.name, customer.ligacao, customer.limit_w, customer.limit_wh,
+                 customer.tz, customer.token_hash, customer.created_ms),
+            )
+            return customer
+
+        return self._write(insert)
+
+    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]:
+        def insert(txn: Any) -> Meter:
+            if not self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
+                raise NotFound(customer_id)
+            (next_id,) = self._one(txn, "SELECT COALESCE(MAX(meter_id), 0) + 1 FROM meters WHERE customer_id = ?", (customer_id,))
+            meter = Meter(customer_id, int(next_id), mode, key_hex, created_ms)
+            txn.execute(
+                self.sql(f"INSERT INTO meters ({_METER_COLUMNS}) VALUES (?, ?, ?, ?, ?)"),
+                (meter.customer_id, meter.meter_id, meter.mode, meter.key_hex, meter.created_ms),
+            )
+            return meter
+
+        return self._write(insert).addCallback(self._meter_created)
+
+    def _meter_created(self, meter: Meter) -> Meter:
+        return meter
+
+    def load_directory(self) -> Deferred[tuple[list[Customer], list[Meter]]]:
+        def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
+            txn.execute(f"SELECT {_CUSTOMER_COLUMNS} FROM customers")
+            customers = [Customer(*row) for row in txn.fetchall()]
+            txn.execute(f"SELECT {_METER_COLUMNS} FROM meters")
+            return customers, [Meter(*row) for row in txn.fetchall()]
+
+        return self._read(load)
+
+    def get_customer(self, customer_id: str) -> Deferred[Customer | None]:
+        def get(txn: Any) -> Customer | None:
+            row = self._one(txn, f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
+            return Customer(*row) if row else None
+
+        return self._read(get)
+
+    def get_meter(self, customer_id: str, meter_id: int) -> Deferred[Meter | None]:
+        def get(txn: Any) -> Meter | None:
+            row = self._one(
+                txn, f"SELECT {_METER_COLUMNS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id)
+            )
+            return Meter(*row) if row else None
+
+        return self._read(get)
+
+    def meter_status(self, customer_id: str) -> Deferred[list[MeterStatus]]:
+        def get(txn: Any) -> list[MeterStatus]:
+            txn.execute(
+                self.sql("SELECT meter_id, mode, last_ts, last_wh, last_seen_ms FROM meters WHERE customer_id = ? ORDER BY meter_id"),
+                (customer_id,),
+            )
+            return [MeterStatus(*row) for row in txn.fetchall()]
+
+        return self._read(get)
+
+    # -- readings ----------------------------------------------------------
+
+    def _states_for(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
+        """The newest stored reading of each meter, as this transaction sees it."""
+        raise NotImplementedError
+
+    def _states_committed(self, states: Mapping[MeterKey, MeterState]) -> None:
+        """Called on the reactor thread once a flush has committed."""
+
+    def ingest(self, readings: Sequence[Reading], received_ms: int) -> Deferred[list[Outcome]]:
+        """One transaction for the whole flush: readings, rollups and meter state."""
+
+        def write(txn: Any) -> Plan:
+            states = self._states_for(txn, {(r.customer_id, r.meter_id) for r in readings})
+            plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
+            if plan.rows:
+                txn.executemany(
+                    self.sql("INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES (?, ?, ?, ?, ?)"),
+                    plan.rows,
+                )
+                txn.executemany(
+                    self.sql(schema.UPSERT_ROLLUP),
+                    [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
+                )
+            if plan.states:
+                txn.executemany(
+                    self.sql("UPDATE meters SET last_ts = ?, last_wh = ? WHERE customer_id = ? AND meter_id = ?"),
+                    [(s.last_ts, s.last_wh, c, m) for (c, m), s in plan.states.items()],
+                )
+            if plan.seen:
+                txn.executemany(
+                    self.sql("UPDATE meters SET last_seen_ms = ? WHERE customer_id = ? AND meter_id = ?"),
+                    [(received_ms, c, m) for c, m in plan.seen],
+                )
+            return plan
+
+        def committed(plan: Plan) -> list[Outcome]:
+            self._states_committed(plan.states)
+            return plan.outcomes
+
+        return self._write(write).addCallback(committed)
+
+    def _neighbours(self, txn: Any, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None]:
+        """Stored readings at-or-before and after ``t``: two index seeks."""
+        c, m = key
+        row = self._one(
+            txn, "SELECT ts, wh FROM readings WHERE customer_id = ? AND meter_id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1", (c, m, t)
+        )
+        before = Sample(*row) if row else None
+        row = self._one(txn, "SELECT ts, wh FROM readings WHERE customer_id = ? AND meter_id = ? AND ts > ? ORDER BY ts LIMIT 1", (c, m, t))
+        return before, Sample(*row) if row else None
+
+    def _edge(self, txn: Any, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None]:
+        """Neighbours of a bucket edge; from the hourly rollups when the edge is on the hour.
+
+        The rollup of the hour starting at ``t`` holds its first reading; when
+        that reading is exactly at ``t`` it is the register's value there, and
+        otherwise the previous rollup's last reading is the one before ``t``.
+        Either way two index seeks, however many readings the period holds.
+        """
+        if t % HOUR_MS:
+            return self._neighbours(txn, key, t)
+        c, m = key
+        row = self._one(
+            txn,
+            "SELECT first_ts, first_wh FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? ORDER BY hour LIMIT 1",
+            (c, m, t),
+        )
+        after = Sample(*row) if row else None
+        if after is not None and after.ts == t:
+            return after, None
+        row = self._one(
+            txn,
+            "SELECT last_ts, last_wh FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour < ? ORDER BY hour DESC LIMIT 1",
+            (c, m, t),
+        )
+        return (Sample(*row) if row else None), after
+
+    def _interval_sums(self, txn: Any, key: MeterKey, edges: Sequence[int]) -> list[int]:
+        c, m = key
+        if all(t % HOUR_MS == 0 for t in edges):
+            statement = "SELECT hour, sum_wh FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?"
+        else:
+            statement = "SELECT ts, wh FROM readings WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?"
+        txn.execute(self.sql(statement), (c, m, edges[0], edges[-1]))
+        return interval_sums(edges, (Sample(*row) for row in txn.fetchall()))
+
+    def usage(self, customer_id: str, meters: Sequence[tuple[int, str]], edges: Sequence[int]) -> Deferred[list[Usage]]:
+        """Per-meter consumption between consecutive edges (DESIGN §5)."""
+
+        def query(txn: Any) -> list[Usage]:
+            result = []
+            for meter_id, mode in meters:
+                key = (customer_id, meter_id)
+                if mode == "register":
+                    values = [register_at(t, *self._edge(txn, key, t)) for t in edges]
+                    result.append(Usage(meter_id, bucket_deltas(values)))
+                else:
+                    result.append(Usage(meter_id, [(wh, False) for wh in self._interval_sums(txn, key, edges)]))
+            return result
+
+        return self._read(query)
