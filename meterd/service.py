@@ -55,6 +55,9 @@ class Core(service.MultiService):
         self.directory = directory
         self.ingest = ingest
         self.ready: Deferred[None] = Deferred()
+        self.api: Api
+        self.http: Any  # StreamServerEndpointService
+        self.udp: Any  # internet.UDPServer
 
     def privilegedStartService(self) -> None:
         """Bind nothing yet: the ports open only once the store is ready."""
@@ -141,8 +144,10 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     site.log = lambda request: None  # per-request access log off the hot path; /metrics counts requests
 
     core = Core(store, directory, ingest)
-    strports.service(config["http"], site).setServiceParent(core)
+    core.api = api
+    core.http = strports.service(config["http"], site)
+    core.http.setServiceParent(core)
     protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
-    _udp_port(config, protocol).setServiceParent(core)
-    core.api = api  # type: ignore[attr-defined]
+    core.udp = _udp_port(config, protocol)
+    core.udp.setServiceParent(core)
     return core

@@ -1,0 +1,148 @@
+"""Helpers shared by the tests: an in-process server on free loopback ports,
+and a real ``twistd -n meterd`` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+
+from meterd.options import Options
+from meterd.service import Core, makeService
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LiveServer:
+    """A meterd service running in this process's reactor."""
+
+    core: Core
+    url: str
+    udp_port: int
+    token: str
+    data_dir: Path
+
+    async def call(self, method: str, path: str, *, token: str | None = "operator", json_body: Any = None,
+                   params: dict[str, Any] | None = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+        """One request; returns (status, decoded JSON body or raw bytes, response)."""
+        hdrs = dict(headers or {})
+        if token == "operator":
+            token = self.token
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        response = await treq.request(method, self.url + path, params=params, data=data, headers=hdrs, persistent=False)
+        body = await response.content()
+        try:
+            decoded: Any = json.loads(body)
+        except ValueError:
+            decoded = body
+        return response.code, decoded, response
+
+    async def stop(self) -> None:
+        await self.core.stopService()
+
+
+async def start_server(data_dir: Path, *args: str) -> LiveServer:
+    config = Options()
+    config.parseOptions(
+        ["--http", "tcp:0:interface=127.0.0.1", "--udp", "0", "--udp-interface", "127.0.0.1", "--data-dir", str(data_dir), *args]
+    )
+    core = makeService(config)
+    core.startService()
+    await core.ready
+    http_port = await core.http._waitingForPort
+    udp_port = core.udp._port.getHost().port
+    token = (data_dir / "operator.token").read_text().strip()
+    return LiveServer(core, f"http://127.0.0.1:{http_port.getHost().port}", udp_port, token, data_dir)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("METERD_TOKEN", None)
+    return env
+
+
+class Twistd:
+    """``twistd -n meterd`` as a subprocess on free ports, for end-to-end tests."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.args = args
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-twistd.log"
+
+    def start(self, timeout: float = 20) -> "Twistd":
+        cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "meterd",
+               "--http", f"tcp:{self.http_port}:interface=127.0.0.1", "--udp", str(self.udp_port),
+               "--udp-interface", "127.0.0.1", "--data-dir", str(self.data_dir), *self.args]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=self.data_dir.parent, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"twistd exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.1)
+        raise RuntimeError(f"twistd did not answer /health in {timeout}s:\n{self.log_path.read_text()}")
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "operator.token").read_text().strip()
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        self.log.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+def http(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    """A blocking request, for tests that drive subprocesses without a reactor."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+__all__ = ["LiveServer", "start_server", "Twistd", "free_port", "http", "subprocess_env", "reactor"]
