@@ -12,6 +12,7 @@ from typing import Protocol, Sequence
 from twisted.internet.defer import Deferred
 
 from meterd.readings import Outcome, Reading
+from meterd.registers import Sample
 
 HOUR_MS = 3_600_000
 
@@ -60,10 +61,24 @@ class MeterStatus:
 
 @dataclass(frozen=True)
 class Usage:
-    """Consumption of one meter over consecutive buckets, in Wh."""
+    """Consumption of one meter over consecutive buckets, in Wh.
+
+    ``spans`` are the open intervals of reading time that the answer depends
+    on beyond the readings already used: a reading stored later inside one
+    of them would change it (``None`` = unbounded). Caches of closed periods
+    use them to tell a late reading that matters from live data that doesn't.
+    """
 
     meter_id: int
     buckets: list[tuple[int, bool]]  # (wh, estimated) per bucket
+    spans: list[tuple[int | None, int | None]]
+
+
+def sensitive_span(t: int, before: Sample | None, after: Sample | None) -> list[tuple[int | None, int | None]]:
+    """Where a new reading would change the interpolated register at ``t``."""
+    if before is not None and before.ts == t:
+        return []
+    return [(None if before is None else before.ts, None if after is None else after.ts)]
 
 
 class Store(Protocol):

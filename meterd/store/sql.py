@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at
 from meterd.store import schema
-from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage, sensitive_span
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
 log = Logger()
@@ -276,10 +276,13 @@ class SqlStore:
             for meter_id, mode in meters:
                 key = (customer_id, meter_id)
                 if mode == "register":
-                    values = [register_at(t, *self._edge(txn, key, t)) for t in edges]
-                    result.append(Usage(meter_id, bucket_deltas(values)))
+                    around = [self._edge(txn, key, t) for t in edges]
+                    values = [register_at(t, *n) for t, n in zip(edges, around)]
+                    spans = [span for t, n in zip(edges, around) for span in sensitive_span(t, *n)]
+                    result.append(Usage(meter_id, bucket_deltas(values), spans))
                 else:
-                    result.append(Usage(meter_id, [(wh, False) for wh in self._interval_sums(txn, key, edges)]))
+                    sums = self._interval_sums(txn, key, edges)
+                    result.append(Usage(meter_id, [(wh, False) for wh in sums], [(edges[0] - 1, edges[-1])]))
             return result
 
         return self._read(query)

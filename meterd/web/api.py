@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from meterd import credentials, periods
+from meterd.bill_cache import BillCache
 from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
 from meterd.ingest import Ingest, Overloaded
@@ -87,6 +88,8 @@ class Api:
         self.metrics = metrics
         self.clock = clock
         self.tariff = tariff
+        self.bills = BillCache()
+        ingest.observers.append(lambda readings, outcomes, _: self.bills.readings_stored(readings, outcomes))
         self.routes: dict[str, Route] = {
             "/cadCliente": Route(("POST",), "operator", self.register_customer),
             "/cadMedidor": Route(("POST",), "operator", self.register_meter),
@@ -210,6 +213,7 @@ class Api:
         except NotFound:
             raise not_found("unknown_customer", f"customer {cid} is not registered") from None
         self.directory.add_meter(meter)
+        self.bills.forget_customer(cid)
         log.info("registered meter {meter} of customer {id}", id=cid, meter=meter.meter_id)
         return 201, {"id": cid, "id_medidor": meter.meter_id, "mode": mode, "key": key}
 
@@ -250,7 +254,10 @@ class Api:
         meter_id = None if params.get("id_medidor") in (None, "") else p.integer(params, "id_medidor", minimum=1)
         meter_ids = await self.meter_ids(customer.id, meter_id)
         tz = ZoneInfo(customer.tz)
-        start, end = periods.period_range(kind, periodo, self.now_ms(), tz)
+        try:
+            start, end = periods.period_range(kind, periodo, self.now_ms(), tz)
+        except ValueError:
+            raise bad_request("out_of_range", "periodo reaches before the calendar's first year") from None
         edges = periods.bucket_edges(kind, start, end, tz)
         usages = await self._usage(customer, meter_ids, edges)
         buckets = []
@@ -276,7 +283,15 @@ class Api:
         customer = await self.customer(p.customer(call.params))
         periodo = p.integer(call.params, "periodo", default=0, maximum=1200)
         tz = ZoneInfo(customer.tz)
-        year, month = periods.months_back(self.now_ms(), tz, periodo)
+        try:
+            year, month = periods.months_back(self.now_ms(), tz, periodo)
+        except ValueError:
+            raise bad_request("out_of_range", "periodo reaches before the calendar's first year") from None
+        if periodo > 0:
+            cached = self.bills.get(customer.id, year, month)
+            if cached is not None:
+                return 200, cached
+        begun = self.bills.begin()
         start, end = periods.month_range(year, month, tz)
         usages = await self._usage(customer, self.directory.meter_ids(customer.id), [start, end])
         consumo = sum(u.buckets[0][0] for u in usages)
@@ -284,7 +299,7 @@ class Api:
         bill = compute_bill(
             tariff=self.tariff, ligacao=customer.ligacao, year=year, month=month, consumo_wh=consumo, estimado=estimado
         )
-        return 200, {
+        body = {
             "id": customer.id,
             "name": customer.name,
             "status": "aberta" if periodo == 0 else "fechada",
@@ -295,6 +310,9 @@ class Api:
                 {"id_medidor": u.meter_id, "consumo_kwh": kwh(u.buckets[0][0]), "estimado": u.buckets[0][1]} for u in usages
             ],
         }
+        if periodo > 0:
+            self.bills.put(customer.id, year, month, body, {u.meter_id: u.spans for u in usages}, begun)
+        return 200, body
 
     async def meters(self, call: Call) -> tuple[int, dict[str, Any]]:
         customer = await self.customer(p.customer(call.params))

@@ -1,0 +1,294 @@
+"""A small treq client for the meterd HTTP API (DESIGN §3).
+
+The console and the meter simulator's provisioning both talk to the server;
+keeping the routes, the bearer header and the error model in one module means a
+change to the contract is made once, and every caller sees the same typed
+:class:`ApiError` carrying the server's own ``code`` and ``message`` instead of
+having to pick apart HTTP responses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.web import client as webclient
+
+__all__ = [
+    "ApiError",
+    "ServerUnreachable",
+    "MeterdClient",
+    "find_token",
+    "DEFAULT_SERVER",
+    "DEFAULT_DATA_DIR",
+    "TOKEN_ENV",
+]
+
+DEFAULT_SERVER = "http://127.0.0.1:8888"
+DEFAULT_DATA_DIR = "meterd-data"
+TOKEN_ENV = "METERD_TOKEN"
+
+#: Failures that mean "no server answered", as opposed to "the server said no".
+_UNREACHABLE = (
+    ierror.ConnectError,  # includes ConnectionRefusedError, DNSLookupError, TCPTimedOutError
+    ierror.ConnectionLost,
+    ierror.ConnectionDone,
+    ierror.TimeoutError,
+    CancelledError,  # treq cancels the request when its timeout expires
+    webclient.ResponseNeverReceived,
+    webclient.ResponseFailed,
+)
+
+
+class ApiError(Exception):
+    """An error answer from the server, with its HTTP status and error code.
+
+    ``str(e)`` is ``"<code>: <message>"`` so a caller can show it as one line.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
+
+
+class ServerUnreachable(ApiError):
+    """No HTTP answer at all: refused, reset, DNS failure or timeout.
+
+    A separate type lets pollers report "server went away" once and keep trying,
+    while real API errors are shown as they are.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "unreachable", message)
+
+
+def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop unset optional parameters so the server applies its own defaults."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _as_query(params: Mapping[str, Any]) -> str:
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v)
+
+    return urlencode({k: text(v) for k, v in _clean(params).items()})
+
+
+def _decode_error(status: int, body: bytes) -> ApiError:
+    """Map an error body to ApiError, tolerating proxies that answer in HTML."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        err = doc["error"]
+        code = err.get("code")
+        message = err.get("message")
+        if isinstance(code, str) and code:
+            return ApiError(status, code, str(message) if message is not None else "")
+    return ApiError(status, f"http_{status}", text[:200])
+
+
+class MeterdClient:
+    """Thin async wrapper around the meterd routes.
+
+    Every method returns a Deferred firing with the decoded JSON object, or
+    failing with :class:`ApiError` (:class:`ServerUnreachable` when nothing
+    answered). ``http`` is anything with treq's ``request``/``content`` API:
+    the ``treq`` module by default, a ``treq.testing.StubTreq`` in tests.
+    """
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        token: str | None = None,
+        *,
+        http: Any = None,
+        timeout: float | None = 10.0,
+        reactor: Any = None,
+    ) -> None:
+        if http is None:
+            import treq
+
+            http = treq
+        self.server = server.rstrip("/")
+        self.token = token or None
+        self.timeout = timeout
+        self._http = http
+        self._reactor = reactor
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _headers(self, with_body: bool) -> dict[bytes, list[bytes]]:
+        headers: dict[bytes, list[bytes]] = {b"Accept": [b"application/json"]}
+        if with_body:
+            headers[b"Content-Type"] = [b"application/json; charset=utf-8"]
+        if self.token:
+            headers[b"Authorization"] = [b"Bearer " + self.token.encode("utf-8")]
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """Send one request and decode the answer (public for odd routes/tests)."""
+        return self._request(method, path, query=query, body=body)
+
+    @inlineCallbacks
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        url = self.server + path
+        if query:
+            qs = _as_query(query)
+            if qs:
+                url += "?" + qs
+        kwargs: dict[str, Any] = {"headers": self._headers(body is not None)}
+        if body is not None:
+            kwargs["data"] = json.dumps(_clean(body)).encode("utf-8")
+        if self.timeout:
+            kwargs["timeout"] = self.timeout
+        if self._reactor is not None:
+            kwargs["reactor"] = self._reactor
+        try:
+            response = yield self._http.request(method, url, **kwargs)
+            raw = yield self._http.content(response)
+        except _UNREACHABLE as e:
+            raise ServerUnreachable(self._describe(e)) from None
+        status = int(response.code)
+        if not 200 <= status < 300:
+            raise _decode_error(status, raw)
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise ApiError(
+                status, "bad_response", raw.decode("utf-8", "replace")[:200]
+            ) from None
+        if not isinstance(doc, dict):
+            raise ApiError(status, "bad_response", "expected a JSON object")
+        return doc
+
+    def _describe(self, e: BaseException) -> str:
+        if isinstance(e, CancelledError):
+            return f"{self.server}: no answer within {self.timeout:g} s"
+        if isinstance(e, (webclient.ResponseNeverReceived, webclient.ResponseFailed)):
+            reasons = getattr(e, "reasons", None) or []
+            inner = "; ".join(r.getErrorMessage() for r in reasons) if reasons else ""
+            return f"{self.server}: connection failed{': ' + inner if inner else ''}"
+        if isinstance(e, ierror.ConnectionRefusedError):
+            return f"{self.server}: connection refused"
+        return f"{self.server}: {e.__class__.__name__}: {e}".rstrip(": ")
+
+    # -- routes -------------------------------------------------------------
+
+    def register_customer(
+        self,
+        id: str,
+        name: str,
+        *,
+        ligacao: str | None = None,
+        limite_kw: float | None = None,
+        limite_kwh: float | None = None,
+        tz: str | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        return self._request(
+            "POST",
+            "/cadCliente",
+            body={
+                "id": id,
+                "name": name,
+                "ligacao": ligacao,
+                "limite_kw": limite_kw,
+                "limite_kwh": limite_kwh,
+                "tz": tz,
+            },
+        )
+
+    def register_meter(self, id: str, *, mode: str | None = None) -> Deferred[dict[str, Any]]:
+        return self._request("POST", "/cadMedidor", body={"id": id, "mode": mode})
+
+    def meters(self, id: str) -> Deferred[dict[str, Any]]:
+        return self._request("GET", "/getMedidores", query={"id": id})
+
+    def post_reading(
+        self,
+        id: str,
+        id_medidor: int,
+        valor: float | str,
+        timestamp: float,
+        seq: int | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        return self._request(
+            "POST",
+            "/postConsumo",
+            body={
+                "id": id,
+                "id_medidor": id_medidor,
+                "valor": valor,
+                "timestamp": timestamp,
+                "seq": seq,
+            },
+        )
+
+    def history(
+        self, id: str, kind: str, periodo: int = 0, id_medidor: int | None = None
+    ) -> Deferred[dict[str, Any]]:
+        return self._request(
+            "GET",
+            "/getConsumoHist",
+            query={"id": id, "kind": kind, "periodo": periodo, "id_medidor": id_medidor},
+        )
+
+    def bill(self, id: str, periodo: int = 0) -> Deferred[dict[str, Any]]:
+        return self._request("GET", "/getFatura", query={"id": id, "periodo": periodo})
+
+    def alarms(self, id: str, cursor: int | None = None) -> Deferred[dict[str, Any]]:
+        return self._request("GET", "/getAlarme", query={"id": id, "cursor": cursor})
+
+    def ack_alarm(self, id: str, alarm_id: int) -> Deferred[dict[str, Any]]:
+        return self._request("POST", "/ackAlarme", body={"id": id, "alarm_id": alarm_id})
+
+    def health(self) -> Deferred[dict[str, Any]]:
+        return self._request("GET", "/health")
+
+
+def find_token(explicit: str | None, data_dir: str | None) -> str | None:
+    """Pick credentials the way an operator expects beside a running server.
+
+    Order: an explicit ``--token``, then ``$METERD_TOKEN``, then
+    ``<data_dir or ./meterd-data>/operator.token``. Blank values count as unset
+    so an empty environment variable does not mask the token file.
+    """
+    if explicit and explicit.strip():
+        return explicit.strip()
+    env = os.environ.get(TOKEN_ENV, "")
+    if env.strip():
+        return env.strip()
+    path = Path(data_dir or DEFAULT_DATA_DIR) / "operator.token"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None

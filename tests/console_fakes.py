@@ -1,0 +1,220 @@
+"""An in-memory fake of the meterd HTTP API for the console's tests (StubTreq).
+
+It follows DESIGN §3 closely enough for a client: bearer auth (operator token
+``op``, customer tokens issued by /cadCliente), the error body, per-customer
+meter ids, and a scriptable alarm feed with event ids and a cursor. It holds
+no tests of its own; the name only keeps it among the console's files.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from treq.testing import StubTreq
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from clients.api import MeterdClient
+
+OPERATOR = "op"
+CPF = "52998224725"  # valid check digits (hand-checked)
+CPF2 = "11144477735"
+
+BILL = {
+    "id": CPF,
+    "name": "Ana",
+    "referencia": "2026-11",
+    "status": "aberta",
+    "inicio": "2026-11-01T00:00:00-03:00",
+    "fim": "2026-12-01T00:00:00-03:00",
+    "consumo_kwh": 100.0,
+    "faturado_kwh": 100.0,
+    "ligacao": "mono",
+    "bandeira": "amarela",
+    "itens": [
+        {"descricao": "Energia (TE)", "quantidade_kwh": 100.0, "tarifa": "0.30", "valor": "30.00"},
+        {"descricao": "Uso do sistema (TUSD)", "quantidade_kwh": 100.0, "tarifa": "0.45", "valor": "45.00"},
+        {"descricao": "Bandeira Amarela", "quantidade_kwh": 100.0, "tarifa": "0.01885", "valor": "1.89"},
+    ],
+    # 76.89 / (1 - 0.3078) = 111.0806...: icms 27.77, pis 1.14, cofins 5.28 (by hand)
+    "tributos": {
+        "icms": "27.77",
+        "pis": "1.14",
+        "cofins": "5.28",
+        "valor": "34.19",
+        "aliquotas": {"icms": "0.25", "pis": "0.0103", "cofins": "0.0475"},
+    },
+    "total": "1111.08",  # deliberately large to see the thousands separator
+    "estimado": False,
+    "medidores": [{"id_medidor": 1, "consumo_kwh": 100.0}],
+}
+
+
+def history_doc(kind: str, periodo: int, meter: int | None) -> dict[str, Any]:
+    buckets = [
+        {"start": "2026-11-05T00:00:00-03:00", "kwh": 1.0, "estimated": False},
+        {"start": "2026-11-05T01:00:00-03:00", "kwh": 2.0, "estimated": False},
+        {"start": "2026-11-05T02:00:00-03:00", "kwh": 4.0, "estimated": True},
+    ]
+    return {
+        "id": CPF,
+        "kind": kind,
+        "periodo": periodo,
+        "tz": "America/Sao_Paulo",
+        "start": "2026-11-05T00:00:00-03:00",
+        "end": "2026-11-06T00:00:00-03:00",
+        "total_kwh": 7.0,
+        "estimated": True,
+        "buckets": buckets,
+        "meters": [{"id_medidor": meter or 1, "total_kwh": 7.0}],
+    }
+
+
+class FakeMeterd(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.tokens: dict[str, str] = {}  # token -> customer id
+        self.meters: dict[str, list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+        self.bill: dict[str, Any] | None = BILL
+        self.alarms_enabled = True
+        self.down = False  # answer 503 to everything (for error paths)
+        self.alarms: dict[int, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+
+    # -- alarm scripting ----------------------------------------------------
+
+    def raise_alarm(self, rule: str = "demand", meter: int | None = 1, value: float = 12.5, limit: float = 10.0) -> int:
+        aid = len(self.alarms) + 1
+        self.alarms[aid] = {
+            "alarm_id": aid,
+            "rule": rule,
+            "id_medidor": meter,
+            "raised_at": "2026-11-05T17:03:00+00:00",
+            "cleared_at": None,
+            "acked_at": None,
+            "value": value,
+            "threshold": limit,
+            "message": "Demanda acima do limite",
+        }
+        self._event(aid, "raised", "2026-11-05T17:03:00+00:00")
+        return aid
+
+    def clear_alarm(self, aid: int) -> None:
+        self.alarms[aid]["cleared_at"] = "2026-11-05T17:20:00+00:00"
+        self._event(aid, "cleared", "2026-11-05T17:20:00+00:00")
+
+    def _event(self, aid: int, kind: str, at: str) -> None:
+        self.events.append({"event_id": len(self.events) + 1, "alarm_id": aid, "type": kind, "at": at})
+
+    # -- http ---------------------------------------------------------------
+
+    def render(self, request: Request) -> bytes:
+        request.setHeader("content-type", "application/json; charset=utf-8")
+        uri = urlsplit(request.uri.decode())
+        params: dict[str, Any] = {k: v[0] for k, v in parse_qs(uri.query).items()}
+        body = request.content.read()
+        if body:
+            params.update(json.loads(body))
+        method = request.method.decode()
+        self.requests.append((method, uri.path, params))
+        auth = request.getHeader("authorization") or ""
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        try:
+            status, doc = self.route(method, uri.path, params, token)
+        except KeyError as e:
+            status, doc = 400, _err("missing_field", f"falta o campo {e}")
+        request.setResponseCode(status)
+        return json.dumps(doc).encode()
+
+    def route(self, method: str, path: str, p: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
+        if self.down:
+            return 503, _err("store_unavailable", "banco indisponível")
+        if path == "/health":
+            return 200, {"status": "ok", "db": "ok"}
+        if token is None:
+            return 401, _err("unauthorized", "credenciais ausentes")
+        operator = token == OPERATOR
+        if not operator and token not in self.tokens:
+            return 401, _err("unauthorized", "token inválido")
+        cid = str(p.get("id", ""))
+        if path == "/cadCliente":
+            if not operator:
+                return 403, _err("forbidden", "só o operador")
+            if cid in self.customers:
+                return 409, _err("customer_exists", f"cliente {cid} já existe")
+            tok = f"tok-{cid}"
+            self.tokens[tok] = cid
+            c = {
+                "id": cid,
+                "name": p["name"],
+                "ligacao": p.get("ligacao", "mono"),
+                "limite_kw": p.get("limite_kw", 10),
+                "limite_kwh": p.get("limite_kwh", 1000),
+                "tz": p.get("tz", "America/Sao_Paulo"),
+            }
+            self.customers[cid] = c
+            self.meters[cid] = []
+            return 201, {**c, "token": tok}
+        if not operator and self.tokens.get(token) != cid:
+            return 403, _err("forbidden", "não é seu")
+        if cid not in self.customers:
+            return 404, _err("unknown_customer", f"cliente {cid} não existe")
+        if path == "/cadMedidor":
+            if not operator:
+                return 403, _err("forbidden", "só o operador")
+            n = len(self.meters[cid]) + 1
+            mode = p.get("mode", "register")
+            self.meters[cid].append({"id_medidor": n, "mode": mode, "last_seen": None, "last_kwh": None})
+            return 201, {"id": cid, "id_medidor": n, "mode": mode, "key": f"{n:064x}"}
+        if path == "/getMedidores":
+            return 200, {"id": cid, "meters": self.meters[cid]}
+        if path == "/getConsumoHist":
+            meter = int(p["id_medidor"]) if p.get("id_medidor") else None
+            return 200, history_doc(p["kind"], int(p.get("periodo", 0)), meter)
+        if path == "/getFatura":
+            if self.bill is None:
+                return 501, _err("not_implemented", "/getFatura ainda não implementado")
+            return 200, {**self.bill, "id": cid}
+        if path == "/getAlarme":
+            if not self.alarms_enabled:
+                return 501, _err("not_implemented", "/getAlarme ainda não implementado")
+            cursor = int(p["cursor"]) if p.get("cursor") not in (None, "") else None
+            events = [e for e in self.events if cursor is None or e["event_id"] > cursor]
+            active = [a for a in self.alarms.values() if a["cleared_at"] is None]
+            return 200, {
+                "id": cid,
+                "alarme": bool(active),
+                "active": active,
+                "events": events,
+                "cursor": self.events[-1]["event_id"] if self.events else 0,
+            }
+        if path == "/ackAlarme":
+            aid = int(p["alarm_id"])
+            if aid not in self.alarms:
+                return 404, _err("unknown_alarm", f"alarme {aid} não existe")
+            self.alarms[aid]["acked_at"] = "2026-11-05T17:10:00+00:00"
+            self._event(aid, "acked", "2026-11-05T17:10:00+00:00")
+            return 200, self.alarms[aid]
+        return 404, _err("not_found", path)
+
+    def calls(self, path: str) -> list[dict[str, Any]]:
+        return [p for (_, pth, p) in self.requests if pth == path]
+
+
+def _err(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def stub_client_factory(fake: FakeMeterd) -> tuple[StubTreq, Any]:
+    stub = StubTreq(fake)
+
+    def make(token: str | None) -> MeterdClient:
+        return MeterdClient("http://meterd.test:8888", token, http=stub, timeout=None)
+
+    return stub, make

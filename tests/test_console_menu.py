@@ -1,0 +1,445 @@
+"""The console's menu state machine, driven through a StringTransport.
+
+The API is the in-memory FakeMeterd behind StubTreq; time is a Clock, so the
+alarm poller's LoopingCall runs only when a test advances it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from treq.testing import StubTreq
+from twisted.conch.insults.insults import ServerProtocol
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from clients.api import MeterdClient
+from clients.console.frontend import LineFrontend, TerminalFrontend
+from clients.console.menu import Menu
+from clients.console.messages import Messages
+from clients.console.render import Renderer
+from tests.console_fakes import CPF, CPF2, OPERATOR, FakeMeterd, stub_client_factory
+
+
+@dataclass
+class Session:
+    fake: FakeMeterd
+    stub: StubTreq
+    proto: LineFrontend
+    tr: StringTransport
+    clock: Clock
+
+    def type(self, *lines: str) -> str:
+        """Send lines; return only the output they caused."""
+        self.tr.clear()
+        for line in lines:
+            self.proto.dataReceived(line.encode() + b"\n")
+            self.stub.flush()
+        return self.tr.value().decode()
+
+    def advance(self, seconds: float) -> str:
+        self.tr.clear()
+        self.clock.advance(seconds)
+        self.stub.flush()
+        return self.tr.value().decode()
+
+
+def session(fake: FakeMeterd | None = None, *, lang: str = "pt", make_client: Any = None, **menu_kw: Any) -> Session:
+    fake = fake or FakeMeterd()
+    stub, make = stub_client_factory(fake)
+    clock = Clock()
+    msgs = Messages(lang)
+    kw = {"operator_token": OPERATOR, **menu_kw}
+
+    def factory(out: Any) -> Menu:
+        return Menu(
+            out,
+            msgs=msgs,
+            renderer=Renderer(msgs),
+            make_client=make_client or make,
+            clock=clock,
+            poll_interval=30,
+            **kw,
+        )
+
+    proto = LineFrontend(factory)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    return Session(fake, stub, proto, tr, clock)
+
+
+def with_customer(s: Session, cid: str = CPF) -> str:
+    """Register a customer and a meter as operator; return the customer token."""
+    s.type("1", "1", cid, "Ana", "", "", "")
+    s.type("2", cid, "")
+    s.type("9")
+    return f"tok-{cid}"
+
+
+def test_start_shows_mode_menu() -> None:
+    s = session()
+    out = s.tr.value().decode()
+    assert "1) Operador" in out and "2) Cliente" in out
+    assert out.endswith("> ")
+
+
+def test_operator_registers_customer_and_sees_token_once() -> None:
+    s = session()
+    out = s.type("1", "1", "529.982.247-25", "Ana Souza", "bi", "7,5", "")
+    assert "TOKEN DO CLIENTE: tok-52998224725" in out
+    assert "guarde este token agora" in out.lower()
+    (body,) = s.fake.calls("/cadCliente")
+    # formatted CPF normalized before sending; decimal comma accepted
+    assert body == {"id": CPF, "name": "Ana Souza", "ligacao": "bi", "limite_kw": 7.5}
+    # the operator menu comes back
+    assert out.rstrip().endswith(">")
+    assert "Cadastrar cliente" in out.split("TOKEN DO CLIENTE")[1]
+
+
+def test_invalid_cpf_is_refused_before_sending_and_asked_again() -> None:
+    s = session()
+    s.type("1", "1")
+    out = s.type("123.456.789-00")
+    assert "verificadores" in out
+    assert out.endswith("CPF ou CNPJ do cliente: ")
+    out = s.type("1234")
+    assert "foram digitados 4" in out
+    out = s.type("111.111.111-11")
+    assert "todos os dígitos iguais" in out
+    assert s.fake.calls("/cadCliente") == []
+    out = s.type(CPF, "Ana", "", "", "")
+    assert "TOKEN DO CLIENTE" in out
+
+
+def test_invalid_number_and_choice_are_asked_again() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana")
+    out = s.type("quadrifásica")
+    assert "mono, bi, tri" in out
+    out = s.type("tri", "-3")
+    assert "número positivo" in out
+    out = s.type("abc")
+    assert "número positivo" in out
+    out = s.type("10", "1.000")  # "1.000" is one (point as decimal), not a thousand
+    assert s.fake.calls("/cadCliente")[0]["limite_kwh"] == 1
+    assert "TOKEN DO CLIENTE" in out
+
+
+def test_empty_required_field_cancels_back_to_menu() -> None:
+    s = session()
+    s.type("1", "1")
+    out = s.type("")
+    assert "Cancelado." in out
+    assert "Cadastrar cliente" in out
+    assert s.fake.requests == []
+
+
+def test_invalid_menu_choice() -> None:
+    s = session()
+    out = s.type("7")
+    assert "Opção inválida: '7'" in out
+    assert "1) Operador" in out
+
+
+def test_register_and_list_meters() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("2", CPF, "interval")
+    assert "CHAVE DO MEDIDOR: " + "0" * 63 + "1" in out
+    assert s.fake.calls("/cadMedidor") == [{"id": CPF, "mode": "interval"}]
+    out = s.type("3", "529.982.247-25")
+    assert "Medidores do cliente 529.982.247-25" in out
+    assert "interval" in out and "nunca" in out
+
+
+def test_server_error_is_one_line_and_menu_returns() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("1", CPF, "Ana de novo", "", "", "")
+    assert "Erro do servidor (409, customer_exists): cliente 52998224725 já existe" in out
+    assert "Traceback" not in out
+    assert out.rstrip().endswith(">") and "Cadastrar cliente" in out
+    out = s.type("3", CPF2)
+    assert "(404, unknown_customer)" in out
+
+
+def test_store_down_503() -> None:
+    fake = FakeMeterd()
+    s = session(fake)
+    fake.down = True
+    out = s.type("1", "3", CPF)
+    assert "Erro do servidor (503, store_unavailable): banco indisponível" in out
+
+
+def test_operator_without_token_is_asked_for_one() -> None:
+    s = session(operator_token=None)
+    out = s.type("1")
+    assert "Sem token do operador" in out
+    assert out.endswith("Token de acesso: ")
+    out = s.type(OPERATOR)
+    assert "Cadastrar cliente" in out
+
+
+def test_customer_login_wrong_token_goes_back_to_mode_menu() -> None:
+    s = session()
+    with_customer(s)
+    out = s.type("2", CPF, "wrong")
+    assert "(401, unauthorized)" in out
+    assert "1) Operador" in out
+
+
+def test_customer_bill_history_alarms_ack() -> None:
+    s = session()
+    token = with_customer(s)
+    out = s.type("2", CPF, token)
+    assert "Cliente 529.982.247-25" in out
+    out = s.type("1", "")
+    assert "CONTA DE ENERGIA ELÉTRICA" in out
+    assert "TOTAL A PAGAR" in out and "R$ 1.111,08" in out
+    assert "Bandeira Amarela" in out
+    assert s.fake.calls("/getFatura")[-1] == {"id": CPF, "periodo": "0"}
+    out = s.type("1", "2")
+    assert s.fake.calls("/getFatura")[-1] == {"id": CPF, "periodo": "2"}
+
+    out = s.type("2", "x")
+    assert "D, M, Y" in out
+    out = s.type("m", "1", "1")
+    assert s.fake.calls("/getConsumoHist")[-1] == {"id": CPF, "kind": "M", "periodo": "1", "id_medidor": "1"}
+    assert "Consumo por dia (kWh)" in out
+    # bars proportional to 1, 2, 4 kWh: the largest gets the full 60 columns
+    bars = [line.split("|", 1)[1].split(" ")[0] for line in out.splitlines() if "|#" in line]
+    assert [len(b) for b in bars] == [15, 30, 60]
+
+    s.fake.raise_alarm()
+    out = s.type("3")
+    assert "Alarmes ativos" in out and "Demanda" in out and "12,50 kW" in out
+    out = s.type("4", "abc")
+    assert "maior que zero" in out
+    out = s.type("1")
+    assert "Alarme 1 reconhecido." in out
+    assert s.fake.calls("/ackAlarme") == [{"id": CPF, "alarm_id": 1}]
+    out = s.type("4", "99")
+    assert "(404, unknown_alarm)" in out
+
+
+def test_bill_not_implemented_is_readable() -> None:
+    fake = FakeMeterd()
+    fake.bill = None
+    s = session(fake)
+    token = with_customer(s)
+    s.type("2", CPF, token)
+    out = s.type("1", "0")
+    assert "Este servidor ainda não oferece esta função (/getFatura ainda não implementado)." in out
+    assert "Traceback" not in out
+    assert "1) Fatura" in out
+
+
+def test_customer_preset_with_token() -> None:
+    fake = FakeMeterd()
+    s = session(fake)
+    with_customer(s)
+    s2 = session(fake, start_mode="customer", customer_id=CPF, customer_token=f"tok-{CPF}")
+    s2.stub.flush()
+    assert "1) Fatura" in s2.tr.value().decode()
+
+
+def test_english() -> None:
+    s = session(lang="en")
+    out = s.type("1", "1", "123")
+    assert "A CPF has 11 digits and a CNPJ 14; you typed 3." in out
+    out = s.type(CPF, "Ana", "", "", "")
+    assert "CUSTOMER TOKEN: tok-" in out
+    assert "Register a customer" in out
+
+
+def test_eof_after_queued_script_quits() -> None:
+    s = session()
+    s.tr.clear()
+    s.proto.dataReceived(f"1\n1\n{CPF}\nAna\n\n\n\n".encode())
+    s.proto.readConnectionLost()
+    s.stub.flush()
+    out = s.tr.value().decode()
+    assert "TOKEN DO CLIENTE" in out
+    assert out.rstrip().endswith("Até logo.")
+    assert s.tr.disconnecting
+
+
+class SlowClient:
+    """A client whose answers the test releases by hand."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Deferred[dict[str, Any]]]] = []
+
+    def meters(self, id: str) -> Deferred[dict[str, Any]]:
+        d: Deferred[dict[str, Any]] = Deferred()
+        self.pending.append((id, d))
+        return d
+
+
+def test_type_ahead_is_queued_while_a_request_is_in_flight() -> None:
+    slow = SlowClient()
+    s = session(make_client=lambda token: slow)
+    s.type("1", "3", CPF, "3", CPF2)
+    assert [cid for cid, _ in slow.pending] == [CPF]  # second waits its turn
+    slow.pending[0][1].callback({"id": CPF, "meters": []})
+    assert [cid for cid, _ in slow.pending] == [CPF, CPF2]
+    slow.pending[1][1].callback({"id": CPF2, "meters": []})
+    out = s.tr.value().decode()
+    assert "O cliente 529.982.247-25 não tem medidores." in out
+    assert "O cliente 111.444.777-35 não tem medidores." in out
+
+
+# -- alarm polling ------------------------------------------------------------
+
+
+def customer_session(fake: FakeMeterd | None = None) -> Session:
+    fake = fake or FakeMeterd()
+    s = session(fake)
+    token = with_customer(s)
+    s.type("2", CPF, token)
+    return s
+
+
+def test_poll_announces_new_events_once() -> None:
+    fake = FakeMeterd()
+    s = session(fake)
+    token = with_customer(s)
+    old = fake.raise_alarm(rule="monthly", meter=None, value=1200, limit=1000)
+    fake.clear_alarm(old)  # history before the session: not news
+    out = s.type("2", CPF, token)
+    assert "ALARME" not in out
+    assert s.fake.calls("/getAlarme")[-1] == {"id": CPF}
+
+    fake.raise_alarm(value=12.5, limit=10)
+    out = s.advance(29)
+    assert out == ""
+    out = s.advance(1)
+    # 17:03 UTC is 14:03 in São Paulo (UTC-3)
+    assert (
+        "*** ALARME #2 DISPARADO — Demanda, medidor 1: 12,50 kW (limite 10,00 kW) em 05/11/2026 14:03 ***" in out
+    )
+    assert s.fake.calls("/getAlarme")[-1] == {"id": CPF, "cursor": "2"}
+    assert out.endswith("> ")  # the prompt is back after the banner
+    assert s.advance(30) == ""  # nothing new, nothing shown
+    fake.clear_alarm(2)
+    out = s.advance(30)
+    assert "ALARME #2 NORMALIZADO — Demanda, medidor 1 em 05/11/2026 14:20" in out
+
+
+def test_poll_reports_active_alarms_at_login() -> None:
+    fake = FakeMeterd()
+    s = session(fake)
+    token = with_customer(s)
+    fake.raise_alarm()
+    out = s.type("2", CPF, token)
+    assert "1 alarme(s) ativo(s)" in out
+
+
+def test_acked_events_are_not_announced() -> None:
+    s = customer_session()
+    s.fake.raise_alarm()
+    s.advance(30)
+    out = s.type("4", "1")
+    assert "reconhecido" in out
+    assert "ALARME" not in s.advance(30)
+
+
+def test_poll_keeps_what_user_is_typing_in_line_mode() -> None:
+    s = customer_session()
+    s.fake.raise_alarm()
+    s.tr.clear()
+    s.proto.dataReceived(b"2")  # half-typed, no newline yet
+    out = s.advance(30)
+    assert "DISPARADO" in out
+    s.proto.dataReceived(b"\n")  # the line completes intact
+    s.stub.flush()
+    assert "Agrupar por D" in s.tr.value().decode()
+
+
+def test_server_going_away_reported_once_then_resumes() -> None:
+    fake = FakeMeterd()
+    s = customer_session(fake)
+    menu = s.proto.menu
+    assert menu is not None and menu.poller is not None
+    good = menu.poller.client
+
+    class Refusing:
+        def alarms(self, id: str, cursor: int | None = None) -> Deferred[dict[str, Any]]:
+            return MeterdClient("http://127.0.0.1:1", None, http=_RefusedHttp()).alarms(id, cursor)
+
+    menu.poller.client = Refusing()  # type: ignore[assignment]
+    out = s.advance(30) + s.advance(30) + s.advance(30)
+    assert out.count("Servidor indisponível") == 1
+    menu.poller.client = good
+    fake.raise_alarm()
+    out = s.advance(30)
+    assert "Servidor de volta" in out
+    assert "ALARME #1 DISPARADO" in out
+
+
+def test_poll_not_implemented_reported_once() -> None:
+    fake = FakeMeterd()
+    fake.alarms_enabled = False
+    s = session(fake)
+    token = with_customer(s)
+    out = s.type("2", CPF, token) + s.advance(30) + s.advance(30)
+    assert out.count("Não foi possível verificar os alarmes") == 1
+    assert "ainda não oferece" in out
+
+
+def test_polling_stops_when_leaving_customer_mode() -> None:
+    s = customer_session()
+    n = len(s.fake.calls("/getAlarme"))
+    s.type("9")
+    s.advance(300)
+    assert len(s.fake.calls("/getAlarme")) == n
+    assert not s.clock.getDelayedCalls()
+
+
+class _RefusedHttp:
+    def request(self, *a: Any, **kw: Any) -> Deferred[Any]:
+        return fail(ConnectionRefusedError())
+
+    def content(self, response: Any) -> Deferred[bytes]:  # pragma: no cover
+        raise AssertionError
+
+
+# -- terminal frontend --------------------------------------------------------
+
+
+def test_terminal_frontend_redraws_half_typed_line_after_banner() -> None:
+    fake = FakeMeterd()
+    stub, make = stub_client_factory(fake)
+    msgs = Messages("pt")
+    clock = Clock()
+
+    def factory(out: Any) -> Menu:
+        return Menu(out, msgs=msgs, renderer=Renderer(msgs), make_client=make, clock=clock, operator_token=OPERATOR)
+
+    proto = ServerProtocol(TerminalFrontend, factory)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    out = tr.value()
+    assert b"1) Operador\r\n" in out  # raw mode: CR LF line ends
+    assert b"\x1bc" not in out  # the screen is not reset
+    proto.dataReceived(b"1\r")
+    proto.dataReceived(b"ab")
+    assert tr.value().endswith(b"ab")  # echoed by the line editor
+    tr.clear()
+    front = proto.terminalProtocol
+    front.notify("*** ALARME ***\n")
+    out = tr.value()
+    banner_at = out.index(b"*** ALARME ***\r\n")
+    assert out[:banner_at].startswith(b"\r")  # the input line was erased first
+    assert out.endswith(b"> ab")  # prompt and half-typed text redrawn
+    tr.clear()
+    proto.dataReceived(b"\x7f\x7f7\r")  # edit and submit
+    assert "Opção inválida: '7'" in tr.value().decode()
+    tr.clear()
+    proto.dataReceived(b"\x03")  # ^C quits
+    assert tr.disconnecting
+    assert b"\x1bc" not in tr.value()  # without wiping the screen
