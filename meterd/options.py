@@ -54,6 +54,21 @@ class Options(usage.Options):
         self["durability"] = "full"
         self["meter-mode"] = "register"
 
+    _failed = False
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._failed = True
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        """After a bad option twistd prints the usage, then the error: keep that to a hint."""
+        if self._failed:
+            return "Run 'twistd meterd --help' for the options.\n"
+        return super().getUsage(width)
+
     def opt_http(self, value: str) -> None:
         """HTTP endpoint string (default tcp:8888; ssl:... works too)"""
         from twisted.internet import reactor
