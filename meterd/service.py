@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from meterd.alarms import Alarms
 from meterd.credentials import operator_token
 from meterd.directory import Directory
 from meterd.ingest import Ingest
@@ -43,7 +44,13 @@ def make_store(db: str, durability: str) -> Store:
         from meterd.store.sqlite import SqliteStore
 
         return SqliteStore(db[len("sqlite:") :], durability=durability)
-    raise usage.UsageError(f"--db: the PostgreSQL backend is not available in this build ({db.split('@')[-1]})")
+    if db.startswith(("postgresql://", "postgres://")):
+        try:
+            from meterd.store.postgres import PostgresStore
+        except ImportError as e:
+            raise usage.UsageError(f"--db: PostgreSQL needs psycopg 3 (pip install 'meterd[postgresql]'): {e}") from None
+        return PostgresStore(db, durability=durability)
+    raise usage.UsageError(f"--db: {db!r} is neither sqlite:PATH nor postgresql://...")
 
 
 class Core(service.MultiService):
@@ -110,7 +117,7 @@ def _udp_port(config: dict[str, Any], protocol: MeterProtocol) -> service.Servic
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.bind((config["udp-interface"], config["udp"]))
                 sock.setblocking(False)
-                port = self._getReactor().adoptDatagramPort(sock.fileno(), socket.AF_INET, protocol)
+                port = internet._maybeGlobalReactor(self.reactor).adoptDatagramPort(sock.fileno(), socket.AF_INET, protocol)
                 sock.close()
             port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             return port
@@ -138,13 +145,15 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
         limit_wh=config["limit-wh"],
         meter_mode=config["meter-mode"],
     )
-    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"])
+    alarms = Alarms(store, directory, ingest, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], alarms)
     site = Site(ApiResource(api))
     site.requestFactory = LimitedRequest
     site.log = lambda request: None  # per-request access log off the hot path; /metrics counts requests
 
     core = Core(store, directory, ingest)
     core.api = api
+    alarms.setServiceParent(core)  # started by Core once the store is open, before the ports
     core.http = strports.service(config["http"], site)
     core.http.setServiceParent(core)
     protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))

@@ -167,11 +167,21 @@ class Menu:
 
     def start(self) -> None:
         self.out.show(self.m("app.title") + "\n")
+        result = None
         if self.start_mode == "operator":
-            self._enter_operator()
+            result = self._enter_operator()
         elif self.start_mode == "customer":
-            self._begin_customer()
-        self._after()
+            result = self._begin_customer()
+        self._settle(result)
+
+    def _settle(self, result: Any) -> None:
+        """After a handler: wait for its request (lines queue meanwhile), else show what comes next."""
+        if isinstance(result, Deferred):
+            self._busy = True
+            result.addErrback(self._report)
+            result.addBoth(self._idle)
+        else:
+            self._after()
 
     def feed(self, line: str) -> None:
         if self._done:
@@ -193,12 +203,9 @@ class Menu:
                 log.failure("menu handler failed")
                 self.out.show(describe_error(e, self.m) + "\n")
                 result = None
-            if isinstance(result, Deferred):
-                self._busy = True
-                result.addErrback(self._report)
-                result.addBoth(self._idle)
+            self._settle(result)
+            if self._busy:
                 return
-            self._after()
         self._maybe_finish()
 
     def _idle(self, _: Any) -> None:

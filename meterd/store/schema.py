@@ -53,6 +53,35 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (customer_id, meter_id, hour)
         )""",
     ],
+    # 2: alarms and their events (DESIGN §7). Ids come from the alarm book's
+    # counters, not from the database, so no AUTOINCREMENT/SERIAL; keys lead
+    # with customer_id so the tables distribute by customer on Citus.
+    [
+        """CREATE TABLE alarms (
+            customer_id TEXT NOT NULL,
+            alarm_id BIGINT NOT NULL,
+            meter_id BIGINT,
+            rule TEXT NOT NULL,
+            raised_at BIGINT NOT NULL,
+            cleared_at BIGINT,
+            acked_at BIGINT,
+            value DOUBLE PRECISION NOT NULL,
+            threshold DOUBLE PRECISION NOT NULL,
+            message TEXT NOT NULL,
+            PRIMARY KEY (customer_id, alarm_id)
+        )""",
+        "CREATE INDEX alarms_active ON alarms (customer_id, alarm_id) WHERE cleared_at IS NULL",
+        "CREATE INDEX alarms_id ON alarms (alarm_id)",
+        """CREATE TABLE alarm_events (
+            customer_id TEXT NOT NULL,
+            event_id BIGINT NOT NULL,
+            alarm_id BIGINT NOT NULL,
+            event_type TEXT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            PRIMARY KEY (customer_id, event_id)
+        )""",
+        "CREATE INDEX alarm_events_id ON alarm_events (event_id)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at
 from meterd.store import schema
+from meterd.store.alarm_sql import AlarmSql
 from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage, sensitive_span
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
@@ -27,7 +28,7 @@ _CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, creat
 _METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
 
 
-class SqlStore:
+class SqlStore(AlarmSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
     placeholder: ClassVar[str] = "?"

@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from meterd import credentials, periods
+from meterd.alarms import Alarms, UnknownAlarm, alarm_json, event_json
 from meterd.bill_cache import BillCache
 from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
@@ -80,6 +81,7 @@ class Api:
         metrics: Metrics,
         clock: IReactorTime,
         tariff: Tariff,
+        alarms: Alarms | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -88,6 +90,7 @@ class Api:
         self.metrics = metrics
         self.clock = clock
         self.tariff = tariff
+        self.alarm_service = alarms
         self.bills = BillCache()
         ingest.observers.append(lambda readings, outcomes, _: self.bills.readings_stored(readings, outcomes))
         self.routes: dict[str, Route] = {
@@ -96,8 +99,8 @@ class Api:
             "/postConsumo": Route(("POST",), "meter", self.post_reading),
             "/getConsumoHist": Route(("GET",), "customer", self.history),
             "/getFatura": Route(("GET",), "customer", self.bill),
-            "/getAlarme": Route(("GET",), "customer", self.not_yet),
-            "/ackAlarme": Route(("POST",), "customer", self.not_yet),
+            "/getAlarme": Route(("GET",), "customer", self.alarms),
+            "/ackAlarme": Route(("POST",), "customer", self.ack_alarm),
             "/getMedidores": Route(("GET",), "customer", self.meters),
             "/health": Route(("GET",), "public", self.health),
             "/metrics": Route(("GET",), "public", self.prometheus),
@@ -141,6 +144,8 @@ class Api:
             raise forbidden("these credentials belong to another customer")
         if route.access == "customer" and principal.kind != "customer":
             raise forbidden("a meter key only authorises posting that meter's readings")
+        if route.access == "meter" and principal.kind != "meter":
+            raise forbidden("only the meter's key (or the operator) may post its readings")
         if route.access == "meter" and principal.kind == "meter":
             if principal.meter_id != p.integer(call.params, "id_medidor", minimum=1):
                 raise forbidden("this key belongs to another meter")
@@ -332,9 +337,32 @@ class Api:
             ],
         }
 
-    async def not_yet(self, call: Call) -> tuple[int, dict[str, Any]]:
-        await self.customer(p.customer(call.params))
-        raise ApiError(501, "not_implemented", "alarms are not implemented yet")
+    def _alarm_service(self) -> Alarms:
+        if self.alarm_service is None:
+            raise ApiError(503, "alarms_unavailable", "alarms are not running in this process")
+        return self.alarm_service
+
+    async def alarms(self, call: Call) -> tuple[int, dict[str, Any]]:
+        customer = await self.customer(p.customer(call.params))
+        cursor = None if call.params.get("cursor") in (None, "") else p.integer(call.params, "cursor", maximum=2**63 - 1)
+        view = await self._alarm_service().view(customer.id, cursor)
+        tz = ZoneInfo(customer.tz)
+        return 200, {
+            "id": customer.id,
+            "alarme": bool(view.active),
+            "active": [alarm_json(a, tz) for a in view.active],
+            "events": [event_json(e, tz) for e in view.events],
+            "cursor": view.cursor,
+        }
+
+    async def ack_alarm(self, call: Call) -> tuple[int, dict[str, Any]]:
+        customer = await self.customer(p.customer(call.params))
+        alarm_id = p.integer(call.params, "alarm_id", minimum=1, maximum=2**63 - 1)
+        try:
+            alarm = await self._alarm_service().ack(customer.id, alarm_id)
+        except UnknownAlarm:
+            raise not_found("unknown_alarm", f"customer {customer.id} has no alarm {alarm_id}") from None
+        return 200, alarm_json(alarm, ZoneInfo(customer.tz))
 
     # -- operations --------------------------------------------------------
 

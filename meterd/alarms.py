@@ -1,0 +1,556 @@
+"""The alarm service (DESIGN §7): evaluates the pure rules of
+:mod:`meterd.alarm_rules` as readings commit, and keeps the alarm book.
+
+Three triggers, none of which scans stored readings:
+
+* every committed flush (an :class:`~meterd.ingest.Ingest` observer): the
+  meters in the flush feed their in-memory :class:`DemandWindow`, and their
+  ``demand`` rule is decided at once; a silent alarm of a meter that spoke
+  again clears; their customers are marked dirty;
+* a short tick (``evaluate_interval``): dirty customers get ``monthly`` and
+  ``anomaly`` decided from the hourly rollups (``store.usage``), each customer
+  at most once per ``customer_interval``, so a meter sending every second
+  costs one rollup query every few seconds, not one per reading;
+* a timer every ``silent_after / 2``: every known meter's last-heard time (in
+  memory) against ``--silent-after``.
+
+Every raise, clear and ack the book emits is written, with the alarm row it
+touches, in one transaction per batch; batches are written one at a time, in
+order, so the store never sees an event before an earlier one. The book in
+memory answers ``/getAlarme``; a cursor older than memory reaches goes to the
+store.
+
+Known limit: ids come from this process's counters, so several meterd
+processes on one PostgreSQL database would need the counters moved into the
+database (a sequence) before they can all raise alarms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from meterd import periods
+from meterd.alarm_rules import (
+    ANOMALY_FACTOR,
+    Alarm,
+    AlarmBook,
+    Decision,
+    DemandWindow,
+    Event,
+    anomaly_baseline_wh,
+    anomaly_decision,
+    demand_decision,
+    is_backfill,
+    local_month_start_ms,
+    monthly_decision,
+    silent_decision,
+)
+from meterd.directory import Directory
+from meterd.ingest import Ingest
+from meterd.readings import Outcome, Reading
+from meterd.store.base import Store, StoreError
+
+__all__ = ["AlarmView", "Alarms", "UnknownAlarm", "alarm_json", "event_json"]
+
+log = Logger()
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+MeterKey = tuple[str, int]
+
+
+class UnknownAlarm(KeyError):
+    """No such alarm for this customer (the API answers 404 ``unknown_alarm``)."""
+
+
+@dataclass(frozen=True)
+class AlarmView:
+    """What ``/getAlarme`` shows one customer."""
+
+    active: list[Alarm]
+    events: list[Event]
+    cursor: int
+
+
+@dataclass(frozen=True)
+class CustomerFigures:
+    """What the per-customer rules need, read from the hourly rollups."""
+
+    month_to_date_wh: int
+    last24h_wh: int
+    daily_wh_previous_7: list[int | None]
+
+
+def _ceil_hour(ms: int) -> int:
+    return -(-ms // HOUR_MS) * HOUR_MS
+
+
+def _kilo(units: int) -> Fraction:
+    """W to kW, Wh to kWh, exactly."""
+    return Fraction(units, 1000)
+
+
+class Alarms(Service):
+    """Owns the alarm book, the demand windows and the silent-meter timer."""
+
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        ingest: Ingest,
+        clock: IReactorTime,
+        *,
+        window_s: float = 300,
+        silent_after_s: float = 900,
+        evaluate_interval: float = 1.0,
+        customer_interval: float = 5.0,
+        max_customers_per_tick: int = 500,
+        recent_events: int = 200,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.ingest = ingest
+        self.clock = clock
+        self.window_ms = max(1, int(window_s * 1000))
+        self.window_s = window_s
+        self.silent_after_s = Fraction(str(silent_after_s)) if isinstance(silent_after_s, float) else Fraction(silent_after_s)
+        self.evaluate_interval = evaluate_interval
+        self.customer_interval_ms = int(customer_interval * 1000)
+        self.max_customers_per_tick = max_customers_per_tick
+        self.recent_events = recent_events
+        self.retry_after = retry_after
+        self.book: AlarmBook | None = None
+        self._windows: dict[MeterKey, DemandWindow] = {}
+        self._last_seen: dict[MeterKey, int] = {}
+        # meters whose demand / silent rule the next flush evaluation decides
+        self._demand_due: set[MeterKey] = set()
+        self._spoke: set[MeterKey] = set()
+        # customers whose monthly/anomaly figures changed; dict keeps FIFO order
+        self._dirty: dict[str, None] = {}
+        self._evaluated_at: dict[str, int] = {}
+        # earliest reading seen: from the store once per customer, and live
+        self._first_stored: dict[str, int | None] = {}
+        self._first_live: dict[str, int] = {}
+        self._ready_waiters: list[Deferred[AlarmBook]] = []
+        self._load_failure: Failure | None = None
+        self._loops: list[tuple[LoopingCall, Deferred[Any]]] = []
+        # persistence: one batch in flight at a time, the next one accumulating
+        self._pending_events: list[Event] = []
+        self._pending_alarms: dict[int, Alarm] = {}
+        self._pending_waiters: list[Deferred[None]] = []
+        self._saving: Deferred[None] | None = None
+        self._retry: IDelayedCall | None = None
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.ingest.observers.append(self.observe)
+        Deferred.fromCoroutine(self._load()).addErrback(self._load_failed)
+
+    async def _load(self) -> None:
+        alarms, events, next_alarm, next_event = await self.store.load_alarm_state(self.recent_events)
+        seen = await self.store.meters_last_seen()
+        self.book = AlarmBook.restore(
+            alarms,
+            events,
+            next_alarm_id=next_alarm,
+            next_event_id=next_event,
+            demand_window_s=max(1, int(self.window_s)),
+            max_events_per_customer=self.recent_events,
+        )
+        for customer_id, meter_id, last_seen in seen:
+            if last_seen is not None:
+                key = (customer_id, meter_id)
+                self._last_seen[key] = max(last_seen, self._last_seen.get(key, last_seen))
+        log.info("alarms loaded: {n} active, next event id {e}", n=sum(a.active for a in alarms), e=self.book.next_event_id)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(self.book)
+        if not self.running:
+            return
+        self._start_loop(self._tick, self.evaluate_interval)
+        self._start_loop(self.check_silent, float(self.silent_after_s) / 2)
+        if self._demand_due or self._spoke:
+            self._evaluate_flush(self.now_ms())
+
+    def _load_failed(self, failure: Failure) -> None:
+        log.failure("cannot load the alarms; alarm rules are not evaluated", failure)
+        self._load_failure = failure
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.errback(StoreError("the alarms could not be loaded"))
+
+    def _start_loop(self, fn: Any, interval: float) -> None:
+        loop = LoopingCall(fn)
+        loop.clock = self.clock
+        done = loop.start(interval, now=False)
+        done.addErrback(lambda f: log.failure("alarm timer stopped", f))
+        self._loops.append((loop, done))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self.observe in self.ingest.observers:
+            self.ingest.observers.remove(self.observe)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        loops, self._loops = self._loops, []
+        for loop, _ in loops:
+            if loop.running:
+                loop.stop()
+        for _, done in loops:
+            await done  # a tick in flight finishes its queries before the store closes
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        while self._saving is not None:
+            await self._saving
+        if self._pending_events:
+            try:
+                await self._persist([])
+            except Exception:
+                log.failure("alarm events not saved at stop; the events are lost")
+
+    def ready(self) -> Deferred[AlarmBook]:
+        """The book, once loaded from the store (StoreError if that failed)."""
+        if self.book is not None:
+            return succeed(self.book)
+        if self._load_failure is not None:
+            return _failed(StoreError("the alarms could not be loaded"))
+        waiter: Deferred[AlarmBook] = Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
+
+    # -- after each flush --------------------------------------------------
+
+    def observe(self, readings: Sequence[Reading], outcomes: Sequence[Outcome], received_ms: int) -> None:
+        """Ingest observer: feed the windows, then decide demand for these meters."""
+        if not self.running:
+            return
+        for reading, outcome in zip(readings, outcomes):
+            if outcome is Outcome.UNKNOWN_METER:
+                continue
+            key = (reading.customer_id, reading.meter_id)
+            if received_ms > self._last_seen.get(key, -1):
+                self._last_seen[key] = received_ms
+            self._spoke.add(key)
+            if outcome is not Outcome.STORED:
+                continue
+            first = self._first_live.get(reading.customer_id)
+            if first is None or reading.ts < first:
+                self._first_live[reading.customer_id] = reading.ts
+            if is_backfill(reading.ts, received_ms):
+                continue
+            entry = self.directory.meters.get(key)
+            if entry is None:
+                continue
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = DemandWindow(self.window_ms)
+            window.add(reading.ts, reading.wh, entry.meter.mode)  # type: ignore[arg-type]
+            self._demand_due.add(key)
+            self._dirty[reading.customer_id] = None
+        if self.book is not None:
+            self._evaluate_flush(received_ms)
+
+    def _evaluate_flush(self, now_ms: int) -> None:
+        book = self.book
+        assert book is not None
+        events: list[Event] = []
+        spoke, self._spoke = self._spoke, set()
+        for customer_id, meter_id in spoke:
+            if book.is_active(customer_id, meter_id, "silent"):
+                last = self._last_seen.get((customer_id, meter_id))
+                decision = silent_decision(now_ms, last, self.silent_after_s, True)
+                events += book.apply(customer_id, meter_id, "silent", decision, now_ms, 0, self.silent_after_s)
+        due, self._demand_due = self._demand_due, set()
+        for key in due:
+            customer = self.directory.customers.get(key[0])
+            window = self._windows.get(key)
+            if customer is None or window is None:
+                continue
+            avg = window.average_kw()
+            limit = _kilo(customer.limit_w)
+            decision = demand_decision(avg, limit, book.is_active(key[0], key[1], "demand"))
+            events += book.apply(key[0], key[1], "demand", decision, now_ms, avg if avg is not None else 0, limit)
+        if events:
+            self._persist(events).addErrback(lambda _: None)  # logged in _saved; retried
+
+    # -- monthly and anomaly, per dirty customer ---------------------------
+
+    async def _tick(self) -> None:
+        """Decide monthly/anomaly for dirty customers not evaluated too recently."""
+        try:
+            await self.evaluate_customers()
+        except Exception:
+            log.failure("alarm evaluation failed; the customers stay dirty")
+
+    async def evaluate_customers(self) -> int:
+        """One evaluation batch; how many customers it evaluated."""
+        book = self.book
+        if book is None or not self._dirty:
+            return 0
+        now = self.now_ms()
+        chosen: list[str] = []
+        for customer_id in self._dirty:
+            if now - self._evaluated_at.get(customer_id, -self.customer_interval_ms) >= self.customer_interval_ms:
+                chosen.append(customer_id)
+                if len(chosen) >= self.max_customers_per_tick:
+                    break
+        if not chosen:
+            return 0
+        for customer_id in chosen:
+            del self._dirty[customer_id]
+            self._evaluated_at[customer_id] = now
+        results: list[tuple[str, CustomerFigures | None]] = []
+        try:
+            for customer_id in chosen:
+                results.append((customer_id, await self.figures(customer_id, now)))
+        except Exception:
+            for customer_id in chosen:
+                self._dirty[customer_id] = None
+                self._evaluated_at.pop(customer_id, None)
+            raise
+        events: list[Event] = []
+        for customer_id, figures in results:
+            customer = self.directory.customers.get(customer_id)
+            if figures is None or customer is None:
+                continue
+            events += self._decide_customer(book, customer_id, customer.limit_wh, figures, now)
+        if events:
+            await self._persist(events).addErrback(lambda _: None)
+        return len(chosen)
+
+    def _decide_customer(
+        self, book: AlarmBook, customer_id: str, limit_wh: int, figures: CustomerFigures, now: int
+    ) -> list[Event]:
+        limit_kwh = _kilo(limit_wh)
+        monthly = monthly_decision(figures.month_to_date_wh, limit_kwh, book.is_active(customer_id, None, "monthly"))
+        events = book.apply(customer_id, None, "monthly", monthly, now, _kilo(figures.month_to_date_wh), limit_kwh)
+        anomaly = anomaly_decision(
+            figures.last24h_wh, figures.daily_wh_previous_7, book.is_active(customer_id, None, "anomaly")
+        )
+        mean = anomaly_baseline_wh(figures.daily_wh_previous_7) or Fraction(0)
+        events += book.apply(
+            customer_id, None, "anomaly", anomaly, now, _kilo(figures.last24h_wh), ANOMALY_FACTOR * mean / 1000
+        )
+        return events
+
+    async def figures(self, customer_id: str, now_ms: int) -> CustomerFigures | None:
+        """Month-to-date, the last 24 h and the 7 days before, from the rollups.
+
+        Edges fall on whole hours (the 24 h end at the end of the current
+        hour), so every figure is a few index seeks into the hourly rollups;
+        only a zone whose month starts off the hour reads the raw readings of
+        that first partial hour.
+        """
+        customer = self.directory.customers.get(customer_id)
+        if customer is None:
+            return None
+        meters = [(m, self.directory.meters[(customer_id, m)].meter.mode) for m in self.directory.meter_ids(customer_id)]
+        if not meters:
+            return None
+        tz = ZoneInfo(customer.tz)
+        end = now_ms - now_ms % HOUR_MS + HOUR_MS
+        month_start = local_month_start_ms(now_ms, tz)
+        month_to_date = 0
+        spans = [[month_start, end]]
+        if month_start % HOUR_MS:
+            head = _ceil_hour(month_start)
+            spans = [[month_start, head]] + ([[head, end]] if head < end else [])
+        for edges in spans:
+            for usage in await self.store.usage(customer_id, meters, edges):
+                month_to_date += sum(wh for wh, _ in usage.buckets)
+        day_edges = [end - (8 - i) * DAY_MS for i in range(9)]
+        days = [0] * 8
+        for usage in await self.store.usage(customer_id, meters, day_edges):
+            for i, (wh, _) in enumerate(usage.buckets):
+                days[i] += wh
+        first = await self._first_data(customer_id)
+        previous: list[int | None] = [
+            days[i] if first is not None and first <= day_edges[i] else None for i in range(7)
+        ]
+        return CustomerFigures(month_to_date, days[7], previous)
+
+    async def _first_data(self, customer_id: str) -> int | None:
+        if customer_id not in self._first_stored:
+            self._first_stored[customer_id] = await self.store.first_reading_ms(customer_id)
+        stored = self._first_stored[customer_id]
+        live = self._first_live.get(customer_id)
+        if stored is None:
+            return live
+        return stored if live is None else min(stored, live)
+
+    # -- silent ------------------------------------------------------------
+
+    def check_silent(self) -> None:
+        """Every meter this process knows against --silent-after (memory only).
+
+        A meter never heard from counts from its registration, so a meter
+        installed and never connected is noticed too.
+        """
+        book = self.book
+        if book is None:
+            return
+        now = self.now_ms()
+        events: list[Event] = []
+        for (customer_id, meter_id), entry in list(self.directory.meters.items()):
+            last = self._last_seen.get((customer_id, meter_id), entry.meter.created_ms)
+            active = book.is_active(customer_id, meter_id, "silent")
+            decision = silent_decision(now, last, self.silent_after_s, active)
+            if decision is Decision.KEEP:
+                continue
+            events += book.apply(
+                customer_id, meter_id, "silent", decision, now, Fraction(now - last, 1000), self.silent_after_s
+            )
+        if events:
+            self._persist(events).addErrback(lambda _: None)
+
+    # -- persistence -------------------------------------------------------
+
+    def saved(self) -> Deferred[None]:
+        """Fires once every event emitted so far is stored (tests, shutdown)."""
+        if self.book is None:
+            return succeed(None)
+        return self._persist([])
+
+    def _persist(self, events: Sequence[Event]) -> Deferred[None]:
+        """Queue events (and their alarms) for the next write; fires once stored."""
+        book = self.book
+        assert book is not None
+        for event in events:
+            self._pending_events.append(event)
+            self._pending_alarms[event.alarm_id] = book.get(event.alarm_id)
+        waiter: Deferred[None] = Deferred()
+        self._pending_waiters.append(waiter)
+        if self._saving is None and (self._retry is None or not self._retry.active()):
+            self._save_next()
+        return waiter
+
+    def _save_next(self) -> None:
+        self._retry = None
+        events, self._pending_events = self._pending_events, []
+        alarms, self._pending_alarms = self._pending_alarms, {}
+        waiters, self._pending_waiters = self._pending_waiters, []
+        if not events and not alarms:
+            for waiter in waiters:
+                waiter.callback(None)
+            return
+        saving: Deferred[None] = maybeDeferred(self.store.save_alarm_events, list(alarms.values()), events)
+        self._saving = saving
+        saving.addCallbacks(self._saved, self._save_failed, callbackArgs=(waiters,), errbackArgs=(events, alarms, waiters))
+
+    def _saved(self, _: Any, waiters: list[Deferred[None]]) -> None:
+        self._saving = None
+        for waiter in waiters:
+            waiter.callback(None)
+        if self._pending_waiters:
+            self._save_next()
+
+    def _save_failed(
+        self, failure: Failure, events: list[Event], alarms: dict[int, Alarm], waiters: list[Deferred[None]]
+    ) -> None:
+        self._saving = None
+        log.failure("cannot store {n} alarm events; retrying", failure, n=len(events))
+        # back in front, in order; newer alarm versions queued meanwhile win
+        self._pending_events[:0] = events
+        self._pending_alarms = {**alarms, **self._pending_alarms}
+        for waiter in waiters:
+            waiter.errback(failure)
+        if self.running:
+            self._retry = self.clock.callLater(self.retry_after, self._save_next)
+
+    # -- queries (the API) -------------------------------------------------
+
+    async def view(self, customer_id: str, cursor: int | None, limit: int | None = None) -> AlarmView:
+        """Active alarms and the events after ``cursor``, with the next cursor.
+
+        The returned cursor is the last event returned when the page is full
+        (more may follow), else the highest event id handed out by anyone:
+        every later event of this customer gets a higher id, so polling with
+        it misses nothing and repeats nothing.
+        """
+        book = await self.ready()
+        limit = limit or self.recent_events
+        if book.covers(customer_id, cursor):
+            events = book.events_after(customer_id, cursor, limit)
+        else:
+            assert cursor is not None
+            stored = await self.store.alarm_events_after(customer_id, cursor, limit)
+            merged = {e.event_id: e for e in stored}
+            for e in book.events_after(customer_id, cursor, limit):
+                merged.setdefault(e.event_id, e)
+            events = [merged[i] for i in sorted(merged)][:limit]
+        if events and len(events) >= limit:
+            next_cursor = events[-1].event_id
+        else:
+            next_cursor = max(cursor or 0, book.last_event_id)
+        return AlarmView(book.active(customer_id), events, next_cursor)
+
+    async def ack(self, customer_id: str, alarm_id: int) -> Alarm:
+        """Acknowledge; returns once the ack is stored. UnknownAlarm if not this customer's."""
+        book = await self.ready()
+        now = self.now_ms()
+        try:
+            alarm, events = book.ack(customer_id, alarm_id, now)
+        except KeyError:
+            stored = await self.store.get_alarm(customer_id, alarm_id)
+            if stored is None:
+                raise UnknownAlarm(alarm_id) from None
+            try:
+                alarm, events = book.ack(customer_id, alarm_id, now)
+            except KeyError:
+                if stored.acked_at is not None:
+                    return stored
+                # an old, cleared alarm no longer in memory: take it back in
+                # to acknowledge it (the book has no public way to adopt one)
+                book._alarms[stored.alarm_id] = stored
+                alarm, events = book.ack(customer_id, alarm_id, now)
+        await self._persist(events)
+        return alarm
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d
+
+
+# -- wire format (DESIGN §7) ------------------------------------------------
+
+
+def alarm_json(alarm: Alarm, tz: ZoneInfo) -> dict[str, Any]:
+    def at(ms: int | None) -> str | None:
+        return None if ms is None else periods.iso(ms, tz)
+
+    return {
+        "alarm_id": alarm.alarm_id,
+        "rule": alarm.rule,
+        "id_medidor": alarm.meter_id,
+        "raised_at": at(alarm.raised_at),
+        "cleared_at": at(alarm.cleared_at),
+        "acked_at": at(alarm.acked_at),
+        "value": round(alarm.value, 3),
+        "threshold": round(alarm.threshold, 3),
+        "message": alarm.message,
+    }
+
+
+def event_json(event: Event, tz: ZoneInfo) -> dict[str, Any]:
+    return {"event_id": event.event_id, "alarm_id": event.alarm_id, "type": event.type, "at": periods.iso(event.at, tz)}
