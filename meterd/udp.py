@@ -4,10 +4,20 @@ Everything here runs on the reactor thread per datagram, so it does the least
 it can: no store access (keys come from the in-memory directory), no reply to
 anything invalid (a forged datagram must not be able to make us send), and a
 counter for every reason a datagram is dropped.
+
+The one exception is a meter this process does not know: another meterd on
+the same database may have registered it. Its datagram is dropped (the meter
+resends until acknowledged) and the meter is looked up in the store in the
+background, at most once per :data:`RELOAD_INTERVAL` per (customer, meter),
+with few lookups in flight and a bounded memory of recent misses, so forged
+ids cannot turn the UDP port into a load generator against the database.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -17,8 +27,13 @@ from meterd.directory import Directory
 from meterd.ingest import Address, Ingest, Overloaded
 from meterd.metrics import Metrics
 from meterd.readings import InvalidField, parse_reading
+from meterd.store.base import Meter
 
 log = Logger()
+
+RELOAD_INTERVAL = 5.0  # seconds between store lookups of the same unknown meter
+MAX_LOOKUPS_IN_FLIGHT = 4
+MAX_REMEMBERED_MISSES = 10_000
 
 
 class MeterProtocol(DatagramProtocol):
@@ -29,6 +44,8 @@ class MeterProtocol(DatagramProtocol):
         self.clock = clock
         self.require_signature = require_signature
         ingest.send_acks = self.send_acks
+        self._misses: dict[tuple[str, int], float] = {}  # unknown meter -> when it was last looked up
+        self._lookups_in_flight = 0
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
         self.metrics.datagrams.inc()
@@ -50,6 +67,7 @@ class MeterProtocol(DatagramProtocol):
         entry = self.directory.meters.get((reading.customer_id, reading.meter_id))
         if entry is None:
             self.metrics.drop("unknown_meter")
+            self._look_up(reading.customer_id, reading.meter_id)
             return
         if signature is not None and not verify(payload, signature, entry.key):
             self.metrics.drop("bad_signature")
@@ -58,6 +76,44 @@ class MeterProtocol(DatagramProtocol):
             self.ingest.submit(reading, addr)
         except Overloaded:
             self.metrics.drop("overloaded")
+
+    def _look_up(self, customer_id: str, meter_id: int) -> None:
+        """Ask the store, in the background, for a meter another process may have registered."""
+        key = (customer_id, meter_id)
+        now = self.clock.seconds()
+        last = self._misses.get(key)
+        if last is not None and now - last < RELOAD_INTERVAL:
+            return
+        if self._lookups_in_flight >= MAX_LOOKUPS_IN_FLIGHT:
+            return
+        if last is None and len(self._misses) >= MAX_REMEMBERED_MISSES:
+            self._misses = {k: t for k, t in self._misses.items() if now - t < RELOAD_INTERVAL}
+            if len(self._misses) >= MAX_REMEMBERED_MISSES:
+                return
+        self._misses[key] = now
+        self._lookups_in_flight += 1
+
+        async def look_up() -> None:
+            store = self.ingest.store
+            meter: Meter | None = await store.get_meter(customer_id, meter_id)
+            if meter is None:
+                return
+            if customer_id not in self.directory.customers:
+                customer = await store.get_customer(customer_id)
+                if customer is not None:
+                    self.directory.add_customer(customer)
+            self.directory.add_meter(meter)
+            self._misses.pop(key, None)
+            log.info("meter {meter} of customer {customer} was registered elsewhere; loaded", meter=meter_id, customer=customer_id)
+
+        def done(result: Any) -> None:
+            self._lookups_in_flight -= 1
+
+        def failed(failure: Any) -> None:
+            log.warn("lookup of meter {meter} of customer {customer} failed: {error}",
+                     meter=meter_id, customer=customer_id, error=failure.getErrorMessage())
+
+        Deferred.fromCoroutine(look_up()).addErrback(failed).addBoth(done)
 
     def send_acks(self, customer_id: str, meter_id: int, seqs: list[int], address: Address) -> None:
         entry = self.directory.meters.get((customer_id, meter_id))

@@ -32,6 +32,7 @@ class SqlStore(AlarmSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
     placeholder: ClassVar[str] = "?"
+    shared: ClassVar[bool] = False  # True when other processes write the same database
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self) -> None:

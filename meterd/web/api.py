@@ -91,7 +91,8 @@ class Api:
         self.clock = clock
         self.tariff = tariff
         self.alarm_service = alarms
-        self.bills = BillCache()
+        # Other processes' late readings never reach this cache's observer: no caching on a shared store.
+        self.bills = BillCache(max_entries=0 if store.shared else 50_000)
         ingest.observers.append(lambda readings, outcomes, _: self.bills.readings_stored(readings, outcomes))
         self.routes: dict[str, Route] = {
             "/cadCliente": Route(("POST",), "operator", self.register_customer),
@@ -176,6 +177,8 @@ class Api:
     async def meter_ids(self, cid: str, meter_id: int | None) -> list[int]:
         """The customer's meters, or the one asked for (404 if it does not exist)."""
         if meter_id is None:
+            if self.store.shared:
+                await self._load_meters(cid)
             return self.directory.meter_ids(cid)
         if (cid, meter_id) not in self.directory.meters:
             meter = await self.store.get_meter(cid, meter_id)
@@ -183,6 +186,14 @@ class Api:
                 raise not_found("unknown_meter", f"customer {cid} has no meter {meter_id}")
             self.directory.add_meter(meter)
         return [meter_id]
+
+    async def _load_meters(self, cid: str) -> None:
+        """Another process may have registered meters of this customer: learn them."""
+        for status in await self.store.meter_status(cid):
+            if (cid, status.meter_id) not in self.directory.meters:
+                meter = await self.store.get_meter(cid, status.meter_id)
+                if meter is not None:
+                    self.directory.add_meter(meter)
 
     # -- registration ------------------------------------------------------
 
@@ -298,7 +309,7 @@ class Api:
                 return 200, cached
         begun = self.bills.begin()
         start, end = periods.month_range(year, month, tz)
-        usages = await self._usage(customer, self.directory.meter_ids(customer.id), [start, end])
+        usages = await self._usage(customer, await self.meter_ids(customer.id, None), [start, end])
         consumo = sum(u.buckets[0][0] for u in usages)
         estimado = any(u.buckets[0][1] for u in usages)
         bill = compute_bill(

@@ -1,0 +1,196 @@
+"""The scale-out store: PostgreSQL through psycopg 3, shared by many meterd processes.
+
+The SQL is :class:`SqlStore`'s, unchanged; what differs from SQLite is that
+this process is *not* the database's only writer. Other meterd processes (on
+this host through ``--reuse-port``, or on other hosts) ingest into the same
+tables, so nothing about the meters can be trusted from memory:
+
+* the meters' newest readings are read inside every ingest transaction, and
+  their rows are locked (``FOR UPDATE``, in key order) so two processes that
+  receive readings of the same meter serialise on it instead of racing;
+* meter ids are allocated with ``MAX + 1`` by whichever process registers the
+  meter, so a race between two registrations is retried;
+* the first start of several processes on an empty database migrates once,
+  under an advisory lock.
+
+Each process has one writer connection (group commit already makes one
+transaction per flush; more writers would only contend on the same meter
+rows) and a few readers for the HTTP queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from meterd.store.base import AlreadyExists, Customer, Meter
+from meterd.store.plan import MeterKey, MeterState
+from meterd.store.sql import SqlStore
+
+log = Logger()
+
+READER_CONNECTIONS = 3
+CREATE_METER_TRIES = 5
+
+# pg_advisory_xact_lock key for schema migrations: any constant shared by every
+# meterd (this one spells "meterd" in ASCII).
+MIGRATION_LOCK = 0x6D6574657264
+
+# The meters of one flush, newest stored reading included, locked in key order.
+# The keys travel as two arrays, so the statement is the same (and prepared
+# once) whatever the flush holds, and no flush can exceed the bind-parameter
+# limit. Ordering the locks means two processes locking overlapping sets of
+# meters queue behind each other instead of deadlocking: LockRows sits above
+# the Sort in the plan, so rows are locked in ORDER BY order.
+_LOCK_STATES = """
+SELECT m.customer_id, m.meter_id, m.mode, m.last_ts, m.last_wh
+FROM meters AS m
+JOIN unnest(?::text[], ?::bigint[]) AS k (customer_id, meter_id)
+  ON m.customer_id = k.customer_id AND m.meter_id = k.meter_id
+ORDER BY m.customer_id, m.meter_id
+FOR UPDATE OF m
+"""
+
+# Citus runs SELECT ... FOR UPDATE only when every row is on one shard, so on
+# Citus the meters are locked one customer (one shard) at a time, customers in
+# sorted order: the same deadlock-free order in every process.
+_LOCK_STATES_OF_CUSTOMER = """
+SELECT customer_id, meter_id, mode, last_ts, last_wh
+FROM meters
+WHERE customer_id = ? AND meter_id = ANY(?::bigint[])
+ORDER BY meter_id
+FOR UPDATE
+"""
+
+
+class PostgresStore(SqlStore):
+    placeholder = "%s"
+    # Other processes write to this database too: caches of what the store
+    # holds (the directory's meter lists, closed months' bills) must be
+    # checked against it rather than trusted (see docs/scale-out.md).
+    shared = True
+    unavailable_errors = (psycopg.OperationalError, psycopg.InterfaceError, adbapi.ConnectionLost)
+
+    def __init__(self, dsn: str, *, durability: str = "full") -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.durability = durability
+        self.citus = False
+
+    def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
+        return self._pool(1, self._configure_writer), self._pool(READER_CONNECTIONS, None)
+
+    def _pool(self, size: int, openfun: Any) -> adbapi.ConnectionPool:
+        # adbapi calls psycopg.connect(dsn, **kwargs): the DSN must be the first
+        # positional argument; the rest become libpq connection parameters.
+        return adbapi.ConnectionPool(
+            "psycopg",
+            self.dsn,
+            application_name="meterd",
+            connect_timeout=10,
+            cp_min=1,
+            cp_max=size,
+            cp_reconnect=True,
+            cp_openfun=openfun,
+            cp_noisy=False,
+        )
+
+    def _configure_writer(self, conn: psycopg.Connection[Any]) -> None:
+        """``--durability normal``: commits return before the WAL is flushed.
+
+        Like SQLite's ``synchronous=NORMAL``, a crash of the database server
+        may lose the last fraction of a second of acknowledged readings; the
+        database itself stays consistent.
+        """
+        if self.durability != "full":
+            conn.execute("SET synchronous_commit TO off")
+            conn.commit()
+
+    def _migrate(self, txn: Any) -> int:
+        """Migrate under a transaction-scoped advisory lock.
+
+        Two processes starting together on an empty database would otherwise
+        both run ``CREATE TABLE`` (one failing on a catalog unique index) or
+        both apply the same migration. The second waits here, then finds the
+        schema current. PostgreSQL's DDL is transactional, so a failed
+        migration leaves nothing half-done.
+        """
+        txn.execute(self.sql("SELECT pg_advisory_xact_lock(?)"), (MIGRATION_LOCK,))
+        return super()._migrate(txn)
+
+    def _started(self) -> Deferred[None]:
+        def remember(rows: list[tuple[Any, ...]]) -> None:
+            self.citus = bool(rows)
+            if self.citus:
+                log.info("Citus detected: meters are locked per customer shard in each flush")
+
+        assert self._writer is not None
+        return self._writer.runQuery("SELECT 1 FROM pg_extension WHERE extname = 'citus'").addCallback(remember)
+
+    # -- readings ----------------------------------------------------------
+
+    def _states_for(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
+        """The meters' newest readings as committed, their rows locked until this flush commits.
+
+        Why no reading can hit the readings' primary key even when two
+        processes receive the same reading (a meter resending to whichever
+        process SO_REUSEPORT picks): both flushes lock the meter's row first.
+        The second waits until the first commits; in READ COMMITTED its
+        ``FOR UPDATE`` then returns the row's newest version (the first
+        flush's ``last_ts``), and every later statement of the flush takes a
+        fresh snapshot, so the neighbour lookups see the first flush's
+        readings and the plan classifies the resent reading as a duplicate
+        instead of inserting it again. Readings are only ever inserted by a
+        transaction holding their meter's lock, so the check and the insert
+        cannot interleave with another writer.
+        """
+        if not keys:
+            return {}
+        if self.citus:
+            rows: list[tuple[Any, ...]] = []
+            by_customer: dict[str, list[int]] = {}
+            for c, m in keys:
+                by_customer.setdefault(c, []).append(m)
+            for c in sorted(by_customer):
+                txn.execute(self.sql(_LOCK_STATES_OF_CUSTOMER), (c, sorted(by_customer[c])))
+                rows.extend(txn.fetchall())
+        else:
+            ordered = sorted(keys)
+            txn.execute(self.sql(_LOCK_STATES), ([c for c, _ in ordered], [m for _, m in ordered]))
+            rows = txn.fetchall()
+        return {(c, m): MeterState(mode, ts, wh) for c, m, mode, ts, wh in rows}
+
+    # -- registration races between processes ------------------------------
+
+    def create_customer(self, customer: Customer) -> Deferred[Customer]:
+        """As the shared one; a concurrent insert of the same id elsewhere is AlreadyExists too."""
+
+        def taken(failure: Failure) -> Failure:
+            failure.trap(pg_errors.UniqueViolation)
+            if failure.value.diag.constraint_name == "customers_pkey":
+                raise AlreadyExists(customer.id)
+            return failure
+
+        return super().create_customer(customer).addErrback(taken)
+
+    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]:
+        """As the shared one, retried when another process took the same next meter id."""
+
+        def attempt(tries: int) -> Deferred[Meter]:
+            def raced(failure: Failure) -> Any:
+                failure.trap(pg_errors.UniqueViolation)
+                if tries <= 1 or failure.value.diag.constraint_name != "meters_pkey":
+                    return failure
+                log.debug("meter id race for {customer}; retrying", customer=customer_id)
+                return attempt(tries - 1)
+
+            return SqlStore.create_meter(self, customer_id, mode, key_hex, created_ms).addErrback(raced)
+
+        return attempt(CREATE_METER_TRIES)

@@ -1,0 +1,337 @@
+"""Scale-out on PostgreSQL: several stores, and two meterd processes, on one database.
+
+The store's own suite (tests/test_store.py) runs on PostgreSQL too; this file
+covers what only appears with more than one writer: two stores racing on the
+same meters and the same first migration, and the end-to-end case of DESIGN
+§9 -- two ``twistd -n meterd --reuse-port`` processes sharing the UDP port, a
+fleet of signed meters spread across both, every reading stored once, and
+either process answering the history and the bill.
+
+Needs ``METERD_TEST_PG`` (e.g. ``postgresql:///meterd_test``, a database of
+its own: its ``public`` schema is dropped and recreated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import gatherResults
+
+from meterd.datagram import sign, split_signature, verify
+from meterd.readings import Outcome, Reading
+from meterd.store import schema
+from meterd.store.base import Customer
+from tests.support import ROOT, free_port, http, subprocess_env
+
+DSN = os.environ.get("METERD_TEST_PG", "")
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not DSN, reason="METERD_TEST_PG is not set: no PostgreSQL to test against (.ci/run starts one)"),
+]
+
+C1 = "12345678909"
+T0 = 1_764_000_000_000  # ms, on the hour
+
+
+def reset_database() -> None:
+    import psycopg
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+def query(statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(DSN) as conn:
+        return conn.execute(statement, args).fetchall()
+
+
+def customer(cid: str = C1) -> Customer:
+    return Customer(cid, "n", "mono", 10_000, 1_000_000, "America/Sao_Paulo", f"hash-{cid}", 0)
+
+
+@pytest.fixture
+def stores() -> Any:
+    from meterd.store.postgres import PostgresStore
+
+    reset_database()
+    opened = [PostgresStore(DSN), PostgresStore(DSN)]
+    yield opened
+    for store in opened:
+        store.stop()
+
+
+# -- several stores on one database -------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_start_of_two_processes_migrates_once(stores: list[Any]) -> None:
+    await gatherResults([s.start() for s in stores])
+    assert query("SELECT version FROM schema_version") == [(schema.LATEST,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_writers_receiving_the_same_readings_store_each_once(stores: list[Any]) -> None:
+    a, b = stores
+    await a.start()
+    await b.start()
+    await a.create_customer(customer())
+    for _ in range(3):
+        await a.create_meter(C1, "register", "ab" * 32, 0)
+    readings = [Reading(C1, m, T0 + i * 60_000, 1000 * m + 10 * i, i) for m in (1, 2, 3) for i in range(200)]
+    # the same readings, in different orders and batches, through both stores at once
+    first = a.ingest(readings, T0)
+    second = b.ingest(list(reversed(readings)), T0)
+    third = a.ingest(readings[::2], T0)
+    outcomes = await gatherResults([first, second, third])
+    every = Counter(o for batch in outcomes for o in batch)
+    assert every[Outcome.STORED] == len(readings)
+    assert every[Outcome.DUPLICATE] == len(readings) + len(readings[::2])
+    assert query("SELECT COUNT(*) FROM readings") == [(600,)]
+    # the meters' newest state and the rollups are those of the readings, counted once
+    assert query("SELECT meter_id, last_ts, last_wh FROM meters ORDER BY meter_id") == [
+        (m, T0 + 199 * 60_000, 1000 * m + 1990) for m in (1, 2, 3)
+    ]
+    assert query("SELECT SUM(n) FROM rollups") == [(600,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_registrations_get_distinct_meter_ids(stores: list[Any]) -> None:
+    a, b = stores
+    await a.start()
+    await b.start()
+    await a.create_customer(customer())
+    meters = await gatherResults([s.create_meter(C1, "register", "ab" * 32, 0) for s in (a, b) * 4])
+    assert sorted(m.meter_id for m in meters) == list(range(1, 9))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_customer_registered_concurrently_elsewhere_already_exists(stores: list[Any]) -> None:
+    from meterd.store.base import AlreadyExists
+
+    a, b = stores
+    await a.start()
+    await b.start()
+    results = await gatherResults(
+        [a.create_customer(customer()).addErrback(lambda f: f.trap(AlreadyExists)),
+         b.create_customer(customer()).addErrback(lambda f: f.trap(AlreadyExists))]
+    )
+    assert sum(isinstance(r, Customer) for r in results) == 1
+    assert sum(r is AlreadyExists for r in results) == 1
+    assert query("SELECT COUNT(*) FROM customers") == [(1,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_customer_locking_used_on_citus_gives_the_same_outcomes(stores: list[Any]) -> None:
+    a, b = stores
+    await a.start()
+    await b.start()
+    a.citus = b.citus = True  # what _started sets when the citus extension is present
+    for cid in (C1, "98765432100"):
+        await a.create_customer(customer(cid))
+        await a.create_meter(cid, "register", "ab" * 32, 0)
+    readings = [Reading(cid, 1, T0 + i * 1000, i, None) for cid in (C1, "98765432100") for i in range(50)]
+    outcomes = await gatherResults([a.ingest(readings, T0), b.ingest(readings, T0)])
+    assert Counter(o for batch in outcomes for o in batch) == {Outcome.STORED: 100, Outcome.DUPLICATE: 100}
+    assert query("SELECT COUNT(*) FROM readings") == [(100,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_relaxed_durability_turns_off_synchronous_commit_on_the_writer() -> None:
+    from meterd.store.postgres import PostgresStore
+
+    reset_database()
+    store = PostgresStore(DSN, durability="normal")
+    await store.start()
+    try:
+        assert await store._write(lambda txn: store._one(txn, "SHOW synchronous_commit", ())) == ("off",)
+        assert await store._read(lambda txn: store._one(txn, "SHOW synchronous_commit", ())) == ("on",)
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_database_is_a_store_error() -> None:
+    from meterd.store.base import StoreError
+    from meterd.store.postgres import PostgresStore
+
+    store = PostgresStore(f"postgresql://127.0.0.1:{free_port()}/nothing?connect_timeout=2")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        await store.start()
+
+
+# -- two twistd processes sharing the UDP port ----------------------------------
+
+
+class SharedPortTwistd:
+    """``twistd -n meterd --reuse-port`` on a given UDP port, its own HTTP port, one database.
+
+    Twisted's TCP endpoints cannot set SO_REUSEPORT, so each process listens
+    for HTTP on a port of its own (docs/scale-out.md puts a proxy in front).
+    """
+
+    def __init__(self, name: str, data_dir: Path, udp_port: int) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.udp_port = udp_port
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log_path = data_dir.parent / f"{name}-twistd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> SharedPortTwistd:
+        cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "meterd",
+               "--http", f"tcp:{self.http_port}:interface=127.0.0.1", "--udp", str(self.udp_port),
+               "--udp-interface", "127.0.0.1", "--reuse-port", "--db", DSN, "--data-dir", str(self.data_dir)]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                status, _ = http("GET", self.url + "/health")
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer /health in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def metric(self, name: str) -> float:
+        with __import__("urllib.request").request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+
+class FleetMeter:
+    """One signed meter on a socket of its own, resending what is not yet acknowledged."""
+
+    def __init__(self, customer_id: str, meter_id: int, key_hex: str, readings: list[tuple[int, float, float]]) -> None:
+        self.customer_id = customer_id
+        self.meter_id = meter_id
+        self.key = bytes.fromhex(key_hex)
+        self.unacked = {seq: (kwh, ts) for seq, kwh, ts in readings}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+
+    def send_unacked(self, port: int) -> None:
+        for seq, (kwh, ts) in list(self.unacked.items()):
+            payload = json.dumps({"id": self.customer_id, "id_medidor": self.meter_id, "valor": kwh,
+                                  "timestamp": ts, "seq": seq}).encode()
+            try:
+                self.sock.sendto(sign(payload, self.key), ("127.0.0.1", port))
+            except BlockingIOError:
+                return
+
+    def read_acks(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(2048)
+            except BlockingIOError:
+                return
+            payload, signature = split_signature(data)
+            assert signature is not None and verify(payload, signature, self.key), data
+            ack = json.loads(payload)
+            assert (ack["id"], ack["id_medidor"]) == (self.customer_id, self.meter_id)
+            for seq in ack["acks"]:
+                self.unacked.pop(seq, None)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Any:
+    reset_database()
+    data_dir = tmp_path / "data"  # shared: both processes use the same operator.token
+    udp_port = free_port(socket.SOCK_DGRAM)
+    a = SharedPortTwistd("a", data_dir, udp_port)
+    b = SharedPortTwistd("b", data_dir, udp_port)
+    try:
+        a.start()
+        b.start()  # after a: a created the token and migrated; b finds both
+        yield a, b
+    finally:
+        for proc in (b, a):
+            proc.stop()
+
+
+def test_two_processes_share_the_udp_port_and_store_every_reading_once(pair: tuple[SharedPortTwistd, SharedPortTwistd]) -> None:
+    a, b = pair
+    token = (a.data_dir / "operator.token").read_text().strip()
+    status, body = http("POST", a.url + "/cadCliente", token, {"id": C1, "name": "Fleet"})
+    assert status == 201, body
+    # meters registered through both processes: ids keep counting across them
+    keys: dict[int, str] = {}
+    for i in range(16):
+        status, body = http("POST", (a, b)[i % 2].url + "/cadMedidor", token, {"id": C1})
+        assert status == 201, body
+        keys[body["id_medidor"]] = body["key"]
+    assert sorted(keys) == list(range(1, 17))
+
+    per_meter = 25
+    now = time.time()
+    start = int(now) - 2 * 60 * per_meter  # readings every 2 minutes, ending now
+    fleet = [
+        FleetMeter(C1, m, key, [(seq, (1000 * m + 100 * seq) / 1000, start + 120 * seq) for seq in range(per_meter)])
+        for m, key in keys.items()
+    ]
+    deadline = time.monotonic() + 60
+    while any(meter.unacked for meter in fleet) and time.monotonic() < deadline:
+        for meter in fleet:
+            meter.send_unacked(a.udp_port)
+        until = time.monotonic() + 0.3
+        while (left := until - time.monotonic()) > 0:
+            ready, _, _ = select.select([meter.sock for meter in fleet], [], [], left)
+            for meter in fleet:
+                if meter.sock in ready:
+                    meter.read_acks()
+    for meter in fleet:
+        meter.sock.close()
+    assert not [m.meter_id for m in fleet if m.unacked], "readings never acknowledged"
+
+    # every reading stored exactly once
+    assert query("SELECT COUNT(*), COUNT(DISTINCT (meter_id, ts)) FROM readings") == [(16 * per_meter, 16 * per_meter)]
+    assert query("SELECT SUM(n) FROM rollups") == [(16 * per_meter,)]
+    # both processes took a share of the datagrams (SO_REUSEPORT hashes by source address)
+    received = [p.metric("meterd_datagrams_received_total") for p in (a, b)]
+    assert all(n > 0 for n in received), received
+
+    # each register grew by 100 Wh per reading after the first
+    expected_kwh = round(16 * (per_meter - 1) * 0.1, 3)
+    for path, params in (("/getConsumoHist", {"kind": "Y", "periodo": 0}), ("/getFatura", {"periodo": 0})):
+        query_string = "&".join(f"{k}={v}" for k, v in {"id": C1, **params}.items())
+        answers = [http("GET", f"{p.url}{path}?{query_string}", token) for p in (a, b)]
+        assert [status for status, _ in answers] == [200, 200], answers
+        assert answers[0][1] == answers[1][1], path
+    _, history = http("GET", f"{a.url}/getConsumoHist?id={C1}&kind=Y&periodo=0", token)
+    assert history["total_kwh"] == pytest.approx(expected_kwh)
+    assert [m["id_medidor"] for m in history["meters"]] == list(range(1, 17))

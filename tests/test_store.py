@@ -1,0 +1,510 @@
+"""The store's suite, against the :class:`Store` interface only, on every backend.
+
+``store`` is parametrised over SQLite (always) and PostgreSQL (when
+``METERD_TEST_PG`` names a database; its ``public`` schema is dropped and
+recreated before every test, so use a database of its own). Restarts are a
+``reopen(store)`` that stops the store and opens a new one on the same data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import pytest_twisted
+
+from meterd.readings import Outcome, Reading
+from meterd.registers import Sample, bucket_deltas, interval_sums, registers_at
+from meterd.store import schema
+from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError
+from meterd.store.sqlite import SqliteStore
+
+SP = ZoneInfo("America/Sao_Paulo")
+C1 = "12345678909"
+C2 = "98765432100"
+KEY = "ab" * 32
+HOUR = 3_600_000
+MIN = 60_000
+
+
+def local_ms(*args: int, tz: ZoneInfo = SP) -> int:
+    return int(datetime(*args, tzinfo=tz).timestamp() * 1000)
+
+
+D0 = local_ms(2025, 11, 24)  # a midnight in São Paulo (03:00 UTC, on the hour)
+
+
+def customer(cid: str = C1, token_hash: str | None = None) -> Customer:
+    return Customer(cid, f"name {cid}", "mono", 10_000, 1_000_000, "America/Sao_Paulo", token_hash or f"hash-{cid}", 1_700_000_000_000)
+
+
+# -- the fixture ------------------------------------------------------------
+
+
+class Backend:
+    """Opens stores of one kind on one database, and runs raw SQL on it for setup."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.path = str(tmp_path / "meterd.sqlite3")
+        self.dsn = os.environ.get("METERD_TEST_PG", "")
+        self.opened: list[Any] = []
+
+    def new(self) -> Any:
+        if self.kind == "sqlite":
+            store: Any = SqliteStore(self.path)
+        else:
+            from meterd.store.postgres import PostgresStore
+
+            store = PostgresStore(self.dsn)
+        self.opened.append(store)
+        return store
+
+    def execute(self, statement: str) -> None:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as conn:
+                conn.execute(statement)
+            return
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(statement)
+
+    def table_exists(self, name: str) -> bool:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as conn:
+                return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone()[0] is not None
+
+    def reset(self) -> None:
+        if self.kind == "postgresql":
+            self.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+
+
+BACKENDS: dict[int, Backend] = {}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A started, empty store; a plain fixture (``blockon``) so that it can skip cleanly."""
+    if request.param == "postgresql":
+        if not os.environ.get("METERD_TEST_PG"):
+            pytest.skip("METERD_TEST_PG not set: export METERD_TEST_PG=postgresql://.../db (a database this suite may wipe)")
+        try:
+            import meterd.store.postgres  # noqa: F401
+        except ImportError as e:
+            pytest.skip(f"the PostgreSQL backend is not importable: {e}")
+    backend = Backend(request.param, tmp_path)
+    backend.reset()
+    opened = backend.new()
+    pytest_twisted.blockon(opened.start())
+    BACKENDS[id(opened)] = backend
+    yield opened
+    for s in backend.opened:
+        BACKENDS.pop(id(s), None)
+        pytest_twisted.blockon(s.stop())
+
+
+async def reopen(store: Any) -> Any:
+    """Stop ``store`` and start a new one on the same database: a restart."""
+    backend = BACKENDS[id(store)]
+    await store.stop()
+    fresh = backend.new()
+    await fresh.start()
+    BACKENDS[id(fresh)] = backend
+    return fresh
+
+
+async def setup_meters(store: Any, *modes: str, cid: str = C1) -> list[Meter]:
+    if await store.get_customer(cid) is None:
+        await store.create_customer(customer(cid))
+    return [await store.create_meter(cid, mode, KEY, 1_700_000_000_000) for mode in modes]
+
+
+def rd(ts: int, wh: int, meter: int = 1, cid: str = C1, seq: int | None = None) -> Reading:
+    return Reading(cid, meter, ts, wh, seq)
+
+
+async def usage_of(store: Any, meter: int, mode: str, edges: Sequence[int], cid: str = C1) -> list[tuple[int, bool]]:
+    (u,) = await store.usage(cid, [(meter, mode)], edges)
+    assert u.meter_id == meter
+    return u.buckets
+
+
+def hours(start: int, n: int) -> list[int]:
+    return [start + i * HOUR for i in range(n + 1)]
+
+
+# -- lifecycle and migrations -------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_ping(store):
+    await store.ping()
+
+
+@pytest_twisted.ensureDeferred
+async def test_migrations_are_idempotent_across_restarts(store):
+    await store.create_customer(customer())
+    store = await reopen(store)
+    store = await reopen(store)  # twice: the second start must find nothing to do either
+    customers, meters = await store.load_directory()
+    assert customers == [customer()]
+    assert meters == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_newer_than_this_code_is_refused(store):
+    backend = BACKENDS[id(store)]
+    await store.stop()
+    backend.execute(f"UPDATE schema_version SET version = {schema.LATEST + 1}")
+    newer = backend.new()
+    with pytest.raises(StoreError, match="newer"):
+        await newer.start()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_migration_leaves_nothing_half_done(store, monkeypatch):
+    backend = BACKENDS[id(store)]
+    await store.create_customer(customer())
+    await store.stop()
+    good = list(schema.MIGRATIONS)
+    broken = ["CREATE TABLE half_done (x BIGINT)", "INSERT INTO half_done (x) VALUES (1)", "CREATE TABLE syntax error here"]
+    monkeypatch.setattr(schema, "MIGRATIONS", [*good, broken])
+    monkeypatch.setattr(schema, "LATEST", len(good) + 1)
+    with pytest.raises(StoreError):
+        await backend.new().start()
+    assert not backend.table_exists("half_done")
+    # Fixed, the same migration applies cleanly on the next start.
+    monkeypatch.setattr(schema, "MIGRATIONS", [*good, broken[:2]])
+    fresh = backend.new()
+    await fresh.start()
+    BACKENDS[id(fresh)] = backend
+    assert backend.table_exists("half_done")
+    assert await fresh.get_customer(C1) == customer()
+
+
+# -- customers and meters --------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_customers(store):
+    assert await store.get_customer(C1) is None
+    assert await store.create_customer(customer()) == customer()
+    assert await store.get_customer(C1) == customer()
+    with pytest.raises(AlreadyExists):
+        await store.create_customer(customer(token_hash="another-hash"))
+    await store.create_customer(customer(C2))
+    customers, _ = await store.load_directory()
+    assert sorted(customers, key=lambda c: c.id) == [customer(C1), customer(C2)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_meters_are_numbered_per_customer(store):
+    await store.create_customer(customer(C1))
+    await store.create_customer(customer(C2))
+    a = [await store.create_meter(C1, "register", KEY, 1) for _ in range(3)]
+    b = await store.create_meter(C2, "interval", "cd" * 32, 2)
+    assert [m.meter_id for m in a] == [1, 2, 3]
+    assert b == Meter(C2, 1, "interval", "cd" * 32, 2)
+    assert await store.get_meter(C1, 2) == Meter(C1, 2, "register", KEY, 1)
+    assert await store.get_meter(C1, 4) is None
+    assert await store.get_meter(C2, 2) is None
+    with pytest.raises(NotFound):
+        await store.create_meter("11144477735", "register", KEY, 1)
+    _, meters = await store.load_directory()
+    assert sorted((m.customer_id, m.meter_id) for m in meters) == [(C1, 1), (C1, 2), (C1, 3), (C2, 1)]
+
+
+# -- ingest ----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_ingest_outcomes_in_one_flush(store):
+    await setup_meters(store, "register")
+    outcomes = await store.ingest(
+        [
+            rd(D0, 1000),
+            rd(D0 + MIN, 1010),
+            rd(D0 + MIN, 1010),  # duplicate in the flush
+            rd(D0 + MIN, 1011),  # conflict in the flush
+            rd(D0 + 2 * MIN, 1009),  # backwards
+            rd(D0, 5, meter=2),  # no such meter
+            rd(D0, 5, cid=C2),  # no such customer
+        ],
+        D0 + 3 * MIN,
+    )
+    assert outcomes == [
+        Outcome.STORED,
+        Outcome.STORED,
+        Outcome.DUPLICATE,
+        Outcome.CONFLICT,
+        Outcome.BACKWARDS,
+        Outcome.UNKNOWN_METER,
+        Outcome.UNKNOWN_METER,
+    ]
+    assert await usage_of(store, 1, "register", [D0, D0 + HOUR]) == [(10, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicates_across_flushes_are_stored_once_and_the_first_value_stays(store):
+    await setup_meters(store, "register")
+    assert await store.ingest([rd(D0, 1000), rd(D0 + MIN, 1100)], D0 + MIN) == [Outcome.STORED] * 2
+    again = await store.ingest([rd(D0 + MIN, 1100), rd(D0, 1000), rd(D0, 999), rd(D0 + MIN, 1200)], D0 + 2 * MIN)
+    assert again == [Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.CONFLICT]
+    # Nothing was added to the rollups by the duplicates: the hour still holds 100 Wh.
+    assert await usage_of(store, 1, "register", [D0, D0 + HOUR]) == [(100, False)]
+    [status] = await store.meter_status(C1)
+    assert (status.last_ts, status.last_wh) == (D0 + MIN, 1100)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_flush(store):
+    assert await store.ingest([], D0) == []
+
+
+# -- usage of register meters -----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_interpolation_at_hour_edges(store):
+    await setup_meters(store, "register")
+    await store.ingest([rd(D0 + 30 * MIN, 1000), rd(D0 + 90 * MIN, 1600)], D0 + 2 * HOUR)
+    # R(00:00) holds the first value, R(01:00) = 1000 + 600/2, R(02:00) holds the last.
+    assert await usage_of(store, 1, "register", hours(D0, 3)) == [(300, False), (300, False), (0, False)]
+    # The same edges off the hour (read from the readings, not the rollups).
+    edges = [D0 + 15 * MIN, D0 + 45 * MIN, D0 + 75 * MIN]
+    # R(00:15) = 1000, R(00:45) = 1000 + 600 * 15/60 = 1150, R(01:15) = 1450.
+    assert await usage_of(store, 1, "register", edges) == [(150, False), (300, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_interpolation_rounds_half_up_and_still_telescopes(store):
+    await setup_meters(store, "register")
+    # 0 Wh at 00:20, 7 Wh at 01:20: R(01:00) = 7 * 40/60 = 4.67 -> 5.
+    await store.ingest([rd(D0 + 20 * MIN, 0), rd(D0 + 80 * MIN, 7)], D0 + 2 * HOUR)
+    assert await usage_of(store, 1, "register", hours(D0, 2)) == [(5, False), (2, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_gaps_longer_than_an_hour_are_estimated(store):
+    await setup_meters(store, "register")
+    await store.ingest([rd(D0, 0), rd(D0 + 3 * HOUR, 3000), rd(D0 + 4 * HOUR, 3500)], D0 + 5 * HOUR)
+    assert await usage_of(store, 1, "register", hours(D0, 5)) == [
+        (1000, True),
+        (1000, True),
+        (1000, True),  # its start edge was interpolated across the 3 h gap
+        (500, False),  # a gap of exactly one hour is not a guess
+        (0, False),
+    ]
+    # The day holds the whole lot; both its edges are read or held, not guessed.
+    assert await usage_of(store, 1, "register", [D0, D0 + 24 * HOUR]) == [(3500, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meter_without_readings_used_nothing(store):
+    await setup_meters(store, "register", "interval")
+    usages = await store.usage(C1, [(1, "register"), (2, "interval")], hours(D0, 3))
+    assert [(u.meter_id, u.buckets) for u in usages] == [(1, [(0, False)] * 3), (2, [(0, False)] * 3)]
+
+
+def synthetic_register(rng: random.Random, start: int, end: int) -> list[tuple[int, int]]:
+    """Readings every few minutes with some long silences, the register rising."""
+    out, t, wh = [], start + rng.randrange(0, 10 * MIN), 5_000_000
+    while t < end:
+        out.append((t, wh))
+        gap = rng.choice([MIN, 3 * MIN, 7 * MIN, 13 * MIN]) if rng.random() > 0.03 else rng.randrange(HOUR, 5 * HOUR)
+        t += gap + rng.randrange(0, 1000)
+        wh += rng.randrange(0, 400)
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_days_and_months_are_sums_of_hours_exactly(store):
+    await setup_meters(store, "register")
+    oct30 = local_ms(2025, 10, 30)
+    dec1 = local_ms(2025, 12, 1)
+    history = synthetic_register(random.Random(7), oct30, local_ms(2025, 11, 3))
+    # Arrive in shuffled flushes: out of order across and within flushes.
+    shuffled = history[:]
+    random.Random(8).shuffle(shuffled)
+    for i in range(0, len(shuffled), 97):
+        outcomes = await store.ingest([rd(ts, wh) for ts, wh in shuffled[i : i + 97]], D0)
+        assert set(outcomes) == {Outcome.STORED}
+
+    hourly_edges = list(range(oct30, local_ms(2025, 11, 4) + 1, HOUR))
+    days = [local_ms(2025, 10, 30) + i * 24 * HOUR for i in range(6)]  # no DST change in these days
+    months = [local_ms(2025, 10, 1), local_ms(2025, 11, 1), dec1]
+
+    hourly = await usage_of(store, 1, "register", hourly_edges)
+    daily = await usage_of(store, 1, "register", days)
+    monthly = await usage_of(store, 1, "register", months)
+
+    # The oracle: the register maths over the raw readings, no rollups involved.
+    samples = [Sample(*s) for s in history]
+    for edges, got in ((hourly_edges, hourly), (days, daily), (months, monthly)):
+        assert got == bucket_deltas(registers_at(edges, samples))
+
+    per_day = [sum(wh for wh, _ in hourly[i * 24 : (i + 1) * 24]) for i in range(5)]
+    assert [wh for wh, _ in daily] == per_day
+    assert monthly[0][0] == sum(per_day[:2])  # Oct 30 and 31
+    assert monthly[1][0] == sum(per_day[2:])  # Nov 1 to 3; the register is held flat after the last reading
+    assert monthly[0][0] + monthly[1][0] == history[-1][1] - history[0][1]
+    assert any(est for _, est in hourly) and not all(est for _, est in hourly)
+
+
+@pytest_twisted.ensureDeferred
+async def test_out_of_order_readings_update_the_rollups(store):
+    await setup_meters(store, "register")
+    await store.ingest([rd(D0 + 40 * MIN, 400), rd(D0 + 80 * MIN, 700)], D0 + 2 * HOUR)
+    # R(00:00) = 400 (held), R(01:00) = 400 + 300 * 20/40 = 550, R(02:00) = 700.
+    assert await usage_of(store, 1, "register", hours(D0, 2)) == [(150, False), (150, False)]
+
+    # Earlier than the hour's first reading: the hour's first value changes.
+    assert await store.ingest([rd(D0 + 10 * MIN, 100)], D0 + 2 * HOUR) == [Outcome.STORED]
+    # Later than the hour's last (but older than the newest): its last value changes.
+    assert await store.ingest([rd(D0 + 50 * MIN, 500)], D0 + 2 * HOUR) == [Outcome.STORED]
+    # R(00:00) = 100, R(01:00) = 500 + 200 * 10/30 = 566.67 -> 567, R(02:00) = 700.
+    assert await usage_of(store, 1, "register", hours(D0, 2)) == [(467, False), (133, False)]
+
+    # Refused out-of-order readings change nothing.
+    assert await store.ingest([rd(D0 + 45 * MIN, 399), rd(D0 + 70 * MIN, 701)], D0 + 2 * HOUR) == [Outcome.BACKWARDS] * 2
+    assert await usage_of(store, 1, "register", hours(D0, 2)) == [(467, False), (133, False)]
+    [status] = await store.meter_status(C1)
+    assert (status.last_ts, status.last_wh) == (D0 + 80 * MIN, 700)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_exact_reading_on_the_hour(store):
+    await setup_meters(store, "register")
+    await store.ingest([rd(D0, 0), rd(D0 + 2 * HOUR, 2000)], D0 + 2 * HOUR)
+    assert await usage_of(store, 1, "register", hours(D0, 2)) == [(1000, True), (1000, True)]
+    assert await store.ingest([rd(D0 + HOUR, 1200)], D0 + 3 * HOUR) == [Outcome.STORED]
+    assert await usage_of(store, 1, "register", hours(D0, 2)) == [(1200, False), (800, False)]
+
+
+# -- usage of interval meters ---------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_interval_meters_sum_their_readings(store):
+    await setup_meters(store, "interval")
+    readings = [(D0 + 5 * MIN, 100), (D0 + 59 * MIN, 20), (D0 + HOUR, 3), (D0 + 150 * MIN, 7), (D0 - MIN, 1000)]
+    # Out of order and "decreasing": interval meters have no register to break.
+    assert await store.ingest([rd(ts, wh) for ts, wh in readings], D0 + 3 * HOUR) == [Outcome.STORED] * 5
+    assert await usage_of(store, 1, "interval", hours(D0, 3)) == [(120, False), (3, False), (7, False)]
+    # Off-hour edges (e.g. a half-hour time zone) come from the readings themselves.
+    edges = [D0 + 30 * MIN, D0 + 90 * MIN, D0 + 150 * MIN, D0 + 210 * MIN]
+    assert await usage_of(store, 1, "interval", edges) == [(23, False), (0, False), (7, False)]
+    assert await usage_of(store, 1, "interval", [D0 - HOUR, D0 + 24 * HOUR]) == [(1130, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_interval_usage_matches_the_sum_of_readings_over_a_month(store):
+    await setup_meters(store, "interval")
+    rng = random.Random(3)
+    start = local_ms(2025, 10, 31, 20)
+    samples = [(start + i * 5 * MIN + rng.randrange(0, 1000), rng.randrange(0, 50)) for i in range(200)]
+    await store.ingest([rd(ts, wh) for ts, wh in samples], D0)
+    months = [local_ms(2025, 10, 1), local_ms(2025, 11, 1), local_ms(2025, 12, 1)]
+    expected = interval_sums(months, [Sample(*s) for s in samples])
+    assert expected[0] and expected[1]  # the data straddles the month edge
+    assert await usage_of(store, 1, "interval", months) == [(wh, False) for wh in expected]
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_of_several_meters_at_once(store):
+    await setup_meters(store, "register", "interval")
+    await store.ingest([rd(D0, 0), rd(D0 + HOUR, 500), rd(D0 + MIN, 42, meter=2)], D0 + HOUR)
+    usages = await store.usage(C1, [(2, "interval"), (1, "register")], [D0, D0 + HOUR])
+    assert [(u.meter_id, u.buckets) for u in usages] == [(2, [(42, False)]), (1, [(500, False)])]
+
+
+# -- meter status -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_meter_status(store):
+    await setup_meters(store, "register", "interval")
+    await setup_meters(store, "register", cid=C2)
+    assert await store.meter_status(C1) == [
+        MeterStatus(1, "register", None, None, None),
+        MeterStatus(2, "interval", None, None, None),
+    ]
+    await store.ingest([rd(D0, 100), rd(D0 + MIN, 150), rd(D0, 9, meter=2)], D0 + 2 * MIN)
+    assert await store.meter_status(C1) == [
+        MeterStatus(1, "register", D0 + MIN, 150, D0 + 2 * MIN),
+        MeterStatus(2, "interval", D0, 9, D0 + 2 * MIN),
+    ]
+    # A flush of only a duplicate and a refused reading: heard from, nothing new stored.
+    await store.ingest([rd(D0, 100), rd(D0 + 2 * MIN, 140)], D0 + 5 * MIN)
+    assert (await store.meter_status(C1))[0] == MeterStatus(1, "register", D0 + MIN, 150, D0 + 5 * MIN)
+    # An out-of-order reading does not move the newest reading.
+    await store.ingest([rd(D0 + 30_000, 120)], D0 + 6 * MIN)
+    assert (await store.meter_status(C1))[0] == MeterStatus(1, "register", D0 + MIN, 150, D0 + 6 * MIN)
+    assert await store.meter_status(C2) == [MeterStatus(1, "register", None, None, None)]
+    assert await store.meter_status("11144477735") == []
+
+
+# -- restart ----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_keeps_everything(store):
+    await setup_meters(store, "register", "interval")
+    await store.ingest([rd(D0, 1000), rd(D0 + 30 * MIN, 1300), rd(D0, 7, meter=2)], D0 + HOUR)
+    before = await store.usage(C1, [(1, "register"), (2, "interval")], hours(D0, 2))
+
+    store = await reopen(store)
+    customers, meters = await store.load_directory()
+    assert customers == [customer()]
+    assert sorted((m.meter_id, m.mode) for m in meters) == [(1, "register"), (2, "interval")]
+    assert await store.usage(C1, [(1, "register"), (2, "interval")], hours(D0, 2)) == before
+    assert (await store.create_meter(C1, "register", KEY, 5)).meter_id == 3
+
+    # The newest-reading state survived: a later but lower register is refused,
+    # the stored newest is a duplicate, and a higher one goes on from there.
+    assert await store.ingest([rd(D0 + 40 * MIN, 1299)], D0 + HOUR) == [Outcome.BACKWARDS]
+    assert await store.ingest([rd(D0 + 30 * MIN, 1300)], D0 + HOUR) == [Outcome.DUPLICATE]
+    assert await store.ingest([rd(D0 + 40 * MIN, 1350)], D0 + HOUR) == [Outcome.STORED]
+    # A reading for the meter created after the restart is accepted too.
+    assert await store.ingest([rd(D0, 1, meter=3)], D0 + HOUR) == [Outcome.STORED]
+    assert (await store.meter_status(C1))[0] == MeterStatus(1, "register", D0 + 40 * MIN, 1350, D0 + HOUR)
+
+
+# -- SQLite specifics -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_file_has_one_meterd_at_a_time(tmp_path):
+    first = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await first.start()
+    try:
+        second = SqliteStore(str(tmp_path / "db.sqlite3"))
+        with pytest.raises(StoreError, match="in use"):
+            await second.start()
+    finally:
+        await first.stop()
+    third = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await third.start()  # the lock went with the first store
+    await third.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closed_store_is_unavailable(tmp_path):
+    closed = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await closed.start()
+    await closed.stop()
+    with pytest.raises(StoreError):
+        await closed.ping()
+
