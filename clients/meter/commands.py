@@ -1,0 +1,137 @@
+"""Run-time commands read from stdin through ``twisted.internet.stdio``.
+
+Reading stdin on the reactor (never ``input()``) is what keeps the meters
+sending while the operator types. End of input does not stop the simulator:
+run in the background with stdin at ``/dev/null`` it keeps going until
+``quit``, SIGINT/SIGTERM or ``--duration``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
+
+__all__ = ["Command", "CommandError", "Controller", "CommandProtocol", "parse_command", "HELP"]
+
+MIN_INTERVAL = 0.001
+MAX_INTERVAL = 86400.0
+
+HELP = (
+    "commands: + (twice as fast), - (half as fast), interval SECONDS, "
+    "spike [N] (7 kW for a minute, on meter N or all), status, help, quit"
+)
+
+
+class CommandError(ValueError):
+    """A line that is not a command; the message is shown to the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str  # faster, slower, interval, spike, status, help, quit, empty
+    value: float | None = None
+
+
+def parse_command(line: str) -> Command:
+    """Parse one stdin line; raise :class:`CommandError` with a helpful message."""
+    words = line.strip().split()
+    if not words:
+        return Command("empty")
+    head, args = words[0].lower(), words[1:]
+    if head in ("+", "faster") and not args:
+        return Command("faster")
+    if head in ("-", "slower") and not args:
+        return Command("slower")
+    if head in ("interval", "i"):
+        if len(args) != 1:
+            raise CommandError("usage: interval SECONDS")
+        try:
+            value = float(args[0])
+        except ValueError:
+            raise CommandError(f"not a number of seconds: {args[0]!r}") from None
+        if not MIN_INTERVAL <= value <= MAX_INTERVAL:  # also rejects nan and inf
+            raise CommandError(f"interval must be between {MIN_INTERVAL} and {MAX_INTERVAL:g} s")
+        return Command("interval", value)
+    if head == "spike":
+        if not args:
+            return Command("spike")
+        if len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
+            return Command("spike", float(int(args[0])))
+        raise CommandError("usage: spike [METER_NUMBER]")
+    if head in ("status", "s") and not args:
+        return Command("status")
+    if head in ("help", "h", "?") and not args:
+        return Command("help")
+    if head in ("quit", "q", "exit") and not args:
+        return Command("quit")
+    raise CommandError(f"unknown command {line.strip()!r}; type help")
+
+
+class Controller(Protocol):
+    """What the commands act on (the simulator)."""
+
+    interval: float
+
+    def set_interval(self, seconds: float) -> None: ...
+
+    def spike(self, meter_number: int | None) -> str: ...
+
+    def status_text(self) -> str: ...
+
+    def quit(self) -> None: ...
+
+    def say(self, text: str) -> None: ...
+
+
+@implementer(IHalfCloseableProtocol)
+class CommandProtocol(LineReceiver):
+    """Line-oriented stdin protocol; every answer goes through ``controller.say``."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        try:
+            cmd = parse_command(text)
+        except CommandError as e:
+            self.controller.say(str(e))
+            return
+        self.execute(cmd)
+
+    def execute(self, cmd: Command) -> None:
+        c = self.controller
+        if cmd.name == "faster":
+            c.set_interval(max(MIN_INTERVAL, c.interval / 2.0))
+            c.say(f"interval {c.interval:g} s")
+        elif cmd.name == "slower":
+            c.set_interval(min(MAX_INTERVAL, c.interval * 2.0))
+            c.say(f"interval {c.interval:g} s")
+        elif cmd.name == "interval":
+            assert cmd.value is not None
+            c.set_interval(cmd.value)
+            c.say(f"interval {c.interval:g} s")
+        elif cmd.name == "spike":
+            c.say(c.spike(None if cmd.value is None else int(cmd.value)))
+        elif cmd.name == "status":
+            c.say(c.status_text())
+        elif cmd.name == "help":
+            c.say(HELP)
+        elif cmd.name == "quit":
+            c.quit()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.controller.say("line too long, ignored")
+
+    def readConnectionLost(self) -> None:
+        """End of stdin: keep running (see the module docstring)."""
+
+    def writeConnectionLost(self) -> None:
+        """stdout closed: nothing to do, the status just goes nowhere."""
