@@ -124,7 +124,8 @@ class Ingest(Service):
         for reading, reply, outcome in zip(readings, replies, outcomes):
             counters[outcome].inc()
             if isinstance(reply, Deferred):
-                reply.callback(outcome)
+                if not reply.called:  # a caller that went away may have cancelled it
+                    reply.callback(outcome)
             elif reply is not None and reading.seq is not None and outcome in (Outcome.STORED, Outcome.DUPLICATE):
                 key = (reading.customer_id, reading.meter_id)
                 entry = acks.get(key)

@@ -63,10 +63,11 @@ def as_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_SEQ) -
     number = _decimal(name, value)
     if number != number.to_integral_value():
         raise InvalidField("invalid_integer", f"{name} must be an integer")
-    result = int(number)
-    if not minimum <= result <= maximum:
+    # Range-check the Decimal first: int("1e999999999") would build a billion-digit
+    # integer on the reactor thread and hang the server.
+    if not minimum <= number <= maximum:
         raise InvalidField("out_of_range", f"{name} must be between {minimum} and {maximum}")
-    return result
+    return int(number)
 
 
 def kwh_to_wh(name: str, value: Any) -> int:

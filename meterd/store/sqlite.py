@@ -63,6 +63,18 @@ class SqliteStore(SqlStore):
             raise StoreError(f"{self.path} is in use by another meterd process") from None
         self._lock_fd = fd
 
+    def _migrate(self, txn: Any) -> int:
+        """Migrate inside an explicit transaction.
+
+        Python's sqlite3 opens a transaction implicitly only before DML, so the
+        ``CREATE TABLE`` statements of a migration would otherwise commit one by
+        one, and a migration failing halfway would leave tables behind that make
+        every later start fail with "already exists". SQLite's DDL is
+        transactional once a transaction is open.
+        """
+        txn.execute("BEGIN IMMEDIATE")
+        return super()._migrate(txn)
+
     def _started(self) -> Deferred[None]:
         def remember(rows: list[tuple[Any, ...]]) -> None:
             self._states = {(c, m): MeterState(mode, ts, wh) for c, m, mode, ts, wh in rows}
