@@ -9,6 +9,7 @@ are bounded, so overload turns into counted drops, never into memory growth.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -40,7 +41,7 @@ class Ingest(Service):
         clock: IReactorTime,
         metrics: Metrics,
         *,
-        flush_interval: float = 0.025,
+        flush_interval: float = 0.05,
         batch_size: int = 5000,
         max_pending: int = 200_000,
     ) -> None:
@@ -120,9 +121,9 @@ class Ingest(Service):
 
     def _answer(self, readings: Sequence[Reading], replies: Sequence[Reply], outcomes: Sequence[Outcome]) -> None:
         acks: dict[tuple[str, int], tuple[Address, list[int]]] = {}
-        counters = self.metrics.outcomes
+        for outcome, n in Counter(outcomes).items():
+            self.metrics.outcomes[outcome].inc(n)
         for reading, reply, outcome in zip(readings, replies, outcomes):
-            counters[outcome].inc()
             if isinstance(reply, Deferred):
                 if not reply.called:  # a caller that went away may have cancelled it
                     reply.callback(outcome)

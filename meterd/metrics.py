@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from meterd.readings import Outcome
 
@@ -10,7 +13,8 @@ from meterd.readings import Outcome
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.datagrams = Counter("meterd_datagrams_received", "UDP datagrams received", registry=r)
+        self.datagrams_received = 0  # a plain int: counted per datagram on the hot path, read at scrape time
+        r.register(self)
         self.dropped = Counter("meterd_datagrams_dropped", "UDP datagrams dropped, by reason", ["reason"], registry=r)
         self.readings = Counter("meterd_readings", "Readings flushed, by outcome", ["outcome"], registry=r)
         self.acks = Counter("meterd_acks_sent", "Ack datagrams sent", registry=r)
@@ -24,6 +28,9 @@ class Metrics:
         self.http = Counter("meterd_http_requests", "HTTP requests, by route and status", ["route", "status"], registry=r)
         self.outcomes = {o: self.readings.labels(o.value) for o in Outcome}
         self._drops: dict[str, Counter] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("meterd_datagrams_received", "UDP datagrams received", value=self.datagrams_received)
 
     def drop(self, reason: str) -> None:
         counter = self._drops.get(reason)

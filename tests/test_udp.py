@@ -246,7 +246,7 @@ DROPS = [
     ("missing_field", sign(payload(valor=...), K1), True),
     ("missing_field", b"12345678909,1,,1764000000", False),
     ("negative", sign(payload(valor=-1), K1), True),
-    ("not_finite", sign(b'{"id": "12345678909", "id_medidor": 1, "valor": NaN, "timestamp": 1764000000}', K1), True),
+    ("bad_json", sign(b'{"id": "12345678909", "id_medidor": 1, "valor": NaN, "timestamp": 1764000000}', K1), True),
     ("not_finite", b"12345678909,1,inf,1764000000", False),
     ("invalid_number", b"12345678909,1,lots,1764000000", False),
     ("invalid_type", sign(payload(valor=True), K1), True),

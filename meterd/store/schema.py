@@ -88,9 +88,9 @@ LATEST = len(MIGRATIONS)
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"
 
-UPSERT_ROLLUP = """
-INSERT INTO rollups (customer_id, meter_id, hour, n, first_ts, first_wh, last_ts, last_wh, sum_wh)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ROLLUP_COLUMNS = "customer_id, meter_id, hour, n, first_ts, first_wh, last_ts, last_wh, sum_wh"
+
+ROLLUP_CONFLICT = """
 ON CONFLICT (customer_id, meter_id, hour) DO UPDATE SET
     n = rollups.n + excluded.n,
     first_ts = CASE WHEN excluded.first_ts < rollups.first_ts THEN excluded.first_ts ELSE rollups.first_ts END,

@@ -26,6 +26,7 @@ log = Logger()
 
 _CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
 _METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
+_PARAMETERS_PER_STATEMENT = 30_000  # under SQLite's 32,766 and PostgreSQL's 65,535
 
 
 class SqlStore(AlarmSql):
@@ -38,7 +39,7 @@ class SqlStore(AlarmSql):
     def __init__(self) -> None:
         self._writer: adbapi.ConnectionPool | None = None
         self._reader: adbapi.ConnectionPool | None = None
-        self._sql: dict[str, str] = {}
+        self._sql: dict[Any, str] = {}
 
     def sql(self, statement: str) -> str:
         if self.placeholder == "?":
@@ -112,6 +113,27 @@ class SqlStore(AlarmSql):
     def _one(self, txn: Any, statement: str, args: Sequence[Any]) -> Any:
         txn.execute(self.sql(statement), args)
         return txn.fetchone()
+
+    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "", prefix: tuple[Any, ...] = ()) -> None:
+        """Run ``head (?, ...), (?, ...) tail`` over many rows, thousands per statement.
+
+        One statement per chunk, not one per row (executemany): the driver
+        releases the GIL around every statement, and while the reactor thread
+        is busy each re-acquisition can wait a whole switch interval, so
+        per-row statements made durable ingest crawl under load.
+        """
+        if not rows:
+            return
+        width = len(rows[0])
+        per_statement = _PARAMETERS_PER_STATEMENT // width
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            key = (head, tail, width, len(chunk))
+            statement = self._sql.get(key)
+            if statement is None:
+                group = "(" + ", ".join("?" * width) + ")"
+                statement = self._sql[key] = self.sql(f"{head} {', '.join([group] * len(chunk))} {tail}")
+            txn.execute(statement, [*prefix, *(value for row in chunk for value in row)])
 
     def ping(self) -> Deferred[None]:
         return self._read(lambda txn: self._one(txn, "SELECT 1", ()))
@@ -198,25 +220,26 @@ class SqlStore(AlarmSql):
         def write(txn: Any) -> Plan:
             states = self._states_for(txn, {(r.customer_id, r.meter_id) for r in readings})
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
-            if plan.rows:
-                txn.executemany(
-                    self.sql("INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES (?, ?, ?, ?, ?)"),
-                    plan.rows,
-                )
-                txn.executemany(
-                    self.sql(schema.UPSERT_ROLLUP),
-                    [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
-                )
-            if plan.states:
-                txn.executemany(
-                    self.sql("UPDATE meters SET last_ts = ?, last_wh = ? WHERE customer_id = ? AND meter_id = ?"),
-                    [(s.last_ts, s.last_wh, c, m) for (c, m), s in plan.states.items()],
-                )
-            if plan.seen:
-                txn.executemany(
-                    self.sql("UPDATE meters SET last_seen_ms = ? WHERE customer_id = ? AND meter_id = ?"),
-                    [(received_ms, c, m) for c, m in plan.seen],
-                )
+            self._rows(txn, "INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES", plan.rows)
+            self._rows(
+                txn,
+                f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
+                [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
+                schema.ROLLUP_CONFLICT,
+            )
+            self._rows(
+                txn,
+                "UPDATE meters SET last_ts = v.column3, last_wh = v.column4 FROM (VALUES",
+                [(c, m, s.last_ts, s.last_wh) for (c, m), s in plan.states.items()],
+                ") AS v WHERE meters.customer_id = v.column1 AND meters.meter_id = v.column2",
+            )
+            self._rows(
+                txn,
+                "UPDATE meters SET last_seen_ms = ? WHERE (customer_id, meter_id) IN (VALUES",
+                list(plan.seen),
+                ")",
+                prefix=(received_ms,),
+            )
             return plan
 
         def committed(plan: Plan) -> list[Outcome]:
