@@ -19,8 +19,12 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from meterd.store.base import Meter, StoreError
-from meterd.store.plan import MeterKey, MeterState
+from meterd.registers import Sample
+from meterd.store.plan import MeterKey, MeterState, Plan
 from meterd.store.sql import SqlStore
+
+
+MAX_REMEMBERED_EDGES = 250_000
 
 
 class SqliteStore(SqlStore):
@@ -32,6 +36,11 @@ class SqliteStore(SqlStore):
         self.durability = durability
         self._states: dict[MeterKey, MeterState] = {}
         self._lock_fd: int | None = None
+        # Register values at past period edges (month starts...), evicted by any
+        # stored reading that falls between the readings they were computed from.
+        self._edges: dict[MeterKey, dict[int, tuple[Sample | None, Sample | None]]] = {}
+        self._edge_count = 0
+        self._flushes = 0
 
     def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
         self._take_lock()
@@ -96,5 +105,40 @@ class SqliteStore(SqlStore):
     def _states_for(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
         return self._states
 
-    def _states_committed(self, states: Mapping[MeterKey, MeterState]) -> None:
-        self._states.update(states)
+    def _committed(self, plan: Plan) -> None:
+        self._flushes += 1
+        self._states.update(plan.states)
+        edges = self._edges
+        if not edges:
+            return
+        for c, m, ts, _, _ in plan.rows:
+            remembered = edges.get((c, m))
+            if remembered:
+                for t, (before, after) in list(remembered.items()):
+                    if (before is None or before.ts < ts) and (after is None or ts < after.ts):
+                        del remembered[t]
+                        self._edge_count -= 1
+
+    def _remembered_edge(self, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None] | None:
+        state = self._states.get(key)
+        if state is None:
+            return None
+        if state.last_ts is None:
+            return None, None  # no reading yet: the register is 0 everywhere
+        if t >= state.last_ts:
+            return Sample(state.last_ts, state.last_wh), None  # held after the newest reading
+        return self._edges.get(key, {}).get(t)
+
+    def _remember_edge(self, key: MeterKey, t: int, around: tuple[Sample | None, Sample | None], generation: int) -> None:
+        # A flush that committed during the query may or may not be in its answer: don't keep it.
+        if generation != self._flushes:
+            return
+        if self._edge_count >= MAX_REMEMBERED_EDGES:
+            self._edges, self._edge_count = {}, 0
+        remembered = self._edges.setdefault(key, {})
+        if t not in remembered:
+            self._edge_count += 1
+        remembered[t] = around
+
+    def _generation(self) -> int:
+        return self._flushes
