@@ -367,10 +367,16 @@ class DemandWindow:
             self._ts.clear()
             self._wh.clear()
         ts = self._ts
-        if ts:
-            start = ts[-1] - self.window_ms
-            if ts_ms < ts[0] and ts[0] <= start:
-                return False
+        if not ts or ts_ms > ts[-1]:  # the common case: the newest reading, appended
+            ts.append(ts_ms)
+            self._wh.append(wh)
+            self._prune()
+            if len(ts) > self.max_samples:
+                self._thin()
+            return True
+        start = ts[-1] - self.window_ms
+        if ts_ms < ts[0] and ts[0] <= start:
+            return False
         i = bisect.bisect_left(ts, ts_ms)
         if i < len(ts) and ts[i] == ts_ms:
             return False

@@ -243,13 +243,12 @@ class Alarms(Service):
         """Ingest observer: feed the windows, then decide demand for these meters."""
         if not self.running:
             return
+        spoke = self._spoke
         for reading, outcome in zip(readings, outcomes):
             if outcome is Outcome.UNKNOWN_METER:
                 continue
             key = (reading.customer_id, reading.meter_id)
-            if received_ms > self._last_seen.get(key, -1):
-                self._last_seen[key] = received_ms
-            self._spoke.add(key)
+            spoke.add(key)
             if outcome is not Outcome.STORED:
                 continue
             first = self._first_live.get(reading.customer_id)
@@ -266,6 +265,10 @@ class Alarms(Service):
             window.add(reading.ts, reading.wh, entry.meter.mode)  # type: ignore[arg-type]
             self._demand_due.add(key)
             self._dirty[reading.customer_id] = None
+        last_seen = self._last_seen
+        for key in spoke:  # one receive time per flush: set it once per meter, not per reading
+            if received_ms > last_seen.get(key, -1):
+                last_seen[key] = received_ms
         if self.book is not None:
             self._evaluate_flush(received_ms)
 

@@ -30,7 +30,7 @@ class NotFound(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Customer:
     id: str
     name: str
@@ -42,7 +42,7 @@ class Customer:
     created_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meter:
     customer_id: str
     meter_id: int
@@ -51,7 +51,7 @@ class Meter:
     created_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MeterStatus:
     meter_id: int
     mode: str
@@ -60,7 +60,7 @@ class MeterStatus:
     last_seen_ms: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Usage:
     """Consumption of one meter over consecutive buckets, in Wh.
 

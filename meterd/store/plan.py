@@ -21,14 +21,14 @@ MeterKey = tuple[str, int]
 Neighbours = Callable[[MeterKey, int], tuple[Sample | None, Sample | None]]
 
 
-@dataclass
+@dataclass(slots=True)
 class MeterState:
     mode: str
     last_ts: int | None = None
     last_wh: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Rollup:
     """One meter-hour: count, first and last reading, and the sum (interval meters)."""
 
@@ -48,7 +48,7 @@ class Rollup:
             self.last_ts, self.last_wh = ts, wh
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     outcomes: list[Outcome]
     rows: list[tuple[str, int, int, int, int]] = field(default_factory=list)
