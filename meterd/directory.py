@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from meterd.credentials import token_hash
-from meterd.datagram import Key
 from meterd.store.base import Customer, Meter
 
 
@@ -30,7 +29,7 @@ OPERATOR = Principal("operator")
 @dataclass(frozen=True, slots=True)
 class MeterEntry:
     meter: Meter
-    key: Key  # the HMAC key: the 32 bytes the meter key's hex spells, keyed once
+    key: bytes  # the HMAC key: the 32 bytes the meter key's hex spells
 
 
 class Directory:
@@ -48,7 +47,7 @@ class Directory:
         key = (meter.customer_id, meter.meter_id)
         if key not in self.meters:
             self._by_customer.setdefault(meter.customer_id, []).append(meter.meter_id)
-        self.meters[key] = MeterEntry(meter, Key(bytes.fromhex(meter.key_hex)))
+        self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
         self._tokens[token_hash(meter.key_hex)] = Principal("meter", meter.customer_id, meter.meter_id)
 
     def meter_ids(self, customer_id: str) -> list[int]:

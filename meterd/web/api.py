@@ -465,6 +465,7 @@ class ApiResource(Resource):
         request.setResponseCode(status)
         request.setHeader(b"content-type", content_type)
         request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-length", b"%d" % len(body))  # not chunked: simpler for every client
         request.write(body)
         request.finish()
 
