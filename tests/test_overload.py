@@ -314,14 +314,11 @@ def test_twice_the_sustainable_rate_for_20_s(tmp_path: Path, capsys: pytest.Capt
         # one run went 103 -> 134 MB with pending under 10,000), never by half again.
         assert max(rss for _, rss, _ in samples) - rss_base < RSS_GROWTH_MB, figures
         assert max(last) <= 1.5 * max(middle), "RSS kept growing through the overload\n" + figures
-        # /health during the overload. The bound is 100 ms; on a shared 2-CPU box the
-        # sender (a whole core at these rates), the fleet and this poller compete with the server's
-        # reactor and writer threads, and measured runs gave p50 8-27 ms, p95 24-106 ms, max 83-131 ms
-        # (one outlier of 1.2 s). So: the median within the bound, the 95th percentile within
-        # 1.5 times it, and no poll ever near a timeout.
-        assert _percentile(latencies, 0.5) < HEALTH_LIMIT, figures
-        assert _percentile(latencies, 0.95) < 1.5 * HEALTH_LIMIT, figures
-        assert max(latencies) < 5 * HEALTH_LIMIT, figures
+        # /health during the overload: the bound, 100 ms, for 99 % of the polls. Measured
+        # on this 2-CPU box (the sender takes a whole core): p99 43-45 ms, max 48-50 ms. One poll may
+        # meet a scheduler hiccup of the shared machine, but never one near a timeout.
+        assert _percentile(latencies, 0.99) < HEALTH_LIMIT, figures
+        assert max(latencies) < 3 * HEALTH_LIMIT, figures
 
         creds = {(c["id"], c["id_medidor"]): c for c in json.loads(creds_path.read_text())}
         for row in summary["meters"]:
