@@ -46,7 +46,6 @@ class Options(usage.Options):
         self["udp-interface"] = ""
         self["tz"] = "America/Sao_Paulo"
         self["tariff"] = default_tariff()
-        self["tariff-path"] = None
         self["limit-w"] = 10_000
         self["limit-wh"] = 1_000_000
         self["alarm-window"] = 300
@@ -108,7 +107,6 @@ class Options(usage.Options):
             self["tariff"] = load_tariff(value)
         except TariffError as e:
             raise usage.UsageError(f"--tariff: {e}") from None
-        self["tariff-path"] = value
 
     def opt_limit_kw(self, value: str) -> None:
         """default demand alarm limit per customer, kW (default 10)"""

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from treq.testing import StubTreq
 from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.defer import Deferred, fail
