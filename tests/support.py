@@ -4,7 +4,6 @@ and a real ``twistd -n meterd`` subprocess."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,10 +17,10 @@ from typing import Any
 import treq
 from twisted.internet import reactor
 
+from bench.common import ROOT, free_port, http, subprocess_env
 from meterd.options import Options
 from meterd.service import Core, makeService
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -71,19 +70,6 @@ async def start_server(data_dir: Path, *args: str) -> LiveServer:
     return LiveServer(core, f"http://127.0.0.1:{http_port.getHost().port}", udp_port, token, data_dir)
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("METERD_TOKEN", None)
-    return env
-
-
 class Twistd:
     """``twistd -n meterd`` as a subprocess on free ports, for end-to-end tests."""
 
@@ -130,19 +116,4 @@ class Twistd:
         return self.log_path.read_text()
 
 
-def http(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-    """A blocking request, for tests that drive subprocesses without a reactor."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-__all__ = ["LiveServer", "start_server", "Twistd", "free_port", "http", "subprocess_env", "reactor"]
+__all__ = ["LiveServer", "start_server", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

@@ -1,0 +1,81 @@
+"""The benchmark harness runs end to end and prints its table (issue 8).
+
+Runs ``python -m bench --quick --only history`` in a subprocess: it prepares a
+data dir offline, starts a real ``twistd -n meterd`` and queries it, so it
+checks the harness's moving parts without the long load phases. The scale-out
+phase (issue 9) gets a tiny run when the bench PostgreSQL is reachable, and a
+check that without it the phase is one note line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_history_phase_prints_the_table() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "history"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "meterd benchmark (quick)" in out
+    assert "figure" in out and "baseline" in out and "ratio" in out
+    row = next(line for line in out.splitlines() if line.startswith("Y over 525,600 one-minute readings"))
+    assert " ms" in row and "8,760 hourly" in row and "x" in row
+    assert "HTTP " not in row  # both history queries answered 200
+
+
+def test_unknown_phase_is_refused() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "nonsense"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "unknown phase(s): nonsense" in done.stderr
+
+
+def _bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_scaleout_without_postgresql_is_one_note() -> None:
+    done = _bench("--only", "scaleout", "--pg", "postgresql://nobody@127.0.0.1:1/none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    skipped = [line for line in done.stdout.splitlines() if "scaleout skipped: PostgreSQL not reachable" in line]
+    assert len(skipped) == 1
+    assert "[scale-out" not in done.stdout
+
+
+def test_scaleout_tiny_run_spreads_meters_over_two_processes() -> None:
+    """About 10 s: 64 meters, 2,000 readings/s for 1 s per configuration (empties the bench database)."""
+    from bench.pg import default_dsn, probe
+
+    facts, why = probe(default_dsn())
+    if facts is None:
+        pytest.skip(f"no PostgreSQL for the bench: {why}")
+    done = _bench("--quick", "--only", "scaleout", "--meters", "64", "--scaleout-rate", "2000", "--scaleout-duration", "1",
+                  timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    for label in ("SQLite, 1 process", "PostgreSQL, 1 process", "PostgreSQL, 2 processes"):
+        row = next(line for line in lines if line.startswith(f"stored rate, {label}"))
+        assert "/s" in row
+        acked = next(line for line in lines if line.startswith(f"acked, {label}"))
+        assert re.split(r"\s{2,}", acked)[1] == "100.00 %"  # everything offered was acked
+    split = next(line for line in lines if line.startswith("UDP datagrams per process, PostgreSQL, 2 processes"))
+    assert split.rstrip().endswith("PASS")  # both processes received datagrams
+    assert "0.00x" not in "\n".join(line for line in lines if line.startswith("stored rate"))
