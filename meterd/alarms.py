@@ -247,6 +247,8 @@ class Alarms(Service):
         for reading, outcome in zip(readings, outcomes):
             if outcome is Outcome.UNKNOWN_METER:
                 continue
+            if outcome is Outcome.DUPLICATE:
+                continue  # replayable by anyone: no sign that the meter is alive
             key = (reading.customer_id, reading.meter_id)
             spoke.add(key)
             if outcome is not Outcome.STORED:

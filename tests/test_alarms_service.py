@@ -356,9 +356,12 @@ async def test_silent_meter_raises_on_the_timer_and_clears_when_heard(tmp_path: 
         clock.advance(30)  # still silent: still one alarm
         await rig.alarms.saved()
         assert rig.rows("SELECT event_type FROM alarm_events") == [("raised",)]
-        # a duplicate is still the meter speaking: it clears at once
+        # a duplicate can be replayed by anyone: it proves nothing and clears nothing
         clock.advance(5)
         assert await rig.feed([(T * S, 100)]) == [Outcome.DUPLICATE]
+        assert len((await rig.alarms.view(CID, 0)).active) == 1
+        # a new reading is the meter speaking: it clears at once
+        assert await rig.feed([((T + 95) * S, 101)]) == [Outcome.STORED]
         view = await rig.alarms.view(CID, 0)
         assert view.active == []
         assert [(e.type, e.at) for e in view.events] == [("raised", (T + 60) * S), ("cleared", (T + 95) * S)]

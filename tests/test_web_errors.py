@@ -225,6 +225,16 @@ async def test_body_limit(server: LiveServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_several_megabyte_body_still_gets_413_not_a_cut_connection(server: LiveServer) -> None:
+    await seed(server)
+    before = dump_store(server.data_dir)
+    body = b'{"id": "' + b"1" * (5 * 1024 * 1024) + b'"}'
+    status, answer, _ = await call(server, "POST", "/cadCliente", data=body, headers={"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"]) == (413, "body_too_large")
+    assert dump_store(server.data_dir) == before
+
+
+@pytest_twisted.ensureDeferred
 async def test_chunked_body_over_the_limit(server: LiveServer) -> None:
     await seed(server)
     before = dump_store(server.data_dir)

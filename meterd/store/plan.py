@@ -54,7 +54,9 @@ class Plan:
     rows: list[tuple[str, int, int, int, int]] = field(default_factory=list)
     rollups: dict[tuple[str, int, int], Rollup] = field(default_factory=dict)
     states: dict[MeterKey, MeterState] = field(default_factory=dict)  # new state of meters that stored something
-    seen: set[MeterKey] = field(default_factory=set)  # meters that sent anything valid (last_seen)
+    # Meters that sent something new (last_seen). Not duplicates: a captured datagram can be
+    # replayed by anyone, and must not keep a dead meter from being reported silent.
+    seen: set[MeterKey] = field(default_factory=set)
 
 
 def plan_ingest(
@@ -77,7 +79,6 @@ def plan_ingest(
         stored = states.get(key)
         if stored is None:
             continue
-        plan.seen.add(key)
         state = MeterState(stored.mode, stored.last_ts, stored.last_wh)
         register = state.mode == "register"
         batch: dict[int, int] = {}  # ts -> wh accepted or found in this flush
@@ -113,6 +114,8 @@ def plan_ingest(
                 plan.rollups[(*key, hour)] = Rollup(1, r.ts, r.wh, r.ts, r.wh, r.wh)
             else:
                 rollup.add(r.ts, r.wh)
+        if any(plan.outcomes[i] is not Outcome.DUPLICATE for i in indices):
+            plan.seen.add(key)
         if changed:
             plan.states[key] = state
     return plan

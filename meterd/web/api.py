@@ -466,6 +466,9 @@ class ApiResource(Resource):
         request.setHeader(b"content-type", content_type)
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-length", b"%d" % len(body))  # not chunked: simpler for every client
+        if status == 413 and request.channel is not None:
+            request.channel.persistent = False  # the rest of an oversized body is not worth reading
+            request.setHeader(b"connection", b"close")
         request.write(body)
         request.finish()
 

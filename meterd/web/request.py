@@ -12,7 +12,7 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 MAX_BODY = 64 * 1024
-_ABORT_AFTER = 16 * MAX_BODY
+_ABORT_AFTER = 64 * 1024 * 1024  # past this, stop reading: the body costs bandwidth, not memory
 
 
 class LimitedRequest(Request):
