@@ -658,6 +658,16 @@ class AlarmBook:
         self._alarms[alarm_id] = alarm
         return alarm, [self._emit(alarm, "acked", now_ms)]
 
+    def adopt(self, alarm: Alarm) -> None:
+        """Take back an old, cleared alarm read from the store, so it can be acknowledged.
+
+        Memory keeps only active alarms and recent history; the store keeps
+        everything, and a customer may acknowledge any of their alarms.
+        """
+        if alarm.cleared_at is None:
+            raise ValueError("an active alarm is always in memory; only a cleared one can be adopted")
+        self._alarms.setdefault(alarm.alarm_id, alarm)
+
     def _emit(self, alarm: Alarm, type_: EventType, at: int) -> Event:
         ev = Event(self.next_event_id, alarm.alarm_id, alarm.customer_id, type_, at)
         self.next_event_id += 1

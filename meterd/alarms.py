@@ -523,9 +523,7 @@ class Alarms(Service):
             except KeyError:
                 if stored.acked_at is not None:
                     return stored
-                # an old, cleared alarm no longer in memory: take it back in
-                # to acknowledge it (the book has no public way to adopt one)
-                book._alarms[stored.alarm_id] = stored
+                book.adopt(stored)  # an old, cleared alarm no longer in memory
                 alarm, events = book.ack(customer_id, alarm_id, now)
         await self._persist(events)
         return alarm

@@ -769,3 +769,17 @@ def test_book_against_a_model(ops: list[tuple[str, tuple[int | None, str], str]]
         assert sorted(a.alarm_id for a in book.active(customer)) == sorted(
             v for k, v in active.items() if k[0] == customer
         )
+
+
+def test_adopt_takes_back_only_cleared_alarms_for_acknowledgement() -> None:
+    book = AlarmBook()
+    [raised] = book.apply("c", 1, "demand", Decision.RAISE, 1_000, 5, 2)
+    [cleared] = book.apply("c", 1, "demand", Decision.CLEAR, 2_000, 1, 2)
+    old = book.get(raised.alarm_id)
+    fresh = AlarmBook(next_alarm_id=10, next_event_id=10)
+    fresh.adopt(old)
+    alarm, [event] = fresh.ack("c", old.alarm_id, 3_000)
+    assert (alarm.acked_at, event.type, event.event_id) == (3_000, "acked", 10)
+    assert cleared.type == "cleared"
+    with pytest.raises(ValueError):
+        fresh.adopt(dataclasses.replace(old, cleared_at=None))
