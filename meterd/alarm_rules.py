@@ -32,11 +32,12 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Literal, Union
 from zoneinfo import ZoneInfo
+
+from meterd import periods
 
 __all__ = [
     "ANOMALY_FACTOR",
@@ -216,15 +217,10 @@ def local_month_start_ms(ms: int, tz: str | ZoneInfo) -> int:
 
     Month-to-date for the monthly rule starts here, so a reading at 02:30Z on
     the 1st still counts in the previous month in America/Sao_Paulo (UTC−3).
-    A local midnight skipped by a DST jump resolves (fold=0) to the jump
-    itself, which is the first instant of that local day.
+    The calendar itself (DST gaps at midnight included) is :mod:`meterd.periods`'.
     """
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
-    # whole seconds (floored) decide the month: ms / 1000 as a float could
-    # round a instant just before midnight up across it
-    local = datetime.fromtimestamp(ms // 1000, tz=timezone.utc).astimezone(zone)
-    start = datetime(local.year, local.month, 1, tzinfo=zone)
-    return int(start.timestamp()) * 1000
+    return periods.month_range(*periods.month_of(ms, zone), zone)[0]
 
 
 def is_backfill(reading_ts_ms: int, received_ms: int) -> bool:
