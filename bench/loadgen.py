@@ -17,14 +17,14 @@ when the datagrams are built; then "go" on stdin; one JSON result line on stdout
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import select
 import socket
 import sys
 import time
 from typing import Any
+
+from meterd.datagram import Key, sign
 
 try:
     import orjson
@@ -45,10 +45,9 @@ def register_wh(ts_ms: int) -> int:
 def build(meters: list[dict[str, Any]], per_meter: int, per_meter_rate: float, seq_base: int, start_ms: int) -> list[bytes]:
     """Round-robin over meters: datagram ``j * len(meters) + m`` is meter m's j-th reading."""
     step_ms = max(1, int(1000 / per_meter_rate)) if per_meter_rate > 0 else 1
-    keys = [bytes.fromhex(m["key"]) for m in meters]
+    keys = [Key(bytes.fromhex(m["key"])) for m in meters]
     ids = [(m["id"], m["meter"]) for m in meters]
     out: list[bytes] = []
-    digest = hmac.digest
     for j in range(per_meter):
         for m, (cid, mid) in enumerate(ids):
             ts = start_ms + j * step_ms + m % step_ms
@@ -57,7 +56,7 @@ def build(meters: list[dict[str, Any]], per_meter: int, per_meter_rate: float, s
                 f'{{"id":"{cid}","id_medidor":{mid},"valor":{wh // 1000}.{wh % 1000:03d},'
                 f'"timestamp":{ts // 1000}.{ts % 1000:03d},"seq":{seq_base + j}}}'
             ).encode()
-            out.append(payload + b"\n" + digest(keys[m], payload, hashlib.sha256).hex().encode())
+            out.append(sign(payload, keys[m]))
     return out
 
 
