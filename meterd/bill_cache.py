@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from meterd.readings import Outcome, Reading
+from meterd.registers import Span, in_span
 
-Span = tuple[int | None, int | None]
 _Key = tuple[str, int, int]
 
 
@@ -70,7 +70,7 @@ class BillCache:
                 continue
             for key in list(keys):
                 spans = self._entries[key][1].get(reading.meter_id, ())
-                if any((lo is None or lo < reading.ts) and (hi is None or reading.ts < hi) for lo, hi in spans):
+                if any(in_span(reading.ts, span) for span in spans):
                     self._entries.pop(key)
                     self._discard(key)
 

@@ -161,3 +161,23 @@ def kwh(wh: int) -> float:
     JSON encoders print) is exactly the 3-decimal value, e.g. 1234567 -> 1234.567.
     """
     return wh / 1000
+
+
+Span = tuple[int | None, int | None]  # open interval of reading time; None is unbounded
+
+
+def sensitive_span(t: int, before: Sample | None, after: Sample | None) -> list[Span]:
+    """Where a new reading would change the interpolated register at ``t``.
+
+    Only a reading strictly between the two it was interpolated from; none
+    at all when a reading sits exactly on ``t``. Caches of past answers keep
+    these spans to know which late readings evict them.
+    """
+    if before is not None and before.ts == t:
+        return []
+    return [(None if before is None else before.ts, None if after is None else after.ts)]
+
+
+def in_span(ts: int, span: Span) -> bool:
+    lo, hi = span
+    return (lo is None or lo < ts) and (hi is None or ts < hi)

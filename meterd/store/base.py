@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 
 from meterd.alarm_rules import Alarm, Event
 from meterd.readings import Outcome, Reading
-from meterd.registers import Sample
+from meterd.registers import Span
 
 HOUR_MS = 3_600_000
 
@@ -72,14 +72,8 @@ class Usage:
 
     meter_id: int
     buckets: list[tuple[int, bool]]  # (wh, estimated) per bucket
-    spans: list[tuple[int | None, int | None]]
+    spans: list[Span]
 
-
-def sensitive_span(t: int, before: Sample | None, after: Sample | None) -> list[tuple[int | None, int | None]]:
-    """Where a new reading would change the interpolated register at ``t``."""
-    if before is not None and before.ts == t:
-        return []
-    return [(None if before is None else before.ts, None if after is None else after.ts)]
 
 
 class Store(Protocol):

@@ -16,10 +16,10 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from meterd.readings import Outcome, Reading
-from meterd.registers import Sample, bucket_deltas, interval_sums, register_at
+from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
-from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage, sensitive_span
+from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
 log = Logger()

@@ -19,7 +19,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from meterd.store.base import Meter, StoreError
-from meterd.registers import Sample
+from meterd.registers import Sample, Span, in_span, sensitive_span
 from meterd.store.plan import MeterKey, MeterState, Plan
 from meterd.store.sql import SqlStore
 
@@ -36,9 +36,9 @@ class SqliteStore(SqlStore):
         self.durability = durability
         self._states: dict[MeterKey, MeterState] = {}
         self._lock_fd: int | None = None
-        # Register values at past period edges (month starts...), evicted by any
-        # stored reading that falls between the readings they were computed from.
-        self._edges: dict[MeterKey, dict[int, tuple[Sample | None, Sample | None]]] = {}
+        # The readings around past period edges (month starts...) with the spans
+        # where a stored reading would change them (registers.sensitive_span).
+        self._edges: dict[MeterKey, dict[int, tuple[tuple[Sample | None, Sample | None], list[Span]]]] = {}
         self._edge_count = 0
         self._flushes = 0
 
@@ -114,8 +114,8 @@ class SqliteStore(SqlStore):
         for c, m, ts, _, _ in plan.rows:
             remembered = edges.get((c, m))
             if remembered:
-                for t, (before, after) in list(remembered.items()):
-                    if (before is None or before.ts < ts) and (after is None or ts < after.ts):
+                for t, (_, spans) in list(remembered.items()):
+                    if any(in_span(ts, span) for span in spans):
                         del remembered[t]
                         self._edge_count -= 1
 
@@ -127,7 +127,8 @@ class SqliteStore(SqlStore):
             return None, None  # no reading yet: the register is 0 everywhere
         if t >= state.last_ts:
             return Sample(state.last_ts, state.last_wh), None  # held after the newest reading
-        return self._edges.get(key, {}).get(t)
+        remembered = self._edges.get(key, {}).get(t)
+        return None if remembered is None else remembered[0]
 
     def _remember_edge(self, key: MeterKey, t: int, around: tuple[Sample | None, Sample | None], generation: int) -> None:
         # A flush that committed during the query may or may not be in its answer: don't keep it.
@@ -138,7 +139,7 @@ class SqliteStore(SqlStore):
         remembered = self._edges.setdefault(key, {})
         if t not in remembered:
             self._edge_count += 1
-        remembered[t] = around
+        remembered[t] = (around, sensitive_span(t, *around))
 
     def _generation(self) -> int:
         return self._flushes
