@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-MAX_DATAGRAM = 1024
+MAX_DATAGRAM = 1024  # the payload (DESIGN §4); a signature line may follow it
 SIGNATURE_HEX = 64
+MAX_SIGNED = MAX_DATAGRAM + 1 + SIGNATURE_HEX
 MAX_ACKS = 100
 _HEX = b"0123456789abcdef"
 

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from meterd.datagram import MAX_DATAGRAM, DatagramError, Key, encode_acks, parse_payload, split_signature, verify
+from meterd.datagram import MAX_DATAGRAM, MAX_SIGNED, DatagramError, Key, encode_acks, parse_payload, split_signature, verify
 from meterd.directory import Directory
 from meterd.ingest import Address, Ingest, Overloaded
 from meterd.metrics import Metrics
@@ -64,8 +64,8 @@ class MeterProtocol(DatagramProtocol):
     def startProtocol(self) -> None:
         """Read fewer bytes per reactor turn than Twisted's default 256 KB.
 
-        At ~45 us of parsing and HMAC per datagram, 256 KB of ~230-byte readings
-        is a 50 ms turn; an HTTP request needs several turns (accept, read,
+        At 20-45 us of Python per datagram, 256 KB of ~230-byte readings is a
+        25-50 ms turn; an HTTP request needs several turns (accept, read,
         the database ping's thread callback, write), so under a UDP flood
         ``/health`` took 400-650 ms. 8 KB (~35 readings) keeps a turn near 2 ms;
         what cannot be read waits in the 8 MB receive buffer or is dropped by the
@@ -76,10 +76,13 @@ class MeterProtocol(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
         self.metrics.datagrams_received += 1
-        if len(data) > MAX_DATAGRAM:
+        if len(data) > MAX_SIGNED:
             self.metrics.drop("too_large")
             return
         payload, signature = split_signature(data)
+        if len(payload) > MAX_DATAGRAM:
+            self.metrics.drop("too_large")
+            return
         if signature is None and self.require_signature:
             self.metrics.drop("unsigned")
             return

@@ -393,3 +393,14 @@ def test_a_huge_exponent_is_refused_without_building_the_number():
     except subprocess.TimeoutExpired:
         pytest.fail("as_int('1e999999999') did not return within 5 s: it builds the integer before the range check")
     assert result.stdout.strip() == "out_of_range", result.stderr
+
+
+def test_the_1024_byte_limit_is_on_the_payload_not_on_its_signature_line():
+    h = Harness()
+    body = payload()
+    padded = b"{" + b" " * (MAX_DATAGRAM - len(body)) + body[1:]
+    assert len(padded) == MAX_DATAGRAM
+    h.send(sign(padded, K1))
+    assert len(h.flush()) == 1
+    h.send(sign(padded[:1] + b" " + padded[1:], K1))
+    assert h.dropped("too_large") == 1
