@@ -19,6 +19,8 @@ from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.web import client as webclient
 
+from meterd.credentials import OPERATOR_TOKEN_FILE
+
 __all__ = [
     "ApiError",
     "ServerUnreachable",
@@ -286,7 +288,7 @@ def find_token(explicit: str | None, data_dir: str | None) -> str | None:
     env = os.environ.get(TOKEN_ENV, "")
     if env.strip():
         return env.strip()
-    path = Path(data_dir or DEFAULT_DATA_DIR) / "operator.token"
+    path = Path(data_dir or DEFAULT_DATA_DIR) / OPERATOR_TOKEN_FILE
     try:
         text = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorCore
 
+from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachable, find_token
 from meterd.taxid import InvalidTaxId, make_cpf, normalize
 
 from .commands import MAX_INTERVAL, MIN_INTERVAL, CommandProtocol
@@ -31,7 +32,6 @@ from .status import StatusLine
 
 __all__ = ["main", "build_parser", "Credentials", "provision", "Fatal"]
 
-DEFAULT_SERVER = "http://127.0.0.1:8888"
 DEFAULT_UDP_PORT = 8080
 SOCKET_BUFFER = 4 * 1024 * 1024
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 3
@@ -194,7 +194,6 @@ async def provision(
     seed must not collide with the customers the previous run created. A
     collision (409) just draws another number.
     """
-    from clients.api import ApiError
 
     rng = rng or random.SystemRandom()
     sem = DeferredSemaphore(concurrency)
@@ -225,7 +224,6 @@ async def provision(
 
 def explain_api_error(e: Exception, what: str) -> str:
     """One line for an HTTP failure during setup."""
-    from clients.api import ApiError, ServerUnreachable
 
     if isinstance(e, ServerUnreachable):
         return f"error: {what}: server not answering ({e.message})"
@@ -245,7 +243,6 @@ async def resolve_credentials(
 
     ``http`` is treq's API (a ``StubTreq`` in tests).
     """
-    from clients.api import ApiError, MeterdClient, ServerUnreachable, find_token
     from twisted.internet.defer import FirstError
 
     token = find_token(args.token, args.data_dir)
