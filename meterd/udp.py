@@ -97,7 +97,8 @@ class MeterProtocol(DatagramProtocol):
         entry = self.directory.meters.get((reading.customer_id, reading.meter_id))
         if entry is None:
             self.metrics.drop("unknown_meter")
-            self._look_up(reading.customer_id, reading.meter_id)
+            if self.ingest.store.shared:  # else the directory already holds every meter
+                self._look_up(reading.customer_id, reading.meter_id)
             return
         if signature is not None and not verify(payload, signature, self._key(entry.key)):
             self.metrics.drop("bad_signature")

@@ -38,6 +38,8 @@ ADDR = ("198.51.100.3", 50123)
 class RecordingStore:
     """Stores everything (or answers what ``outcome`` says) and remembers it."""
 
+    shared = False  # one process: the directory holds every meter
+
     def __init__(self) -> None:
         self.readings: list[Reading] = []
         self.outcome = Outcome.STORED

@@ -28,7 +28,9 @@ NOW = 1_764_000_000.0
 
 
 class FakeStore:
-    """Answers get_meter/get_customer with Deferreds the test fires itself."""
+    """A shared store (another process may register meters) whose get_meter Deferreds the test fires itself."""
+
+    shared = True
 
     def __init__(self) -> None:
         self.meter_calls: list[tuple[str, int]] = []
@@ -135,3 +137,15 @@ def test_remembered_misses_are_bounded(monkeypatch: Any) -> None:
     h.send(4, 2)  # the old misses expired and were pruned
     assert h.store.meter_calls[-1] == (C1, 4)
     assert len(h.protocol._misses) == 1
+
+
+def test_an_unshared_store_is_never_asked() -> None:
+    """SQLite: this process registered every meter, so a miss is final (and forged ids cost no query)."""
+    h = Harness()
+    h.store.shared = False  # type: ignore[misc]
+    for seq in range(5):
+        h.send(9, seq)
+    h.clock.advance(udp.RELOAD_INTERVAL)
+    h.send(9, 5)
+    assert h.store.meter_calls == []
+    assert h.unknown_drops() == 6

@@ -132,7 +132,7 @@ class Api:
         if route.access == "public" or principal is OPERATOR:
             return
         if principal is None:
-            if token_given:
+            if token_given and self.store.shared:
                 # The token may belong to a customer or meter another process registered.
                 await self._refresh(call.params)
                 principal = self.authenticate(call.request)
@@ -166,7 +166,7 @@ class Api:
 
     async def customer(self, cid: str, *, refresh_only: bool = False) -> Customer:
         found = self.directory.customers.get(cid)
-        if found is None:
+        if found is None and self.store.shared:  # unshared: the directory holds every customer
             found = await self.store.get_customer(cid)
             if found is not None:
                 self.directory.add_customer(found)
@@ -181,7 +181,7 @@ class Api:
                 await self._load_meters(cid)
             return self.directory.meter_ids(cid)
         if (cid, meter_id) not in self.directory.meters:
-            meter = await self.store.get_meter(cid, meter_id)
+            meter = await self.store.get_meter(cid, meter_id) if self.store.shared else None
             if meter is None:
                 raise not_found("unknown_meter", f"customer {cid} has no meter {meter_id}")
             self.directory.add_meter(meter)
