@@ -48,8 +48,12 @@ __all__ = [
     "PER_CUSTOMER_RULES",
     "PER_METER_RULES",
     "RULES",
+    "Settled",
+    "Transition",
+    "Acknowledgement",
     "Alarm",
     "AlarmBook",
+    "Change",
     "Decision",
     "DemandWindow",
     "Event",
@@ -64,6 +68,7 @@ __all__ = [
     "local_month_start_ms",
     "message_for",
     "monthly_decision",
+    "settle",
     "silent_decision",
 ]
 
@@ -654,15 +659,38 @@ class AlarmBook:
         self._alarms[alarm_id] = alarm
         return alarm, [self._emit(alarm, "acked", now_ms)]
 
-    def adopt(self, alarm: Alarm) -> None:
-        """Take back an old, cleared alarm read from the store, so it can be acknowledged.
+    def absorb(self, alarms: Iterable[Alarm], events: Iterable[Event]) -> None:
+        """Take in what the store settled (:func:`settle`), so memory follows the store.
 
-        Memory keeps only active alarms and recent history; the store keeps
-        everything, and a customer may acknowledge any of their alarms.
+        The store, not this book, decides transitions and hands out ids (one
+        transaction at a time), so this book is a cache of committed state:
+        newer versions of alarms replace older ones, events already held are
+        skipped, and the counters move past every id seen.
         """
-        if alarm.cleared_at is None:
-            raise ValueError("an active alarm is always in memory; only a cleared one can be adopted")
-        self._alarms.setdefault(alarm.alarm_id, alarm)
+        incoming = list(alarms)
+        for alarm in incoming:
+            _check_key(alarm.rule, alarm.meter_id)
+            key: AlarmKey = (alarm.customer_id, alarm.meter_id, alarm.rule)
+            previous = self._active.get(key)
+            if previous is not None and (previous != alarm.alarm_id or not alarm.active):
+                del self._active[key]
+                ids = self._active_by_customer[alarm.customer_id]
+                ids.discard(previous)
+                if not ids:
+                    del self._active_by_customer[alarm.customer_id]
+            if alarm.active:
+                self._active[key] = alarm.alarm_id
+                self._active_by_customer.setdefault(alarm.customer_id, set()).add(alarm.alarm_id)
+            self._alarms[alarm.alarm_id] = alarm
+            self.next_alarm_id = max(self.next_alarm_id, alarm.alarm_id + 1)
+        for ev in sorted(events, key=lambda e: e.event_id):
+            if ev.event_id < self.next_event_id:
+                continue  # held already (events arrive in id order)
+            self._append(ev)
+            self.next_event_id = ev.event_id + 1
+        for alarm in incoming:  # an inactive alarm no kept event refers to stays in the store only
+            if not alarm.active and alarm.alarm_id not in self._refs:
+                self._alarms.pop(alarm.alarm_id, None)
 
     def _emit(self, alarm: Alarm, type_: EventType, at: int) -> Event:
         ev = Event(self.next_event_id, alarm.alarm_id, alarm.customer_id, type_, at)
@@ -752,6 +780,98 @@ class AlarmBook:
         ]:
             del book._alarms[alarm_id]
         return book
+
+
+# --------------------------------------------------------------------------
+# changes, settled by the store
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A rule's decision for one alarm key, as a process saw it.
+
+    The process decides from its cached view of the active alarms; the store
+    settles the decision against the alarms it holds (:func:`settle`), so a
+    decision made twice, by two processes or from a stale view, stores one
+    alarm.
+    """
+
+    customer_id: str
+    meter_id: int | None
+    rule: str
+    decision: Decision
+    at: int
+    value: Number
+    threshold: Number
+    message: str
+
+    @property
+    def key(self) -> AlarmKey:
+        return (self.customer_id, self.meter_id, self.rule)
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    customer_id: str
+    alarm_id: int
+    at: int
+
+
+Change = Union[Transition, Acknowledgement]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one settlement stores: the alarms it changed or acknowledged, its
+    events, and the id counters after it."""
+
+    alarms: list[Alarm]
+    events: list[Event]
+    next_alarm_id: int
+    next_event_id: int
+
+    def alarm(self, customer_id: str, alarm_id: int) -> Alarm | None:
+        for alarm in self.alarms:
+            if alarm.alarm_id == alarm_id and alarm.customer_id == customer_id:
+                return alarm
+        return None
+
+
+def settle(stored: Iterable[Alarm], changes: Sequence[Change], next_alarm_id: int, next_event_id: int) -> Settled:
+    """Carry out ``changes`` on the stored alarms, in order, with the store's counters.
+
+    ``stored`` must hold every active alarm of the customers the changes
+    concern and the alarms they acknowledge. Raising an active alarm and
+    clearing an absent one change nothing, so a stale or repeated decision
+    is harmless; acknowledging an alarm not given (another customer's, or
+    none) is skipped, and the caller finds no alarm for it in the result.
+    """
+    alarms = list(stored)
+    book = AlarmBook.restore(
+        [a for a in alarms if a.active],
+        [],
+        next_alarm_id=next_alarm_id,
+        next_event_id=next_event_id,
+        max_events_per_customer=len(changes) + 1,
+    )
+    for alarm in alarms:  # cleared ones, to be acknowledged
+        book._alarms.setdefault(alarm.alarm_id, alarm)
+    events: list[Event] = []
+    touched: dict[int, None] = {}
+    for change in changes:
+        if isinstance(change, Transition):
+            c = change
+            events += book.apply(c.customer_id, c.meter_id, c.rule, c.decision, c.at, c.value, c.threshold, message=c.message)
+        else:
+            try:
+                alarm, new = book.ack(change.customer_id, change.alarm_id, change.at)
+            except KeyError:
+                continue
+            touched[alarm.alarm_id] = None
+            events += new
+    for ev in events:
+        touched[ev.alarm_id] = None
+    return Settled([book.get(i) for i in touched], events, book.next_alarm_id, book.next_event_id)
 
 
 def _check_key(rule: str, meter_id: int | None) -> None:

@@ -11,18 +11,19 @@ Three triggers, none of which scans stored readings:
   ``anomaly`` decided from the hourly rollups (``store.usage``), each customer
   at most once per ``customer_interval``, so a meter sending every second
   costs one rollup query every few seconds, not one per reading;
-* a timer every ``silent_after / 2``: every known meter's last-heard time (in
-  memory) against ``--silent-after``.
+* a timer every ``silent_after / 2``: every known meter's last-heard time
+  against ``--silent-after``.
 
-Every raise, clear and ack the book emits is written, with the alarm row it
-touches, in one transaction per batch; batches are written one at a time, in
-order, so the store never sees an event before an earlier one. The book in
-memory answers ``/getAlarme``; a cursor older than memory reaches goes to the
-store.
-
-Known limit: ids come from this process's counters, so several meterd
-processes on one PostgreSQL database would need the counters moved into the
-database (a sequence) before they can all raise alarms.
+Rules decide from the book in memory; a decision that changes something (a
+:class:`~meterd.alarm_rules.Transition`) and every acknowledgement is
+*settled* by the store (``store.settle_alarms``), which applies it to the
+stored alarms in one transaction and hands out the ids. Settlements run one
+at a time, in order; the book then absorbs what was stored. So the book only
+ever shows committed alarms, and several meterd processes on one database
+(``store.shared``) agree: a raise decided by two of them stores one alarm.
+With a shared store the book is refreshed from the database every tick,
+``/getAlarme`` reads from the database, and the silent rule takes each
+meter's last-heard time from it (another process may be hearing the meter).
 """
 
 from __future__ import annotations
@@ -43,16 +44,23 @@ from twisted.python.failure import Failure
 from meterd import periods
 from meterd.alarm_rules import (
     ANOMALY_FACTOR,
+    Acknowledgement,
     Alarm,
     AlarmBook,
+    AlarmKey,
+    Change,
     Decision,
     DemandWindow,
     Event,
+    Number,
+    Settled,
+    Transition,
     anomaly_baseline_wh,
     anomaly_decision,
     demand_decision,
     is_backfill,
     local_month_start_ms,
+    message_for,
     monthly_decision,
     silent_decision,
 )
@@ -146,12 +154,13 @@ class Alarms(Service):
         self._ready_waiters: list[Deferred[AlarmBook]] = []
         self._load_failure: Failure | None = None
         self._loops: list[tuple[LoopingCall, Deferred[Any]]] = []
-        # persistence: one batch in flight at a time, the next one accumulating
-        self._pending_events: list[Event] = []
-        self._pending_alarms: dict[int, Alarm] = {}
-        self._pending_waiters: list[Deferred[None]] = []
-        self._saving: Deferred[None] | None = None
+        # settlement: one batch in flight at a time, the next one accumulating
+        self._pending: list[Change] = []
+        self._pending_waiters: list[Deferred[Settled | None]] = []
+        self._saving: Deferred[Any] | None = None
         self._retry: IDelayedCall | None = None
+        # decisions queued or in flight: they, not the book, say what a key will be
+        self._intended: dict[AlarmKey, Transition] = {}
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -171,13 +180,10 @@ class Alarms(Service):
             events,
             next_alarm_id=next_alarm,
             next_event_id=next_event,
-            demand_window_s=max(1, int(self.window_s)),
+            demand_window_s=self._demand_window_s,
             max_events_per_customer=self.recent_events,
         )
-        for customer_id, meter_id, last_seen in seen:
-            if last_seen is not None:
-                key = (customer_id, meter_id)
-                self._last_seen[key] = max(last_seen, self._last_seen.get(key, last_seen))
+        self._merge_last_seen(seen)
         log.info("alarms loaded: {n} active, next event id {e}", n=sum(a.active for a in alarms), e=self.book.next_event_id)
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
@@ -188,6 +194,18 @@ class Alarms(Service):
         self._start_loop(self.check_silent, float(self.silent_after_s) / 2)
         if self._demand_due or self._spoke:
             self._evaluate_flush(self.now_ms())
+
+    @property
+    def _demand_window_s(self) -> int:
+        return max(1, int(self.window_s))
+
+    def _merge_last_seen(self, seen: Sequence[tuple[str, int, int | None]]) -> None:
+        last_seen = self._last_seen
+        for customer_id, meter_id, at in seen:
+            if at is not None:
+                key = (customer_id, meter_id)
+                if at > last_seen.get(key, -1):
+                    last_seen[key] = at
 
     def _load_failed(self, failure: Failure) -> None:
         log.failure("cannot load the alarms; alarm rules are not evaluated", failure)
@@ -221,11 +239,11 @@ class Alarms(Service):
         self._retry = None
         while self._saving is not None:
             await self._saving
-        if self._pending_events:
+        if self._pending:
             try:
-                await self._persist([])
+                await self._submit([])
             except Exception:
-                log.failure("alarm events not saved at stop; the events are lost")
+                log.failure("alarm changes not settled at stop; they are decided again after the restart")
 
     def ready(self) -> Deferred[AlarmBook]:
         """The book, once loaded from the store (StoreError if that failed)."""
@@ -275,15 +293,13 @@ class Alarms(Service):
             self._evaluate_flush(received_ms)
 
     def _evaluate_flush(self, now_ms: int) -> None:
-        book = self.book
-        assert book is not None
-        events: list[Event] = []
+        changes: list[Change] = []
         spoke, self._spoke = self._spoke, set()
         for customer_id, meter_id in spoke:
-            if book.is_active(customer_id, meter_id, "silent"):
+            if self._is_active(customer_id, meter_id, "silent"):
                 last = self._last_seen.get((customer_id, meter_id))
                 decision = silent_decision(now_ms, last, self.silent_after_s, True)
-                events += book.apply(customer_id, meter_id, "silent", decision, now_ms, 0, self.silent_after_s)
+                self._decide(changes, customer_id, meter_id, "silent", decision, now_ms, 0, self.silent_after_s)
         due, self._demand_due = self._demand_due, set()
         for key in due:
             customer = self.directory.customers.get(key[0])
@@ -292,24 +308,45 @@ class Alarms(Service):
                 continue
             avg = window.average_kw()
             limit = _kilo(customer.limit_w)
-            decision = demand_decision(avg, limit, book.is_active(key[0], key[1], "demand"))
-            events += book.apply(key[0], key[1], "demand", decision, now_ms, avg if avg is not None else 0, limit)
-        if events:
-            self._persist(events).addErrback(lambda _: None)  # logged in _saved; retried
+            decision = demand_decision(avg, limit, self._is_active(key[0], key[1], "demand"))
+            self._decide(changes, key[0], key[1], "demand", decision, now_ms, avg if avg is not None else 0, limit)
+        if changes:
+            self._submit(changes).addErrback(lambda _: None)  # logged in _settle_failed; retried
+
+    def _is_active(self, customer_id: str, meter_id: int | None, rule: str) -> bool:
+        """Whether the alarm is active once what this process decided is settled."""
+        intended = self._intended.get((customer_id, meter_id, rule))
+        if intended is not None:
+            return intended.decision is Decision.RAISE
+        assert self.book is not None
+        return self.book.is_active(customer_id, meter_id, rule)
+
+    def _decide(
+        self, changes: list[Change], customer_id: str, meter_id: int | None, rule: str, decision: Decision,
+        now_ms: int, value: Number, threshold: Number,
+    ) -> None:
+        """Queue a decision that changes something; KEEP costs nothing."""
+        if decision is Decision.KEEP:
+            return
+        message = message_for(rule, meter_id, value, threshold, self._demand_window_s) if decision is Decision.RAISE else ""
+        transition = Transition(customer_id, meter_id, rule, decision, now_ms, value, threshold, message)
+        self._intended[transition.key] = transition
+        changes.append(transition)
 
     # -- monthly and anomaly, per dirty customer ---------------------------
 
     async def _tick(self) -> None:
         """Decide monthly/anomaly for dirty customers not evaluated too recently."""
         try:
+            if self.store.shared:
+                await self._refresh()
             await self.evaluate_customers()
         except Exception:
             log.failure("alarm evaluation failed; the customers stay dirty")
 
     async def evaluate_customers(self) -> int:
         """One evaluation batch; how many customers it evaluated."""
-        book = self.book
-        if book is None or not self._dirty:
+        if self.book is None or not self._dirty:
             return 0
         now = self.now_ms()
         chosen: list[str] = []
@@ -332,30 +369,29 @@ class Alarms(Service):
                 self._dirty[customer_id] = None
                 self._evaluated_at.pop(customer_id, None)
             raise
-        events: list[Event] = []
+        changes: list[Change] = []
         for customer_id, figures in results:
             customer = self.directory.customers.get(customer_id)
             if figures is None or customer is None:
                 continue
-            events += self._decide_customer(book, customer_id, customer.limit_wh, figures, now)
-        if events:
-            await self._persist(events).addErrback(lambda _: None)
+            self._decide_customer(changes, customer_id, customer.limit_wh, figures, now)
+        if changes:
+            await self._submit(changes).addErrback(lambda _: None)
         return len(chosen)
 
     def _decide_customer(
-        self, book: AlarmBook, customer_id: str, limit_wh: int, figures: CustomerFigures, now: int
-    ) -> list[Event]:
+        self, changes: list[Change], customer_id: str, limit_wh: int, figures: CustomerFigures, now: int
+    ) -> None:
         limit_kwh = _kilo(limit_wh)
-        monthly = monthly_decision(figures.month_to_date_wh, limit_kwh, book.is_active(customer_id, None, "monthly"))
-        events = book.apply(customer_id, None, "monthly", monthly, now, _kilo(figures.month_to_date_wh), limit_kwh)
+        monthly = monthly_decision(figures.month_to_date_wh, limit_kwh, self._is_active(customer_id, None, "monthly"))
+        self._decide(changes, customer_id, None, "monthly", monthly, now, _kilo(figures.month_to_date_wh), limit_kwh)
         anomaly = anomaly_decision(
-            figures.last24h_wh, figures.daily_wh_previous_7, book.is_active(customer_id, None, "anomaly")
+            figures.last24h_wh, figures.daily_wh_previous_7, self._is_active(customer_id, None, "anomaly")
         )
         mean = anomaly_baseline_wh(figures.daily_wh_previous_7) or Fraction(0)
-        events += book.apply(
-            customer_id, None, "anomaly", anomaly, now, _kilo(figures.last24h_wh), ANOMALY_FACTOR * mean / 1000
+        self._decide(
+            changes, customer_id, None, "anomaly", anomaly, now, _kilo(figures.last24h_wh), ANOMALY_FACTOR * mean / 1000
         )
-        return events
 
     async def figures(self, customer_id: str, now_ms: int) -> CustomerFigures | None:
         """Month-to-date, the last 24 h and the 7 days before, from the rollups.
@@ -404,82 +440,98 @@ class Alarms(Service):
 
     # -- silent ------------------------------------------------------------
 
-    def check_silent(self) -> None:
-        """Every meter this process knows against --silent-after (memory only).
+    def check_silent(self) -> Deferred[None]:
+        """Every meter this process knows against --silent-after.
 
         A meter never heard from counts from its registration, so a meter
-        installed and never connected is noticed too.
+        installed and never connected is noticed too. With a shared store
+        another process may be the one hearing a meter, so the last-heard
+        times are first read from the database. Fires once the decisions
+        are queued (``saved()`` waits for them to be stored).
         """
-        book = self.book
-        if book is None:
-            return
-        now = self.now_ms()
-        events: list[Event] = []
-        for (customer_id, meter_id), entry in list(self.directory.meters.items()):
-            last = self._last_seen.get((customer_id, meter_id), entry.meter.created_ms)
-            active = book.is_active(customer_id, meter_id, "silent")
-            decision = silent_decision(now, last, self.silent_after_s, active)
-            if decision is Decision.KEEP:
-                continue
-            events += book.apply(
-                customer_id, meter_id, "silent", decision, now, Fraction(now - last, 1000), self.silent_after_s
-            )
-        if events:
-            self._persist(events).addErrback(lambda _: None)
-
-    # -- persistence -------------------------------------------------------
-
-    def saved(self) -> Deferred[None]:
-        """Fires once every event emitted so far is stored (tests, shutdown)."""
         if self.book is None:
             return succeed(None)
-        return self._persist([])
+        if not self.store.shared:
+            self._decide_silent()
+            return succeed(None)
 
-    def _persist(self, events: Sequence[Event]) -> Deferred[None]:
-        """Queue events (and their alarms) for the next write; fires once stored."""
-        book = self.book
-        assert book is not None
-        for event in events:
-            self._pending_events.append(event)
-            self._pending_alarms[event.alarm_id] = book.get(event.alarm_id)
-        waiter: Deferred[None] = Deferred()
+        def merged(seen: Sequence[tuple[str, int, int | None]]) -> None:
+            self._merge_last_seen(seen)
+            if self.book is not None:
+                self._decide_silent()
+
+        checked = self.store.meters_last_seen().addCallback(merged)
+        return checked.addErrback(lambda f: log.failure("silent check failed; tried again at the next one", f))
+
+    def _decide_silent(self) -> None:
+        now = self.now_ms()
+        changes: list[Change] = []
+        for (customer_id, meter_id), entry in list(self.directory.meters.items()):
+            last = self._last_seen.get((customer_id, meter_id), entry.meter.created_ms)
+            active = self._is_active(customer_id, meter_id, "silent")
+            decision = silent_decision(now, last, self.silent_after_s, active)
+            self._decide(changes, customer_id, meter_id, "silent", decision, now, Fraction(now - last, 1000), self.silent_after_s)
+        if changes:
+            self._submit(changes).addErrback(lambda _: None)
+
+    async def _refresh(self) -> None:
+        """With a shared store: take the active alarms other processes settled."""
+        alarms = await self.store.active_alarms()
+        self.book = AlarmBook.restore(
+            alarms, [], demand_window_s=self._demand_window_s, max_events_per_customer=self.recent_events
+        )
+
+    # -- settlement --------------------------------------------------------
+
+    def saved(self) -> Deferred[None]:
+        """Fires once every change decided so far is settled (tests, shutdown)."""
+        if self.book is None:
+            return succeed(None)
+        return self._submit([]).addCallback(lambda _: None)
+
+    def _submit(self, changes: Sequence[Change]) -> Deferred[Settled | None]:
+        """Queue changes for the next settlement; fires with its result once stored."""
+        self._pending.extend(changes)
+        waiter: Deferred[Settled | None] = Deferred()
         self._pending_waiters.append(waiter)
         if self._saving is None and (self._retry is None or not self._retry.active()):
-            self._save_next()
+            self._settle_next()
         return waiter
 
-    def _save_next(self) -> None:
+    def _settle_next(self) -> None:
         self._retry = None
-        events, self._pending_events = self._pending_events, []
-        alarms, self._pending_alarms = self._pending_alarms, {}
+        changes, self._pending = self._pending, []
         waiters, self._pending_waiters = self._pending_waiters, []
-        if not events and not alarms:
+        if not changes:
             for waiter in waiters:
                 waiter.callback(None)
             return
-        saving: Deferred[None] = maybeDeferred(self.store.save_alarm_events, list(alarms.values()), events)
+        saving = maybeDeferred(self.store.settle_alarms, changes)
         self._saving = saving
-        saving.addCallbacks(self._saved, self._save_failed, callbackArgs=(waiters,), errbackArgs=(events, alarms, waiters))
+        saving.addCallbacks(self._settled, self._settle_failed, callbackArgs=(changes, waiters), errbackArgs=(changes, waiters))
 
-    def _saved(self, _: Any, waiters: list[Deferred[None]]) -> None:
+    def _settled(self, settled: Settled, changes: list[Change], waiters: list[Deferred[Settled | None]]) -> None:
         self._saving = None
+        if self.book is not None:
+            self.book.absorb(settled.alarms, settled.events)
+        for change in changes:
+            if isinstance(change, Transition) and self._intended.get(change.key) is change:
+                del self._intended[change.key]
         for waiter in waiters:
-            waiter.callback(None)
-        if self._pending_waiters:
-            self._save_next()
+            waiter.callback(settled)
+        if self._pending_waiters or self._pending:
+            self._settle_next()
 
-    def _save_failed(
-        self, failure: Failure, events: list[Event], alarms: dict[int, Alarm], waiters: list[Deferred[None]]
-    ) -> None:
+    def _settle_failed(self, failure: Failure, changes: list[Change], waiters: list[Deferred[Settled | None]]) -> None:
+        """Put the rules' decisions back in front, in order, and retry; an
+        acknowledgement is not retried: its caller gets the error and may ask again."""
         self._saving = None
-        log.failure("cannot store {n} alarm events; retrying", failure, n=len(events))
-        # back in front, in order; newer alarm versions queued meanwhile win
-        self._pending_events[:0] = events
-        self._pending_alarms = {**alarms, **self._pending_alarms}
+        log.failure("cannot settle {n} alarm changes; retrying", failure, n=len(changes))
+        self._pending[:0] = [c for c in changes if isinstance(c, Transition)]
         for waiter in waiters:
             waiter.errback(failure)
         if self.running:
-            self._retry = self.clock.callLater(self.retry_after, self._save_next)
+            self._retry = self.clock.callLater(self.retry_after, self._settle_next)
 
     # -- queries (the API) -------------------------------------------------
 
@@ -488,44 +540,30 @@ class Alarms(Service):
 
         The returned cursor is the last event returned when the page is full
         (more may follow), else the highest event id handed out by anyone:
-        every later event of this customer gets a higher id, so polling with
-        it misses nothing and repeats nothing.
+        ids are handed out in commit order, so every later event of this
+        customer gets a higher id, and polling with it misses nothing and
+        repeats nothing. The book answers when it holds every event after
+        the cursor and no other process writes; otherwise the store does.
         """
         book = await self.ready()
         limit = limit or self.recent_events
-        if book.covers(customer_id, cursor):
-            events = book.events_after(customer_id, cursor, limit)
+        if self.store.shared or not book.covers(customer_id, cursor):
+            active, events, last = await self.store.alarm_view(customer_id, cursor, limit)
         else:
-            assert cursor is not None
-            stored = await self.store.alarm_events_after(customer_id, cursor, limit)
-            merged = {e.event_id: e for e in stored}
-            for e in book.events_after(customer_id, cursor, limit):
-                merged.setdefault(e.event_id, e)
-            events = [merged[i] for i in sorted(merged)][:limit]
+            active, events, last = book.active(customer_id), book.events_after(customer_id, cursor, limit), book.last_event_id
         if events and len(events) >= limit:
             next_cursor = events[-1].event_id
         else:
-            next_cursor = max(cursor or 0, book.last_event_id)
-        return AlarmView(book.active(customer_id), events, next_cursor)
+            next_cursor = max(cursor or 0, last)
+        return AlarmView(active, events, next_cursor)
 
     async def ack(self, customer_id: str, alarm_id: int) -> Alarm:
         """Acknowledge; returns once the ack is stored. UnknownAlarm if not this customer's."""
-        book = await self.ready()
-        now = self.now_ms()
-        try:
-            alarm, events = book.ack(customer_id, alarm_id, now)
-        except KeyError:
-            stored = await self.store.get_alarm(customer_id, alarm_id)
-            if stored is None:
-                raise UnknownAlarm(alarm_id) from None
-            try:
-                alarm, events = book.ack(customer_id, alarm_id, now)
-            except KeyError:
-                if stored.acked_at is not None:
-                    return stored
-                book.adopt(stored)  # an old, cleared alarm no longer in memory
-                alarm, events = book.ack(customer_id, alarm_id, now)
-        await self._persist(events)
+        await self.ready()
+        settled = await self._submit([Acknowledgement(customer_id, alarm_id, self.now_ms())])
+        alarm = None if settled is None else settled.alarm(customer_id, alarm_id)
+        if alarm is None:
+            raise UnknownAlarm(alarm_id)
         return alarm
 
 

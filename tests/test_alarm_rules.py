@@ -771,15 +771,71 @@ def test_book_against_a_model(ops: list[tuple[str, tuple[int | None, str], str]]
         )
 
 
-def test_adopt_takes_back_only_cleared_alarms_for_acknowledgement() -> None:
+# -- settlement against the stored alarms, and the book absorbing it ---------
+
+
+def _raise(customer: str, meter: int | None, rule: str, at: int, value: int = 5, threshold: int = 2) -> ar.Transition:
+    return ar.Transition(customer, meter, rule, Decision.RAISE, at, value, threshold, f"{rule} at {at}")
+
+
+def _clear(customer: str, meter: int | None, rule: str, at: int) -> ar.Transition:
+    return ar.Transition(customer, meter, rule, Decision.CLEAR, at, 0, 0, "")
+
+
+def test_a_raise_decided_twice_stores_one_alarm_with_the_stores_ids() -> None:
+    settled = ar.settle([], [_raise("c", 1, "demand", 1_000), _raise("c", 1, "demand", 1_500)], 7, 40)
+    [alarm] = settled.alarms
+    [event] = settled.events
+    assert (alarm.alarm_id, alarm.raised_at, alarm.message, event.event_id, event.type) == (7, 1_000, "demand at 1000", 40, "raised")
+    assert (settled.next_alarm_id, settled.next_event_id) == (8, 41)
+
+
+def test_settling_against_an_alarm_another_process_raised() -> None:
+    theirs = ar.settle([], [_raise("c", 1, "silent", 1_000)], 1, 1).alarms[0]
+    # our stale view said "not active": the raise is a no-op, nothing is stored, no id is used
+    again = ar.settle([theirs], [_raise("c", 1, "silent", 2_000)], 2, 2)
+    assert (again.alarms, again.events, again.next_alarm_id, again.next_event_id) == ([], [], 2, 2)
+    # a clear ends their alarm, whatever id our book had in mind
+    cleared = ar.settle([theirs], [_clear("c", 1, "silent", 3_000)], 2, 2)
+    assert [(a.alarm_id, a.cleared_at) for a in cleared.alarms] == [(theirs.alarm_id, 3_000)]
+    assert [(e.event_id, e.alarm_id, e.type) for e in cleared.events] == [(2, theirs.alarm_id, "cleared")]
+    # clearing what is not active changes nothing
+    assert ar.settle([], [_clear("c", 1, "silent", 3_000)], 2, 2).events == []
+
+
+def test_settled_acknowledgements() -> None:
+    first = ar.settle([], [_raise("c", None, "monthly", 1_000), _clear("c", None, "monthly", 2_000)], 1, 1)
+    [old] = first.alarms
+    assert (old.raised_at, old.cleared_at, [e.type for e in first.events]) == (1_000, 2_000, ["raised", "cleared"])
+    acked = ar.settle([old], [ar.Acknowledgement("c", old.alarm_id, 3_000), ar.Acknowledgement("c", old.alarm_id, 4_000)], 2, 3)
+    assert acked.alarm("c", old.alarm_id).acked_at == 3_000  # type: ignore[union-attr]
+    assert [(e.event_id, e.type, e.at) for e in acked.events] == [(3, "acked", 3_000)]
+    foreign = ar.settle([old], [ar.Acknowledgement("other", old.alarm_id, 3_000)], 2, 3)
+    assert (foreign.alarm("other", old.alarm_id), foreign.alarm("c", old.alarm_id), foreign.events) == (None, None, [])
+    assert ar.settle([], [ar.Acknowledgement("c", 99, 3_000)], 2, 3).alarm("c", 99) is None
+
+
+def test_the_book_absorbs_what_was_settled() -> None:
     book = AlarmBook()
-    [raised] = book.apply("c", 1, "demand", Decision.RAISE, 1_000, 5, 2)
-    [cleared] = book.apply("c", 1, "demand", Decision.CLEAR, 2_000, 1, 2)
-    old = book.get(raised.alarm_id)
-    fresh = AlarmBook(next_alarm_id=10, next_event_id=10)
-    fresh.adopt(old)
-    alarm, [event] = fresh.ack("c", old.alarm_id, 3_000)
-    assert (alarm.acked_at, event.type, event.event_id) == (3_000, "acked", 10)
-    assert cleared.type == "cleared"
-    with pytest.raises(ValueError):
-        fresh.adopt(dataclasses.replace(old, cleared_at=None))
+    first = ar.settle([], [_raise("c", 1, "demand", 1_000), _raise("c", None, "monthly", 1_000)], 5, 10)
+    book.absorb(first.alarms, first.events)
+    book.absorb(first.alarms, first.events)  # twice: nothing more
+    assert [a.alarm_id for a in book.active("c")] == [5, 6]
+    assert [e.event_id for e in book.events_after("c", None, 10)] == [10, 11]
+    assert (book.last_event_id, book.next_alarm_id) == (11, 7)
+    demand = book.active_alarm("c", 1, "demand")
+    assert demand is not None
+    # another process cleared it and raised a new one for the same key
+    later = ar.settle(
+        [demand], [_clear("c", 1, "demand", 2_000), _raise("c", 1, "demand", 3_000)], 8, 20
+    )
+    book.absorb(later.alarms, later.events)
+    assert book.active_alarm("c", 1, "demand").alarm_id == 8  # type: ignore[union-attr]
+    assert [a.alarm_id for a in book.active("c")] == [6, 8]
+    assert [(e.event_id, e.type) for e in book.events_after("c", 11, 10)] == [(20, "cleared"), (21, "raised")]
+    assert book.get(5).cleared_at == 2_000  # still referred to by its events
+    # a cleared alarm absorbed with no event that refers to it is not held
+    stray = dataclasses.replace(demand, alarm_id=3, cleared_at=500)
+    book.absorb([stray], [])
+    with pytest.raises(KeyError):
+        book.get(3)

@@ -111,6 +111,37 @@ async def test_two_writers_receiving_the_same_readings_store_each_once(stores: l
 
 
 @pytest_twisted.ensureDeferred
+async def test_two_processes_deciding_the_same_alarms_store_each_once(stores: list[Any]) -> None:
+    from meterd.alarm_rules import Decision, Transition
+
+    a, b = stores
+    await a.start()
+    await b.start()
+
+    def decided(decision: Decision, meter: int, at: int) -> Transition:
+        return Transition(C1, meter, "silent", decision, at, 900, 900, "m")
+
+    # both processes see the same meters go silent and come back, ten times over,
+    # settling at the same moments in opposite orders
+    for round_ in range(10):
+        at = T0 + round_ * 1000
+        raises = [decided(Decision.RAISE, m, at) for m in range(1, 6)]
+        clears = [decided(Decision.CLEAR, m, at + 500) for m in range(1, 6)]
+        await gatherResults([a.settle_alarms(raises), b.settle_alarms(raises[::-1])])
+        assert query("SELECT COUNT(*) FROM alarms WHERE cleared_at IS NULL") == [(5,)]
+        await gatherResults([b.settle_alarms(clears), a.settle_alarms(clears[::-1])])
+        assert query("SELECT COUNT(*) FROM alarms WHERE cleared_at IS NULL") == [(0,)]
+    # one alarm per (meter, round), each raised and cleared once; ids dense and in commit order
+    assert query("SELECT COUNT(*), COUNT(DISTINCT alarm_id), MAX(alarm_id) FROM alarms") == [(50, 50, 50)]
+    events = query("SELECT event_id, alarm_id, event_type FROM alarm_events ORDER BY event_id")
+    assert [e[0] for e in events] == list(range(1, 101))
+    assert Counter(t for _, _, t in events) == {"raised": 50, "cleared": 50}
+    raised_at = {alarm: i for i, alarm, t in events if t == "raised"}
+    assert all(raised_at[alarm] < i for i, alarm, t in events if t == "cleared")
+    assert query("SELECT next_alarm_id, next_event_id FROM alarm_counters") == [(51, 101)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_concurrent_registrations_get_distinct_meter_ids(stores: list[Any]) -> None:
     a, b = stores
     await a.start()
@@ -185,8 +216,9 @@ class SharedPortTwistd:
     for HTTP on a port of its own (docs/scale-out.md puts a proxy in front).
     """
 
-    def __init__(self, name: str, data_dir: Path, udp_port: int) -> None:
+    def __init__(self, name: str, data_dir: Path, udp_port: int, *options: str) -> None:
         self.name = name
+        self.options = options
         self.data_dir = data_dir
         self.http_port = free_port()
         self.udp_port = udp_port
@@ -197,7 +229,7 @@ class SharedPortTwistd:
     def start(self, timeout: float = 30) -> SharedPortTwistd:
         cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "meterd",
                "--http", f"tcp:{self.http_port}:interface=127.0.0.1", "--udp", str(self.udp_port),
-               "--udp-interface", "127.0.0.1", "--reuse-port", "--db", DSN, "--data-dir", str(self.data_dir)]
+               "--udp-interface", "127.0.0.1", "--reuse-port", "--db", DSN, "--data-dir", str(self.data_dir), *self.options]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -268,13 +300,45 @@ class FleetMeter:
                 self.unacked.pop(seq, None)
 
 
+def deliver(fleet: list[FleetMeter], port: int, timeout: float = 60) -> None:
+    """Send until every reading is acknowledged, then close the meters' sockets."""
+    deadline = time.monotonic() + timeout
+    while any(meter.unacked for meter in fleet) and time.monotonic() < deadline:
+        for meter in fleet:
+            meter.send_unacked(port)
+        until = time.monotonic() + 0.3
+        while (left := until - time.monotonic()) > 0:
+            ready, _, _ = select.select([meter.sock for meter in fleet], [], [], left)
+            for meter in fleet:
+                if meter.sock in ready:
+                    meter.read_acks()
+    for meter in fleet:
+        meter.sock.close()
+    assert not [m.meter_id for m in fleet if m.unacked], "readings never acknowledged"
+
+
+def register_fleet(a: SharedPortTwistd, b: SharedPortTwistd, token: str, n: int, **customer: Any) -> dict[int, str]:
+    """A customer and ``n`` meters, registered alternately through both processes: id -> key."""
+    status, body = http("POST", a.url + "/cadCliente", token, {"id": C1, "name": "Fleet", **customer})
+    assert status == 201, body
+    keys: dict[int, str] = {}
+    for i in range(n):
+        status, body = http("POST", (a, b)[i % 2].url + "/cadMedidor", token, {"id": C1})
+        assert status == 201, body
+        keys[body["id_medidor"]] = body["key"]
+    return keys
+
+
 @pytest.fixture
-def pair(tmp_path: Path) -> Any:
+def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """Two processes on one database and one UDP port; options from ``@pytest.mark.options(...)``."""
     reset_database()
+    marker = request.node.get_closest_marker("options")
+    options = marker.args if marker else ()
     data_dir = tmp_path / "data"  # shared: both processes use the same operator.token
     udp_port = free_port(socket.SOCK_DGRAM)
-    a = SharedPortTwistd("a", data_dir, udp_port)
-    b = SharedPortTwistd("b", data_dir, udp_port)
+    a = SharedPortTwistd("a", data_dir, udp_port, *options)
+    b = SharedPortTwistd("b", data_dir, udp_port, *options)
     try:
         a.start()
         b.start()  # after a: a created the token and migrated; b finds both
@@ -287,15 +351,8 @@ def pair(tmp_path: Path) -> Any:
 def test_two_processes_share_the_udp_port_and_store_every_reading_once(pair: tuple[SharedPortTwistd, SharedPortTwistd]) -> None:
     a, b = pair
     token = (a.data_dir / "operator.token").read_text().strip()
-    status, body = http("POST", a.url + "/cadCliente", token, {"id": C1, "name": "Fleet"})
-    assert status == 201, body
-    # meters registered through both processes: ids keep counting across them
-    keys: dict[int, str] = {}
-    for i in range(16):
-        status, body = http("POST", (a, b)[i % 2].url + "/cadMedidor", token, {"id": C1})
-        assert status == 201, body
-        keys[body["id_medidor"]] = body["key"]
-    assert sorted(keys) == list(range(1, 17))
+    keys = register_fleet(a, b, token, 16)
+    assert sorted(keys) == list(range(1, 17))  # ids keep counting across the processes
 
     per_meter = 25
     now = time.time()
@@ -304,19 +361,7 @@ def test_two_processes_share_the_udp_port_and_store_every_reading_once(pair: tup
         FleetMeter(C1, m, key, [(seq, (1000 * m + 100 * seq) / 1000, start + 120 * seq) for seq in range(per_meter)])
         for m, key in keys.items()
     ]
-    deadline = time.monotonic() + 60
-    while any(meter.unacked for meter in fleet) and time.monotonic() < deadline:
-        for meter in fleet:
-            meter.send_unacked(a.udp_port)
-        until = time.monotonic() + 0.3
-        while (left := until - time.monotonic()) > 0:
-            ready, _, _ = select.select([meter.sock for meter in fleet], [], [], left)
-            for meter in fleet:
-                if meter.sock in ready:
-                    meter.read_acks()
-    for meter in fleet:
-        meter.sock.close()
-    assert not [m.meter_id for m in fleet if m.unacked], "readings never acknowledged"
+    deliver(fleet, a.udp_port)
 
     # every reading stored exactly once
     assert query("SELECT COUNT(*), COUNT(DISTINCT (meter_id, ts)) FROM readings") == [(16 * per_meter, 16 * per_meter)]
@@ -335,3 +380,43 @@ def test_two_processes_share_the_udp_port_and_store_every_reading_once(pair: tup
     _, history = http("GET", f"{a.url}/getConsumoHist?id={C1}&kind=Y&periodo=0", token)
     assert history["total_kwh"] == pytest.approx(expected_kwh)
     assert [m["id_medidor"] for m in history["meters"]] == list(range(1, 17))
+
+
+@pytest.mark.options("--silent-after", "4")
+def test_two_processes_raise_each_alarm_once_and_share_one_event_stream(pair: tuple[SharedPortTwistd, SharedPortTwistd]) -> None:
+    """Both processes ingest the customer's readings, so both decide its monthly alarm;
+    both know some meters that the other one hears, so both judge them silent."""
+    a, b = pair
+    token = (a.data_dir / "operator.token").read_text().strip()
+    keys = register_fleet(a, b, token, 8, limite_kwh=1)
+    start = int(time.time()) - 600  # ten minutes ago: live data, not backfill
+    fleet = [FleetMeter(C1, m, key, [(seq, m + seq / 10, start + 60 * seq) for seq in range(10)]) for m, key in keys.items()]
+    deliver(fleet, a.udp_port)  # 8 meters x 0.9 kWh this month: above 1 kWh
+    assert all(p.metric("meterd_datagrams_received_total") > 0 for p in (a, b))
+
+    def view(p: SharedPortTwistd, cursor: int | None = None) -> dict[str, Any]:
+        status, body = http("GET", f"{p.url}/getAlarme?id={C1}" + ("" if cursor is None else f"&cursor={cursor}"), token)
+        assert status == 200, body
+        return body
+
+    # monthly within a few evaluation ticks; then every meter goes silent (4 s without readings)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(view(a)["active"]) < 9:
+        time.sleep(0.5)
+    time.sleep(3)  # both processes' silent timers run again: nothing more may be raised
+    first = view(a)
+    assert first == view(b)  # either process answers the same
+    assert sorted((x["rule"], x["id_medidor"]) for x in first["active"]) == [("monthly", None)] + [("silent", m) for m in range(1, 9)]
+    assert query("SELECT COUNT(*) FROM alarms") == [(9,)]  # one each, though both processes decided them
+    events = first["events"]
+    assert [e["type"] for e in events] == ["raised"] * 9
+    assert [e["event_id"] for e in events] == list(range(1, 10))
+
+    # acknowledged through one process, seen through the other; a cursor from one serves on the other
+    monthly = next(x for x in first["active"] if x["rule"] == "monthly")
+    status, acked = http("POST", f"{b.url}/ackAlarme", token, {"id": C1, "alarm_id": monthly["alarm_id"]})
+    assert status == 200, acked
+    after = view(a, first["cursor"])
+    assert [(e["type"], e["alarm_id"]) for e in after["events"]] == [("acked", monthly["alarm_id"])]
+    assert view(b, after["cursor"])["events"] == []
+    assert query("SELECT next_alarm_id, next_event_id FROM alarm_counters") == [(10, 11)]

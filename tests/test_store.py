@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_twisted
 
+from meterd.alarm_rules import Acknowledgement, Decision, Transition
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, registers_at
 from meterd.store import schema
@@ -480,6 +481,65 @@ async def test_restart_keeps_everything(store):
     # A reading for the meter created after the restart is accepted too.
     assert await store.ingest([rd(D0, 1, meter=3)], D0 + HOUR) == [Outcome.STORED]
     assert (await store.meter_status(C1))[0] == MeterStatus(1, "register", D0 + 40 * MIN, 1350, D0 + HOUR)
+
+
+# -- alarms -------------------------------------------------------------------------------
+
+
+def raise_(rule: str, meter: int | None, at: int, cid: str = C1) -> Transition:
+    return Transition(cid, meter, rule, Decision.RAISE, at, 5, 2, f"{rule} {meter}")
+
+
+def clear(rule: str, meter: int | None, at: int, cid: str = C1) -> Transition:
+    return Transition(cid, meter, rule, Decision.CLEAR, at, 0, 0, "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_alarm_settlements_are_arbitrated_by_the_store_and_survive_a_restart(store):
+    first = await store.settle_alarms([raise_("demand", 1, 1_000), raise_("monthly", None, 1_000), raise_("silent", 1, 1_000, cid=C2)])
+    assert [(a.alarm_id, a.rule) for a in first.alarms] == [(1, "demand"), (2, "monthly"), (3, "silent")]
+    assert [e.event_id for e in first.events] == [1, 2, 3]
+    # a stale decision to raise what is active stores nothing and uses no id
+    again = await store.settle_alarms([raise_("demand", 1, 2_000)])
+    assert (again.alarms, again.events, again.next_alarm_id, again.next_event_id) == ([], [], 4, 4)
+    cleared = await store.settle_alarms([clear("demand", 1, 3_000), raise_("demand", 1, 4_000)])
+    assert [(e.event_id, e.alarm_id, e.type) for e in cleared.events] == [(4, 1, "cleared"), (5, 4, "raised")]
+    acked = await store.settle_alarms([Acknowledgement(C1, 1, 5_000), Acknowledgement(C2, 1, 5_000)])
+    assert acked.alarm(C1, 1).acked_at == 5_000 and acked.alarm(C2, 1) is None  # another customer's id: skipped
+    assert [(e.event_id, e.type) for e in acked.events] == [(6, "acked")]
+
+    store = await reopen(store)
+    active, events, next_alarm, next_event = await store.load_alarm_state(10)
+    assert sorted(a.alarm_id for a in active if a.active) == [2, 3, 4]
+    assert [e.event_id for e in events] == [1, 2, 3, 4, 5, 6]
+    assert (next_alarm, next_event) == (5, 7)
+    assert sorted(a.alarm_id for a in await store.active_alarms()) == [2, 3, 4]
+    # the view: newest first page, pages after a cursor, the last id handed out by anyone
+    view_active, view_events, last = await store.alarm_view(C1, None, 2)
+    assert ([a.alarm_id for a in view_active], [e.event_id for e in view_events], last) == ([2, 4], [5, 6], 6)
+    assert [e.event_id for e in (await store.alarm_view(C1, 1, 2))[1]] == [2, 4]
+    assert (await store.alarm_view(C2, 3, 10))[1:] == ([], 6)
+    # after the restart ids go on from the stored counters
+    later = await store.settle_alarms([raise_("anomaly", None, 6_000, cid=C2)])
+    assert [(a.alarm_id, e.event_id) for a, e in zip(later.alarms, later.events)] == [(5, 7)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
+    await store.settle_alarms([raise_("demand", 1, 1_000)])
+    backend = BACKENDS[id(store)]
+    await store.stop()
+    # an older database: alarms written with in-memory counters, no counter table yet
+    backend.execute("INSERT INTO alarms (customer_id, alarm_id, meter_id, rule, raised_at, value, threshold, message) "
+                    "VALUES ('98765432100', 41, NULL, 'monthly', 1, 1, 1, 'm')")
+    backend.execute("INSERT INTO alarm_events (customer_id, event_id, alarm_id, event_type, at_ms) VALUES ('98765432100', 90, 41, 'raised', 1)")
+    backend.execute("DROP TABLE alarm_counters")
+    backend.execute("UPDATE schema_version SET version = 2")
+    fresh = backend.new()
+    await fresh.start()
+    BACKENDS[id(fresh)] = backend
+    settled = await fresh.settle_alarms([raise_("silent", 1, 2_000)])
+    assert [(a.alarm_id, e.event_id) for a, e in zip(settled.alarms, settled.events)] == [(42, 91)]
 
 
 # -- SQLite specifics -------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""The alarm tables (schema migration 2), as a mixin of :class:`SqlStore`.
+"""The alarm tables (schema migrations 2 and 3), as a mixin of :class:`SqlStore`.
 
-The alarm book in memory is the working copy; these methods make it survive
-a restart and answer cursors older than memory holds. Portable SQL only (the
-PostgreSQL backend inherits it): ``?`` placeholders through ``self.sql``,
-upserts with ``ON CONFLICT``, window functions that SQLite 3.25+ and
-PostgreSQL both have.
+The database is where alarm changes are decided for good: every change a
+process makes (a rule's raise or clear, an acknowledgement) is settled in one
+transaction that locks the counter row, reads the alarms it concerns, applies
+the pure :func:`~meterd.alarm_rules.settle` and writes the result. Several
+processes on one database therefore store one alarm per (customer, meter,
+rule) and hand out ids in commit order. An in-memory alarm book is a cache of
+what was settled. Portable SQL only (the PostgreSQL backend inherits it):
+``?`` placeholders through ``self.sql``, upserts with ``ON CONFLICT``, window
+functions that SQLite 3.25+ and PostgreSQL both have.
 """
 
 from __future__ import annotations
@@ -14,18 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 
-from meterd.alarm_rules import Alarm, Event
+from meterd.alarm_rules import Acknowledgement, Alarm, Change, Event, Settled, settle
 
 if TYPE_CHECKING:
     from twisted.enterprise import adbapi
 
-__all__ = ["AlarmSql", "AlarmState"]
+__all__ = ["AlarmSql", "AlarmState", "AlarmView"]
 
 _ALARM_COLUMNS = "customer_id, alarm_id, meter_id, rule, raised_at, cleared_at, acked_at, value, threshold, message"
 _EVENT_COLUMNS = "event_id, alarm_id, customer_id, event_type, at_ms"
 
 # (active alarms and those the recent events refer to, recent events, next alarm id, next event id)
 AlarmState = tuple[list[Alarm], list[Event], int, int]
+# (the customer's active alarms, events after a cursor, the last event id handed out)
+AlarmView = tuple[list[Alarm], list[Event], int]
+
+_CUSTOMERS_PER_QUERY = 500
 
 _UPSERT_ALARM = f"""
 INSERT INTO alarms ({_ALARM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -68,33 +76,78 @@ class AlarmSql:
     sql: Any
     _write: Any
     _read: Any
+    _one: Any
     _writer: adbapi.ConnectionPool | None
     _reader: adbapi.ConnectionPool | None
 
-    def save_alarm_events(self, alarms: Sequence[Alarm], events: Sequence[Event]) -> Deferred[None]:
-        """One transaction for an evaluation batch: the alarm rows it touched and its events.
+    def settle_alarms(self, changes: Sequence[Change]) -> Deferred[Settled]:
+        """Settle changes decided in memory against the stored alarms, in one transaction.
 
-        Idempotent, so a batch retried after a failure writes nothing twice;
-        a timestamp already set (cleared, acked) is never overwritten.
+        The counter row is locked first (an UPDATE that changes nothing), so
+        settlements from every process run one at a time and see each
+        other's results: a raise decided twice stores one alarm, ids are
+        unique and increase in commit order.
         """
 
-        def write(txn: Any) -> None:
-            if alarms:
+        def write(txn: Any) -> Settled:
+            txn.execute("UPDATE alarm_counters SET next_alarm_id = next_alarm_id WHERE id = 1")
+            next_alarm, next_event = self._one(txn, "SELECT next_alarm_id, next_event_id FROM alarm_counters WHERE id = 1", ())
+            stored = self._active_of(txn, sorted({c.customer_id for c in changes}))
+            held = {a.alarm_id for a in stored}
+            for change in changes:
+                if isinstance(change, Acknowledgement) and change.alarm_id not in held:
+                    row = self._one(
+                        txn, f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?",
+                        (change.customer_id, change.alarm_id),
+                    )
+                    if row is not None:
+                        stored.append(_alarm(row))
+                        held.add(change.alarm_id)
+            settled = settle(stored, changes, int(next_alarm), int(next_event))
+            if settled.alarms:
                 txn.executemany(
                     self.sql(_UPSERT_ALARM),
                     [
                         (a.customer_id, a.alarm_id, a.meter_id, a.rule, a.raised_at, a.cleared_at, a.acked_at,
                          a.value, a.threshold, a.message)
-                        for a in alarms
+                        for a in settled.alarms
                     ],
                 )
-            if events:
+            if settled.events:
                 txn.executemany(
                     self.sql(_INSERT_EVENT),
-                    [(e.event_id, e.alarm_id, e.customer_id, e.type, e.at) for e in events],
+                    [(e.event_id, e.alarm_id, e.customer_id, e.type, e.at) for e in settled.events],
                 )
+            txn.execute(
+                self.sql("UPDATE alarm_counters SET next_alarm_id = ?, next_event_id = ? WHERE id = 1"),
+                (settled.next_alarm_id, settled.next_event_id),
+            )
+            return settled
 
         return self._write(write)
+
+    def _active_of(self, txn: Any, customers: Sequence[str]) -> list[Alarm]:
+        alarms: list[Alarm] = []
+        for start in range(0, len(customers), _CUSTOMERS_PER_QUERY):
+            chunk = customers[start : start + _CUSTOMERS_PER_QUERY]
+            txn.execute(
+                self.sql(
+                    f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE cleared_at IS NULL "
+                    f"AND customer_id IN ({', '.join('?' * len(chunk))})"
+                ),
+                chunk,
+            )
+            alarms += map(_alarm, txn.fetchall())
+        return alarms
+
+    def active_alarms(self) -> Deferred[list[Alarm]]:
+        """Every active alarm: what a process sharing the database refreshes its view from."""
+
+        def query(txn: Any) -> list[Alarm]:
+            txn.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE cleared_at IS NULL")
+            return list(map(_alarm, txn.fetchall()))
+
+        return self._read(query)
 
     def load_alarm_state(self, recent_per_customer: int) -> Deferred[AlarmState]:
         """What a restarted alarm book needs: every active alarm, each customer's
@@ -116,47 +169,49 @@ class AlarmSql:
             events = [_event(row) for row in txn.fetchall()]
             wanted = sorted({(e.customer_id, e.alarm_id) for e in events if e.alarm_id not in alarms})
             for customer_id, alarm_id in wanted:
-                txn.execute(
-                    self.sql(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?"),
-                    (customer_id, alarm_id),
-                )
-                row = txn.fetchone()
+                row = self._one(txn, f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?",
+                                (customer_id, alarm_id))
                 if row is not None:
                     alarms[int(row[1])] = _alarm(row)
-            txn.execute("SELECT MAX(alarm_id) FROM alarms")
-            (max_alarm,) = txn.fetchone()
-            txn.execute("SELECT MAX(event_id) FROM alarm_events")
-            (max_event,) = txn.fetchone()
-            return list(alarms.values()), events, int(max_alarm or 0) + 1, int(max_event or 0) + 1
+            next_alarm, next_event = self._one(txn, "SELECT next_alarm_id, next_event_id FROM alarm_counters WHERE id = 1", ())
+            return list(alarms.values()), events, int(next_alarm), int(next_event)
 
-        # the writer: it sees every committed batch of this process, in order
+        # the writer: it sees every committed settlement of this process, in order
         return self._write(load)
 
-    def alarm_events_after(self, customer_id: str, cursor: int, limit: int) -> Deferred[list[Event]]:
-        """The customer's events after ``cursor``, oldest first, at most ``limit``."""
+    def alarm_view(self, customer_id: str, cursor: int | None, limit: int) -> Deferred[AlarmView]:
+        """The customer's active alarms and events after ``cursor`` (the newest
+        ``limit`` without one), with the last event id handed out.
 
-        def query(txn: Any) -> list[Event]:
+        The counter is read before the events: every event below it is
+        committed by then (settlements commit in id order), so the later
+        events query returns them all and the caller may hand out that id
+        as a cursor.
+        """
+
+        def query(txn: Any) -> AlarmView:
+            (next_event,) = self._one(txn, "SELECT next_event_id FROM alarm_counters WHERE id = 1", ())
+            if cursor is None:
+                txn.execute(
+                    self.sql(f"SELECT {_EVENT_COLUMNS} FROM alarm_events WHERE customer_id = ? ORDER BY event_id DESC LIMIT ?"),
+                    (customer_id, limit),
+                )
+                events = [_event(row) for row in reversed(txn.fetchall())]
+            else:
+                txn.execute(
+                    self.sql(
+                        f"SELECT {_EVENT_COLUMNS} FROM alarm_events WHERE customer_id = ? AND event_id > ? "
+                        "ORDER BY event_id LIMIT ?"
+                    ),
+                    (customer_id, cursor, limit),
+                )
+                events = [_event(row) for row in txn.fetchall()]
             txn.execute(
-                self.sql(
-                    f"SELECT {_EVENT_COLUMNS} FROM alarm_events WHERE customer_id = ? AND event_id > ? "
-                    "ORDER BY event_id LIMIT ?"
-                ),
-                (customer_id, cursor, limit),
+                self.sql(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND cleared_at IS NULL ORDER BY alarm_id"),
+                (customer_id,),
             )
-            return [_event(row) for row in txn.fetchall()]
-
-        return self._read(query)
-
-    def get_alarm(self, customer_id: str, alarm_id: int) -> Deferred[Alarm | None]:
-        """One alarm of one customer (None for another customer's or none)."""
-
-        def query(txn: Any) -> Alarm | None:
-            txn.execute(
-                self.sql(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?"),
-                (customer_id, alarm_id),
-            )
-            row = txn.fetchone()
-            return None if row is None else _alarm(row)
+            active = list(map(_alarm, txn.fetchall()))
+            return active, events, int(next_event) - 1
 
         return self._read(query)
 
@@ -174,8 +229,7 @@ class AlarmSql:
         rule counts only days fully after it as days of history."""
 
         def query(txn: Any) -> int | None:
-            txn.execute(self.sql("SELECT MIN(first_ts) FROM rollups WHERE customer_id = ?"), (customer_id,))
-            row = txn.fetchone()
+            row = self._one(txn, "SELECT MIN(first_ts) FROM rollups WHERE customer_id = ?", (customer_id,))
             return None if row is None or row[0] is None else int(row[0])
 
         return self._read(query)

@@ -53,8 +53,8 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (customer_id, meter_id, hour)
         )""",
     ],
-    # 2: alarms and their events (DESIGN §7). Ids come from the alarm book's
-    # counters, not from the database, so no AUTOINCREMENT/SERIAL; keys lead
+    # 2: alarms and their events (DESIGN §7). Ids come from counters (the
+    # alarm book's here, the database's since 3), not AUTOINCREMENT/SERIAL; keys lead
     # with customer_id so the tables distribute by customer on Citus.
     [
         """CREATE TABLE alarms (
@@ -81,6 +81,20 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (customer_id, event_id)
         )""",
         "CREATE INDEX alarm_events_id ON alarm_events (event_id)",
+    ],
+    # 3: the alarm id counters move into the database. Several processes may
+    # decide the same alarm, so the store settles every alarm change; each
+    # settlement locks this one row, which serializes settlements across
+    # processes and hands out ids in commit order (a cursor never skips one).
+    [
+        """CREATE TABLE alarm_counters (
+            id BIGINT PRIMARY KEY,
+            next_alarm_id BIGINT NOT NULL,
+            next_event_id BIGINT NOT NULL
+        )""",
+        """INSERT INTO alarm_counters (id, next_alarm_id, next_event_id) SELECT 1,
+            COALESCE((SELECT MAX(alarm_id) FROM alarms), 0) + 1,
+            COALESCE((SELECT MAX(event_id) FROM alarm_events), 0) + 1""",
     ],
 ]
 
