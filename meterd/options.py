@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from meterd.reuseport import SharedTCPEndpoint
 from meterd.tariff import TariffError, default_tariff, load_tariff
 
 
@@ -32,7 +33,7 @@ class Options(usage.Options):
     longdesc = "meterd: smart-meter head-end and billing server (HTTP API + UDP ingest)."
     optFlags = [
         ["no-auth", None, "open mode for the assignment's legacy clients (no tokens, unsigned datagrams)"],
-        ["reuse-port", None, "share the UDP port with other meterd processes (SO_REUSEPORT)"],
+        ["reuse-port", None, "share the UDP and HTTP ports with other meterd processes (SO_REUSEPORT; --http must be tcp:)"],
     ]
     optParameters = [
         ["data-dir", None, "./meterd-data", "directory for the SQLite file and operator.token (created if missing)"],
@@ -74,7 +75,7 @@ class Options(usage.Options):
 
         try:
             serverFromString(reactor, value)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise usage.UsageError(f"--http: {value!r} is not a server endpoint string ({e})") from None
         self["http"] = value
 
@@ -149,3 +150,10 @@ class Options(usage.Options):
         if db.startswith("sqlite:") and len(db) == len("sqlite:"):
             raise usage.UsageError("--db: sqlite: needs a path")
         self["db"] = db
+        if self["reuse-port"]:
+            from twisted.internet import reactor
+
+            try:
+                SharedTCPEndpoint.from_string(reactor, self["http"])
+            except ValueError as e:
+                raise usage.UsageError(f"--reuse-port: {e}") from None

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.application import internet, service, strports
+from twisted.application import internet, service
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -28,6 +29,7 @@ from meterd.directory import Directory
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.options import Options
+from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
 from meterd.udp import MeterProtocol
 from meterd.web.api import Api, ApiResource, Settings
@@ -115,12 +117,12 @@ def _udp_port(config: dict[str, Any], protocol: MeterProtocol) -> service.Servic
             if not config.get("reuse-port"):
                 port = super()._getPort()
             else:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind((config["udp-interface"], config["udp"]))
-                sock.setblocking(False)
-                port = internet._maybeGlobalReactor(self.reactor).adoptDatagramPort(sock.fileno(), socket.AF_INET, protocol)
-                sock.close()
+                sock = shared_socket(socket.SOCK_DGRAM, config["udp-interface"], config["udp"])
+                try:
+                    reactor = internet._maybeGlobalReactor(self.reactor)
+                    port = reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol)
+                finally:
+                    sock.close()
             port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             return port
 
@@ -160,7 +162,11 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     core = Core(store, directory, ingest)
     core.api = api
     alarms.setServiceParent(core)  # started by Core once the store is open, before the ports
-    core.http = strports.service(config["http"], site)
+    if config.get("reuse-port"):
+        endpoint = SharedTCPEndpoint.from_string(default_reactor, config["http"])
+    else:
+        endpoint = serverFromString(default_reactor, config["http"])
+    core.http = internet.StreamServerEndpointService(endpoint, site)
     core.http.setServiceParent(core)
     protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     core.udp = _udp_port(config, protocol)

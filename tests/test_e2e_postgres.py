@@ -216,11 +216,11 @@ class SharedPortTwistd:
     for HTTP on a port of its own (docs/scale-out.md puts a proxy in front).
     """
 
-    def __init__(self, name: str, data_dir: Path, udp_port: int, *options: str) -> None:
+    def __init__(self, name: str, data_dir: Path, udp_port: int, *options: str, http_port: int | None = None) -> None:
         self.name = name
         self.options = options
         self.data_dir = data_dir
-        self.http_port = free_port()
+        self.http_port = http_port or free_port()
         self.udp_port = udp_port
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.log_path = data_dir.parent / f"{name}-twistd.log"
@@ -236,6 +236,9 @@ class SharedPortTwistd:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            if b"Site starting on" not in self.log_path.read_bytes():  # this process, not a sibling on a shared port
+                time.sleep(0.1)
+                continue
             try:
                 status, _ = http("GET", self.url + "/health")
                 if status == 200:
@@ -420,3 +423,30 @@ def test_two_processes_raise_each_alarm_once_and_share_one_event_stream(pair: tu
     assert [(e["type"], e["alarm_id"]) for e in after["events"]] == [("acked", monthly["alarm_id"])]
     assert view(b, after["cursor"])["events"] == []
     assert query("SELECT next_alarm_id, next_event_id FROM alarm_counters") == [(10, 11)]
+
+
+def test_two_processes_share_the_http_port_too(tmp_path: Path) -> None:
+    """One address for the API: the kernel spreads connections, either process answers,
+    and when one stops the other takes every connection."""
+    reset_database()
+    data_dir = tmp_path / "data"
+    udp_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
+    a = SharedPortTwistd("a", data_dir, udp_port, http_port=http_port)
+    b = SharedPortTwistd("b", data_dir, udp_port, http_port=http_port)
+    try:
+        a.start()
+        b.start()  # would exit with "address already in use" without SO_REUSEPORT on the HTTP port
+        token = (data_dir / "operator.token").read_text().strip()
+        status, body = http("POST", a.url + "/cadCliente", token, {"id": C1, "name": "Shared"})
+        assert status == 201, body
+        for _ in range(20):  # a new connection each time, hashed to either process
+            status, body = http("GET", f"{a.url}/getConsumoHist?id={C1}&kind=Y&periodo=0", token)
+            assert status == 200, body
+        a.stop()
+        assert b.proc is not None and b.proc.poll() is None
+        for _ in range(10):
+            status, _ = http("GET", a.url + "/health")
+            assert status == 200
+    finally:
+        for proc in (b, a):
+            proc.stop()

@@ -127,6 +127,8 @@ MORE_BAD_OPTIONS = [
     (("--udp-interface", "localhost"), "--udp-interface"),
     (("--db", "mysql://localhost/x"), "--db"),
     (("--tariff", "{dir}/missing.toml"), "--tariff"),
+    (("--http", "ssl:0:privateKey={dir}/missing.pem"), "--http"),
+    (("--reuse-port", "--http", "unix:{dir}/meterd.sock"), "--reuse-port"),
 ]
 
 
