@@ -261,30 +261,33 @@ class Alarms(Service):
         """Ingest observer: feed the windows, then decide demand for these meters."""
         if not self.running:
             return
-        spoke = self._spoke
+        # runs for every reading of every flush: locals instead of attribute lookups
+        spoke, due, dirty = self._spoke, self._demand_due, self._dirty
+        windows, meters, first_live = self._windows, self.directory.meters, self._first_live
+        stored, duplicate, unknown = Outcome.STORED, Outcome.DUPLICATE, Outcome.UNKNOWN_METER
         for reading, outcome in zip(readings, outcomes):
-            if outcome is Outcome.UNKNOWN_METER:
+            if outcome is not stored:
+                # a duplicate is replayable by anyone: no sign that the meter is alive
+                if outcome is not duplicate and outcome is not unknown:
+                    spoke.add((reading.customer_id, reading.meter_id))
                 continue
-            if outcome is Outcome.DUPLICATE:
-                continue  # replayable by anyone: no sign that the meter is alive
-            key = (reading.customer_id, reading.meter_id)
+            customer_id, ts = reading.customer_id, reading.ts
+            key = (customer_id, reading.meter_id)
             spoke.add(key)
-            if outcome is not Outcome.STORED:
+            first = first_live.get(customer_id)
+            if first is None or ts < first:
+                first_live[customer_id] = ts
+            if is_backfill(ts, received_ms):
                 continue
-            first = self._first_live.get(reading.customer_id)
-            if first is None or reading.ts < first:
-                self._first_live[reading.customer_id] = reading.ts
-            if is_backfill(reading.ts, received_ms):
-                continue
-            entry = self.directory.meters.get(key)
+            entry = meters.get(key)
             if entry is None:
                 continue
-            window = self._windows.get(key)
+            window = windows.get(key)
             if window is None:
-                window = self._windows[key] = DemandWindow(self.window_ms)
-            window.add(reading.ts, reading.wh, entry.meter.mode)  # type: ignore[arg-type]
-            self._demand_due.add(key)
-            self._dirty[reading.customer_id] = None
+                window = windows[key] = DemandWindow(self.window_ms)
+            window.add(ts, reading.wh, entry.meter.mode)  # type: ignore[arg-type]
+            due.add(key)
+            dirty[customer_id] = None
         last_seen = self._last_seen
         for key in spoke:  # one receive time per flush: set it once per meter, not per reading
             if received_ms > last_seen.get(key, -1):
