@@ -164,7 +164,7 @@ def phase_ingest(a: argparse.Namespace, report: Report, work: Path, server: Mete
 
     log(f"building {int(a.rate * a.duration):,} signed datagrams in {a.senders} sender processes")
     senders = Senders(server.udp_port, fleet, a.senders, a.rate, a.duration, 1, drain=3.0)
-    stored0, drops0, s0 = stored_count(server), udp_kernel_drops(), server.sample()
+    stored0, drops0, s0, m0 = stored_count(server), udp_kernel_drops(), server.sample(), server.metrics()
     profiler = None
     if a.profile:
         profiler = subprocess.Popen([a.profile, "record", "-p", str(server.pid), "-d", str(int(a.duration)), "-r", "200",
@@ -174,7 +174,7 @@ def phase_ingest(a: argparse.Namespace, report: Report, work: Path, server: Mete
     t0 = time.perf_counter()
     senders.go()
     time.sleep(a.duration)
-    stored1, s1 = stored_count(server), server.sample()
+    stored1, s1, m1 = stored_count(server), server.sample(), server.metrics()
     window = time.perf_counter() - t0
     res = senders.results()
     stored_final, drops1 = stored_count(server), udp_kernel_drops()
@@ -201,6 +201,21 @@ def phase_ingest(a: argparse.Namespace, report: Report, work: Path, server: Mete
                 f"{res['max_lag_s'] * 1000:.0f} ms; kernel UDP receive-buffer drops during the phase: {drops1 - drops0:,}; "
                 f"server drops by reason: {', '.join(f'{k}={v:,.0f}' for k, v in drops.items()) or 'none'}; "
                 f"bad/unparsed acks: {res['bad_acks']}")
+    report.note(flush_note(m0, m1, window, stored1 - stored0))
+
+
+def flush_note(m0: str, m1: str, window: float, stored: float) -> str:
+    """How the server batched the phase: flushes/s, readings and seconds per flush, acks/s."""
+
+    def delta(name: str) -> float:
+        return metric_values(m1, name).get("", 0.0) - metric_values(m0, name).get("", 0.0)
+
+    flushes = delta("meterd_flushes_total")
+    if not flushes:
+        return "ingest: no flush during the phase"
+    return (f"ingest: {flushes / window:.1f} flushes/s, {stored / flushes:,.0f} stored readings and "
+            f"{1000 * delta('meterd_flush_seconds_sum') / flushes:.0f} ms per flush on average, "
+            f"{delta('meterd_acks_sent_total') / window:,.0f} ack datagrams/s")
 
 
 def phase_http(a: argparse.Namespace, report: Report, work: Path, server: Meterd, fleet: list[dict[str, Any]]) -> None:

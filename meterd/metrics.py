@@ -13,11 +13,13 @@ from meterd.readings import Outcome
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.datagrams_received = 0  # a plain int: counted per datagram on the hot path, read at scrape time
+        # Plain ints, counted on the hot path (per datagram, per ack) and read at scrape
+        # time: a prometheus_client Counter takes a lock on every inc (~0.3 us).
+        self.datagrams_received = 0
+        self.acks_sent = 0
         r.register(self)
         self.dropped = Counter("meterd_datagrams_dropped", "UDP datagrams dropped, by reason", ["reason"], registry=r)
         self.readings = Counter("meterd_readings", "Readings flushed, by outcome", ["outcome"], registry=r)
-        self.acks = Counter("meterd_acks_sent", "Ack datagrams sent", registry=r)
         self.flushes = Counter("meterd_flushes", "Ingest transactions committed", registry=r)
         self.flush_failures = Counter("meterd_flush_failures", "Ingest transactions that failed", registry=r)
         self.flush_seconds = Histogram(
@@ -31,6 +33,7 @@ class Metrics:
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("meterd_datagrams_received", "UDP datagrams received", value=self.datagrams_received)
+        yield CounterMetricFamily("meterd_acks_sent", "Ack datagrams sent", value=self.acks_sent)
 
     def drop(self, reason: str) -> None:
         counter = self._drops.get(reason)

@@ -181,3 +181,14 @@ def sensitive_span(t: int, before: Sample | None, after: Sample | None) -> list[
 def in_span(ts: int, span: Span) -> bool:
     lo, hi = span
     return (lo is None or lo < ts) and (hi is None or ts < hi)
+
+
+def any_in_span(times: Sequence[int], span: Span) -> bool:
+    """``any(in_span(ts, span) for ts in times)`` for ascending ``times``, by one bisect.
+
+    The first time after the span's start is the only candidate, so the cost
+    does not grow with the number of readings a flush stored for a meter.
+    """
+    lo, hi = span
+    i = 0 if lo is None else bisect_right(times, lo)
+    return i < len(times) and (hi is None or times[i] < hi)

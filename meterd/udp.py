@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from meterd.datagram import MAX_DATAGRAM, MAX_SIGNED, DatagramError, Key, encode_acks, parse_payload, split_signature, verify
+from meterd.datagram import MAX_DATAGRAM, MAX_SIGNED, DatagramError, Key, encode_acks, parse_payload, split_signature
 from meterd.directory import Directory
 from meterd.ingest import Address, Ingest, Overloaded
 from meterd.metrics import Metrics
@@ -75,38 +75,42 @@ class MeterProtocol(DatagramProtocol):
             self.transport.maxThroughput = READ_BYTES_PER_TURN
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
-        self.metrics.datagrams_received += 1
+        metrics = self.metrics
+        metrics.datagrams_received += 1
         if len(data) > MAX_SIGNED:
-            self.metrics.drop("too_large")
+            metrics.drop("too_large")
             return
         payload, signature = split_signature(data)
         if len(payload) > MAX_DATAGRAM:
-            self.metrics.drop("too_large")
+            metrics.drop("too_large")
             return
         if signature is None and self.require_signature:
-            self.metrics.drop("unsigned")
+            metrics.drop("unsigned")
             return
         try:
             reading = parse_reading(parse_payload(payload), self.clock.seconds())
         except DatagramError as e:
-            self.metrics.drop(e.reason)
+            metrics.drop(e.reason)
             return
         except InvalidField as e:
-            self.metrics.drop(e.code)
+            metrics.drop(e.code)
             return
-        entry = self.directory.meters.get((reading.customer_id, reading.meter_id))
+        customer_id, meter_id = reading[0], reading[1]
+        entry = self.directory.meters.get((customer_id, meter_id))
         if entry is None:
-            self.metrics.drop("unknown_meter")
+            metrics.drop("unknown_meter")
             if self.ingest.store.shared:  # else the directory already holds every meter
-                self._look_up(reading.customer_id, reading.meter_id)
+                self._look_up(customer_id, meter_id)
             return
-        if signature is not None and not verify(payload, signature, self._key(entry.key)):
-            self.metrics.drop("bad_signature")
-            return
+        if signature is not None:
+            key = self._keys.get(entry.key) or self._key(entry.key)
+            if not key.verify(payload, signature):
+                metrics.drop("bad_signature")
+                return
         try:
             self.ingest.submit(reading, addr)
         except Overloaded:
-            self.metrics.drop("overloaded")
+            metrics.drop("overloaded")
 
     def _look_up(self, customer_id: str, meter_id: int) -> None:
         """Ask the store, in the background, for a meter another process may have registered."""
@@ -147,13 +151,25 @@ class MeterProtocol(DatagramProtocol):
         Deferred.fromCoroutine(look_up()).addErrback(failed).addBoth(done)
 
     def send_acks(self, customer_id: str, meter_id: int, seqs: list[int], address: Address) -> None:
+        """Send a meter its signed acks, straight to the socket when there is one.
+
+        Called once per meter per flush: ~20,000 times a second at full load.
+        Twisted's ``Port.write`` parses the address three times per call
+        (IPv4, IPv6, family checks: ~1.2 us) before the ``sendto`` it then
+        does; our addresses come from ``recvfrom`` and need none of it.
+        Python retries EINTR itself; any other error is logged as before.
+        """
         entry = self.directory.meters.get((customer_id, meter_id))
-        if entry is None or self.transport is None:
+        transport = self.transport
+        if entry is None or transport is None:
             return
-        for datagram in encode_acks(customer_id, meter_id, seqs, self._key(entry.key)):
+        sock = getattr(transport, "socket", None)
+        write = transport.write if sock is None else sock.sendto
+        key = self._keys.get(entry.key) or self._key(entry.key)
+        for datagram in encode_acks(customer_id, meter_id, seqs, key):
             try:
-                self.transport.write(datagram, address)
+                write(datagram, address)
             except OSError as e:
                 log.debug("ack to {address} failed: {error}", address=address, error=e)
                 return
-            self.metrics.acks.inc()
+            self.metrics.acks_sent += 1

@@ -222,6 +222,37 @@ def test_observers_see_each_committed_flush_and_cannot_break_it():
     assert acks == [(C, 1, [1], ADDR)]
 
 
+def test_answers_wait_for_the_observers_and_their_deferreds():
+    store = FakeStore()
+    ingest, clock, _, acks = make(store)
+    order: list[str] = []
+    settling: Deferred[None] = Deferred()
+
+    def deciding(*_: Any) -> Deferred[None]:
+        order.append("observed")
+        return settling
+
+    ingest.observers.append(deciding)
+    ingest.submit(rd(1, seq=1), ADDR)
+    waiter = ingest.submit_waiting(rd(2))
+    clock.advance(1)
+    assert order == ["observed"] and acks == [] and not waiter.called  # committed, not answered yet
+    settling.callback(None)
+    assert acks == [(C, 1, [1], ADDR)] and waiter.called
+
+
+def test_a_failed_observer_deferred_does_not_hold_the_answers():
+    store = FakeStore()
+    ingest, clock, _, acks = make(store)
+    ingest.observers.append(lambda *_: fail(RuntimeError("alarm store down")))
+    ingest.submit(rd(1, seq=1), ADDR)
+    clock.advance(1)
+    assert acks == [(C, 1, [1], ADDR)]
+    ingest.submit(rd(2, seq=2), ADDR)  # and the next flush goes on
+    clock.advance(1)
+    assert acks[-1] == (C, 1, [2], ADDR)
+
+
 # -- overload and failure ---------------------------------------------------------------
 
 
@@ -322,3 +353,19 @@ async def test_stop_drains_into_a_real_store(tmp_path: Path):
         assert sorted(s for _, _, seqs, _ in acks for s in seqs) == list(range(120))
     finally:
         await store.stop()
+
+
+def test_the_server_runs_the_garbage_collector_less_often(tmp_path: Path) -> None:
+    import gc
+
+    from meterd.service import GC_THRESHOLDS, Options, makeService
+
+    before = gc.get_threshold()  # another in-process server may have set it already
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults
+        config = Options()
+        config.parseOptions(["--data-dir", str(tmp_path)])
+        makeService(config)
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)

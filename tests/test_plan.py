@@ -125,6 +125,14 @@ def test_duplicate_and_conflict_against_stored_data():
     assert p.seen == {M1}  # but the meter was heard from
 
 
+def test_a_repeated_conflict_with_stored_data_stays_a_conflict():
+    # The second copy of a conflicting reading is judged against the stored value, not the first copy.
+    fake = FakeStored({M1: [(T0, 1000), (T0 + 60_000, 1010)]})
+    p = plan([r(T0, 1001), r(T0, 1001), r(T0, 1000)], fake)
+    assert p.outcomes == [Outcome.CONFLICT, Outcome.CONFLICT, Outcome.DUPLICATE]
+    assert len(fake.calls) == 1  # one lookup for the timestamp, not one per copy
+
+
 def test_conflict_against_the_stored_newest_reading():
     # ts equal to the stored newest is not "newer": it must be looked up, not stored again.
     fake = FakeStored({M1: [(T0, 1000)]})
@@ -262,3 +270,90 @@ def test_property_register_stays_monotonic_and_each_timestamp_is_stored_once(sto
             assert merged[ts] != wh
         else:
             assert outcome is Outcome.BACKWARDS
+
+
+def _reference_plan(readings: list[Reading], states: dict[MeterKey, MeterState], neighbours, received_ms: int):
+    """The straightforward ``plan_ingest`` it was optimised from (a dict of timestamps per
+    meter, a rollup lookup per row), kept as the oracle of the property below."""
+    from meterd.store.plan import Plan, _merge
+    from meterd.registers import check_monotonic
+    import bisect
+
+    p = Plan([Outcome.UNKNOWN_METER] * len(readings))
+    by_meter: dict[MeterKey, list[int]] = {}
+    for i, rd in enumerate(readings):
+        by_meter.setdefault((rd.customer_id, rd.meter_id), []).append(i)
+    for key, indices in by_meter.items():
+        stored = states.get(key)
+        if stored is None:
+            continue
+        state = MeterState(stored.mode, stored.last_ts, stored.last_wh)
+        register = state.mode == "register"
+        batch: dict[int, int] = {}
+        older: list[Sample] = []
+        changed = False
+        for i in sorted(indices, key=lambda j: readings[j].ts):
+            rd = readings[i]
+            if rd.ts in batch:
+                p.outcomes[i] = Outcome.DUPLICATE if batch[rd.ts] == rd.wh else Outcome.CONFLICT
+                continue
+            if state.last_ts is None or rd.ts > state.last_ts:
+                if register and state.last_wh is not None and rd.wh < state.last_wh:
+                    p.outcomes[i] = Outcome.BACKWARDS
+                    continue
+                state.last_ts, state.last_wh = rd.ts, rd.wh
+            else:
+                before, after = _merge(neighbours(key, rd.ts), older, rd.ts)
+                if before is not None and before.ts == rd.ts:
+                    p.outcomes[i] = Outcome.DUPLICATE if before.wh == rd.wh else Outcome.CONFLICT
+                    batch[rd.ts] = before.wh
+                    continue
+                if register and not check_monotonic(rd.wh, before, after):
+                    p.outcomes[i] = Outcome.BACKWARDS
+                    continue
+                bisect.insort(older, Sample(rd.ts, rd.wh))
+            batch[rd.ts] = rd.wh
+            changed = True
+            p.outcomes[i] = Outcome.STORED
+            p.rows.append((rd.customer_id, rd.meter_id, rd.ts, rd.wh, received_ms))
+            hour = rd.ts - rd.ts % HOUR_MS
+            rollup = p.rollups.get((*key, hour))
+            if rollup is None:
+                p.rollups[(*key, hour)] = Rollup(1, rd.ts, rd.wh, rd.ts, rd.wh, rd.wh)
+            else:
+                rollup.add(rd.ts, rd.wh)
+        if any(p.outcomes[i] is not Outcome.DUPLICATE for i in indices):
+            p.seen.add(key)
+        if changed:
+            p.states[key] = state
+    return p
+
+
+many_meters_strategy = st.lists(
+    # meter 1 is a register, 2 an interval meter, 3 unknown; ten-minute steps span several hours
+    # (few timestamps and values, so repeats, conflicts and backwards readings are common)
+    st.tuples(st.integers(1, 3), st.integers(0, 20), st.integers(0, 8)).map(lambda t: (t[0], T0 + t[1] * 600_000, t[2] * 7)),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stored=readings_strategy, incoming=many_meters_strategy)
+def test_property_plan_matches_the_straightforward_reference(stored, incoming):
+    by_ts = dict((T0 + (ts - T0) * 600, wh) for ts, wh in stored)  # stored history, same ten-minute grid
+    history = list(zip(sorted(by_ts), sorted(by_ts.values())))
+    fake = FakeStored({M1: history, M2: history})
+    states = {M1: fake.state(M1, "register"), M2: fake.state(M2, "interval")}
+    readings = [r(ts, wh, meter=m) for m, ts, wh in incoming]
+    got = plan_ingest(readings, states, fake.neighbours, RECEIVED)
+    want = _reference_plan(readings, states, fake.neighbours, RECEIVED)
+    assert got.outcomes == want.outcomes
+    assert got.rows == want.rows
+    assert got.rollups == want.rollups
+    assert got.states == want.states
+    assert got.seen == want.seen
+    # each meter's rows are where ``runs`` says, in timestamp order
+    for key, (start, end) in got.runs.items():
+        run = got.rows[start:end]
+        assert {row[:2] for row in run} == {key} and [row[2] for row in run] == sorted(row[2] for row in run)
+    assert sum(end - start for start, end in got.runs.values()) == len(got.rows)

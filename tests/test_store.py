@@ -568,3 +568,94 @@ async def test_a_closed_store_is_unavailable(tmp_path):
     with pytest.raises(StoreError):
         await closed.ping()
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_remembered_edges_survive_in_order_readings_and_go_with_late_ones(tmp_path):
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        await setup_meters(store, "register", "register")
+        edges = [D0, D0 + HOUR]  # D0 + HOUR lies between the readings at D0 + 30 min and D0 + 2 h
+        await store.ingest([rd(D0, 1000), rd(D0 + 30 * MIN, 1100), rd(D0 + 2 * HOUR, 1400)], 0)
+        await store.ingest([rd(D0, 1000, meter=2), rd(D0 + 2 * HOUR, 1400, meter=2)], 0)
+        assert await usage_of(store, 1, "register", edges) == [(200, True)]  # 1200 at D0 + 1 h, across a 90 min gap
+        await usage_of(store, 2, "register", edges)
+        assert store._remembered_edge((C1, 1), D0 + HOUR) is not None
+
+        # Newer than everything stored: no remembered span holds it, the edges stay.
+        await store.ingest([rd(D0 + 3 * HOUR, 1500), rd(D0 + 4 * HOUR, 1600)], 0)
+        assert store._remembered_edge((C1, 1), D0 + HOUR) is not None
+
+        # Late, inside the span around D0 + 1 h of meter 1 only: that edge goes, meter 2's stays.
+        await store.ingest([rd(D0 + 90 * MIN, 1150), rd(D0 + 5 * HOUR, 1700)], 0)
+        assert store._remembered_edge((C1, 1), D0 + HOUR) is None
+        assert store._remembered_edge((C1, 1), D0) is not None  # a reading sits on D0: nothing changes it
+        assert store._remembered_edge((C1, 2), D0 + HOUR) is not None
+        assert await usage_of(store, 1, "register", edges) == [(125, False)]  # 1125 at D0 + 1 h, from the late reading
+
+        # A span is open at both ends: a late reading 1 ms before its end still changes the edge.
+        await store.ingest([rd(D0 + 2 * HOUR - 1, 1399, meter=2), rd(D0 + 3 * HOUR, 1500, meter=2)], 0)
+        assert store._remembered_edge((C1, 2), D0 + HOUR) is None
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_an_edge_remembered_past_the_newest_reading_goes_with_the_next_one(tmp_path):
+    # Only a query racing a flush can remember such an edge (past the newest reading the register
+    # is held, without any query), but then its span is open-ended and any newer reading changes it.
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        await setup_meters(store, "register")
+        await store.ingest([rd(D0, 1000)], 0)
+        store._remember_edge((C1, 1), D0 + 2 * HOUR, (Sample(D0, 1000), None), store._generation())
+        await store.ingest([rd(D0 + HOUR, 1100)], 0)
+        assert store._edges.get((C1, 1)) is None
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_remembered_edges_agree_with_a_fresh_store_after_random_late_readings(tmp_path):
+    # Whatever the remembered edges, usage must be what a store with nothing remembered answers.
+    rng = random.Random(7)
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        await setup_meters(store, "register")
+        edges = hours(D0, 6)
+        taken: set[int] = set()
+        for _ in range(15):
+            batch = []
+            for ts in rng.sample(range(D0 - HOUR, D0 + 7 * HOUR, 5 * MIN), 4):
+                if ts not in taken:
+                    taken.add(ts)
+                    batch.append(rd(ts, 10_000 + (ts - D0) // MIN))  # a register that only grows with time
+            await store.ingest(batch, 0)
+            remembered = await usage_of(store, 1, "register", edges)
+            fresh = SqliteStore(str(tmp_path / "db.sqlite3"))
+            fresh._take_lock = lambda: None  # type: ignore[method-assign]  # a second reader of the same file
+            await fresh.start()
+            try:
+                assert remembered == await usage_of(fresh, 1, "register", edges)
+            finally:
+                await fresh.stop()
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_writer_keeps_a_flush_worth_of_pages_and_checkpoints_less_often(tmp_path):
+    from meterd.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, WRITER_CACHE_KB
+
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        def pragmas(txn: Any) -> tuple[Any, ...]:
+            return tuple(txn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("cache_size", "wal_autocheckpoint", "synchronous"))
+
+        assert await store._write(pragmas) == (-WRITER_CACHE_KB, WAL_AUTOCHECKPOINT_PAGES, 2)  # 2: FULL, durability unchanged
+    finally:
+        await store.stop()

@@ -57,6 +57,8 @@ class Plan:
     # Meters that sent something new (last_seen). Not duplicates: a captured datagram can be
     # replayed by anyone, and must not keep a dead meter from being reported silent.
     seen: set[MeterKey] = field(default_factory=set)
+    # Where each meter's rows are in ``rows``: ``rows[start:end]``, adjacent and in ts order.
+    runs: dict[MeterKey, tuple[int, int]] = field(default_factory=dict)
 
 
 def plan_ingest(
@@ -70,54 +72,76 @@ def plan_ingest(
     ``neighbours(meter, t)`` returns the stored readings at-or-before and after
     ``t``; it is only called for readings that are not newer than everything
     stored, so the common in-order case costs no query at all.
+
+    This runs on the writer thread for every reading, holding the GIL the
+    reactor thread needs, so the loop keeps to locals: a meter's readings are
+    judged in timestamp order, so a repeated timestamp is always the previous
+    one judged, and a meter-hour's rows are adjacent (one rollup at a time).
     """
     plan = Plan([Outcome.UNKNOWN_METER] * len(readings))
+    outcomes, rows, rollups = plan.outcomes, plan.rows, plan.rollups
+    stored, duplicate, conflict, backwards = Outcome.STORED, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.BACKWARDS
     by_meter: dict[MeterKey, list[int]] = {}
     for i, r in enumerate(readings):
-        by_meter.setdefault((r.customer_id, r.meter_id), []).append(i)
+        by_meter.setdefault(r[:2], []).append(i)  # r[:2] is (customer_id, meter_id)
+    times = [r.ts for r in readings]
     for key, indices in by_meter.items():
-        stored = states.get(key)
-        if stored is None:
+        current = states.get(key)
+        if current is None:
             continue
-        state = MeterState(stored.mode, stored.last_ts, stored.last_wh)
-        register = state.mode == "register"
-        batch: dict[int, int] = {}  # ts -> wh accepted or found in this flush
+        customer_id, meter_id = key
+        register = current.mode == "register"
+        last_ts, last_wh = current.last_ts, current.last_wh
         older: list[Sample] = []  # accepted readings older than the stored newest, sorted
-        changed = False
-        for i in sorted(indices, key=lambda j: readings[j].ts):
-            r = readings[i]
-            if r.ts in batch:
-                plan.outcomes[i] = Outcome.DUPLICATE if batch[r.ts] == r.wh else Outcome.CONFLICT
+        prev_ts: int | None = None  # the last timestamp accepted or found stored in this flush...
+        prev_wh = 0  # ... and its value, which later readings at that timestamp must match
+        rollup: Rollup | None = None  # the rollup of the last row's hour
+        rollup_hour = 0
+        duplicates = 0
+        first_row = len(rows)
+        indices.sort(key=times.__getitem__)
+        for i in indices:
+            _, _, ts, wh, _ = readings[i]
+            if ts == prev_ts:
+                if wh == prev_wh:
+                    outcomes[i] = duplicate
+                    duplicates += 1
+                else:
+                    outcomes[i] = conflict
                 continue
-            if state.last_ts is None or r.ts > state.last_ts:
-                if register and state.last_wh is not None and r.wh < state.last_wh:
-                    plan.outcomes[i] = Outcome.BACKWARDS
+            if last_ts is None or ts > last_ts:
+                if register and last_wh is not None and wh < last_wh:
+                    outcomes[i] = backwards
                     continue
-                state.last_ts, state.last_wh = r.ts, r.wh
+                last_ts, last_wh = ts, wh
             else:
-                before, after = _merge(neighbours(key, r.ts), older, r.ts)
-                if before is not None and before.ts == r.ts:
-                    plan.outcomes[i] = Outcome.DUPLICATE if before.wh == r.wh else Outcome.CONFLICT
-                    batch[r.ts] = before.wh
+                before, after = _merge(neighbours(key, ts), older, ts)
+                if before is not None and before.ts == ts:
+                    if before.wh == wh:
+                        outcomes[i] = duplicate
+                        duplicates += 1
+                    else:
+                        outcomes[i] = conflict
+                    prev_ts, prev_wh = ts, before.wh
                     continue
-                if register and not check_monotonic(r.wh, before, after):
-                    plan.outcomes[i] = Outcome.BACKWARDS
+                if register and not check_monotonic(wh, before, after):
+                    outcomes[i] = backwards
                     continue
-                bisect.insort(older, Sample(r.ts, r.wh))
-            batch[r.ts] = r.wh
-            changed = True
-            plan.outcomes[i] = Outcome.STORED
-            plan.rows.append((r.customer_id, r.meter_id, r.ts, r.wh, received_ms))
-            hour = r.ts - r.ts % HOUR_MS
-            rollup = plan.rollups.get((*key, hour))
-            if rollup is None:
-                plan.rollups[(*key, hour)] = Rollup(1, r.ts, r.wh, r.ts, r.wh, r.wh)
+                bisect.insort(older, Sample(ts, wh))
+            prev_ts, prev_wh = ts, wh
+            outcomes[i] = stored
+            rows.append((customer_id, meter_id, ts, wh, received_ms))
+            hour = ts - ts % HOUR_MS
+            if rollup is not None and hour == rollup_hour:
+                rollup.add(ts, wh)
             else:
-                rollup.add(r.ts, r.wh)
-        if any(plan.outcomes[i] is not Outcome.DUPLICATE for i in indices):
+                rollup = rollups[(customer_id, meter_id, hour)] = Rollup(1, ts, wh, ts, wh, wh)
+                rollup_hour = hour
+        if duplicates < len(indices):
             plan.seen.add(key)
-        if changed:
-            plan.states[key] = state
+        if len(rows) > first_row:
+            plan.states[key] = MeterState(current.mode, last_ts, last_wh)
+            plan.runs[key] = (first_row, len(rows))
     return plan
 
 
