@@ -1,10 +1,13 @@
-"""Closed months' bills, computed once.
+"""Bills, computed once until a reading changes them.
 
-A closed month's bill changes only when a reading arrives that its
-computation did not see and that falls where it matters: between the
-readings around the month's edges (register meters) or inside the month
-(interval meters). Entries remember those spans per meter, so live readings
-never evict them while a late reading for that month does. Pure: no Twisted.
+A month's bill changes only when a reading arrives that its computation did
+not see and that falls where it matters: between the readings around the
+month's edges (register meters) or inside the month (interval meters).
+Entries remember those spans per meter, so live readings never evict a closed
+month while a late reading for that month does. The open month is cached the
+same way: its end edge lies after the meter's newest reading, so the next
+reading of any of its meters evicts it, and between two flushes every request
+for it is answered from here. Pure: no Twisted.
 """
 
 from __future__ import annotations
@@ -60,7 +63,11 @@ class BillCache:
             self._entries.pop(key, None)
 
     def readings_stored(self, readings: Iterable[Reading], outcomes: Iterable[Outcome]) -> None:
-        """Ingest observer: evict the bills a newly stored reading changes."""
+        """Ingest observer: evict the bills a newly stored reading changes.
+
+        Ingest runs it before answering the flush's readings, so a request
+        pipelined behind a POST never gets a bill without that reading.
+        """
         self._flushes += 1
         if not self._by_customer:
             return
