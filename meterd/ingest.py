@@ -41,7 +41,10 @@ class Ingest(Service):
         metrics: Metrics,
         *,
         flush_interval: float = 0.05,
-        batch_size: int = 5000,
+        # A flush costs nearly the same for 5,000 readings as for 10,000 (each
+        # meter's index pages are written and synced once either way): under a
+        # backlog, bigger batches are what lets the writer catch up.
+        batch_size: int = 20_000,
         max_pending: int = 200_000,
     ) -> None:
         self.store = store
