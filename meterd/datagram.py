@@ -110,6 +110,11 @@ def parse_payload(payload: bytes) -> dict[str, Any]:
         else:
             if type(fields) is dict:
                 return fields
+    return _parse_text(payload)
+
+
+def _parse_text(payload: bytes) -> dict[str, Any]:
+    """The general path of :func:`parse_payload`: decode, strip, then JSON or CSV."""
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterd import datagram
 from meterd.datagram import DatagramError, Key, decode_ack, encode_acks, parse_payload, sign, verify
 from meterd.readings import InvalidField, _parse_general, parse_reading
 from meterd.registers import any_in_span, in_span
@@ -68,26 +69,7 @@ def test_parse_reading_fast_path_result_is_a_reading():
     assert r == _parse_general({"id": C, "id_medidor": 3, "timestamp": 1_764_000_000.5, "valor": 1.5, "seq": 7}, NOW)
 
 
-def _parse_payload_general(payload: bytes) -> Any:
-    """``parse_payload`` without its orjson-on-bytes shortcut."""
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise DatagramError("not_utf8", "") from None
-    if not text:
-        raise DatagramError("empty", "")
-    if text[0] == "{":
-        try:
-            fields = orjson.loads(text)
-        except ValueError:
-            raise DatagramError("bad_json", "") from None
-        if not isinstance(fields, dict):
-            raise DatagramError("bad_json", "")
-        return fields
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 4:
-        raise DatagramError("bad_csv", "")
-    return dict(zip(("id", "id_medidor", "valor", "timestamp"), parts))
+_parse_payload_general = datagram._parse_text  # parse_payload without its orjson-on-bytes shortcut
 
 
 payloads = st.one_of(
