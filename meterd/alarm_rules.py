@@ -391,6 +391,30 @@ class DemandWindow:
         j = bisect.bisect_left(self._ts, ts_ms)
         return j < len(self._ts) and self._ts[j] == ts_ms
 
+    def add_run(self, ts_ms: Sequence[int], wh: Sequence[int], mode: MeterMode) -> None:
+        """Add one meter's committed readings of a flush, oldest first.
+
+        The common case, every reading newer than what the window holds and in
+        order, appends them all and prunes and thins once, not once per
+        reading (this runs for every reading under full ingest); anything else
+        goes through :meth:`add` one by one.
+        """
+        ts = self._ts
+        if (
+            mode == self.mode
+            and ts
+            and ts_ms[0] > ts[-1]
+            and all(a < b for a, b in zip(ts_ms, ts_ms[1:]))
+        ):
+            ts.extend(ts_ms)
+            self._wh.extend(wh)
+            self._prune()
+            while len(self._ts) > self.max_samples:
+                self._thin()
+            return
+        for t, w in zip(ts_ms, wh):
+            self.add(t, w, mode)
+
     def _prune(self) -> None:
         start = self._ts[-1] - self.window_ms
         # keep the last sample at or before the start, drop everything older

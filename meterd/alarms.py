@@ -268,33 +268,24 @@ class Alarms(Service):
         """
         if not self.running:
             return None
-        # runs for every reading of every flush: locals instead of attribute lookups
-        spoke, due, dirty = self._spoke, self._demand_due, self._dirty
-        windows, meters, first_live = self._windows, self.directory.meters, self._first_live
+        # This runs for every reading of every flush, so the loop only sorts the
+        # stored readings by meter; the rest is done once per meter.
+        spoke = self._spoke
         stored, duplicate, unknown = Outcome.STORED, Outcome.DUPLICATE, Outcome.UNKNOWN_METER
+        runs: dict[MeterKey, tuple[list[int], list[int]]] = {}
         for reading, outcome in zip(readings, outcomes):
-            if outcome is not stored:
+            if outcome is stored:
+                key = reading[:2]  # (customer_id, meter_id)
+                run = runs.get(key)
+                if run is None:
+                    run = runs[key] = ([], [])
+                run[0].append(reading.ts)
+                run[1].append(reading.wh)
+            elif outcome is not duplicate and outcome is not unknown:
                 # a duplicate is replayable by anyone: no sign that the meter is alive
-                if outcome is not duplicate and outcome is not unknown:
-                    spoke.add((reading.customer_id, reading.meter_id))
-                continue
-            customer_id, ts = reading.customer_id, reading.ts
-            key = (customer_id, reading.meter_id)
-            spoke.add(key)
-            first = first_live.get(customer_id)
-            if first is None or ts < first:
-                first_live[customer_id] = ts
-            if is_backfill(ts, received_ms):
-                continue
-            entry = meters.get(key)
-            if entry is None:
-                continue
-            window = windows.get(key)
-            if window is None:
-                window = windows[key] = DemandWindow(self.window_ms)
-            window.add(ts, reading.wh, entry.meter.mode)  # type: ignore[arg-type]
-            due.add(key)
-            dirty[customer_id] = None
+                spoke.add((reading.customer_id, reading.meter_id))
+        for key, (ts, wh) in runs.items():
+            self._feed(key, ts, wh, received_ms)
         last_seen = self._last_seen
         for key in spoke:  # one receive time per flush: set it once per meter, not per reading
             if received_ms > last_seen.get(key, -1):
@@ -302,6 +293,30 @@ class Alarms(Service):
         if self.book is None:
             return None
         return self._evaluate_flush(received_ms)
+
+    def _feed(self, key: MeterKey, ts: list[int], wh: list[int], received_ms: int) -> None:
+        """One meter's stored readings of a flush, in arrival order: a sign of
+        life, the customer's earliest data, and (unless backfill) its demand window."""
+        customer_id = key[0]
+        self._spoke.add(key)
+        oldest = min(ts)
+        first = self._first_live.get(customer_id)
+        if first is None or oldest < first:
+            self._first_live[customer_id] = oldest
+        if is_backfill(oldest, received_ms):  # history being filled in raises nothing
+            live = [i for i, t in enumerate(ts) if not is_backfill(t, received_ms)]
+            if not live:
+                return
+            ts, wh = [ts[i] for i in live], [wh[i] for i in live]
+        entry = self.directory.meters.get(key)
+        if entry is None:
+            return
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = DemandWindow(self.window_ms)
+        window.add_run(ts, wh, entry.meter.mode)  # type: ignore[arg-type]
+        self._demand_due.add(key)
+        self._dirty[customer_id] = None
 
     def _evaluate_flush(self, now_ms: int) -> Deferred[None] | None:
         changes: list[Change] = []

@@ -839,3 +839,41 @@ def test_the_book_absorbs_what_was_settled() -> None:
     book.absorb([stray], [])
     with pytest.raises(KeyError):
         book.get(3)
+
+
+# -- a flush's readings of one meter at once ---------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.lists(st.integers(0, 900), max_size=12, unique=True),
+    run=st.lists(st.integers(0, 1200), min_size=1, max_size=12, unique=True),
+    sort_run=st.booleans(),
+    mode=st.sampled_from(["register", "interval"]),
+    run_mode=st.sampled_from(["register", "interval"]),
+)
+def test_add_run_keeps_what_adding_one_by_one_keeps(
+    before: list[int], run: list[int], sort_run: bool, mode: str, run_mode: str
+) -> None:
+    """Without thinning, a run (in order or not, newer or not, another mode) leaves the
+    same samples as adding its readings one at a time."""
+    one, many = DemandWindow(window_ms=300 * S, max_samples=10_000), DemandWindow(window_ms=300 * S, max_samples=10_000)
+    for t in sorted(before):
+        one.add(t * S, t * 7, mode)  # type: ignore[arg-type]
+        many.add(t * S, t * 7, mode)  # type: ignore[arg-type]
+    if sort_run:
+        run = sorted(run)
+    for t in run:
+        one.add(t * S, t * 7 + 1, run_mode)  # type: ignore[arg-type]
+    many.add_run([t * S for t in run], [t * 7 + 1 for t in run], run_mode)  # type: ignore[arg-type]
+    assert many.samples() == one.samples()
+    assert many.average_kw() == one.average_kw()
+
+
+def test_add_run_thins_to_the_bound_and_keeps_the_newest_reading() -> None:
+    w = DemandWindow(window_ms=300 * S, max_samples=16)
+    w.add(0, 0, "interval")
+    w.add_run([i * S for i in range(1, 101)], [10] * 100, "interval")
+    assert len(w) <= 16
+    assert w.samples()[-1][0] == 100 * S
+    assert sum(wh for _, wh in w.samples()[1:]) == 1000  # thinning folds energy, never drops it
