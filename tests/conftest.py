@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest_twisted
+from hypothesis import settings
 
 from tests.support import LiveServer, start_server
+
+# CI (.ci/run sets HYPOTHESIS_PROFILE=ci) runs the property tests on the same
+# examples every time, so a landing never depends on a random draw; run locally,
+# they keep exploring new inputs (and a failure there is kept in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest_twisted.async_yield_fixture
