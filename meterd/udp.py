@@ -103,8 +103,7 @@ class MeterProtocol(DatagramProtocol):
                 self._look_up(customer_id, meter_id)
             return
         if signature is not None:
-            key = self._keys.get(entry.key) or self._key(entry.key)
-            if not key.verify(payload, signature):
+            if not self._key(entry.key).verify(payload, signature):
                 metrics.drop("bad_signature")
                 return
         try:
@@ -165,8 +164,7 @@ class MeterProtocol(DatagramProtocol):
             return
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
-        key = self._keys.get(entry.key) or self._key(entry.key)
-        for datagram in encode_acks(customer_id, meter_id, seqs, key):
+        for datagram in encode_acks(customer_id, meter_id, seqs, self._key(entry.key)):
             try:
                 write(datagram, address)
             except OSError as e:
