@@ -31,7 +31,6 @@ from meterd.store.sqlite import SqliteStore
 from bench.common import cpf
 
 BATCH = 5000
-HOUR_MS = 3_600_000
 
 
 def _people(first: int, count: int, with_secrets: bool) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[dict[str, Any]]]:

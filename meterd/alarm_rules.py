@@ -93,7 +93,6 @@ ANOMALY_MIN_DAYS = 3
 #: Readings received later than this after their timestamp are backfill.
 BACKFILL_AFTER_MS = 3_600_000
 
-_MS_PER_HOUR = 3_600_000
 
 
 # --------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -68,6 +68,7 @@ from meterd.alarm_rules import (
 )
 from meterd.directory import Directory
 from meterd.ingest import Ingest
+from meterd.periods import HOUR_MS
 from meterd.readings import Outcome, Reading
 from meterd.store.base import Store, StoreError
 
@@ -75,7 +76,6 @@ __all__ = ["AlarmView", "Alarms", "UnknownAlarm", "alarm_json", "event_json"]
 
 log = Logger()
 
-HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 MeterKey = tuple[str, int]
 
@@ -182,7 +182,6 @@ class Alarms(Service):
             events,
             next_alarm_id=next_alarm,
             next_event_id=next_event,
-            demand_window_s=self._demand_window_s,
             max_events_per_customer=self.recent_events,
         )
         self._merge_last_seen(seen)
@@ -252,7 +251,7 @@ class Alarms(Service):
         if self.book is not None:
             return succeed(self.book)
         if self._load_failure is not None:
-            return _failed(StoreError("the alarms could not be loaded"))
+            return fail(StoreError("the alarms could not be loaded"))
         waiter: Deferred[AlarmBook] = Deferred()
         self._ready_waiters.append(waiter)
         return waiter
@@ -506,7 +505,7 @@ class Alarms(Service):
         """With a shared store: take the active alarms other processes settled."""
         alarms = await self.store.active_alarms()
         self.book = AlarmBook.restore(
-            alarms, [], demand_window_s=self._demand_window_s, max_events_per_customer=self.recent_events
+            alarms, [], max_events_per_customer=self.recent_events
         )
 
     # -- settlement --------------------------------------------------------
@@ -593,12 +592,6 @@ class Alarms(Service):
         if alarm is None:
             raise UnknownAlarm(alarm_id)
         return alarm
-
-
-def _failed(error: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
 
 
 # -- wire format (DESIGN §7) ------------------------------------------------

@@ -15,7 +15,6 @@ from meterd.alarm_rules import Alarm, Change, Event, Settled
 from meterd.readings import Outcome, Reading
 from meterd.registers import Span
 
-HOUR_MS = 3_600_000
 
 
 class StoreError(Exception):

@@ -12,10 +12,10 @@ import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from meterd.periods import HOUR_MS
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, check_monotonic
 
-HOUR_MS = 3_600_000
 
 MeterKey = tuple[str, int]
 Neighbours = Callable[[MeterKey, int], tuple[Sample | None, Sample | None]]

@@ -16,11 +16,12 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 
+from meterd.periods import HOUR_MS
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
-from meterd.store.base import HOUR_MS, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
 log = Logger()
