@@ -104,11 +104,6 @@ class Bill:
     estimado: bool
     aliquotas: tuple[Decimal, Decimal, Decimal]  # icms, pis, cofins (fractions)
 
-    @property
-    def subtotal(self) -> Decimal:
-        """Sum of the priced lines, before taxes."""
-        return sum((item.valor for item in self.itens), Decimal("0.00"))
-
     def to_json(self) -> dict[str, Any]:
         icms, pis, cofins = self.aliquotas
         return {

@@ -14,19 +14,18 @@ functions that SQLite 3.25+ and PostgreSQL both have.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from meterd.alarm_rules import Acknowledgement, Alarm, Change, Event, Settled, settle
 
-if TYPE_CHECKING:
-    from twisted.enterprise import adbapi
-
 __all__ = ["AlarmSql", "AlarmState", "AlarmView"]
 
 _ALARM_COLUMNS = "customer_id, alarm_id, meter_id, rule, raised_at, cleared_at, acked_at, value, threshold, message"
 _EVENT_COLUMNS = "event_id, alarm_id, customer_id, event_type, at_ms"
+_COUNTERS = "SELECT next_alarm_id, next_event_id FROM alarm_counters WHERE id = 1"
+_ALL_ACTIVE = f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE cleared_at IS NULL"
 
 # (active alarms and those the recent events refer to, recent events, next alarm id, next event id)
 AlarmState = tuple[list[Alarm], list[Event], int, int]
@@ -77,8 +76,6 @@ class AlarmSql:
     _write: Any
     _read: Any
     _one: Any
-    _writer: adbapi.ConnectionPool | None
-    _reader: adbapi.ConnectionPool | None
 
     def settle_alarms(self, changes: Sequence[Change]) -> Deferred[Settled]:
         """Settle changes decided in memory against the stored alarms, in one transaction.
@@ -91,17 +88,14 @@ class AlarmSql:
 
         def write(txn: Any) -> Settled:
             txn.execute("UPDATE alarm_counters SET next_alarm_id = next_alarm_id WHERE id = 1")
-            next_alarm, next_event = self._one(txn, "SELECT next_alarm_id, next_event_id FROM alarm_counters WHERE id = 1", ())
+            next_alarm, next_event = self._one(txn, _COUNTERS, ())
             stored = self._active_of(txn, sorted({c.customer_id for c in changes}))
             held = {a.alarm_id for a in stored}
             for change in changes:
                 if isinstance(change, Acknowledgement) and change.alarm_id not in held:
-                    row = self._one(
-                        txn, f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?",
-                        (change.customer_id, change.alarm_id),
-                    )
-                    if row is not None:
-                        stored.append(_alarm(row))
+                    alarm = self._alarm_by_id(txn, change.customer_id, change.alarm_id)
+                    if alarm is not None:
+                        stored.append(alarm)
                         held.add(change.alarm_id)
             settled = settle(stored, changes, int(next_alarm), int(next_event))
             if settled.alarms:
@@ -126,6 +120,10 @@ class AlarmSql:
 
         return self._write(write)
 
+    def _alarm_by_id(self, txn: Any, customer_id: str, alarm_id: int) -> Alarm | None:
+        row = self._one(txn, f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?", (customer_id, alarm_id))
+        return None if row is None else _alarm(row)
+
     def _active_of(self, txn: Any, customers: Sequence[str]) -> list[Alarm]:
         alarms: list[Alarm] = []
         for start in range(0, len(customers), _CUSTOMERS_PER_QUERY):
@@ -144,7 +142,7 @@ class AlarmSql:
         """Every active alarm: what a process sharing the database refreshes its view from."""
 
         def query(txn: Any) -> list[Alarm]:
-            txn.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE cleared_at IS NULL")
+            txn.execute(_ALL_ACTIVE)
             return list(map(_alarm, txn.fetchall()))
 
         return self._read(query)
@@ -154,7 +152,7 @@ class AlarmSql:
         newest events and the alarms they refer to, and the id counters."""
 
         def load(txn: Any) -> AlarmState:
-            txn.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE cleared_at IS NULL")
+            txn.execute(_ALL_ACTIVE)
             alarms = {a.alarm_id: a for a in map(_alarm, txn.fetchall())}
             txn.execute(
                 self.sql(
@@ -169,11 +167,10 @@ class AlarmSql:
             events = [_event(row) for row in txn.fetchall()]
             wanted = sorted({(e.customer_id, e.alarm_id) for e in events if e.alarm_id not in alarms})
             for customer_id, alarm_id in wanted:
-                row = self._one(txn, f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE customer_id = ? AND alarm_id = ?",
-                                (customer_id, alarm_id))
-                if row is not None:
-                    alarms[int(row[1])] = _alarm(row)
-            next_alarm, next_event = self._one(txn, "SELECT next_alarm_id, next_event_id FROM alarm_counters WHERE id = 1", ())
+                alarm = self._alarm_by_id(txn, customer_id, alarm_id)
+                if alarm is not None:
+                    alarms[alarm_id] = alarm
+            next_alarm, next_event = self._one(txn, _COUNTERS, ())
             return list(alarms.values()), events, int(next_alarm), int(next_event)
 
         # the writer: it sees every committed settlement of this process, in order
@@ -190,7 +187,7 @@ class AlarmSql:
         """
 
         def query(txn: Any) -> AlarmView:
-            (next_event,) = self._one(txn, "SELECT next_event_id FROM alarm_counters WHERE id = 1", ())
+            _, next_event = self._one(txn, _COUNTERS, ())
             if cursor is None:
                 txn.execute(
                     self.sql(f"SELECT {_EVENT_COLUMNS} FROM alarm_events WHERE customer_id = ? ORDER BY event_id DESC LIMIT ?"),

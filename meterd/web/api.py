@@ -268,7 +268,7 @@ class Api:
         customer = await self.customer(p.customer(params))
         kind = p.choice({"kind": str(params.get("kind", "")).upper() or None}, "kind", periods.KINDS)
         periodo = p.integer(params, "periodo", default=0, maximum=10_000)
-        meter_id = None if params.get("id_medidor") in (None, "") else p.integer(params, "id_medidor", minimum=1)
+        meter_id = p.integer(params, "id_medidor", default=None, minimum=1)
         meter_ids = await self.meter_ids(customer.id, meter_id)
         tz = ZoneInfo(customer.tz)
         try:
@@ -355,7 +355,7 @@ class Api:
 
     async def alarms(self, call: Call) -> tuple[int, dict[str, Any]]:
         customer = await self.customer(p.customer(call.params))
-        cursor = None if call.params.get("cursor") in (None, "") else p.integer(call.params, "cursor", maximum=2**63 - 1)
+        cursor = p.integer(call.params, "cursor", default=None, maximum=2**63 - 1)
         view = await self._alarm_service().view(customer.id, cursor)
         tz = ZoneInfo(customer.tz)
         return 200, {

@@ -75,8 +75,12 @@ def field(params: dict[str, Any], name: str) -> Any:
         raise bad_request(e.code, str(e)) from None
 
 
-def integer(params: dict[str, Any], name: str, *, default: int | None = None, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
-    if params.get(name) in (None, "") and default is not None:
+_REQUIRED: Any = object()  # integer()'s default when the parameter must be given
+
+
+def integer(params: dict[str, Any], name: str, *, default: Any = _REQUIRED, minimum: int = 0, maximum: int = 2**31 - 1) -> Any:
+    """The parameter as an int in range; ``default`` (``None`` included) when it is absent or empty."""
+    if default is not _REQUIRED and params.get(name) in (None, ""):
         return default
     try:
         return as_int(name, field(params, name), minimum=minimum, maximum=maximum)
