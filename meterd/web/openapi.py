@@ -14,6 +14,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from meterd import periods
+from meterd.alarm_rules import RULES
+from meterd.tariff import LIGACOES
+
 __all__ = ["openapi_document"]
 
 
@@ -178,7 +182,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "parameters": [
                         {"$ref": "#/components/parameters/id"},
-                        _query("kind", {"type": "string", "enum": ["D", "M", "Y"]}, "day, month or year (case-insensitive)", True),
+                        _query("kind", {"type": "string", "enum": list(periods.KINDS)}, "day, month or year (case-insensitive)", True),
                         {"$ref": "#/components/parameters/periodo"},
                         _query("id_medidor", {"type": "integer", "minimum": 1}, "only this meter (default: all of the customer's)"),
                     ],
@@ -358,7 +362,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "id": {"oneOf": [{"type": "string"}, {"type": "integer"}], "description": "CPF (11 digits) or CNPJ (14 digits), check digits verified"},
                         "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "ligacao": {"type": "string", "enum": ["mono", "bi", "tri"], "default": "mono"},
+                        "ligacao": {"type": "string", "enum": list(LIGACOES), "default": "mono"},
                         "limite_kw": {**_NUMBER_OR_STRING, "description": "demand alarm limit, kW (default --limit-kw)"},
                         "limite_kwh": {**_NUMBER_OR_STRING, "description": "monthly alarm limit, kWh (default --limit-kwh)"},
                         "tz": {"type": "string", "description": "IANA time zone (default --tz)", "example": "America/Sao_Paulo"},
@@ -406,7 +410,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "id": {"type": "string", "pattern": "^([0-9]{11}|[0-9]{14})$", "description": "digits only"},
                         "name": {"type": "string"},
-                        "ligacao": {"type": "string", "enum": ["mono", "bi", "tri"]},
+                        "ligacao": {"type": "string", "enum": list(LIGACOES)},
                         "limite_kw": {"type": "number"},
                         "limite_kwh": {"type": "number"},
                         "tz": {"type": "string"},
@@ -436,7 +440,7 @@ def openapi_document() -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "id": {"type": "string"},
-                        "kind": {"type": "string", "enum": ["D", "M", "Y"]},
+                        "kind": {"type": "string", "enum": list(periods.KINDS)},
                         "periodo": {"type": "integer", "minimum": 0},
                         "tz": {"type": "string"},
                         "start": _ISO,
@@ -477,7 +481,7 @@ def openapi_document() -> dict[str, Any]:
                         "fim": _ISO,
                         "consumo_kwh": _KWH,
                         "faturado_kwh": _KWH,
-                        "ligacao": {"type": "string", "enum": ["mono", "bi", "tri"]},
+                        "ligacao": {"type": "string", "enum": list(LIGACOES)},
                         "bandeira": {"type": "string", "example": "amarela"},
                         "itens": {"type": "array", "items": _ref("BillItem")},
                         "tributos": _ref("Taxes"),
@@ -559,7 +563,7 @@ def openapi_document() -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "alarm_id": {"type": "integer"},
-                        "rule": {"type": "string", "enum": ["demand", "monthly", "anomaly", "silent"]},
+                        "rule": {"type": "string", "enum": list(RULES)},
                         "id_medidor": {"type": "integer", "nullable": True, "description": "null for customer-wide rules"},
                         "raised_at": _ISO,
                         "cleared_at": _ISO_OR_NULL,
