@@ -84,24 +84,23 @@ def _all_equal(s: str) -> bool:
 
 def is_cpf(digits: str) -> bool:
     """True iff ``digits`` is exactly 11 ASCII digits forming a valid CPF."""
-    return (
-        isinstance(digits, str)
-        and len(digits) == _CPF_LEN
-        and _is_digits(digits)
-        and not _all_equal(digits)
-        and _cpf_check_digits(digits[:9]) == digits[9:]
-    )
+    return _valid(digits, _CPF_LEN)
 
 
 def is_cnpj(digits: str) -> bool:
     """True iff ``digits`` is exactly 14 ASCII digits forming a valid CNPJ."""
-    return (
-        isinstance(digits, str)
-        and len(digits) == _CNPJ_LEN
-        and _is_digits(digits)
-        and not _all_equal(digits)
-        and _cnpj_check_digits(digits[:12]) == digits[12:]
-    )
+    return _valid(digits, _CNPJ_LEN)
+
+
+def _valid(digits: str, length: int) -> bool:
+    """Digits only, of that length, and what :func:`normalize` accepts."""
+    if not isinstance(digits, str) or len(digits) != length or not _is_digits(digits):
+        return False
+    try:
+        normalize(digits)
+    except InvalidTaxId:
+        return False
+    return True
 
 
 def normalize(value: str | int) -> str:
