@@ -279,20 +279,23 @@ class _Validator:
             raise self._fail(section, key, f"must not be negative (got {value})")
         return number.copy_abs()  # -0.0 is 0, and must not print as "-0.0"
 
-    def _rates(
-        self, section: str, table: dict[str, Any], keys: tuple[str, ...]
-    ) -> dict[str, Decimal]:
+    def _known_keys(self, section: str, table: dict[str, Any], keys: tuple[str, ...]) -> None:
         for key in table:
             if key not in keys:
                 raise self._fail(
                     section, key, f"unknown key (expected {', '.join(keys)})"
                 )
-        out: dict[str, Decimal] = {}
-        for key in keys:
-            if key not in table:
-                raise self._fail(section, key, "missing")
-            out[key] = self._number(section, key, table[key])
-        return out
+
+    def _required(self, section: str, table: dict[str, Any], key: str) -> Any:
+        if key not in table:
+            raise self._fail(section, key, "missing")
+        return table[key]
+
+    def _rates(
+        self, section: str, table: dict[str, Any], keys: tuple[str, ...]
+    ) -> dict[str, Decimal]:
+        self._known_keys(section, table, keys)
+        return {key: self._number(section, key, self._required(section, table, key)) for key in keys}
 
     def _bandeiras(self, table: dict[str, Any]) -> dict[str, Decimal]:
         # All four are required: a month can switch to any flag by decree, and
@@ -332,18 +335,10 @@ class _Validator:
         return months, padrao
 
     def _disponibilidade(self, table: dict[str, Any]) -> dict[str, int]:
-        for key in table:
-            if key not in LIGACOES:
-                raise self._fail(
-                    "disponibilidade",
-                    key,
-                    f"unknown key (expected {', '.join(LIGACOES)})",
-                )
+        self._known_keys("disponibilidade", table, LIGACOES)
         out: dict[str, int] = {}
         for key in LIGACOES:
-            if key not in table:
-                raise self._fail("disponibilidade", key, "missing")
-            value = table[key]
+            value = self._required("disponibilidade", table, key)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self._fail(
                     "disponibilidade",
