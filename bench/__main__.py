@@ -97,6 +97,14 @@ class Senders:
         return total
 
 
+def record_profile(a: argparse.Namespace, server: Meterd, path: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With ``--profile``: py-spy records the server's main process for ``seconds`` (workers not included)."""
+    if not a.profile:
+        return None
+    return subprocess.Popen([a.profile, "record", "-p", str(server.pid), "-d", str(int(seconds)), "-r", "200",
+                             "-f", "raw", "-o", str(path), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def udp_kernel_drops() -> int:
     """Datagrams the kernel dropped for full receive buffers (all sockets): Udp RcvbufErrors."""
     lines = Path("/proc/net/snmp").read_text().splitlines()
@@ -165,11 +173,7 @@ def phase_ingest(a: argparse.Namespace, report: Report, work: Path, server: Mete
     log(f"building {int(a.rate * a.duration):,} signed datagrams in {a.senders} sender processes")
     senders = Senders(server.udp_port, fleet, a.senders, a.rate, a.duration, 1, drain=3.0)
     stored_start, drops0, s0, m0 = stored_count(server), udp_kernel_drops(), server.sample(), server.metrics()
-    profiler = None
-    if a.profile:
-        profiler = subprocess.Popen([a.profile, "record", "-p", str(server.pid), "-d", str(int(a.duration)), "-r", "200",
-                                     "-f", "raw", "-o", str(work / "ingest-profile.txt"), "--nonblocking"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    profiler = record_profile(a, server, work / "ingest-profile.txt", a.duration)
     log(f"ingest: {a.rate:,.0f} readings/s for {a.duration:g} s")
     t0 = time.perf_counter()
     senders.go()
@@ -239,7 +243,12 @@ def phase_http(a: argparse.Namespace, report: Report, work: Path, server: Meterd
     time.sleep(1.0)
     for route, limit in (("/getFatura", 0.25), ("/getAlarme", 0.5)):
         log(f"{route}: 32 connections")
+        profile_path = work / f"http{route.replace('/', '-')}-profile.txt"
+        profiler = record_profile(a, server, profile_path, a.http_duration)
         r = http_load(server.http_port, [(f"{route}?id={c['id']}", c["token"]) for c in customers], a.http_duration)
+        if profiler is not None:
+            profiler.wait()
+            report.note(f"py-spy profile (raw collapsed stacks) of {route}: {profile_path}")
         ok_count = r["statuses"].get("200", 0)
         statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(r["statuses"].items()))
         if ok_count == 0:
@@ -448,6 +457,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help=f"comma-separated phases: {','.join(PHASES)} (default: {','.join(DEFAULT_PHASES)})")
     ap.add_argument("--rate", type=float, default=60_000, help="offered ingest rate, readings/s")
     ap.add_argument("--meters", type=int, default=1000)
+    ap.add_argument("--udp-workers", type=int, default=1, help="meterd --udp-workers for the ingest and HTTP phases (default 1)")
     ap.add_argument("--senders", type=int, default=2, help="UDP sender processes for the ingest phase")
     ap.add_argument("--duration", type=float, help="ingest phase seconds (30; quick 5)")
     ap.add_argument("--pg", metavar="DSN", default=pg.default_dsn(),
@@ -494,7 +504,7 @@ def main(argv: list[str]) -> int:
             prepared = prepare(work, "main", {"customers": a.meters, "history": [{"step_s": 60, "days": 365}, {"step_s": 3600, "days": 365}]})
             report.note(f"data dir prepared offline with the store's own code in {prepared['seconds']:.1f} s "
                         f"({a.meters:,} customers with one meter; history loaded through SqliteStore.ingest)")
-            server = Meterd(work / "main", "--durability", "full").start()
+            server = Meterd(work / "main", "--durability", "full", "--udp-workers", str(a.udp_workers)).start()
             fleet = prepared["customers"]
             if "ingest" in a.phases:
                 phase_ingest(a, report, work, server, fleet)

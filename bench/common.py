@@ -36,17 +36,22 @@ def python() -> str:
 
 @dataclass(frozen=True)
 class ProcSample:
-    """CPU seconds (user + system, all threads) and memory of one process at one instant."""
+    """CPU seconds (user + system, all threads) and memory of a process and its children at one instant.
+
+    meterd's UDP workers (``--udp-workers``) are child processes doing part of
+    the server's work, so they are counted with it.
+    """
 
     cpu_s: float
     rss_mb: float
     hwm_mb: float
 
 
-def proc_sample(pid: int) -> ProcSample:
+def _own_sample(pid: int) -> tuple[int, float, float, float]:
+    """(parent pid, CPU seconds, RSS MB, peak RSS MB) of one process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK  # utime, stime, cutime, cstime
     rss = hwm = 0.0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -54,6 +59,19 @@ def proc_sample(pid: int) -> ProcSample:
                 rss = int(line.split()[1]) / 1024
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
+    return int(fields[1]), cpu, rss, hwm
+
+
+def proc_sample(pid: int) -> ProcSample:
+    _, cpu, rss, hwm = _own_sample(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            try:
+                ppid, c, r, h = _own_sample(int(entry))
+            except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
+                continue
+            if ppid == pid:
+                cpu, rss, hwm = cpu + c, rss + r, hwm + h
     return ProcSample(cpu, rss, hwm)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -144,6 +144,23 @@ def encode_acks(customer_id: str, meter_id: int, seqs: Iterable[int], key: bytes
         sign(orjson.dumps({"id": customer_id, "id_medidor": meter_id, "acks": batch[start : start + MAX_ACKS]}), key)
         for start in range(0, len(batch), MAX_ACKS)
     ]
+
+
+def send_acks(sendto: Callable[[bytes, Any], Any], customer_id: str, meter_id: int, seqs: Iterable[int], key: bytes | Key,
+              address: Any) -> int:
+    """Sign and send a meter its acks; return how many datagrams went out.
+
+    Stops at the first send that fails (a full socket buffer, a vanished
+    route): the meter resends those readings, and is acked then.
+    """
+    sent = 0
+    for datagram in encode_acks(customer_id, meter_id, seqs, key):
+        try:
+            sendto(datagram, address)
+        except OSError:
+            break
+        sent += 1
+    return sent
 
 
 def decode_ack(data: bytes, key: bytes | Key) -> tuple[str, int, list[int]] | None:

@@ -7,6 +7,7 @@ a miss is looked up there (another process may have registered the meter).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,8 @@ class Directory:
         self.meters: dict[tuple[str, int], MeterEntry] = {}
         self._by_customer: dict[str, list[int]] = {}
         self._tokens: dict[str, Principal] = {}
+        # Told of every meter added or replaced: the UDP workers hold copies of the keys.
+        self.meter_listeners: list[Callable[[MeterEntry], None]] = []
 
     def add_customer(self, customer: Customer) -> None:
         self.customers[customer.id] = customer
@@ -47,8 +50,15 @@ class Directory:
         key = (meter.customer_id, meter.meter_id)
         if key not in self.meters:
             self._by_customer.setdefault(meter.customer_id, []).append(meter.meter_id)
-        self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
+        entry = self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
         self._tokens[token_hash(meter.key_hex)] = Principal("meter", meter.customer_id, meter.meter_id)
+        for listener in self.meter_listeners:
+            listener(entry)
+
+    def key(self, meter: tuple[str, int]) -> bytes | None:
+        """The HMAC key of ``(customer_id, meter_id)``, if the meter is known."""
+        entry = self.meters.get(meter)
+        return None if entry is None else entry.key
 
     def meter_ids(self, customer_id: str) -> list[int]:
         return sorted(self._by_customer.get(customer_id, ()))

@@ -58,15 +58,20 @@ class Ingest(Service):
         self._readings: list[Reading] = []
         self._replies: list[Reply] = []
         self._timer: IDelayedCall | None = None
-        self._flushing: Deferred[None] | None = None
+        self._writing = False  # a flush's transaction is in the store's hands
+        self._since = 0.0  # when the oldest pending reading arrived
+        self._flushes: set[Deferred[None]] = set()  # flushes not yet answered
 
     def submit(self, reading: Reading, reply: Reply = None) -> None:
-        if len(self._readings) >= self.max_pending:
+        readings = self._readings
+        if len(readings) >= self.max_pending:
             raise Overloaded()
-        self._readings.append(reading)
+        if not readings:
+            self._since = self.clock.seconds()
+        readings.append(reading)
         self._replies.append(reply)
-        if self._flushing is None:
-            if len(self._readings) >= self.batch_size:
+        if not self._writing:
+            if len(readings) >= self.batch_size:
                 self._flush_now()
             elif self._timer is None:
                 self._timer = self.clock.callLater(self.flush_interval, self._flush_now)
@@ -85,16 +90,29 @@ class Ingest(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self._flushing is None and self._readings:
-            self._flushing = self._flush()
-            self._flushing.addBoth(self._flushed)
+        if not self._writing and self._readings:
+            self._writing = True
+            flush = self._flush()
+            self._flushes.add(flush)
+            flush.addBoth(lambda _: self._flushes.discard(flush))
 
-    def _flushed(self, _: Any) -> None:
-        self._flushing = None
-        if len(self._readings) >= self.batch_size or (self._readings and not self.running):
+    def _written(self) -> None:
+        """The store is free: start the next flush once its oldest reading has waited an interval.
+
+        Called as soon as a transaction ends, before its readings are answered,
+        so the writer commits one batch while the reactor answers the last.
+        Under load the readings that arrived during a flush have waited all
+        along and go at once; a fresh interval from now would idle the writer
+        while their acks wait.
+        """
+        self._writing = False
+        if not self._readings:
+            return
+        wait = self._since + self.flush_interval - self.clock.seconds()
+        if wait <= 0 or len(self._readings) >= self.batch_size or not self.running:
             self._flush_now()
-        elif self._readings and self._timer is None:
-            self._timer = self.clock.callLater(self.flush_interval, self._flush_now)
+        elif self._timer is None:
+            self._timer = self.clock.callLater(wait, self._flush_now)
 
     @inlineCallbacks
     def _flush(self) -> Any:
@@ -106,6 +124,7 @@ class Ingest(Service):
         try:
             outcomes = yield self.store.ingest(readings, received_ms)
         except Exception as e:
+            self._written()
             self.metrics.flush_failures.inc()
             log.failure("flush of {n} readings failed; they were not acknowledged", n=len(readings))
             for reply in replies:
@@ -127,6 +146,7 @@ class Ingest(Service):
                 continue
             if isinstance(result, Deferred):
                 waits.append(result)
+        self._written()
         if waits:
             yield DeferredList(waits, consumeErrors=True)
         self._answer(readings, replies, outcomes)
@@ -169,9 +189,7 @@ class Ingest(Service):
 
     async def _drain(self) -> None:
         """Flush everything still pending before the process exits."""
-        while self._flushing is not None or self._readings:
-            if self._flushing is None:
-                self._flush_now()
-            if self._flushing is not None:
-                await self._flushing
+        while self._flushes or self._readings:
+            self._flush_now()
+            await DeferredList(list(self._flushes))
         log.info("ingest drained")

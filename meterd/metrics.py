@@ -27,6 +27,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,
         )
         self.pending = Gauge("meterd_pending_readings", "Readings waiting for the next flush", registry=r)
+        self.udp_workers = Gauge("meterd_udp_workers", "UDP worker processes reading the meters' port", registry=r)
         self.http = Counter("meterd_http_requests", "HTTP requests, by route and status", ["route", "status"], registry=r)
         self.outcomes = {o: self.readings.labels(o.value) for o in Outcome}
         self._drops: dict[str, Counter] = {}
@@ -35,11 +36,11 @@ class Metrics:
         yield CounterMetricFamily("meterd_datagrams_received", "UDP datagrams received", value=self.datagrams_received)
         yield CounterMetricFamily("meterd_acks_sent", "Ack datagrams sent", value=self.acks_sent)
 
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: str, n: int = 1) -> None:
         counter = self._drops.get(reason)
         if counter is None:
             counter = self._drops[reason] = self.dropped.labels(reason)
-        counter.inc()
+        counter.inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -28,6 +28,9 @@ def _positive(name: str, value: str, *, integer: bool = False) -> Decimal:
     return number
 
 
+MAX_UDP_WORKERS = 64
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "meterd: smart-meter head-end and billing server (HTTP API + UDP ingest)."
@@ -53,6 +56,7 @@ class Options(usage.Options):
         self["silent-after"] = 900
         self["durability"] = "full"
         self["meter-mode"] = "register"
+        self["udp-workers"] = 0
 
     _failed = False
 
@@ -124,6 +128,12 @@ class Options(usage.Options):
     def opt_silent_after(self, value: str) -> None:
         """seconds without data before a meter is silent (default 900)"""
         self["silent-after"] = float(_positive("silent-after", value))
+
+    def opt_udp_workers(self, value: str) -> None:
+        """processes that read and verify datagrams beside the reactor, 0-64 (default 0: the reactor reads them)"""
+        if not (value.isascii() and value.isdigit()) or int(value) > MAX_UDP_WORKERS:
+            raise usage.UsageError(f"--udp-workers: must be an integer from 0 to {MAX_UDP_WORKERS}, not {value!r}")
+        self["udp-workers"] = int(value)
 
     def opt_durability(self, value: str) -> None:
         """full (fsync each group commit, default) or normal"""

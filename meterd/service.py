@@ -33,6 +33,7 @@ from meterd.options import Options
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
 from meterd.udp import MeterProtocol
+from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, ApiResource, Settings
 from meterd.web.request import LimitedRequest
 
@@ -71,6 +72,7 @@ class Core(service.MultiService):
         self.api: Api
         self.http: Any  # StreamServerEndpointService
         self.udp: Any  # internet.UDPServer
+        self.workers: UdpWorkers | None = None
 
     def privilegedStartService(self) -> None:
         """Bind nothing yet: the ports open only once the store is ready."""
@@ -182,4 +184,8 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     core.udp = _udp_port(config, protocol)
     core.udp.setServiceParent(core)
+    if config.get("udp-workers"):
+        # After the port: it starts with the socket open, and stops first.
+        core.workers = UdpWorkers(config["udp-workers"], protocol, directory, ingest, metrics, default_reactor)
+        core.workers.setServiceParent(core)
     return core

@@ -22,11 +22,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from meterd.datagram import MAX_DATAGRAM, MAX_SIGNED, DatagramError, Key, encode_acks, parse_payload, split_signature
+from meterd.datagram import send_acks
 from meterd.directory import Directory
 from meterd.ingest import Address, Ingest, Overloaded
 from meterd.metrics import Metrics
-from meterd.readings import InvalidField, parse_reading
+from meterd.screen import Rejected, Screen
 from meterd.store.base import Meter
 
 log = Logger()
@@ -34,7 +34,6 @@ log = Logger()
 RELOAD_INTERVAL = 5.0  # seconds between store lookups of the same unknown meter
 MAX_LOOKUPS_IN_FLIGHT = 4
 MAX_REMEMBERED_MISSES = 10_000
-MAX_KEYED = 200_000
 READ_BYTES_PER_TURN = 8 * 1024  # bytes read from the UDP socket per reactor turn (Twisted's default: 256 KB)
 
 
@@ -44,22 +43,10 @@ class MeterProtocol(DatagramProtocol):
         self.ingest = ingest
         self.metrics = metrics
         self.clock = clock
-        self.require_signature = require_signature
+        self.screen = Screen(directory.key, require_signature=require_signature)
         ingest.send_acks = self.send_acks
         self._misses: dict[tuple[str, int], float] = {}  # unknown meter -> when it was last looked up
         self._lookups_in_flight = 0
-        # Keyed HMAC state of the meters that send, made on first use: it halves
-        # the cost of each signature, but at ~400 B a meter is not worth holding
-        # for every registered meter that stays silent.
-        self._keys: dict[bytes, Key] = {}
-
-    def _key(self, raw: bytes) -> Key:
-        key = self._keys.get(raw)
-        if key is None:
-            if len(self._keys) >= MAX_KEYED:
-                self._keys.clear()
-            key = self._keys[raw] = Key(raw)
-        return key
 
     def startProtocol(self) -> None:
         """Read fewer bytes per reactor turn than Twisted's default 256 KB.
@@ -75,41 +62,26 @@ class MeterProtocol(DatagramProtocol):
             self.transport.maxThroughput = READ_BYTES_PER_TURN
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
-        metrics = self.metrics
-        metrics.datagrams_received += 1
-        if len(data) > MAX_SIGNED:
-            metrics.drop("too_large")
-            return
-        payload, signature = split_signature(data)
-        if len(payload) > MAX_DATAGRAM:
-            metrics.drop("too_large")
-            return
-        if signature is None and self.require_signature:
-            metrics.drop("unsigned")
-            return
+        self.metrics.datagrams_received += 1
         try:
-            reading = parse_reading(parse_payload(payload), self.clock.seconds())
-        except DatagramError as e:
-            metrics.drop(e.reason)
+            reading = self.screen.reading(data, self.clock.seconds())
+        except Rejected as e:
+            self.rejected(e.reason, e.meter)
             return
-        except InvalidField as e:
-            metrics.drop(e.code)
-            return
-        customer_id, meter_id = reading[0], reading[1]
-        entry = self.directory.meters.get((customer_id, meter_id))
-        if entry is None:
-            metrics.drop("unknown_meter")
-            if self.ingest.store.shared:  # else the directory already holds every meter
-                self._look_up(customer_id, meter_id)
-            return
-        if signature is not None:
-            if not self._key(entry.key).verify(payload, signature):
-                metrics.drop("bad_signature")
-                return
         try:
             self.ingest.submit(reading, addr)
         except Overloaded:
-            metrics.drop("overloaded")
+            self.metrics.drop("overloaded")
+
+    def rejected(self, reason: str, meter: tuple[str, int] | None) -> None:
+        self.metrics.drop(reason)
+        if meter is not None:
+            self.unknown_meter(*meter)
+
+    def unknown_meter(self, customer_id: str, meter_id: int) -> None:
+        """A valid reading of a meter the directory lacks: another process may have registered it."""
+        if self.ingest.store.shared:  # else the directory already holds every meter
+            self._look_up(customer_id, meter_id)
 
     def _look_up(self, customer_id: str, meter_id: int) -> None:
         """Ask the store, in the background, for a meter another process may have registered."""
@@ -156,18 +128,11 @@ class MeterProtocol(DatagramProtocol):
         Twisted's ``Port.write`` parses the address three times per call
         (IPv4, IPv6, family checks: ~1.2 us) before the ``sendto`` it then
         does; our addresses come from ``recvfrom`` and need none of it.
-        Python retries EINTR itself; any other error is logged as before.
         """
-        entry = self.directory.meters.get((customer_id, meter_id))
+        raw = self.directory.key((customer_id, meter_id))
         transport = self.transport
-        if entry is None or transport is None:
+        if raw is None or transport is None:
             return
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
-        for datagram in encode_acks(customer_id, meter_id, seqs, self._key(entry.key)):
-            try:
-                write(datagram, address)
-            except OSError as e:
-                log.debug("ack to {address} failed: {error}", address=address, error=e)
-                return
-            self.metrics.acks_sent += 1
+        self.metrics.acks_sent += send_acks(write, customer_id, meter_id, seqs, self.screen.key(raw), address)

@@ -1,0 +1,195 @@
+"""A UDP worker process, ``python -m meterd.udp_worker``, spawned by ``meterd --udp-workers N``.
+
+One CPython process runs Python on one core at a time, and at tens of
+thousands of datagrams a second, receiving, parsing and verifying each
+datagram was two thirds of the reactor thread's time (py-spy, issue 8). A
+worker does that part on another core. It reads the meters' socket, which it
+inherits from meterd as fd 3 (the kernel hands each datagram to one reader),
+runs every datagram through the same :class:`~meterd.screen.Screen` as the
+reactor's port, and passes meterd the readings that pass. meterd keeps
+everything that needs state: group commit, alarms, what to acknowledge; the
+worker signs the acks meterd asks for and sends them from the same socket,
+so from the port the meter sent to.
+
+stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
+
+meterd to worker
+  ``{"require_signature": bool, "keys": [[customer_id, meter_id, key_hex], ...]}``
+  first, with every known meter; then ``{"keys": [...]}`` for each meter added,
+  and ``{"acks": [[customer_id, meter_id, [seq, ...], host, port], ...]}`` to sign and send.
+worker to meterd
+  ``{"ready": true}`` once the first frame is in and the socket is being read; then,
+  after each reactor turn that read datagrams:
+  ``{"readings": [[customer_id, meter_id, ts, wh, seq, host, port], ...],
+  "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n}``
+
+The worker holds nothing that meterd has acknowledged: a worker that dies
+loses only readings nobody acked, which the meters resend. When stdin closes
+(meterd stops, or dies) the worker stops reading, sends what it holds and
+exits. When meterd reads slower than the worker sends, stdout's buffer fills
+and the worker stops reading the socket until it drains (the port is the
+stdout transport's push producer): datagrams then wait in the kernel's buffer,
+or are dropped there, as in a single process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import socket
+import sys
+from typing import Any
+
+import orjson
+from twisted.internet import interfaces
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.stdio import StandardIO
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
+
+from meterd.datagram import send_acks
+from meterd.screen import MeterId, Rejected, Screen
+
+SOCKET_FD = 3
+PIPE_SIZE = 1024 * 1024
+GC_THRESHOLDS = (50_000, 20, 100)  # as in meterd.service: every datagram allocates, little survives
+
+
+class Receiver(DatagramProtocol):
+    """The inherited socket's protocol: screen each datagram, batch what passes."""
+
+    def __init__(self, worker: Worker, clock: IReactorTime) -> None:
+        self.worker = worker
+        self.clock = clock
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        worker = self.worker
+        worker.received += 1
+        if worker.pending is None:
+            worker.pending = self.clock.callLater(0, worker.send)
+        try:
+            reading = worker.screen.reading(data, self.clock.seconds())
+        except Rejected as e:
+            worker.dropped[e.reason] = worker.dropped.get(e.reason, 0) + 1
+            if e.meter is not None:
+                worker.unknown.add(e.meter)
+            return
+        worker.readings.append([*reading, *addr])
+
+
+@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
+class Worker(Int32StringReceiver):
+    """The link to meterd over stdio, and the producer that reads the socket."""
+
+    MAX_LENGTH = 1 << 30  # the first frame carries every meter's key: ~100 B a meter
+
+    def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.keys: dict[MeterId, bytes] = {}
+        self.screen: Screen
+        self.port: Any = None
+        self.pending: Any = None  # the DelayedCall of the next send
+        self.readings: list[list[Any]] = []
+        self.received = 0
+        self.dropped: dict[str, int] = {}
+        self.unknown: set[MeterId] = set()
+        self.acks_sent = 0
+
+    def stringReceived(self, frame: bytes) -> None:
+        message = orjson.loads(frame)
+        for customer_id, meter_id, key_hex in message.get("keys", ()):
+            self.keys[(customer_id, meter_id)] = bytes.fromhex(key_hex)
+        if "acks" in message:
+            self._send_acks(message["acks"])
+            return
+        if self.port is None:
+            self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]))
+            sock = socket.socket(fileno=self.fd)  # learns the family; adoptDatagramPort takes a dup
+            try:
+                self.port = self.reactor.adoptDatagramPort(sock.fileno(), sock.family, Receiver(self, self.reactor))
+            finally:
+                sock.close()
+            self.transport.registerProducer(self, True)
+            self.sendString(b'{"ready":true}')
+
+    def _send_acks(self, acks: list[list[Any]]) -> None:
+        if self.port is None:
+            return
+        sendto, key_of, key = self.port.socket.sendto, self.keys.get, self.screen.key
+        for customer_id, meter_id, seqs, host, port in acks:
+            raw = key_of((customer_id, meter_id))
+            if raw is not None:
+                self.acks_sent += send_acks(sendto, customer_id, meter_id, seqs, key(raw), (host, port))
+        if self.pending is None:
+            self.pending = self.reactor.callLater(0, self.send)
+
+    def send(self) -> None:
+        self.pending = None
+        message: dict[str, Any] = {"readings": self.readings, "received": self.received}
+        if self.dropped:
+            message["dropped"] = self.dropped
+        if self.unknown:
+            message["unknown"] = list(self.unknown)
+        if self.acks_sent:
+            message["acks_sent"] = self.acks_sent
+        self.sendString(orjson.dumps(message))
+        self.readings, self.received, self.dropped, self.unknown, self.acks_sent = [], 0, {}, set(), 0
+
+    # IPushProducer: stdout's buffer is full, or has drained.
+    def pauseProducing(self) -> None:
+        if self.port is not None:
+            self.port.stopReading()
+
+    def resumeProducing(self) -> None:
+        if self.port is not None:
+            self.port.startReading()
+
+    def stopProducing(self) -> None:
+        self.pauseProducing()
+
+    # IHalfCloseableProtocol: meterd closed our stdin.
+    def readConnectionLost(self) -> None:
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        if self.pending is not None:
+            self.pending.cancel()
+            self.send()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()  # after stdout has been written
+
+    def writeConnectionLost(self) -> None:
+        self.connectionLost()  # meterd is gone: nobody to send to
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let stdout hold ~200 ms of readings at 60,000/s (Linux's default pipe: 64 KB, ~15 ms).
+
+    meterd's reactor stops reading this pipe while it answers a flush; past
+    what the pipe and the transport's buffer hold, the worker stops reading
+    the socket, and the kernel's socket buffer is what is left.
+    """
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
+        pass
+
+
+def main() -> None:
+    from twisted.internet import reactor
+
+    gc.set_threshold(*GC_THRESHOLDS)
+    _widen_pipe(sys.stdout.fileno())
+    StandardIO(Worker(reactor), reactor=reactor)
+    reactor.run()  # type: ignore[attr-defined]
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

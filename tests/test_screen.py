@@ -1,0 +1,65 @@
+"""``Screen``: the per-datagram checks shared by the reactor's port and the UDP workers.
+
+Every drop reason is exercised through ``MeterProtocol`` in test_udp.py; these
+tests pin what the workers rely on: the reading itself, the meter of an
+unknown-meter rejection, and which key checks a signature.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from meterd.datagram import sign
+from meterd.readings import Reading
+from meterd.screen import Rejected, Screen
+
+C = "12345678909"
+KEY = bytes.fromhex("11" * 32)
+NOW = 1_764_000_100.0
+PAYLOAD = b'{"id": "12345678909", "id_medidor": 1, "valor": 1.5, "timestamp": 1764000000.5, "seq": 7}'
+
+
+def screen(keys: dict[tuple[str, int], bytes] | None = None, *, require_signature: bool = True) -> Screen:
+    return Screen((keys if keys is not None else {(C, 1): KEY}).get, require_signature=require_signature)
+
+
+def test_a_signed_reading_of_a_known_meter_passes() -> None:
+    assert screen().reading(sign(PAYLOAD, KEY), NOW) == Reading(C, 1, 1_764_000_000_500, 1500, 7)
+
+
+def test_an_unknown_meter_is_rejected_with_its_id_so_it_can_be_looked_up() -> None:
+    with pytest.raises(Rejected) as e:
+        screen({}).reading(sign(PAYLOAD, KEY), NOW)
+    assert (e.value.reason, e.value.meter) == ("unknown_meter", (C, 1))
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (sign(PAYLOAD, bytes(32)), "bad_signature"),  # another key
+        (PAYLOAD, "unsigned"),
+        (sign(b"{not json", KEY), "bad_json"),
+        (b"x" * 2000, "too_large"),
+    ],
+)
+def test_rejections_name_the_reason_and_no_meter(data: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as e:
+        screen().reading(data, NOW)
+    assert (e.value.reason, e.value.meter) == (reason, None)
+
+
+def test_unsigned_readings_pass_when_signatures_are_not_required_but_signed_ones_are_checked() -> None:
+    open_screen = screen(require_signature=False)
+    assert open_screen.reading(PAYLOAD, NOW).seq == 7
+    with pytest.raises(Rejected, match="bad_signature"):
+        open_screen.reading(sign(PAYLOAD, bytes(32)), NOW)
+
+
+def test_the_key_is_looked_up_on_every_datagram_so_a_new_key_takes_effect() -> None:
+    keys = {(C, 1): KEY}
+    s = screen(keys)
+    new = bytes.fromhex("22" * 32)
+    keys[(C, 1)] = new
+    assert s.reading(sign(PAYLOAD, new), NOW).meter_id == 1
+    with pytest.raises(Rejected, match="bad_signature"):
+        s.reading(sign(PAYLOAD, KEY), NOW)

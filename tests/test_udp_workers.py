@@ -1,0 +1,458 @@
+"""``--udp-workers``: worker processes that read the meters' port beside the reactor.
+
+Both ends of the link are tested with Twisted's helpers first (``Clock``,
+``StringTransport``, a fake port): the worker screening datagrams into frames
+and signing the acks it is asked for, and meterd's pool turning frames into
+ingest, handing acks to a worker, distributing keys, and reading the port itself
+while no worker is up. Then end to end, with real worker processes behind an
+in-process meterd and behind ``twistd``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import FakeDatagramTransport, StringTransport
+from twisted.python.failure import Failure
+
+from meterd.datagram import decode_ack, sign
+from meterd.directory import Directory
+from meterd.ingest import Ingest
+from meterd.metrics import Metrics
+from meterd.readings import Reading
+from meterd.store.base import Customer, Meter
+from meterd.udp import MeterProtocol
+from meterd.udp_worker import Worker
+from meterd.udp_workers import RESTART_DELAY, UdpWorkers
+from tests.support import LiveServer, Twistd, start_server
+from tests.test_e2e_udp import C, FakeMeter, listen, m, register, scrape
+from tests.test_udp import RecordingStore
+
+K1_HEX = "11" * 32
+K1 = bytes.fromhex(K1_HEX)
+NOW = 1_764_000_100.0
+ADDR = ("198.51.100.3", 50123)
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    body = orjson.dumps(message)
+    return struct.pack("!I", len(body)) + body
+
+
+def frames(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    while data:
+        (n,) = struct.unpack("!I", data[:4])
+        out.append(orjson.loads(data[4 : 4 + n]))
+        data = data[4 + n :]
+    return out
+
+
+def reading(seq: int, meter: int = 1, key: bytes = K1) -> bytes:
+    body = {"id": C, "id_medidor": meter, "valor": 1 + seq / 1000, "timestamp": 1_764_000_000 + seq, "seq": seq}
+    return sign(json.dumps(body).encode(), key)
+
+
+# -- the worker's side --------------------------------------------------------------------
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+
+class FakePort:
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.reading = True
+        self.listening = True
+        self.socket = FakeSocket()
+
+    def startReading(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def stopListening(self) -> None:
+        self.listening = self.reading = False
+
+
+class WorkerReactor(Clock):
+    running = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.advance(NOW)
+        self.ports: list[FakePort] = []
+
+    def adoptDatagramPort(self, fd: int, family: int, protocol: Any) -> FakePort:
+        port = FakePort(protocol)
+        self.ports.append(port)
+        return port
+
+
+@pytest.fixture
+def worker() -> tuple[Worker, WorkerReactor, StringTransport]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    clock = WorkerReactor()
+    w = Worker(clock, os.dup(sock.fileno()))
+    sock.close()
+    transport = StringTransport()
+    w.makeConnection(transport)
+    return w, clock, transport
+
+
+def test_the_worker_reads_only_once_it_has_the_keys(worker: Any) -> None:
+    w, clock, transport = worker
+    assert clock.ports == []
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    assert len(clock.ports) == 1 and transport.producer is w
+    assert frames(transport.value()) == [{"ready": True}]
+
+
+def test_one_frame_per_turn_with_the_readings_and_the_counted_drops(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    transport.clear()
+    receiver = clock.ports[0].protocol
+    receiver.datagramReceived(reading(1), ADDR)
+    receiver.datagramReceived(reading(2, key=bytes(32)), ADDR)  # forged
+    receiver.datagramReceived(reading(3, meter=9), ADDR)  # a meter meterd has not told us of
+    receiver.datagramReceived(reading(4), ADDR)
+    assert transport.value() == b""  # nothing until the turn ends
+    clock.advance(0)
+    [message] = frames(transport.value())
+    assert message == {
+        "readings": [[C, 1, 1_764_000_001_000, 1001, 1, *ADDR], [C, 1, 1_764_000_004_000, 1004, 4, *ADDR]],
+        "received": 4,
+        "dropped": {"bad_signature": 1, "unknown_meter": 1},
+        "unknown": [[C, 9]],
+    }
+    transport.clear()
+    clock.advance(1)
+    assert transport.value() == b""  # no traffic, no frame
+
+
+def test_a_meter_added_later_is_accepted_once_its_key_arrives(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": []}))
+    w.dataReceived(frame({"keys": [[C, 2, K1_HEX]]}))
+    transport.clear()
+    clock.ports[0].protocol.datagramReceived(reading(1, meter=2), ADDR)
+    clock.advance(0)
+    [message] = frames(transport.value())
+    assert [r[:2] for r in message["readings"]] == [[C, 2]]
+
+
+def test_acks_are_signed_with_the_meters_key_and_counted(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    transport.clear()
+    w.dataReceived(frame({"acks": [[C, 1, [1, 2], *ADDR], [C, 9, [3], *ADDR]]}))  # meter 9: no key, no ack
+    [(datagram, addr)] = clock.ports[0].socket.sent
+    assert addr == ADDR and decode_ack(datagram, K1) == (C, 1, [1, 2])
+    clock.advance(0)
+    assert frames(transport.value()) == [{"readings": [], "received": 0, "acks_sent": 1}]
+
+
+def test_a_full_stdout_pauses_the_socket_and_a_drained_one_resumes_it(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": []}))
+    port = clock.ports[0]
+    transport.producer.pauseProducing()
+    assert not port.reading
+    transport.producer.resumeProducing()
+    assert port.reading
+
+
+def test_when_stdin_closes_the_worker_sends_what_it_holds_and_ends(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    transport.clear()
+    clock.ports[0].protocol.datagramReceived(reading(1), ADDR)
+    w.readConnectionLost()
+    [message] = frames(transport.value())
+    assert message["readings"][0][4] == 1
+    assert not clock.ports[0].listening and transport.disconnecting and clock.getDelayedCalls() == []
+
+
+# -- meterd's side ---------------------------------------------------------------------
+
+
+class SocketPort(FakeDatagramTransport):
+    """The reactor's UDP port as the pool sees it: a descriptor to share, reading on or off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def fileno(self) -> int:
+        return 42
+
+    def startReading(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+
+class ProcessTransport(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stdin_closed = False
+        self.signals: list[str] = []
+
+    def closeStdin(self) -> None:
+        self.stdin_closed = True
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class PoolReactor(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.advance(NOW)
+        self.spawned: list[tuple[Any, dict[int, Any]]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: dict[str, str], childFDs: dict[int, Any]) -> None:
+        self.spawned.append((protocol, childFDs))
+
+
+class Pool:
+    def __init__(self) -> None:
+        self.reactor = PoolReactor()
+        self.metrics = Metrics()
+        self.store = RecordingStore()
+        self.directory = Directory()
+        self.directory.add_customer(Customer(C, "Ana", "mono", 1, 1, "America/Sao_Paulo", "hash", 0))
+        self.directory.add_meter(Meter(C, 1, "register", K1_HEX, 0))
+        self.ingest = Ingest(self.store, self.reactor, self.metrics)  # type: ignore[arg-type]
+        self.ingest.startService()
+        self.protocol = MeterProtocol(self.directory, self.ingest, self.metrics, self.reactor, require_signature=True)
+        self.port = SocketPort()
+        self.protocol.makeConnection(self.port)
+        self.pool = UdpWorkers(1, self.protocol, self.directory, self.ingest, self.metrics, self.reactor)
+        self.pool.startService()
+
+    def connect(self, index: int = -1) -> tuple[Any, ProcessTransport]:
+        link, _ = self.reactor.spawned[index]
+        transport = ProcessTransport()
+        link.makeConnection(transport)
+        return link, transport
+
+    def gauge(self) -> float:
+        return self.metrics.registry.get_sample_value("meterd_udp_workers", {}) or 0.0
+
+
+def test_a_worker_gets_the_socket_and_every_key_then_the_port_stops_reading() -> None:
+    p = Pool()
+    [(_, fds)] = p.reactor.spawned
+    assert fds[3] == 42
+    link, transport = p.connect()
+    assert frames(transport.value()) == [{"require_signature": True, "keys": [[C, 1, K1_HEX]]}]
+    assert p.port.reading  # until the worker says it reads
+    link.childDataReceived(1, frame({"ready": True}))
+    assert not p.port.reading and p.gauge() == 1
+
+
+def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> None:
+    p = Pool()
+    link, transport = p.connect()
+    link.childDataReceived(1, frame({"ready": True}))
+    transport.clear()
+    data = frame({"readings": [[C, 1, 1_764_000_001_000, 1001, 5, *ADDR]], "received": 3,
+                  "dropped": {"bad_signature": 2}, "acks_sent": 4})
+    link.childDataReceived(1, data[:7])  # frames may arrive in pieces
+    link.childDataReceived(1, data[7:])
+    assert p.ingest.pending == 1
+    p.reactor.advance(1)  # the flush commits, then this turn's acks go to the worker
+    assert p.store.readings == [Reading(C, 1, 1_764_000_001_000, 1001, 5)]
+    assert frames(transport.value()) == [{"acks": [[C, 1, [5], *ADDR]]}]
+    assert p.port.written == []  # not sent by the reactor
+    get = p.metrics.registry.get_sample_value
+    assert get("meterd_datagrams_received_total", {}) == 3
+    assert get("meterd_acks_sent_total", {}) == 4
+    assert get("meterd_datagrams_dropped_total", {"reason": "bad_signature"}) == 2
+
+
+def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
+    p = Pool()
+    link, transport = p.connect()
+    transport.clear()
+    p.directory.add_meter(Meter(C, 2, "register", "22" * 32, 0))
+    assert frames(transport.value()) == [{"keys": [[C, 2, "22" * 32]]}]
+
+
+def test_while_no_worker_is_up_the_reactor_reads_and_acks_and_a_new_worker_is_started() -> None:
+    p = Pool()
+    link, _ = p.connect()
+    link.childDataReceived(1, frame({"ready": True}))
+    link.processEnded(Failure(ProcessTerminated(signal=9)))
+    assert p.port.reading and p.gauge() == 0
+    p.protocol.datagramReceived(reading(1), ADDR)  # the reactor's own port
+    p.reactor.advance(0.05)
+    assert decode_ack(p.port.written[0][0], K1) == (C, 1, [1])
+    assert len(p.reactor.spawned) == 1
+    p.reactor.advance(RESTART_DELAY)
+    assert len(p.reactor.spawned) == 2
+    new, _ = p.connect()
+    new.childDataReceived(1, frame({"ready": True}))
+    assert not p.port.reading and p.gauge() == 1
+
+
+def test_stopping_closes_the_workers_stdin_and_kills_one_that_lingers() -> None:
+    p = Pool()
+    link, transport = p.connect()
+    stopped = p.pool.stopService()
+    assert transport.stdin_closed and not stopped.called
+    p.reactor.advance(60)
+    assert transport.signals == ["KILL"]
+    link.processEnded(Failure(ProcessTerminated(signal=9)))
+    assert stopped.called
+    p.reactor.advance(RESTART_DELAY)
+    assert len(p.reactor.spawned) == 1  # a stopping pool starts no one
+
+
+# -- end to end ------------------------------------------------------------------------
+
+
+async def until(check: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+async def workers_up(server: LiveServer, n: int) -> bool:
+    return m(await scrape(server), "meterd_udp_workers") == n
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    assert server.core.workers is not None
+    return [link.transport.pid for link in server.core.workers.links.values()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_real_worker_reads_acks_survives_a_crash_and_stops_with_meterd(tmp_path: Path) -> None:
+    server = await start_server(tmp_path / "data", "--udp-workers", "1")
+    pids: list[int] = []
+    try:
+        key = await register(server)
+        await until(lambda: workers_up(server, 1))
+        meter = FakeMeter(server.udp_port, key)
+        port = await listen(meter)
+        try:
+            now = time.time()
+            meter.send(meter.reading(now - 60, 10.0, 1))
+            meter.send(meter.reading(now - 50, 10.5, 2, key=bytes(32)))  # forged: dropped by the worker
+            await meter.acks_for(1)
+            assert all(decode_ack(d, bytes.fromhex(key)) for d in meter.received)  # signed by the worker
+
+            # A meter registered while the worker runs: its key reaches the worker.
+            status, second, _ = await server.call("POST", "/cadMedidor", json_body={"id": C})
+            assert status == 201
+            meter2 = FakeMeter(server.udp_port, second["key"])
+            port2 = await listen(meter2)
+            try:
+                datagram = meter2.reading(now - 40, 1.0, 3, meter=second["id_medidor"])
+                await until(lambda: succeed_after(meter2, datagram, 3))
+            finally:
+                await port2.stopListening()
+
+            [pid] = pids = worker_pids(server)
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: workers_up(server, 0))
+            meter.send(meter.reading(now - 30, 11.0, 4))  # read by the reactor meanwhile
+            await meter.acks_for(4)
+            await until(lambda: workers_up(server, 1))
+            [new] = worker_pids(server)
+            assert new != pid
+            pids.append(new)
+            meter.send(meter.reading(now - 20, 11.5, 5))
+            await meter.acks_for(5)
+
+            samples = await scrape(server)
+            assert m(samples, "meterd_datagrams_dropped_total", reason="bad_signature") == 1
+            assert m(samples, "meterd_readings_total", outcome="stored") == 4
+        finally:
+            await port.stopListening()
+    finally:
+        await server.stop()
+    await until(lambda: all_gone(pids))
+
+
+async def succeed_after(meter: FakeMeter, datagram: bytes, seq: int) -> bool:
+    """Send (again) until acked: the first may reach the worker before the key."""
+    if seq in meter.acked:
+        return True
+    meter.send(datagram)
+    await deferLater(reactor, 0.1, lambda: None)
+    return seq in meter.acked
+
+
+async def all_gone(pids: list[int]) -> bool:
+    return all(gone(pid) for pid in pids)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_twistd_with_two_workers_stops_them_on_sigterm(tmp_path: Path) -> None:
+    server = Twistd(tmp_path / "data", "--udp-workers", "2").start()
+    try:
+        deadline = time.monotonic() + 15
+        while "meterd_udp_workers 2.0" not in http_get(server.url + "/metrics"):
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        assert server.proc is not None
+        workers = children(server.proc.pid)
+        assert len(workers) == 2
+    finally:
+        code = server.stop()
+    assert code in (0, -15), server.output()
+    assert all(gone(pid) for pid in workers)
+    assert "udp worker 0 is reading the meters' port" in server.output()
+
+
+def http_get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
