@@ -20,7 +20,7 @@ meterd to worker
 worker to meterd
   ``{"ready": true}`` once the first frame is in and the socket is being read; then,
   after each reactor turn that read datagrams:
-  ``{"readings": [[customer_id, meter_id, ts, wh, seq, host, port], ...],
+  ``{"readings": [[customer_id, meter_id, ts, wh, seq], ...], "from": [[host, port], ...],
   "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n}``
 
 The worker holds nothing that meterd has acknowledged: a worker that dies
@@ -75,7 +75,8 @@ class Receiver(DatagramProtocol):
             if e.meter is not None:
                 worker.unknown.add(e.meter)
             return
-        worker.readings.append([*reading, *addr])
+        worker.readings.append(tuple(reading))  # orjson writes tuples, not NamedTuples
+        worker.sources.append(addr)
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
@@ -91,7 +92,8 @@ class Worker(Int32StringReceiver):
         self.screen: Screen
         self.port: Any = None
         self.pending: Any = None  # the DelayedCall of the next send
-        self.readings: list[list[Any]] = []
+        self.readings: list[tuple[Any, ...]] = []  # the Readings' fields
+        self.sources: list[Any] = []  # where each came from
         self.received = 0
         self.dropped: dict[str, int] = {}
         self.unknown: set[MeterId] = set()
@@ -127,7 +129,7 @@ class Worker(Int32StringReceiver):
 
     def send(self) -> None:
         self.pending = None
-        message: dict[str, Any] = {"readings": self.readings, "received": self.received}
+        message: dict[str, Any] = {"readings": self.readings, "from": self.sources, "received": self.received}
         if self.dropped:
             message["dropped"] = self.dropped
         if self.unknown:
@@ -135,7 +137,7 @@ class Worker(Int32StringReceiver):
         if self.acks_sent:
             message["acks_sent"] = self.acks_sent
         self.sendString(orjson.dumps(message))
-        self.readings, self.received, self.dropped, self.unknown, self.acks_sent = [], 0, {}, set(), 0
+        self.readings, self.sources, self.received, self.dropped, self.unknown, self.acks_sent = [], [], 0, {}, set(), 0
 
     # IPushProducer: stdout's buffer is full, or has drained.
     def pauseProducing(self) -> None:

@@ -223,6 +223,31 @@ def test_thinning_keeps_register_and_interval_totals() -> None:
     assert itv.average_kw() == pytest.approx(7.2)
 
 
+def _thinned_one_by_one(ts: list[int], wh: list[int], mode: str) -> tuple[list[int], list[int]]:
+    """What thinning means, one sample at a time: keep 0, 2, 4, ... and the newest;
+    an interval meter's dropped energy goes to the next kept sample."""
+    keep_ts, keep_wh, carry = [ts[0]], [wh[0]], 0
+    for i in range(1, len(ts) - 1):
+        if i % 2:
+            carry += wh[i]
+            continue
+        keep_ts.append(ts[i])
+        keep_wh.append(wh[i] + carry if mode == "interval" else wh[i])
+        carry = 0
+    keep_ts.append(ts[-1])
+    keep_wh.append(wh[-1] + carry if mode == "interval" else wh[-1])
+    return keep_ts, keep_wh
+
+
+@given(wh=st.lists(st.integers(min_value=0, max_value=10**9), min_size=2, max_size=60), mode=st.sampled_from(["register", "interval"]))
+def test_thinning_by_slices_is_thinning_one_by_one(wh: list[int], mode: str) -> None:
+    w = DemandWindow(window_ms=10**12, max_samples=10**6)
+    ts = [T + i * S for i in range(len(wh))]
+    w.add_run(ts, wh, mode)  # type: ignore[arg-type]
+    w._thin()
+    assert (w._ts, w._wh) == _thinned_one_by_one(ts, wh, mode)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     gaps=st.lists(st.integers(min_value=1, max_value=200), min_size=2, max_size=40),

@@ -91,9 +91,12 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 @pytest.mark.slow
-def test_sigkill_under_a_lossy_fleet_loses_no_acknowledged_reading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("options", [(), ("--udp-workers", "1")], ids=["reactor reads", "a udp worker reads"])
+def test_sigkill_under_a_lossy_fleet_loses_no_acknowledged_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]
+) -> None:
     data_dir = tmp_path / "data"
-    server = Twistd(data_dir).start()
+    server = Twistd(data_dir, *options).start()
     restarted: Twistd | None = None
     sim: subprocess.Popen[bytes] | None = None
     creds_path, summary_path, sim_log = tmp_path / "creds.json", tmp_path / "summary.json", tmp_path / "meters.log"

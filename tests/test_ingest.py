@@ -293,6 +293,17 @@ def test_a_failed_observer_deferred_does_not_hold_the_answers():
 # -- overload and failure ---------------------------------------------------------------
 
 
+def test_a_batch_takes_what_fits_and_counts_the_rest():
+    store = FakeStore(auto=False)
+    ingest, clock, _, acks = make(store, max_pending=5, batch_size=100)
+    ingest.submit(rd(0, seq=0), ADDR)
+    assert ingest.submit_many([rd(i, seq=i) for i in range(1, 8)], [ADDR] * 7) == 3
+    assert ingest.pending == 5
+    clock.advance(1)
+    store.finish()
+    assert [s for _, _, seqs, _ in acks for s in seqs] == [0, 1, 2, 3, 4]
+
+
 def test_overloaded_past_max_pending():
     store = FakeStore(auto=False)
     ingest, clock, _, _ = make(store, batch_size=2, max_pending=3)

@@ -140,7 +140,8 @@ def test_one_frame_per_turn_with_the_readings_and_the_counted_drops(worker: Any)
     clock.advance(0)
     [message] = frames(transport.value())
     assert message == {
-        "readings": [[C, 1, 1_764_000_001_000, 1001, 1, *ADDR], [C, 1, 1_764_000_004_000, 1004, 4, *ADDR]],
+        "readings": [[C, 1, 1_764_000_001_000, 1001, 1], [C, 1, 1_764_000_004_000, 1004, 4]],
+        "from": [list(ADDR), list(ADDR)],
         "received": 4,
         "dropped": {"bad_signature": 1, "unknown_meter": 1},
         "unknown": [[C, 9]],
@@ -169,7 +170,7 @@ def test_acks_are_signed_with_the_meters_key_and_counted(worker: Any) -> None:
     [(datagram, addr)] = clock.ports[0].socket.sent
     assert addr == ADDR and decode_ack(datagram, K1) == (C, 1, [1, 2])
     clock.advance(0)
-    assert frames(transport.value()) == [{"readings": [], "received": 0, "acks_sent": 1}]
+    assert frames(transport.value()) == [{"readings": [], "from": [], "received": 0, "acks_sent": 1}]
 
 
 def test_a_full_stdout_pauses_the_socket_and_a_drained_one_resumes_it(worker: Any) -> None:
@@ -189,7 +190,7 @@ def test_when_stdin_closes_the_worker_sends_what_it_holds_and_ends(worker: Any) 
     clock.ports[0].protocol.datagramReceived(reading(1), ADDR)
     w.readConnectionLost()
     [message] = frames(transport.value())
-    assert message["readings"][0][4] == 1
+    assert message["readings"][0][4] == 1 and message["from"] == [list(ADDR)]
     assert not clock.ports[0].listening and transport.disconnecting and clock.getDelayedCalls() == []
 
 
@@ -278,7 +279,7 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     link, transport = p.connect()
     link.childDataReceived(1, frame({"ready": True}))
     transport.clear()
-    data = frame({"readings": [[C, 1, 1_764_000_001_000, 1001, 5, *ADDR]], "received": 3,
+    data = frame({"readings": [[C, 1, 1_764_000_001_000, 1001, 5]], "from": [list(ADDR)], "received": 3,
                   "dropped": {"bad_signature": 2}, "acks_sent": 4})
     link.childDataReceived(1, data[:7])  # frames may arrive in pieces
     link.childDataReceived(1, data[7:])
