@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import signal
 import socket
 import sys
 from typing import Any
@@ -45,6 +46,7 @@ from twisted.internet import interfaces
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.stdio import StandardIO
+from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
 from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
@@ -183,13 +185,24 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
+def _as_line(event: dict[str, Any]) -> str:
+    """``LEVEL text``, with a traceback if any: meterd adds the time and logs it at that level."""
+    return f"{event['log_level'].name} {eventAsText(event, includeTimestamp=False, includeSystem=False)}\n"
+
+
 def main() -> None:
     from twisted.internet import reactor
 
     gc.set_threshold(*GC_THRESHOLDS)
     _widen_pipe(sys.stdout.fileno())
+    # stderr, not stdout (the frames): meterd logs each line under the worker's number
+    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, _as_line)], redirectStandardIO=False)
+    # A service manager signals the whole group on stop; meterd then closes our
+    # stdin once its port is closed, and what we hold is still sent to it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     StandardIO(Worker(reactor), reactor=reactor)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
     sys.exit(0)
 
 

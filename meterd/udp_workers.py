@@ -21,7 +21,7 @@ import orjson
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.protocols.basic import Int32StringReceiver
 
 import meterd
@@ -62,6 +62,7 @@ class WorkerLink(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self._frames = _Frames(self)
         self._stderr = b""
+        self._level = LogLevel.info  # of the worker's last log line: a traceback's lines follow it
 
     def connectionMade(self) -> None:
         self._frames.makeConnection(self.transport)  # sendString writes to the worker's stdin
@@ -75,8 +76,14 @@ class WorkerLink(ProcessProtocol):
             self._frames.dataReceived(data)
         else:
             *lines, self._stderr = (self._stderr + data).split(b"\n")
-            for line in lines:
-                log.warn("udp worker {n}: {line}", n=self.index, line=line.decode("utf-8", "replace"))
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                name, _, text = line.partition(" ")
+                try:
+                    self._level = LogLevel.levelWithName(name)
+                except InvalidLogLevelError:
+                    text = line
+                log.emit(self._level, "udp worker {n}: {line}", n=self.index, line=text)
 
     def processEnded(self, reason: Any) -> None:
         self.pool.ended(self, reason)
