@@ -112,6 +112,7 @@ class Worker(Int32StringReceiver):
             self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]))
             sock = socket.socket(fileno=self.fd)  # learns the family; adoptDatagramPort takes a dup
             try:
+                sock.setblocking(False)  # the reactor reads until EAGAIN; Twisted leaves this to whoever adopts
                 self.port = self.reactor.adoptDatagramPort(sock.fileno(), sock.family, Receiver(self, self.reactor))
             finally:
                 sock.close()

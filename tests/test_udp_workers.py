@@ -457,3 +457,64 @@ def http_get(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.read().decode()
+
+
+def test_a_worker_ignores_sigterm_and_ends_when_its_stdin_closes(tmp_path: Path) -> None:
+    """A service manager signals the whole group; the worker waits for meterd to close its stdin."""
+    import subprocess
+    import sys
+
+    from tests.support import subprocess_env
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    proc = subprocess.Popen([sys.executable, "-m", "meterd.udp_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=subprocess_env(), close_fds=False,
+                            preexec_fn=lambda: os.dup2(sock.fileno(), 3))
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def next_frame() -> dict[str, Any]:
+        assert proc.stdout is not None
+        (n,) = struct.unpack("!I", proc.stdout.read(4))
+        return orjson.loads(proc.stdout.read(n))
+
+    try:
+        proc.stdin.write(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+        proc.stdin.flush()
+        assert next_frame() == {"ready": True}
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert proc.poll() is None
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(reading(1), sock.getsockname())
+        message = next_frame()
+        assert message["readings"] == [[C, 1, 1_764_000_001_000, 1001, 1]] and message["from"] == [["127.0.0.1", sender.getsockname()[1]]]
+        sender.close()
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+
+
+def test_the_workers_log_lines_are_logged_at_their_level() -> None:
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        p = Pool()
+        link, _ = p.connect()
+        link.childDataReceived(2, b"error Unhandled Error\nTraceback (most recent call last):\n")
+        link.childDataReceived(2, b"  boom\ninfo Main loop terminated.\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    relayed = [(e["log_level"], e["line"]) for e in events if e.get("log_namespace") == "meterd.udp_workers" and "line" in e]
+    assert relayed == [
+        (LogLevel.error, "Unhandled Error"),
+        (LogLevel.error, "Traceback (most recent call last):"),
+        (LogLevel.error, "  boom"),
+        (LogLevel.info, "Main loop terminated."),
+    ]
