@@ -59,15 +59,12 @@ class Ingest(Service):
         self._replies: list[Reply] = []
         self._timer: IDelayedCall | None = None
         self._writing = False  # a flush's transaction is in the store's hands
-        self._since = 0.0  # when the oldest pending reading arrived
         self._flushes: set[Deferred[None]] = set()  # flushes not yet answered
 
     def submit(self, reading: Reading, reply: Reply = None) -> None:
         readings = self._readings
         if len(readings) >= self.max_pending:
             raise Overloaded()
-        if not readings:
-            self._since = self.clock.seconds()
         readings.append(reading)
         self._replies.append(reply)
         self._added()
@@ -79,8 +76,6 @@ class Ingest(Service):
         if over:
             readings, replies = readings[:room], replies[:room]
         if readings:
-            if not self._readings:
-                self._since = self.clock.seconds()
             self._readings += readings
             self._replies += replies
             self._added()
@@ -114,22 +109,21 @@ class Ingest(Service):
             flush.addBoth(lambda _: self._flushes.discard(flush))
 
     def _written(self) -> None:
-        """The store is free: start the next flush once its oldest reading has waited an interval.
+        """The store is free: the next flush starts a whole interval from now, or at once when a batch is full.
 
         Called as soon as a transaction ends, before its readings are answered,
-        so the writer commits one batch while the reactor answers the last.
-        Under load the readings that arrived during a flush have waited all
-        along and go at once; a fresh interval from now would idle the writer
-        while their acks wait.
+        so the writer commits the next batch while the reactor answers the last.
+        The whole interval (not what is left of the oldest reading's) is what
+        makes batches grow under load: flushing as soon as the writer was free
+        tripled the flushes at 60,000 readings/s, and the per-meter work of
+        each flush (acks, alarm windows, rollups) sank a single process to
+        41,000 stored readings/s.
         """
         self._writing = False
-        if not self._readings:
-            return
-        wait = self._since + self.flush_interval - self.clock.seconds()
-        if wait <= 0 or len(self._readings) >= self.batch_size or not self.running:
+        if len(self._readings) >= self.batch_size or (self._readings and not self.running):
             self._flush_now()
-        elif self._timer is None:
-            self._timer = self.clock.callLater(wait, self._flush_now)
+        elif self._readings and self._timer is None:
+            self._timer = self.clock.callLater(self.flush_interval, self._flush_now)
 
     @inlineCallbacks
     def _flush(self) -> Any:
