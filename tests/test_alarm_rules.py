@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from datetime import datetime, timezone
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -221,6 +222,34 @@ def test_thinning_keeps_register_and_interval_totals() -> None:
     assert len(reg) <= 16 and len(itv) <= 16
     assert reg.average_kw() == pytest.approx(7.2)
     assert itv.average_kw() == pytest.approx(7.2)
+
+
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=90_000), min_size=1, max_size=40),
+    steps=st.data(),
+    window_s=st.integers(min_value=1, max_value=300),
+)
+def test_register_demand_is_the_exact_average_correctly_rounded(gaps: list[int], steps: st.DataObject, window_s: int) -> None:
+    ts = [T]
+    for g in gaps:
+        ts.append(ts[-1] + g)
+    wh = [steps.draw(st.integers(min_value=0, max_value=10**6))]
+    for _ in gaps:
+        wh.append(wh[-1] + steps.draw(st.integers(min_value=0, max_value=10**6)))
+    w = DemandWindow(window_ms=300 * S)
+    w.add_run(ts, wh, "register")
+    lower = max(ts[-1] - window_s * S, w._ts[0])
+    span = ts[-1] - lower
+    if span < 30 * S:
+        assert w.average_kw(window_s * S) is None
+        return
+    i = next(k for k in range(len(w._ts)) if w._ts[k] >= lower)
+    if w._ts[i] == lower:
+        at = Fraction(w._wh[i])
+    else:
+        a = i - 1
+        at = w._wh[a] + Fraction((w._wh[i] - w._wh[a]) * (lower - w._ts[a]), w._ts[i] - w._ts[a])
+    assert w.average_kw(window_s * S) == float((w._wh[-1] - at) * 3600 / span)
 
 
 def _thinned_one_by_one(ts: list[int], wh: list[int], mode: str) -> tuple[list[int], list[int]]:
