@@ -109,15 +109,18 @@ class Ingest(Service):
             flush.addBoth(lambda _: self._flushes.discard(flush))
 
     def _written(self) -> None:
-        """The store is free: the next flush starts a whole interval from now, or at once when a batch is full.
+        """The last flush is answered: the next starts a whole interval from now, or at once when a batch is full.
 
-        Called as soon as a transaction ends, before its readings are answered,
-        so the writer commits the next batch while the reactor answers the last.
-        The whole interval (not what is left of the oldest reading's) is what
-        makes batches grow under load: flushing as soon as the writer was free
+        From now, after the answers, not from the commit nor from the oldest
+        pending reading's arrival: the interval is what lets batches grow under
+        load. Flushing as soon as the oldest reading had waited an interval
         tripled the flushes at 60,000 readings/s, and the per-meter work of
         each flush (acks, alarm windows, rollups) sank a single process to
-        41,000 stored readings/s.
+        41,000 stored readings/s; starting the timer at the commit, so the
+        writer wrote one batch while the reactor answered the last, made more
+        flushes at 10,000 readings/s, each evicting every sending customer's
+        cached bill: /getFatura measured 0.19x of the bare web resource after
+        the ingest phase, against 0.28x with the timer started here.
         """
         self._writing = False
         if len(self._readings) >= self.batch_size or (self._readings and not self.running):
@@ -157,10 +160,10 @@ class Ingest(Service):
                 continue
             if isinstance(result, Deferred):
                 waits.append(result)
-        self._written()
         if waits:
             yield DeferredList(waits, consumeErrors=True)
         self._answer(readings, replies, outcomes)
+        self._written()
 
     def _answer(self, readings: Sequence[Reading], replies: Sequence[Reply], outcomes: Sequence[Outcome]) -> None:
         """Count the outcomes, fire the HTTP waiters, send one ack per meter.

@@ -241,28 +241,6 @@ def test_answers_wait_for_the_observers_and_their_deferreds():
     assert acks == [(C, 1, [1], ADDR)] and waiter.called
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_next_transaction_starts_while_the_last_flush_is_answered():
-    store = FakeStore(auto=False)
-    ingest, clock, _, acks = make(store, flush_interval=1)
-    settling: list[Deferred[None]] = []
-    ingest.observers.append(lambda *_: settling.append(Deferred()) or settling[-1])
-    ingest.submit(rd(1, seq=1), ADDR)
-    clock.advance(1)
-    ingest.submit(rd(2, seq=2), ADDR)
-    store.finish()
-    clock.advance(1)  # an interval after the first transaction ended
-    assert store.sizes() == [1, 1] and acks == []  # the second is written while the first waits for its observer
-    store.finish()
-    assert len(settling) == 2
-    stopping = ingest.stopService()
-    settling[1].callback(None)
-    assert acks == [(C, 1, [2], ADDR)] and not stopping.called  # answers need not keep flush order
-    settling[0].callback(None)
-    await stopping  # stopping waits for every flush to be answered
-    assert acks == [(C, 1, [2], ADDR), (C, 1, [1], ADDR)]
-
-
 def test_a_failed_observer_deferred_does_not_hold_the_answers():
     store = FakeStore()
     ingest, clock, _, acks = make(store)
