@@ -34,7 +34,9 @@ from meterd.udp_worker import SOCKET_FD
 
 log = Logger()
 
-RESTART_DELAY = 1.0  # seconds before a worker that exited is started again
+RESTART_DELAY = 1.0  # seconds before a worker that exited is started again...
+MAX_RESTART_DELAY = 60.0  # ... doubled up to this while each new one dies young
+SETTLED_AFTER = 30.0  # seconds a worker must have run for its successor to start after RESTART_DELAY again
 STOP_TIMEOUT = 10.0  # seconds a stopping worker gets to send what it holds before it is killed
 
 
@@ -59,6 +61,7 @@ class WorkerLink(ProcessProtocol):
         self.pool = pool
         self.index = index
         self.ready = False
+        self.started = pool.reactor.seconds()
         self.ended: Deferred[None] = Deferred()
         self._frames = _Frames(self)
         self._stderr = b""
@@ -101,6 +104,7 @@ class UdpWorkers(Service):
         self.reactor = reactor
         self.links: dict[int, WorkerLink] = {}
         self._restarts: dict[int, Any] = {}
+        self._delays: dict[int, float] = {}  # the next restart delay of each worker slot
         self._acks: list[list[Any]] = []
         self._acking: Any = None  # the DelayedCall that hands this turn's acks to a worker
         self._next = 0  # round robin over ready workers
@@ -174,9 +178,16 @@ class UdpWorkers(Service):
             link.ready = False
             self._ready_changed()
         if self.running:
+            # A worker that keeps dying at once (a broken install, no memory) is retried
+            # ever more slowly; the reactor reads the port meanwhile.
+            if self.reactor.seconds() - link.started >= SETTLED_AFTER:
+                delay = RESTART_DELAY
+            else:
+                delay = self._delays.get(link.index, RESTART_DELAY)
+            self._delays[link.index] = min(2 * delay, MAX_RESTART_DELAY)
             log.error("udp worker {n} exited ({reason}); starting another in {delay:g} s",
-                      n=link.index, reason=reason.getErrorMessage(), delay=RESTART_DELAY)
-            self._restarts[link.index] = self.reactor.callLater(RESTART_DELAY, self._spawn, link.index)
+                      n=link.index, reason=reason.getErrorMessage(), delay=delay)
+            self._restarts[link.index] = self.reactor.callLater(delay, self._spawn, link.index)
 
     def _ready_changed(self) -> None:
         ready = sum(link.ready for link in self.links.values())

@@ -36,7 +36,7 @@ from meterd.readings import Reading
 from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
 from meterd.udp_worker import Worker
-from meterd.udp_workers import RESTART_DELAY, UdpWorkers
+from meterd.udp_workers import RESTART_DELAY, SETTLED_AFTER, UdpWorkers
 from tests.support import LiveServer, Twistd, start_server
 from tests.test_e2e_udp import C, FakeMeter, listen, m, register, scrape
 from tests.test_udp import RecordingStore
@@ -317,6 +317,25 @@ def test_while_no_worker_is_up_the_reactor_reads_and_acks_and_a_new_worker_is_st
     new, _ = p.connect()
     new.childDataReceived(1, frame({"ready": True}))
     assert not p.port.reading and p.gauge() == 1
+
+
+def test_a_worker_that_keeps_dying_young_is_restarted_ever_more_slowly() -> None:
+    p = Pool()
+
+    def dies_after(seconds: float) -> None:
+        link, _ = p.connect()
+        p.reactor.advance(seconds)
+        link.processEnded(Failure(ProcessTerminated(exitCode=1)))
+
+    delays = []
+    for lifetime in (0.1, 0.1, 0.1, 0.1, SETTLED_AFTER, 0.1):
+        dies_after(lifetime)
+        spawned = len(p.reactor.spawned)
+        [call] = p.reactor.getDelayedCalls()
+        delays.append(call.getTime() - p.reactor.seconds())
+        p.reactor.advance(delays[-1])
+        assert len(p.reactor.spawned) == spawned + 1
+    assert delays == [RESTART_DELAY, 2 * RESTART_DELAY, 4 * RESTART_DELAY, 8 * RESTART_DELAY, RESTART_DELAY, 2 * RESTART_DELAY]
 
 
 def test_stopping_closes_the_workers_stdin_and_kills_one_that_lingers() -> None:
