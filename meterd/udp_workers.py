@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import meterd
 from meterd.directory import Directory, MeterEntry
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
-from meterd.readings import Reading
+from meterd.readings import reading_of
 from meterd.udp import MeterProtocol
 from meterd.udp_worker import SOCKET_FD
 
@@ -165,9 +164,8 @@ class UdpWorkers(Service):
             metrics.drop(reason, n)
         for customer_id, meter_id in message.get("unknown", ()):
             self.protocol.unknown_meter(customer_id, meter_id)
-        # tuple.__new__ builds each Reading in C: the rows come from our own worker,
-        # five fields each, already screened.
-        overloaded = self.ingest.submit_many(list(map(_reading, readings)), list(map(tuple, message["from"])))
+        # The rows come from our own worker, five fields each, already screened.
+        overloaded = self.ingest.submit_many(list(map(reading_of, readings)), list(map(tuple, message["from"])))
         if overloaded:
             metrics.drop("overloaded", overloaded)
 
@@ -219,9 +217,6 @@ class UdpWorkers(Service):
             link.ended.addBoth(lambda result, kill=kill: kill.cancel() if kill.active() else None)
             waits.append(link.ended)
         return DeferredList(waits)
-
-
-_reading = partial(tuple.__new__, Reading)
 
 
 def _worker_env() -> dict[str, str]:
