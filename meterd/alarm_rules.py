@@ -95,7 +95,6 @@ ANOMALY_MIN_DAYS = 3
 BACKFILL_AFTER_MS = 3_600_000
 
 
-
 # --------------------------------------------------------------------------
 # exact arithmetic and Brazilian formatting
 

@@ -16,7 +16,6 @@ from meterd.readings import Outcome, Reading
 from meterd.registers import Span
 
 
-
 class StoreError(Exception):
     """The store is unavailable (the API answers 503)."""
 

@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from meterd.readings import Reading
 from meterd.store.base import AlreadyExists, Customer, Meter
 from meterd.store.plan import MeterKey, MeterState
 from meterd.store.sql import SqlStore
@@ -156,7 +157,7 @@ class PostgresStore(SqlStore):
             statement = self._sql[key] = f"{self.sql(before)}SELECT * FROM unnest({arrays}) AS u({names}){after} {self.sql(tail)}"
         txn.execute(statement, [*prefix, *(list(column) for column in zip(*rows))])
 
-    def _states_for(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
+    def _states_for(self, txn: Any, readings: Sequence[Reading]) -> Mapping[MeterKey, MeterState]:
         """The meters' newest readings as committed, their rows locked until this flush commits.
 
         Why no reading can hit the readings' primary key even when two
@@ -171,6 +172,7 @@ class PostgresStore(SqlStore):
         transaction holding their meter's lock, so the check and the insert
         cannot interleave with another writer.
         """
+        keys = {r[:2] for r in readings}  # (customer_id, meter_id)
         if not keys:
             return {}
         if self.citus:

@@ -209,8 +209,8 @@ class SqlStore(AlarmSql):
 
     # -- readings ----------------------------------------------------------
 
-    def _states_for(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
-        """The newest stored reading of each meter, as this transaction sees it."""
+    def _states_for(self, txn: Any, readings: Sequence[Reading]) -> Mapping[MeterKey, MeterState]:
+        """The newest stored reading of the meters of ``readings``, as this transaction sees it."""
         raise NotImplementedError
 
     def _committed(self, plan: Plan) -> None:
@@ -230,7 +230,7 @@ class SqlStore(AlarmSql):
         """One transaction for the whole flush: readings, rollups and meter state."""
 
         def write(txn: Any) -> Plan:
-            states = self._states_for(txn, {(r.customer_id, r.meter_id) for r in readings})
+            states = self._states_for(txn, readings)
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
             self._rows(txn, "INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES", plan.rows)
             self._rows(

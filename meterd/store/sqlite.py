@@ -13,12 +13,13 @@ import fcntl
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
+from meterd.readings import Reading
 from meterd.store.base import Meter, StoreError
 from meterd.registers import Sample, Span, any_in_span, sensitive_span
 from meterd.store.plan import MeterKey, MeterState, Plan
@@ -121,7 +122,8 @@ class SqliteStore(SqlStore):
         self._states[(meter.customer_id, meter.meter_id)] = MeterState(meter.mode)
         return meter
 
-    def _states_for(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
+    def _states_for(self, txn: Any, readings: Sequence[Reading]) -> Mapping[MeterKey, MeterState]:
+        """All of them, from memory: no need to know which meters the flush holds."""
         return self._states
 
     def _committed(self, plan: Plan) -> None:
