@@ -352,6 +352,7 @@ def test_property_plan_matches_the_straightforward_reference(stored, incoming):
     assert got.rollups == want.rollups
     assert got.states == want.states
     assert got.seen == want.seen
+    assert set(got.states) <= got.seen  # the store updates state and last_seen in one pass over seen
     # each meter's rows are where ``runs`` says, in timestamp order
     for key, (start, end) in got.runs.items():
         run = got.rows[start:end]

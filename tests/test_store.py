@@ -659,3 +659,42 @@ async def test_sqlite_writer_keeps_a_flush_worth_of_pages_and_checkpoints_less_o
         assert await store._write(pragmas) == (-WRITER_CACHE_KB, WAL_AUTOCHECKPOINT_PAGES, 2)  # 2: FULL, durability unchanged
     finally:
         await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_a_flush_seeks_by_primary_key_and_never_scans_a_table(tmp_path):
+    """Every write of a flush finds its rows through a primary key.
+
+    A flush's cost must not grow with the number of registered meters: the
+    meters' last_seen update once used a row-value ``IN`` list, which SQLite
+    answers by scanning the whole meters table, on every flush.
+    """
+    import re
+
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStore(str(path))
+    await store.start()
+    try:
+        await setup_meters(store, "register", "register", "register")
+        await store.ingest([rd(D0, 100), rd(D0, 100, meter=2), rd(D0, 100, meter=3)], D0)
+        statements: list[str] = []
+        await store._writer.runWithConnection(lambda conn: conn._connection.set_trace_callback(statements.append))
+        # new readings, a duplicate only (seen, no new state), a late reading (neighbour lookups)
+        outcomes = await store.ingest(
+            [rd(D0 + 2 * MIN, 150), rd(D0, 100, meter=2), rd(D0 + MIN, 120), rd(D0 + MIN, 110, meter=3)], D0 + 2 * MIN
+        )
+        await store._writer.runWithConnection(lambda conn: conn._connection.set_trace_callback(None))
+        assert outcomes == [Outcome.STORED, Outcome.DUPLICATE, Outcome.STORED, Outcome.STORED]
+    finally:
+        await store.stop()
+    writes = [s for s in statements if s.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "SELECT")]
+    assert {w.split()[0].upper() for w in writes} == {"INSERT", "UPDATE", "SELECT"}
+    with sqlite3.connect(path) as conn:
+        for statement in writes:
+            details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+            scans = [d for d in details if re.match(r"SCAN (customers|meters|readings|rollups)\b", d)]
+            assert not scans, (statement[:120], details)
+    # and the update did its job: state from the stored readings, last_seen for both meters
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT meter_id, last_ts, last_wh, last_seen_ms FROM meters ORDER BY meter_id").fetchall()
+    assert rows == [(1, D0 + 2 * MIN, 150, D0 + 2 * MIN), (2, D0, 100, D0), (3, D0 + MIN, 110, D0 + 2 * MIN)]

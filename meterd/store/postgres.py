@@ -137,7 +137,7 @@ class PostgresStore(SqlStore):
 
     # -- readings ----------------------------------------------------------
 
-    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "", prefix: tuple[Any, ...] = ()) -> None:
+    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
         """The shared multi-row statements, with one array per column through ``unnest``.
 
         psycopg caches its placeholder parsing only for short statements; a
@@ -155,7 +155,7 @@ class PostgresStore(SqlStore):
             names = ", ".join(f"column{i}" for i in range(1, len(types) + 1))
             arrays = ", ".join(f"%s::{t}[]" for t in types)
             statement = self._sql[key] = f"{self.sql(before)}SELECT * FROM unnest({arrays}) AS u({names}){after} {self.sql(tail)}"
-        txn.execute(statement, [*prefix, *(list(column) for column in zip(*rows))])
+        txn.execute(statement, [list(column) for column in zip(*rows)])
 
     def _states_for(self, txn: Any, readings: Sequence[Reading]) -> Mapping[MeterKey, MeterState]:
         """The meters' newest readings as committed, their rows locked until this flush commits.

@@ -116,7 +116,7 @@ class SqlStore(AlarmSql):
         txn.execute(self.sql(statement), args)
         return txn.fetchone()
 
-    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "", prefix: tuple[Any, ...] = ()) -> None:
+    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
         """Run ``head (?, ...), (?, ...) tail`` over many rows, thousands per statement.
 
         One statement per chunk, not one per row (executemany): the driver
@@ -135,7 +135,7 @@ class SqlStore(AlarmSql):
             if statement is None:
                 group = "(" + ", ".join("?" * width) + ")"
                 statement = self._sql[key] = self.sql(f"{head} {', '.join([group] * len(chunk))} {tail}")
-            txn.execute(statement, [*prefix, *chain.from_iterable(chunk)])  # flattened in C: this thread holds the GIL here
+            txn.execute(statement, list(chain.from_iterable(chunk)))  # flattened in C: this thread holds the GIL here
 
     def ping(self) -> Deferred[None]:
         return self._read(lambda txn: self._one(txn, "SELECT 1", ()))
@@ -239,18 +239,16 @@ class SqlStore(AlarmSql):
                 [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
                 schema.ROLLUP_CONFLICT,
             )
+            # One join with the meters' primary key, state and last_seen together
+            # (plan.states' meters are among plan.seen's). A row-value IN list
+            # instead made SQLite scan the whole meters table on every flush.
+            states = plan.states
             self._rows(
                 txn,
-                "UPDATE meters SET last_ts = v.column3, last_wh = v.column4 FROM (VALUES",
-                [(c, m, s.last_ts, s.last_wh) for (c, m), s in plan.states.items()],
+                "UPDATE meters SET last_ts = COALESCE(v.column3, meters.last_ts), last_wh = COALESCE(v.column4, meters.last_wh),"
+                " last_seen_ms = v.column5 FROM (VALUES",
+                [_meter_update(key, states.get(key), received_ms) for key in plan.seen],
                 ") AS v WHERE meters.customer_id = v.column1 AND meters.meter_id = v.column2",
-            )
-            self._rows(
-                txn,
-                "UPDATE meters SET last_seen_ms = ? WHERE (customer_id, meter_id) IN (VALUES",
-                list(plan.seen),
-                ")",
-                prefix=(received_ms,),
             )
             return plan
 
@@ -356,3 +354,10 @@ def _register_usage(meter_id: int, edges: Sequence[int], around: Sequence[tuple[
     values = [register_at(t, *n) for t, n in zip(edges, around)]
     spans = [span for t, n in zip(edges, around) for span in sensitive_span(t, *n)]
     return Usage(meter_id, bucket_deltas(values), spans)
+
+
+def _meter_update(key: MeterKey, state: MeterState | None, received_ms: int) -> tuple[str, int, int | None, int | None, int]:
+    """A meter's row of the flush's update: new newest reading (NULL keeps the stored one) and last seen."""
+    if state is None:
+        return (*key, None, None, received_ms)
+    return (*key, state.last_ts, state.last_wh, received_ms)
