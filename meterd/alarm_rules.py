@@ -89,6 +89,9 @@ DEMAND_MIN_SPAN_MS = 30_000
 #: A raised demand alarm clears only below this fraction of the limit, so a
 #: load hovering at the limit does not flap.
 DEMAND_CLEAR_FRACTION = Fraction(9, 10)
+_CLEAR_FRACTION_F = float(DEMAND_CLEAR_FRACTION)
+_FLOAT_MARGIN = 1e-9
+_FLOAT_EXACT_ENOUGH = (int, float, Fraction)  # converted to float within half an ulp
 ANOMALY_FACTOR = Fraction(3, 2)
 ANOMALY_MIN_DAYS = 3
 #: Readings received later than this after their timestamp are backfill.
@@ -263,6 +266,16 @@ def demand_decision(avg_kw: Number | None, limit_kw: Number, active: bool) -> De
     """
     if avg_kw is None:
         return Decision.KEEP
+    if avg_kw.__class__ is float and limit_kw.__class__ in _FLOAT_EXACT_ENOUGH and math.isfinite(avg_kw):
+        # Every sending meter, every flush: far from the threshold floats decide.
+        # Each float here is within ~1e-16 of the exact value, so outside the
+        # margin the exact comparison below cannot decide otherwise.
+        limit_f = float(limit_kw)
+        if limit_f > 0:
+            if not active and avg_kw < limit_f * (1 - _FLOAT_MARGIN):
+                return Decision.KEEP
+            if active and avg_kw > _CLEAR_FRACTION_F * limit_f * (1 + _FLOAT_MARGIN):
+                return Decision.KEEP
     avg = _exact(avg_kw)
     limit = _exact(limit_kw)
     if not active:

@@ -30,6 +30,7 @@ meter's last-heard time from it (another process may be hearing the meter).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -109,6 +110,12 @@ def _ceil_hour(ms: int) -> int:
 def _kilo(units: int) -> Fraction:
     """W to kW, Wh to kWh, exactly."""
     return Fraction(units, 1000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _limit_kw(limit_w: int) -> Fraction:
+    """A demand limit in kW, needed for every sending meter on every flush; limits repeat."""
+    return _kilo(limit_w)
 
 
 class Alarms(Service):
@@ -332,7 +339,7 @@ class Alarms(Service):
             if customer is None or window is None:
                 continue
             avg = window.average_kw()
-            limit = _kilo(customer.limit_w)
+            limit = _limit_kw(customer.limit_w)
             decision = demand_decision(avg, limit, self._is_active(key[0], key[1], "demand"))
             self._decide(changes, key[0], key[1], "demand", decision, now_ms, avg if avg is not None else 0, limit)
         if not changes:

@@ -7,8 +7,10 @@ silent-meter timer is driven by ``twisted.internet.task.Clock``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from datetime import datetime, timezone
+from decimal import Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -335,6 +337,37 @@ def test_demand_hysteresis() -> None:
     assert demand_decision(5.5, limit, active=False) is Decision.KEEP
     assert demand_decision(1.0, limit, active=False) is Decision.KEEP
     assert demand_decision(6.01, limit, active=False) is Decision.RAISE
+
+
+def _exact_demand(avg_kw: float, limit: Fraction, active: bool) -> Decision:
+    """The rule as documented, in exact decimals: what the float fast path must agree with."""
+    avg = Fraction(Decimal(repr(avg_kw)))
+    if not active:
+        return Decision.RAISE if avg > limit else Decision.KEEP
+    return Decision.CLEAR if avg < Fraction(9, 10) * limit else Decision.KEEP
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    limit_w=st.integers(1, 10**9),
+    # relative offsets from the two thresholds: far, near, and a few ulps either side
+    offset=st.one_of(st.floats(-0.5, 0.5), st.floats(-1e-8, 1e-8), st.integers(-4, 4).map(lambda k: k * 2.0**-52)),
+    clear_side=st.booleans(),
+    active=st.booleans(),
+    limit_type=st.sampled_from(["fraction", "int_kw", "float"]),
+)
+def test_property_demand_decision_float_path_agrees_with_exact_decimals(limit_w, offset, clear_side, active, limit_type) -> None:
+    limit = Fraction(limit_w, 1000)
+    if limit_type == "int_kw":
+        limit = Fraction(max(1, limit_w // 1000))
+    given_limit: ar.Number = {"fraction": limit, "int_kw": int(limit), "float": float(limit)}[limit_type]
+    exact_limit = Fraction(Decimal(repr(given_limit))) if limit_type == "float" else limit
+    threshold = float(exact_limit * Fraction(9, 10) if clear_side else exact_limit)
+    avg = threshold * (1 + offset)
+    assert demand_decision(avg, given_limit, active) is _exact_demand(avg, exact_limit, active)
+    # the threshold itself, and its neighbouring floats, however they round
+    for edge in (threshold, math.nextafter(threshold, 0), math.nextafter(threshold, math.inf)):
+        assert demand_decision(edge, given_limit, active) is _exact_demand(edge, exact_limit, active)
 
 
 def test_demand_hysteresis_edge_is_exact_for_decimal_limits() -> None:
