@@ -1,6 +1,6 @@
 """Group commit: readings from every transport, one transaction per flush.
 
-A reading waits at most one flush interval (or until the batch is full) and
+A reading waits at most one flush interval (less once enough are pending) and
 is answered only after the transaction holding it commits: an HTTP caller's
 Deferred fires, a UDP sender gets a signed ack of its ``seq``. Pending readings
 are bounded, so overload turns into counted drops, never into memory growth.
@@ -41,6 +41,11 @@ class Ingest(Service):
         metrics: Metrics,
         *,
         flush_interval: float = 0.05,
+        # A flush starts at once, without waiting for the interval, when this
+        # many readings are pending: under heavy load the interval only adds
+        # latency, and a batch this size already pays for the flush's fixed
+        # cost (see _flushed).
+        flush_size: int = 3_000,
         # A flush costs nearly the same for 5,000 readings as for 10,000 (each
         # meter's index pages are written and synced once either way): under a
         # backlog, bigger batches are what lets the writer catch up.
@@ -51,6 +56,7 @@ class Ingest(Service):
         self.clock = clock
         self.metrics = metrics
         self.flush_interval = flush_interval
+        self.flush_size = min(flush_size, batch_size)
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.send_acks: AckSender | None = None
@@ -82,7 +88,7 @@ class Ingest(Service):
 
     def _added(self) -> None:
         if self._flushing is None:
-            if len(self._readings) >= self.batch_size:
+            if len(self._readings) >= self.flush_size:
                 self._flush_now()
             elif self._timer is None:
                 self._timer = self.clock.callLater(self.flush_interval, self._flush_now)
@@ -106,21 +112,25 @@ class Ingest(Service):
             self._flushing.addBoth(self._flushed)
 
     def _flushed(self, _: Any) -> None:
-        """The last flush is answered: the next starts a whole interval from now, or at once when a batch is full.
+        """The last flush is answered: the next starts a whole interval from now, or at once when flush_size are pending.
 
         From now, after the answers, not from the commit nor from the oldest
-        pending reading's arrival: the interval is what lets batches grow under
-        load. Flushing as soon as the oldest reading had waited an interval
-        tripled the flushes at 60,000 readings/s, and the per-meter work of
-        each flush (acks, alarm windows, rollups) sank a single process to
-        41,000 stored readings/s; starting the timer at the commit, so the
-        writer wrote one batch while the reactor answered the last, made more
-        flushes at 10,000 readings/s, each evicting every sending customer's
-        cached bill: /getFatura measured 0.19x of the bare web resource after
-        the ingest phase, against 0.28x with the timer started here.
+        pending reading's arrival, and the interval is what lets batches grow
+        when they are small: flushing as soon as the oldest reading had waited
+        an interval tripled the flushes at 60,000 readings/s, and the
+        per-meter work of each flush (acks, alarm windows, rollups) sank a
+        single process to 41,000 stored readings/s; starting the timer at the
+        commit, so the writer wrote one batch while the reactor answered the
+        last, made more flushes at 10,000 readings/s, each evicting every
+        sending customer's cached bill (/getFatura 0.19x of the bare web
+        resource against 0.28x). A batch of flush_size already amortizes the
+        flush; at 64-68k readings/s, starting it at once rather than after the
+        interval took ack p50 / p99 from 218-275 / 439-645 ms to 170-192 /
+        284-445 ms (three interleaved runs each), every reading acknowledged;
+        at 10,000/s it never triggers (500 readings arrive per interval).
         """
         self._flushing = None
-        if len(self._readings) >= self.batch_size or (self._readings and not self.running):
+        if len(self._readings) >= self.flush_size or (self._readings and not self.running):
             self._flush_now()
         elif self._readings and self._timer is None:
             self._timer = self.clock.callLater(self.flush_interval, self._flush_now)

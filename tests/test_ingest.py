@@ -118,6 +118,35 @@ def test_flushes_at_once_when_the_batch_is_full():
     assert clock.getDelayedCalls() == []  # the interval timer was cancelled
 
 
+def test_flush_size_pending_starts_a_flush_without_waiting_for_the_interval():
+    store = FakeStore(auto=False)
+    ingest, clock, _, _ = make(store, flush_interval=10, flush_size=3, batch_size=5)
+    ingest.submit(rd(1))
+    ingest.submit(rd(2))
+    assert store.flushes == []
+    ingest.submit(rd(3))
+    assert store.sizes() == [3]  # not a full batch, but enough to flush at once
+    for i in range(4, 12):  # arrive while the first flush is written
+        ingest.submit(rd(i))
+    store.finish()
+    assert store.sizes() == [3, 5]  # answered with 8 pending: the next takes a full batch at once
+    store.finish()
+    assert store.sizes() == [3, 5, 3]  # 3 left: still flush_size, no interval
+    store.finish()
+    ingest.submit(rd(12))
+    ingest.submit(rd(13))
+    assert store.sizes() == [3, 5, 3]  # fewer than flush_size wait for the interval
+    clock.advance(10)
+    assert store.sizes() == [3, 5, 3, 2]
+    store.finish()
+    assert [r for rs, _ in store.flushes for r in rs] == [rd(i) for i in range(1, 14)]
+
+
+def test_flush_size_is_at_most_the_batch_size():
+    ingest, _, _, _ = make(FakeStore(), flush_size=50, batch_size=20)
+    assert ingest.flush_size == 20
+
+
 def test_one_flush_at_a_time_and_the_backlog_follows_in_batches():
     store = FakeStore(auto=False)
     ingest, clock, metrics, _ = make(store, flush_interval=1, batch_size=3)
