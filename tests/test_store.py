@@ -698,3 +698,44 @@ async def test_sqlite_a_flush_seeks_by_primary_key_and_never_scans_a_table(tmp_p
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT meter_id, last_ts, last_wh, last_seen_ms FROM meters ORDER BY meter_id").fetchall()
     assert rows == [(1, D0 + 2 * MIN, 150, D0 + 2 * MIN), (2, D0, 100, D0), (3, D0 + MIN, 110, D0 + 2 * MIN)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flush_of_any_size_is_written_whole(store):
+    """Sizes around the statement size: every reading lands once, rollups and state agree."""
+    from meterd.store.sql import ROWS_PER_STATEMENT
+
+    await setup_meters(store, "interval")
+    start = D0
+    total = 0
+    for n in (1, ROWS_PER_STATEMENT - 1, ROWS_PER_STATEMENT, 2 * ROWS_PER_STATEMENT + 3):
+        batch = [rd(start + i * 1000, 1) for i in range(n)]
+        assert await store.ingest(batch, start + n * 1000) == [Outcome.STORED] * n
+        start += n * 1000
+        total += n
+    [status] = await store.meter_status(C1)
+    assert status.last_ts == start - 1000
+    # one Wh per reading: the interval sums over everything are the count of readings
+    (u,) = await store.usage(C1, [(1, "interval")], [D0, start])
+    assert u.buckets == [(total, False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_flushes_of_ever_new_sizes_reuse_a_few_statement_shapes(tmp_path):
+    """Each flush has a size of its own; the statements written for them must not be one per size.
+
+    A statement sized to each flush was compiled anew almost every time and
+    kept, so the statement caches grew with every size the server ever saw.
+    """
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        await setup_meters(store, "interval")
+        ts = D0
+        for n in [*range(1, 40), *range(1000, 1040), 3000, 3001]:
+            await store.ingest([rd(ts + i * 1000, 1) for i in range(n)], ts)
+            ts += n * 1000
+        shapes = [key for key in store._sql if isinstance(key, tuple) and key[0].startswith("INSERT INTO readings")]
+        assert 0 < len(shapes) <= 11  # 1,024 rows and the powers of two below it
+    finally:
+        await store.stop()
