@@ -28,10 +28,12 @@ log = Logger()
 
 _CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
 _METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
-#: Rows per statement of a flush's writes (a power of two: the rest is split in
-#: powers of two, so a table has at most 11 statement shapes); 9 columns x 1,024
-#: parameters stay under SQLite's 32,766.
+#: Rows per statement of a flush's writes; what is left goes in at most two
+#: more statements, a multiple of ROW_GRANULE rows and the rest. So a table has
+#: at most 79 statement shapes, and 9 columns x 1,024 rows stay under SQLite's
+#: 32,766 parameters.
 ROWS_PER_STATEMENT = 1024
+ROW_GRANULE = 64
 
 
 class SqlStore(AlarmSql):
@@ -126,7 +128,7 @@ class SqlStore(AlarmSql):
         the GIL around every statement, and while the reactor thread is busy
         each re-acquisition can wait a whole switch interval, so per-row
         statements made durable ingest crawl under load. Fixed sizes
-        (ROWS_PER_STATEMENT, then what is left in powers of two) because
+        (ROWS_PER_STATEMENT rows, then two for what is left) because
         compiling a statement of thousands of rows costs more than running it
         (4,000 rows: 4.3 of 6.6 ms), and each flush has a size of its own: one
         statement per flush sized to it was compiled anew nearly every time,
@@ -136,7 +138,8 @@ class SqlStore(AlarmSql):
         width = len(rows[0]) if rows else 0
         start, end = 0, len(rows)
         while start < end:
-            size = min(ROWS_PER_STATEMENT, 1 << ((end - start).bit_length() - 1))
+            left = end - start
+            size = ROWS_PER_STATEMENT if left >= ROWS_PER_STATEMENT else left - left % ROW_GRANULE or left
             key = (head, tail, width, size)
             statement = self._sql.get(key)
             if statement is None:

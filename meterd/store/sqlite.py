@@ -29,6 +29,7 @@ from meterd.store.sql import SqlStore
 MAX_REMEMBERED_EDGES = 250_000
 WRITER_CACHE_KB = 64 * 1024
 WAL_AUTOCHECKPOINT_PAGES = 10_000
+WRITER_STATEMENTS = 384  # 3 tables x 79 shapes of a flush's statements, and the rest
 
 
 class SqliteStore(SqlStore):
@@ -48,14 +49,16 @@ class SqliteStore(SqlStore):
 
     def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
         self._take_lock()
-        return self._pool(1, self._configure_writer), self._pool(2, self._configure)
+        # the writer keeps every shape of a flush's statements compiled (sql.ROWS_PER_STATEMENT)
+        return self._pool(1, self._configure_writer, WRITER_STATEMENTS), self._pool(2, self._configure)
 
-    def _pool(self, size: int, configure: Callable[[sqlite3.Connection], None]) -> adbapi.ConnectionPool:
+    def _pool(self, size: int, configure: Callable[[sqlite3.Connection], None], statements: int = 128) -> adbapi.ConnectionPool:
         return adbapi.ConnectionPool(
             "sqlite3",
             self.path,
             check_same_thread=False,
             timeout=30,
+            cached_statements=statements,
             cp_min=1,
             cp_max=size,
             cp_openfun=configure,
