@@ -89,6 +89,12 @@ class Core(service.MultiService):
         for meter in meters:
             self.directory.add_meter(meter)
         log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
+        # What is loaded by now lives as long as the process, and a full
+        # collection traverses every tracked object with the GIL held: 88 ms
+        # for a directory of 100,000 meters, a pause the reactor cannot
+        # afford under load. Frozen, the collector skips it.
+        gc.collect()
+        gc.freeze()
         self.ingest.startService()
         for child in self:
             child.privilegedStartService()
@@ -110,6 +116,7 @@ class Core(service.MultiService):
         if self.ingest.running:
             await self.ingest.stopService()
         await self.store.stop()
+        gc.unfreeze()  # a stopped Core's objects are the collector's again (tests run many in one process)
         log.info("meterd stopped")
 
 

@@ -409,3 +409,33 @@ def test_the_server_runs_the_garbage_collector_less_often(tmp_path: Path) -> Non
         assert gc.get_threshold() == GC_THRESHOLDS
     finally:
         gc.set_threshold(*before)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_server_freezes_what_it_loaded_at_start_and_thaws_it_at_stop(tmp_path: Path) -> None:
+    """A full collection must not traverse the directory: frozen objects are skipped."""
+    import gc
+
+    from meterd.store.base import Customer
+    from tests.support import start_server
+
+    gc.unfreeze()
+    server = await start_server(tmp_path)
+    try:
+        code, _, _ = await server.call("POST", "/cadCliente", json_body={"id": C, "name": "Fulano", "ligacao": "mono"})
+        assert code == 201
+    finally:
+        await server.stop()
+    assert gc.get_freeze_count() == 0
+    server = await start_server(tmp_path)  # the customer is now loaded at start
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        loaded = server.core.directory.customers[C]
+        assert isinstance(loaded, Customer)
+        # the frozen generation is what gc.get_objects() no longer lists among the collectable ones
+        assert not any(obj is loaded for obj in gc.get_objects())
+    finally:
+        await server.stop()
+    assert gc.get_freeze_count() == 0
+    assert any(obj is loaded for obj in gc.get_objects())
