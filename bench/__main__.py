@@ -34,9 +34,9 @@ from bench.server import Baseline, Meterd, raise_rmem_max
 PHASES = ("ingest", "http", "history", "rss", "scaleout")
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")  # scaleout needs a PostgreSQL server: asked for by name
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
-RCVBUF_WANTED = 8 * 1024 * 1024
+RCVBUF_WANTED = 8 * 1024 * 1024  # what meterd asks for (meterd.service.UDP_RECEIVE_BUFFER)
 DEFAULT_RATE = 60_000
-OFFER_OVER_BASE = 0.31  # what meterd asks for (meterd.service.UDP_RECEIVE_BUFFER)
+OFFER_OVER_BASE = 0.31  # the default offer against the bare loop's rate: the target is >= 0.30x
 
 
 def log(msg: str) -> None:
