@@ -43,13 +43,18 @@ class Screen:
         # for every registered meter that stays silent.
         self._keys: dict[bytes, Key] = {}
 
-    def key(self, raw: bytes) -> Key:
+    def _key(self, raw: bytes) -> Key:
         key = self._keys.get(raw)
         if key is None:
             if len(self._keys) >= MAX_KEYED:
                 self._keys.clear()
             key = self._keys[raw] = Key(raw)
         return key
+
+    def key_for(self, meter: MeterId) -> Key | None:
+        """The keyed HMAC of a known meter, to sign its acks with."""
+        raw = self.key_of(meter)
+        return None if raw is None else self._key(raw)
 
     def reading(self, data: bytes, now: float) -> Reading:
         """The reading ``data`` carries, or :class:`Rejected`."""
@@ -70,6 +75,6 @@ class Screen:
         raw = self.key_of(meter)
         if raw is None:
             raise Rejected("unknown_meter", meter)
-        if signature is not None and not self.key(raw).verify(payload, signature):
+        if signature is not None and not self._key(raw).verify(payload, signature):
             raise Rejected("bad_signature")
         return reading

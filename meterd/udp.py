@@ -66,17 +66,14 @@ class MeterProtocol(DatagramProtocol):
         try:
             reading = self.screen.reading(data, self.clock.seconds())
         except Rejected as e:
-            self.rejected(e.reason, e.meter)
+            self.metrics.drop(e.reason)
+            if e.meter is not None:
+                self.unknown_meter(*e.meter)
             return
         try:
             self.ingest.submit(reading, addr)
         except Overloaded:
             self.metrics.drop("overloaded")
-
-    def rejected(self, reason: str, meter: tuple[str, int] | None) -> None:
-        self.metrics.drop(reason)
-        if meter is not None:
-            self.unknown_meter(*meter)
 
     def unknown_meter(self, customer_id: str, meter_id: int) -> None:
         """A valid reading of a meter the directory lacks: another process may have registered it."""
@@ -129,10 +126,10 @@ class MeterProtocol(DatagramProtocol):
         (IPv4, IPv6, family checks: ~1.2 us) before the ``sendto`` it then
         does; our addresses come from ``recvfrom`` and need none of it.
         """
-        raw = self.directory.key((customer_id, meter_id))
+        key = self.screen.key_for((customer_id, meter_id))
         transport = self.transport
-        if raw is None or transport is None:
+        if key is None or transport is None:
             return
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
-        self.metrics.acks_sent += send_acks(write, customer_id, meter_id, seqs, self.screen.key(raw), address)
+        self.metrics.acks_sent += send_acks(write, customer_id, meter_id, seqs, key, address)

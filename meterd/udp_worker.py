@@ -122,11 +122,11 @@ class Worker(Int32StringReceiver):
     def _send_acks(self, acks: list[list[Any]]) -> None:
         if self.port is None:
             return
-        sendto, key_of, key = self.port.socket.sendto, self.keys.get, self.screen.key
+        sendto, key_for = self.port.socket.sendto, self.screen.key_for
         for customer_id, meter_id, seqs, host, port in acks:
-            raw = key_of((customer_id, meter_id))
-            if raw is not None:
-                self.acks_sent += send_acks(sendto, customer_id, meter_id, seqs, key(raw), (host, port))
+            key = key_for((customer_id, meter_id))
+            if key is not None:
+                self.acks_sent += send_acks(sendto, customer_id, meter_id, seqs, key, (host, port))
         if self.pending is None:
             self.pending = self.reactor.callLater(0, self.send)
 

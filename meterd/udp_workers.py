@@ -109,7 +109,7 @@ class UdpWorkers(Service):
         self._next = 0  # round robin over ready workers
 
     def all_keys(self) -> list[list[Any]]:
-        return [[c, m, entry.meter.key_hex] for (c, m), entry in self.directory.meters.items()]
+        return [_key_row(entry) for entry in self.directory.meters.values()]
 
     def startService(self) -> None:
         super().startService()
@@ -127,9 +127,8 @@ class UdpWorkers(Service):
         )
 
     def _meter_added(self, entry: MeterEntry) -> None:
-        meter = entry.meter
         for link in self.links.values():
-            link.send({"keys": [[meter.customer_id, meter.meter_id, meter.key_hex]]})
+            link.send({"keys": [_key_row(entry)]})
 
     def send_acks(self, customer_id: str, meter_id: int, seqs: list[int], address: tuple[str, int]) -> None:
         """Ingest's ack sender: gathered per reactor turn, signed and sent by a worker."""
@@ -217,6 +216,12 @@ class UdpWorkers(Service):
             link.ended.addBoth(lambda result, kill=kill: kill.cancel() if kill.active() else None)
             waits.append(link.ended)
         return DeferredList(waits)
+
+
+def _key_row(entry: MeterEntry) -> list[Any]:
+    """A meter's key as the worker's frames carry it: ``[customer_id, meter_id, key_hex]``."""
+    meter = entry.meter
+    return [meter.customer_id, meter.meter_id, meter.key_hex]
 
 
 def _worker_env() -> dict[str, str]:

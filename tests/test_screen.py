@@ -63,3 +63,14 @@ def test_the_key_is_looked_up_on_every_datagram_so_a_new_key_takes_effect() -> N
     assert s.reading(sign(PAYLOAD, new), NOW).meter_id == 1
     with pytest.raises(Rejected, match="bad_signature"):
         s.reading(sign(PAYLOAD, KEY), NOW)
+
+
+def test_key_for_signs_a_known_meters_acks_with_its_own_key() -> None:
+    from meterd.datagram import decode_ack, encode_acks
+
+    s = screen()
+    key = s.key_for((C, 1))
+    assert key is not None and s.key_for((C, 1)) is key  # made once, then reused
+    [ack] = encode_acks(C, 1, [7], key)
+    assert decode_ack(ack, KEY) == (C, 1, [7])
+    assert s.key_for((C, 2)) is None

@@ -29,11 +29,12 @@ log = Logger()
 _CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
 _METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
 #: Rows per statement of a flush's writes; what is left goes in at most two
-#: more statements, a multiple of ROW_GRANULE rows and the rest. So a table has
-#: at most 79 statement shapes, and 9 columns x 1,024 rows stay under SQLite's
-#: 32,766 parameters.
+#: more statements, a multiple of ROW_GRANULE rows and the rest. 9 columns x
+#: 1,024 rows stay under SQLite's 32,766 parameters.
 ROWS_PER_STATEMENT = 1024
 ROW_GRANULE = 64
+#: The statement shapes a table's rows can take (79): full, multiples of the granule, the rest.
+STATEMENT_SHAPES = 1 + (ROWS_PER_STATEMENT // ROW_GRANULE - 1) + (ROW_GRANULE - 1)
 
 
 class SqlStore(AlarmSql):

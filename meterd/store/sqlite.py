@@ -23,13 +23,13 @@ from meterd.readings import Reading
 from meterd.store.base import Meter, StoreError
 from meterd.registers import Sample, Span, any_in_span, sensitive_span
 from meterd.store.plan import MeterKey, MeterState, Plan
-from meterd.store.sql import SqlStore
+from meterd.store.sql import STATEMENT_SHAPES, SqlStore
 
 
 MAX_REMEMBERED_EDGES = 250_000
 WRITER_CACHE_KB = 64 * 1024
 WAL_AUTOCHECKPOINT_PAGES = 10_000
-WRITER_STATEMENTS = 384  # 3 tables x 79 shapes of a flush's statements, and the rest
+WRITER_STATEMENTS = 3 * STATEMENT_SHAPES + 128  # a flush writes three tables; 128 is sqlite3's default for the rest
 
 
 class SqliteStore(SqlStore):
@@ -49,7 +49,7 @@ class SqliteStore(SqlStore):
 
     def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
         self._take_lock()
-        # the writer keeps every shape of a flush's statements compiled (sql.ROWS_PER_STATEMENT)
+        # the writer keeps every shape of a flush's statements compiled (sql.STATEMENT_SHAPES)
         return self._pool(1, self._configure_writer, WRITER_STATEMENTS), self._pool(2, self._configure)
 
     def _pool(self, size: int, configure: Callable[[sqlite3.Connection], None], statements: int = 128) -> adbapi.ConnectionPool:
