@@ -147,20 +147,22 @@ def encode_acks(customer_id: str, meter_id: int, seqs: Iterable[int], key: bytes
 
 
 def send_acks(sendto: Callable[[bytes, Any], Any], customer_id: str, meter_id: int, seqs: Iterable[int], key: bytes | Key,
-              address: Any) -> int:
-    """Sign and send a meter its acks; return how many datagrams went out.
+              address: Any) -> tuple[int, int]:
+    """Sign and send a meter its acks; return how many datagrams went out and how many did not.
 
     Stops at the first send that fails (a full socket buffer, a vanished
-    route): the meter resends those readings, and is acked then.
+    route): the meter resends those readings, and is acked then. The unsent
+    are counted so an operator can tell lost acks from lost readings.
     """
+    datagrams = list(encode_acks(customer_id, meter_id, seqs, key))
     sent = 0
-    for datagram in encode_acks(customer_id, meter_id, seqs, key):
+    for datagram in datagrams:
         try:
             sendto(datagram, address)
         except OSError:
             break
         sent += 1
-    return sent
+    return sent, len(datagrams) - sent
 
 
 def decode_ack(data: bytes, key: bytes | Key) -> tuple[str, int, list[int]] | None:

@@ -17,6 +17,7 @@ class Metrics:
         # time: a prometheus_client Counter takes a lock on every inc (~0.3 us).
         self.datagrams_received = 0
         self.acks_sent = 0
+        self.acks_unsent = 0
         r.register(self)
         self.dropped = Counter("meterd_datagrams_dropped", "UDP datagrams dropped, by reason", ["reason"], registry=r)
         self.readings = Counter("meterd_readings", "Readings flushed, by outcome", ["outcome"], registry=r)
@@ -35,6 +36,10 @@ class Metrics:
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("meterd_datagrams_received", "UDP datagrams received", value=self.datagrams_received)
         yield CounterMetricFamily("meterd_acks_sent", "Ack datagrams sent", value=self.acks_sent)
+        yield CounterMetricFamily(
+            "meterd_acks_unsent", "Ack datagrams the socket refused (full send buffer, no route); the meters resend",
+            value=self.acks_unsent,
+        )
 
     def drop(self, reason: str, n: int = 1) -> None:
         counter = self._drops.get(reason)

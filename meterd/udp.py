@@ -132,4 +132,6 @@ class MeterProtocol(DatagramProtocol):
             return
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
-        self.metrics.acks_sent += send_acks(write, customer_id, meter_id, seqs, key, address)
+        sent, unsent = send_acks(write, customer_id, meter_id, seqs, key, address)
+        self.metrics.acks_sent += sent
+        self.metrics.acks_unsent += unsent

@@ -21,7 +21,7 @@ worker to meterd
   ``{"ready": true}`` once the first frame is in and the socket is being read; then,
   after each reactor turn that read datagrams:
   ``{"readings": [[customer_id, meter_id, ts, wh, seq], ...], "from": [[host, port], ...],
-  "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n}``
+  "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n, "acks_unsent": n}``
 
 The worker holds nothing that meterd has acknowledged: a worker that dies
 loses only readings nobody acked, which the meters resend. When stdin closes
@@ -100,6 +100,7 @@ class Worker(Int32StringReceiver):
         self.dropped: dict[str, int] = {}
         self.unknown: set[MeterId] = set()
         self.acks_sent = 0
+        self.acks_unsent = 0
 
     def stringReceived(self, frame: bytes) -> None:
         message = orjson.loads(frame)
@@ -126,7 +127,9 @@ class Worker(Int32StringReceiver):
         for customer_id, meter_id, seqs, host, port in acks:
             key = key_for((customer_id, meter_id))
             if key is not None:
-                self.acks_sent += send_acks(sendto, customer_id, meter_id, seqs, key, (host, port))
+                sent, unsent = send_acks(sendto, customer_id, meter_id, seqs, key, (host, port))
+                self.acks_sent += sent
+                self.acks_unsent += unsent
         if self.pending is None:
             self.pending = self.reactor.callLater(0, self.send)
 
@@ -139,8 +142,11 @@ class Worker(Int32StringReceiver):
             message["unknown"] = list(self.unknown)
         if self.acks_sent:
             message["acks_sent"] = self.acks_sent
+        if self.acks_unsent:
+            message["acks_unsent"] = self.acks_unsent
         self.sendString(orjson.dumps(message))
-        self.readings, self.sources, self.received, self.dropped, self.unknown, self.acks_sent = [], [], 0, {}, set(), 0
+        self.readings, self.sources, self.received, self.dropped, self.unknown = [], [], 0, {}, set()
+        self.acks_sent = self.acks_unsent = 0
 
     # IPushProducer: stdout's buffer is full, or has drained.
     def pauseProducing(self) -> None:

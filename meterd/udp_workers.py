@@ -159,6 +159,7 @@ class UdpWorkers(Service):
         metrics = self.metrics
         metrics.datagrams_received += message["received"]
         metrics.acks_sent += message.get("acks_sent", 0)
+        metrics.acks_unsent += message.get("acks_unsent", 0)
         for reason, n in message.get("dropped", {}).items():
             metrics.drop(reason, n)
         for customer_id, meter_id in message.get("unknown", ()):

@@ -202,7 +202,7 @@ def test_acks_for_a_meter_that_vanished_or_without_transport_are_skipped():
     assert h.sample("meterd_acks_sent_total") == 0
 
 
-def test_an_ack_that_cannot_be_sent_is_not_counted():
+def test_an_ack_that_cannot_be_sent_is_counted_as_unsent():
     class Refusing(FakeDatagramTransport):
         def write(self, packet: bytes, addr: Any = None) -> None:
             raise OSError("network unreachable")
@@ -212,6 +212,7 @@ def test_an_ack_that_cannot_be_sent_is_not_counted():
     h.send(sign(payload(), K1))
     h.flush()
     assert h.sample("meterd_acks_sent_total") == 0
+    assert h.sample("meterd_acks_unsent_total") == 1
     assert len(h.store.readings) == 1
 
 

@@ -72,8 +72,13 @@ def reading(seq: int, meter: int = 1, key: bytes = K1) -> bytes:
 class FakeSocket:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, Any]] = []
+        self.room: int | None = None  # datagrams the send buffer still takes; None: any number
 
     def sendto(self, data: bytes, addr: Any) -> None:
+        if self.room is not None:
+            if self.room == 0:
+                raise BlockingIOError("send buffer full")
+            self.room -= 1
         self.sent.append((data, addr))
 
 
@@ -171,6 +176,18 @@ def test_acks_are_signed_with_the_meters_key_and_counted(worker: Any) -> None:
     assert addr == ADDR and decode_ack(datagram, K1) == (C, 1, [1, 2])
     clock.advance(0)
     assert frames(transport.value()) == [{"readings": [], "from": [], "received": 0, "acks_sent": 1}]
+
+
+def test_acks_the_socket_refuses_are_counted_apart(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    transport.clear()
+    clock.ports[0].socket.room = 1
+    w.dataReceived(frame({"acks": [[C, 1, list(range(250)), *ADDR]]}))  # three datagrams of at most 100 seqs
+    [(datagram, _)] = clock.ports[0].socket.sent
+    assert decode_ack(datagram, K1) == (C, 1, list(range(100)))
+    clock.advance(0)
+    assert frames(transport.value()) == [{"readings": [], "from": [], "received": 0, "acks_sent": 1, "acks_unsent": 2}]
 
 
 def test_a_full_stdout_pauses_the_socket_and_a_drained_one_resumes_it(worker: Any) -> None:
@@ -280,7 +297,7 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     link.childDataReceived(1, frame({"ready": True}))
     transport.clear()
     data = frame({"readings": [[C, 1, 1_764_000_001_000, 1001, 5]], "from": [list(ADDR)], "received": 3,
-                  "dropped": {"bad_signature": 2}, "acks_sent": 4})
+                  "dropped": {"bad_signature": 2}, "acks_sent": 4, "acks_unsent": 2})
     link.childDataReceived(1, data[:7])  # frames may arrive in pieces
     link.childDataReceived(1, data[7:])
     assert p.ingest.pending == 1
@@ -291,6 +308,7 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     get = p.metrics.registry.get_sample_value
     assert get("meterd_datagrams_received_total", {}) == 3
     assert get("meterd_acks_sent_total", {}) == 4
+    assert get("meterd_acks_unsent_total", {}) == 2
     assert get("meterd_datagrams_dropped_total", {"reason": "bad_signature"}) == 2
 
 
