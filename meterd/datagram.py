@@ -154,7 +154,7 @@ def send_acks(sendto: Callable[[bytes, Any], Any], customer_id: str, meter_id: i
     route): the meter resends those readings, and is acked then. The unsent
     are counted so an operator can tell lost acks from lost readings.
     """
-    datagrams = list(encode_acks(customer_id, meter_id, seqs, key))
+    datagrams = encode_acks(customer_id, meter_id, seqs, key)
     sent = 0
     for datagram in datagrams:
         try:
