@@ -232,8 +232,12 @@ def flush_note(m0: str, m1: str, window: float, stored: float) -> str:
     flushes = delta("meterd_flushes_total")
     if not flushes:
         return "ingest: no flush during the phase"
+    buckets = metric_values(m1, "meterd_flush_seconds_bucket")
+    before = metric_values(m0, "meterd_flush_seconds_bucket")
+    within_100ms = buckets.get('{le="0.1"}', 0.0) - before.get('{le="0.1"}', 0.0)
     return (f"ingest: {flushes / window:.1f} flushes/s, {stored / flushes:,.0f} stored readings and "
             f"{1000 * delta('meterd_flush_seconds_sum') / flushes:.0f} ms per flush on average, "
+            f"{(flushes - within_100ms) / flushes:.1%} of flushes over 100 ms, "
             f"{delta('meterd_acks_sent_total') / window:,.0f} ack datagrams/s")
 
 

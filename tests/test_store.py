@@ -23,7 +23,7 @@ import pytest_twisted
 from meterd.alarm_rules import Acknowledgement, Decision, Transition
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, registers_at
-from meterd.store import schema
+from meterd.store import readings_log, schema
 from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError
 from meterd.store.sqlite import SqliteStore
 
@@ -61,6 +61,8 @@ class Backend:
     def new(self) -> Any:
         if self.kind == "sqlite":
             store: Any = SqliteStore(self.path)
+        elif self.kind == "sqlite-small-logs":
+            store = SqliteStore(self.path, log_rows=3)
         else:
             from meterd.store.postgres import PostgresStore
 
@@ -69,7 +71,7 @@ class Backend:
         return store
 
     def execute(self, statement: str) -> None:
-        if self.kind == "sqlite":
+        if self.kind != "postgresql":
             with sqlite3.connect(self.path) as conn:
                 conn.execute(statement)
             return
@@ -79,7 +81,7 @@ class Backend:
             conn.execute(statement)
 
     def table_exists(self, name: str) -> bool:
-        if self.kind == "sqlite":
+        if self.kind != "postgresql":
             with sqlite3.connect(self.path) as conn:
                 return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
         import psycopg
@@ -95,9 +97,16 @@ class Backend:
 BACKENDS: dict[int, Backend] = {}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A started, empty store; a plain fixture (``blockon``) so that it can skip cleanly."""
+@pytest.fixture(params=["sqlite", "sqlite-small-logs", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A started, empty store; a plain fixture (``blockon``) so that it can skip cleanly.
+
+    ``sqlite-small-logs`` swaps its write logs after every few readings and
+    moves them into ``readings`` a couple of rows per flush, so that each
+    test's readings are spread over the three tables (store/readings_log.py).
+    """
+    if request.param == "sqlite-small-logs":
+        monkeypatch.setattr(readings_log, "MERGE_MIN_ROWS", 2)
     if request.param == "postgresql":
         if not os.environ.get("METERD_TEST_PG"):
             pytest.skip("METERD_TEST_PG not set: export METERD_TEST_PG=postgresql://.../db (a database this suite may wipe)")
@@ -534,6 +543,8 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
                     "VALUES ('98765432100', 41, NULL, 'monthly', 1, 1, 1, 'm')")
     backend.execute("INSERT INTO alarm_events (customer_id, event_id, alarm_id, event_type, at_ms) VALUES ('98765432100', 90, 41, 'raised', 1)")
     backend.execute("DROP TABLE alarm_counters")
+    for table in ("readings_logs", *readings_log.LOGS):  # and before migration 4 (SQLite's)
+        backend.execute(f"DROP TABLE IF EXISTS {table}")
     backend.execute("UPDATE schema_version SET version = 2")
     fresh = backend.new()
     await fresh.start()
@@ -543,6 +554,58 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
 
 
 # -- SQLite specifics -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_readings_moving_between_its_tables_stay_one_set(tmp_path, monkeypatch):
+    """Readings in the write logs and in ``readings``, mid-move and across a restart, are one set.
+
+    Resends are duplicates and conflicts wherever the stored reading is, a
+    late reading finds its neighbours in any table, and consumption between
+    edges off the hour (read from the readings, not the rollups) counts each
+    reading once.
+    """
+    monkeypatch.setattr(readings_log, "MERGE_MIN_ROWS", 5)
+    path = str(tmp_path / "db.sqlite3")
+    store = SqliteStore(path, log_rows=20)
+
+    def sizes() -> dict[str, int]:
+        with sqlite3.connect(path) as conn:
+            return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in readings_log.TABLES}
+
+    await store.start()
+    try:
+        await setup_meters(store, "interval", "register")
+        seen_spread = False
+        k = 0
+        # 4 readings a flush, 2 a meter, 10 s apart; stop mid-move (some rows in two tables)
+        while k < 40 or sum(sizes().values()) == 4 * k:
+            ts = D0 + k * 20_000
+            outcomes = await store.ingest([rd(ts, 7, 1), rd(ts + 10_000, 7, 1), rd(ts, 100 + k, 2), rd(ts + 10_000, 100 + k, 2)], ts)
+            assert outcomes == [Outcome.STORED] * 4
+            seen_spread |= all(sizes().values())
+            k += 1
+        assert seen_spread  # at some point a reading was in each of the three tables
+    finally:
+        await store.stop()
+    store = SqliteStore(path, log_rows=20)
+    await store.start()
+    try:
+        every = [rd(D0 + i * 20_000 + d, 7, 1) for i in range(k) for d in (0, 10_000)]
+        assert await store.ingest(every, D0 + 800_000) == [Outcome.DUPLICATE] * 2 * k
+        assert await store.ingest([rd(D0, 8, 1), rd(D0 + 400_000, 121, 2)], D0) == [Outcome.CONFLICT] * 2
+        # meter 2's register read 100 + k at D0 + k * 20 s: a late reading between two of them must fit
+        assert await store.ingest([rd(D0 + 15_000, 99, 2)], D0) == [Outcome.BACKWARDS]
+        assert await store.ingest([rd(D0 + 5_000, 100, 2)], D0) == [Outcome.STORED]
+        for _ in range(30):  # empty flushes keep moving the logs
+            await store.ingest([], D0)
+        # the restart resumed the move, and it finished: no row in two tables, all but the active log's in readings
+        assert sum(sizes().values()) == 4 * k + 1 and sizes()["readings"] > 4 * k + 1 - 20
+        # off the hour: 90 s-wide buckets of interval readings, 9 readings (63 Wh) each
+        edges = [D0 + i * 90_000 for i in range(9)]
+        assert await usage_of(store, 1, "interval", edges) == [(63, False)] * 8
+    finally:
+        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -672,7 +735,7 @@ async def test_sqlite_a_flush_seeks_by_primary_key_and_never_scans_a_table(tmp_p
     import re
 
     path = tmp_path / "db.sqlite3"
-    store = SqliteStore(str(path))
+    store = SqliteStore(str(path), log_rows=2)  # the first flush fills a log: the second moves it into readings
     await store.start()
     try:
         await setup_meters(store, "register", "register", "register")
@@ -689,10 +752,11 @@ async def test_sqlite_a_flush_seeks_by_primary_key_and_never_scans_a_table(tmp_p
         await store.stop()
     writes = [s for s in statements if s.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "SELECT")]
     assert {w.split()[0].upper() for w in writes} == {"INSERT", "UPDATE", "SELECT"}
+    assert any(w.startswith("INSERT INTO readings (") for w in writes)  # a slice moved
     with sqlite3.connect(path) as conn:
         for statement in writes:
             details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
-            scans = [d for d in details if re.match(r"SCAN (customers|meters|readings|rollups)\b", d)]
+            scans = [d for d in details if re.match(r"SCAN (customers|meters|readings|readings_log_\d|readings_logs|rollups)\b", d)]
             assert not scans, (statement[:120], details)
     # and the update did its job: state from the stored readings, last_seen for both meters
     with sqlite3.connect(path) as conn:
@@ -735,7 +799,8 @@ async def test_sqlite_flushes_of_ever_new_sizes_reuse_a_few_statement_shapes(tmp
         for n in [*range(1, 100), *range(1000, 1100), 3000, 3001]:
             await store.ingest([rd(ts + i * 1000, 1) for i in range(n)], ts)
             ts += n * 1000
-        shapes = [key for key in store._sql if isinstance(key, tuple) and key[0].startswith("INSERT INTO readings")]
-        assert 0 < len(shapes) <= 79  # 1,024 rows, multiples of 64 below it, and 1 to 63
+        for log in readings_log.LOGS:  # readings land in either log, so each has its shapes
+            shapes = [key for key in store._sql if isinstance(key, tuple) and key[0].startswith(f"INSERT INTO {log} ")]
+            assert 0 < len(shapes) <= 79  # 1,024 rows, multiples of 64 below it, and 1 to 63
     finally:
         await store.stop()

@@ -72,6 +72,7 @@ FOR UPDATE
 
 
 class PostgresStore(SqlStore):
+    backend = "postgresql"
     placeholder = "%s"
     # Other processes write to this database too: caches of what the store
     # holds (the directory's meter lists, closed months' bills) must be

@@ -3,12 +3,16 @@
 Migration N brings a database from version N-1 to N. Statements use only SQL
 that SQLite and PostgreSQL both accept (BIGINT, TEXT, ON CONFLICT), so one
 list serves both; a backend applies the ones newer than its stored version,
-each in its own transaction.
+each in its own transaction. A migration that concerns one backend only is a
+mapping from backend name to statements; it still gives every backend the
+version number, so an older meterd refuses a database it would misread.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+from meterd.store import readings_log
+
+MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
     # 1: customers, meters, readings and hourly rollups
     [
         """CREATE TABLE customers (
@@ -96,6 +100,8 @@ MIGRATIONS: list[list[str]] = [
             COALESCE((SELECT MAX(alarm_id) FROM alarms), 0) + 1,
             COALESCE((SELECT MAX(event_id) FROM alarm_events), 0) + 1""",
     ],
+    # 4: the embedded store's readings land in a small write log first (store/readings_log.py)
+    {"sqlite": readings_log.MIGRATION, "postgresql": []},
 ]
 
 LATEST = len(MIGRATIONS)

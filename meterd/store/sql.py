@@ -40,7 +40,10 @@ STATEMENT_SHAPES = 1 + (ROWS_PER_STATEMENT // ROW_GRANULE - 1) + (ROW_GRANULE - 
 class SqlStore(AlarmSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
+    backend: ClassVar[str]  # names its own schema migrations (schema.MIGRATIONS)
     placeholder: ClassVar[str] = "?"
+    #: Where stored readings are: the union of these tables (a row in two of them is the same reading).
+    reading_tables: ClassVar[tuple[str, ...]] = ("readings",)
     shared: ClassVar[bool] = False  # True when other processes write the same database
     unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
@@ -95,7 +98,8 @@ class SqlStore(AlarmSql):
         if version > schema.LATEST:
             raise StoreError(f"the database is at schema version {version}, newer than this meterd ({schema.LATEST})")
         for number in range(version + 1, schema.LATEST + 1):
-            for statement in schema.MIGRATIONS[number - 1]:
+            migration = schema.MIGRATIONS[number - 1]
+            for statement in migration if isinstance(migration, list) else migration[self.backend]:
                 txn.execute(statement)
             txn.execute(self.sql("UPDATE schema_version SET version = ?"), (number,))
             log.info("migrated the schema to version {number}", number=number)
@@ -247,7 +251,7 @@ class SqlStore(AlarmSql):
         def write(txn: Any) -> Plan:
             states = self._states_for(txn, readings)
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
-            self._rows(txn, "INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES", plan.rows)
+            self._write_readings(txn, plan.rows)
             self._rows(
                 txn,
                 f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
@@ -273,15 +277,23 @@ class SqlStore(AlarmSql):
 
         return self._write(write).addCallback(committed)
 
+    def _write_readings(self, txn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._rows(txn, "INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES", rows)
+
     def _neighbours(self, txn: Any, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None]:
-        """Stored readings at-or-before and after ``t``: two index seeks."""
+        """Stored readings at-or-before and after ``t``: two index seeks per table of readings."""
         c, m = key
-        row = self._one(
-            txn, "SELECT ts, wh FROM readings WHERE customer_id = ? AND meter_id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1", (c, m, t)
-        )
-        before = Sample(*row) if row else None
-        row = self._one(txn, "SELECT ts, wh FROM readings WHERE customer_id = ? AND meter_id = ? AND ts > ? ORDER BY ts LIMIT 1", (c, m, t))
-        return before, Sample(*row) if row else None
+        before = after = None
+        for table in self.reading_tables:
+            row = self._one(
+                txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1", (c, m, t)
+            )
+            if row and (before is None or row[0] > before.ts):
+                before = Sample(*row)
+            row = self._one(txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts > ? ORDER BY ts LIMIT 1", (c, m, t))
+            if row and (after is None or row[0] < after.ts):
+                after = Sample(*row)
+        return before, after
 
     def _edge(self, txn: Any, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None]:
         """Neighbours of a bucket edge; from the hourly rollups when the edge is on the hour.
@@ -313,9 +325,14 @@ class SqlStore(AlarmSql):
         c, m = key
         if all(t % HOUR_MS == 0 for t in edges):
             statement = "SELECT hour, sum_wh FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?"
+            args: tuple[Any, ...] = (c, m, edges[0], edges[-1])
         else:
-            statement = "SELECT ts, wh FROM readings WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?"
-        txn.execute(self.sql(statement), (c, m, edges[0], edges[-1]))
+            # UNION, not UNION ALL: a reading in two tables is one reading
+            statement = " UNION ".join(
+                f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?" for table in self.reading_tables
+            ) + " ORDER BY ts"
+            args = (c, m, edges[0], edges[-1]) * len(self.reading_tables)
+        txn.execute(self.sql(statement), args)
         return interval_sums(edges, (Sample(*row) for row in txn.fetchall()))
 
     def usage(self, customer_id: str, meters: Sequence[tuple[int, str]], edges: Sequence[int]) -> Deferred[list[Usage]]:
