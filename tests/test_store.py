@@ -557,6 +557,34 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_sqlite_migration_4_keeps_the_readings_a_version_3_database_holds(tmp_path):
+    """A database from before the write logs: its readings stay where they are and are still found."""
+    path = str(tmp_path / "db.sqlite3")
+    store = SqliteStore(path)
+    await store.start()
+    await setup_meters(store, "register")
+    await store.ingest([rd(D0, 100), rd(D0 + MIN, 110)], D0)
+    await store.stop()
+    with sqlite3.connect(path) as conn:  # back to version 3: every reading in readings, no logs
+        conn.execute(f"INSERT INTO readings SELECT * FROM {readings_log.LOGS[0]}")
+        for table in ("readings_logs", *readings_log.LOGS):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE schema_version SET version = 3")
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        assert await store.ingest([rd(D0 + MIN, 110), rd(D0 + 30_000, 120), rd(D0 + 2 * MIN, 130)], D0) == [
+            Outcome.DUPLICATE, Outcome.BACKWARDS, Outcome.STORED,
+        ]
+        assert await usage_of(store, 1, "register", [D0, D0 + 90_000]) == [(20, False)]  # 100 -> 120 at D0 + 90 s (110 at 60 s, 130 at 120 s)
+    finally:
+        await store.stop()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT COUNT(*) FROM readings").fetchone() == (2,)
+
+
+@pytest_twisted.ensureDeferred
 async def test_sqlite_readings_moving_between_its_tables_stay_one_set(tmp_path, monkeypatch):
     """Readings in the write logs and in ``readings``, mid-move and across a restart, are one set.
 

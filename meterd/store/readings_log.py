@@ -41,29 +41,6 @@ MERGE_MIN_ROWS = 1_000
 #: At or before every key: customer ids are never empty.
 _START = ("", 0, 0)
 
-MIGRATION = [
-    *(
-        f"""CREATE TABLE {log} (
-            customer_id TEXT NOT NULL,
-            meter_id BIGINT NOT NULL,
-            ts BIGINT NOT NULL,
-            wh BIGINT NOT NULL,
-            received_ms BIGINT NOT NULL,
-            PRIMARY KEY (customer_id, meter_id, ts)
-        )"""
-        for log in LOGS
-    ),
-    # the log readings land in, and the first key of the other one not yet moved into readings
-    """CREATE TABLE readings_logs (
-        id BIGINT PRIMARY KEY CHECK (id = 1),
-        active BIGINT NOT NULL,
-        unmoved_customer TEXT NOT NULL,
-        unmoved_meter BIGINT NOT NULL,
-        unmoved_ts BIGINT NOT NULL
-    )""",
-    "INSERT INTO readings_logs VALUES (1, 0, '', 0, 0)",
-]
-
 Rows = Callable[[Any, str, Sequence[tuple[Any, ...]]], None]
 
 

@@ -12,6 +12,15 @@ from __future__ import annotations
 
 from meterd.store import readings_log
 
+READINGS = """CREATE TABLE {table} (
+    customer_id TEXT NOT NULL,
+    meter_id BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    wh BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (customer_id, meter_id, ts)
+)"""
+
 MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
     # 1: customers, meters, readings and hourly rollups
     [
@@ -36,14 +45,7 @@ MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
             last_seen_ms BIGINT,
             PRIMARY KEY (customer_id, meter_id)
         )""",
-        """CREATE TABLE readings (
-            customer_id TEXT NOT NULL,
-            meter_id BIGINT NOT NULL,
-            ts BIGINT NOT NULL,
-            wh BIGINT NOT NULL,
-            received_ms BIGINT NOT NULL,
-            PRIMARY KEY (customer_id, meter_id, ts)
-        )""",
+        READINGS.format(table="readings"),
         """CREATE TABLE rollups (
             customer_id TEXT NOT NULL,
             meter_id BIGINT NOT NULL,
@@ -101,7 +103,21 @@ MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
             COALESCE((SELECT MAX(event_id) FROM alarm_events), 0) + 1""",
     ],
     # 4: the embedded store's readings land in a small write log first (store/readings_log.py)
-    {"sqlite": readings_log.MIGRATION, "postgresql": []},
+    {
+        "sqlite": [
+            *(READINGS.format(table=log) for log in readings_log.LOGS),
+            # the log readings land in, and the first key of the other one not yet moved into readings
+            """CREATE TABLE readings_logs (
+                id BIGINT PRIMARY KEY CHECK (id = 1),
+                active BIGINT NOT NULL,
+                unmoved_customer TEXT NOT NULL,
+                unmoved_meter BIGINT NOT NULL,
+                unmoved_ts BIGINT NOT NULL
+            )""",
+            "INSERT INTO readings_logs VALUES (1, 0, '', 0, 0)",
+        ],
+        "postgresql": [],
+    },
 ]
 
 LATEST = len(MIGRATIONS)
