@@ -153,10 +153,13 @@ class Ingest(Service):
             return
         self.metrics.flushes.inc()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
-        # Observers first (caches evict what these readings change, alarm rules
-        # decide), then the answers: whoever hears that a reading is stored sees
-        # its effects on the next request. An observer's Deferred (an alarm
-        # change being settled) holds the answers until it fires, even in error.
+        # The meters' acks at once: a meter asks for no bill and no alarm, it
+        # only stops resending. Then the observers (caches evict what these
+        # readings change, alarm rules decide), then the HTTP answers: whoever
+        # posted a reading sees its effects on the next request. An observer's
+        # Deferred (an alarm change being settled) holds those answers until it
+        # fires, even in error.
+        waiters = self._ack(readings, replies, outcomes)
         waits: list[Deferred[Any]] = []
         for observer in self.observers:
             try:
@@ -168,10 +171,14 @@ class Ingest(Service):
                 waits.append(result)
         if waits:
             yield DeferredList(waits, consumeErrors=True)
-        self._answer(readings, replies, outcomes)
+        for waiter, outcome in waiters:
+            if not waiter.called:  # a caller that went away may have cancelled it
+                waiter.callback(outcome)
 
-    def _answer(self, readings: Sequence[Reading], replies: Sequence[Reply], outcomes: Sequence[Outcome]) -> None:
-        """Count the outcomes, fire the HTTP waiters, send one ack per meter.
+    def _ack(
+        self, readings: Sequence[Reading], replies: Sequence[Reply], outcomes: Sequence[Outcome]
+    ) -> list[tuple[Deferred[Outcome], Outcome]]:
+        """Count the outcomes, send one ack per meter; the HTTP waiters and their outcomes, to answer later.
 
         Runs on the reactor thread once per flush over thousands of readings,
         so it avoids per-reading Python where C does the same: an Enum hashes
@@ -186,10 +193,11 @@ class Ingest(Service):
                 counter.inc(n)
         acks: dict[tuple[str, int], tuple[Address, list[int]]] = {}
         stored, duplicate = Outcome.STORED, Outcome.DUPLICATE
+        waiters = []
         for reading, reply, outcome in zip(readings, replies, outcomes):
             if reply.__class__ is not tuple:  # an HTTP waiter, or nobody
-                if reply is not None and not reply.called:  # a caller that went away may have cancelled it
-                    reply.callback(outcome)
+                if reply is not None:
+                    waiters.append((reply, outcome))
             elif outcome is stored or outcome is duplicate:
                 seq = reading.seq
                 if seq is None:
@@ -203,6 +211,7 @@ class Ingest(Service):
         if acks and self.send_acks is not None:
             for (customer_id, meter_id), (address, seqs) in acks.items():
                 self.send_acks(customer_id, meter_id, seqs, address)
+        return waiters
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -251,23 +251,26 @@ def test_observers_see_each_committed_flush_and_cannot_break_it():
     assert acks == [(C, 1, [1], ADDR)]
 
 
-def test_answers_wait_for_the_observers_and_their_deferreds():
+def test_http_answers_wait_for_the_observers_and_their_deferreds_and_acks_do_not():
+    """A meter only stops resending on its ack: it goes at the commit. An HTTP poster may ask for the
+    alarm its reading raised next: its answer waits until the alarm is settled."""
     store = FakeStore()
     ingest, clock, _, acks = make(store)
     order: list[str] = []
     settling: Deferred[None] = Deferred()
 
     def deciding(*_: Any) -> Deferred[None]:
-        order.append("observed")
+        order.append(f"observed after {len(acks)} acks")
         return settling
 
     ingest.observers.append(deciding)
     ingest.submit(rd(1, seq=1), ADDR)
     waiter = ingest.submit_waiting(rd(2))
     clock.advance(1)
-    assert order == ["observed"] and acks == [] and not waiter.called  # committed, not answered yet
+    assert order == ["observed after 1 acks"] and acks == [(C, 1, [1], ADDR)]
+    assert not waiter.called  # committed, not answered yet
     settling.callback(None)
-    assert acks == [(C, 1, [1], ADDR)] and waiter.called
+    assert waiter.called
 
 
 def test_a_failed_observer_deferred_does_not_hold_the_answers():
