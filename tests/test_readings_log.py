@@ -120,3 +120,44 @@ def test_an_idle_flush_still_moves_a_slice():
     flush(db, [reading(m, t) for t in range(30) for m in range(1, 101)], log_rows=2_000)
     flush(db, [], log_rows=2_000)
     assert sizes(db)["readings"] == readings_log.MERGE_MIN_ROWS
+
+
+class _Interleaved:
+    """A reader's cursor that lets the writer commit a flush right after its first statement."""
+
+    def __init__(self, cursor: sqlite3.Cursor, between: Any) -> None:
+        self.cursor, self.between, self.statements = cursor, between, 0
+
+    def execute(self, statement: str, args: Any = ()) -> None:
+        self.cursor.execute(statement, args)
+        self.statements += 1
+        if self.statements == 1:
+            self.between()
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+
+def test_a_lookup_racing_the_end_of_a_move_still_finds_the_reading(tmp_path):
+    """Each statement of a reader's lookup sees its own snapshot: a reading moved into readings and its
+    log emptied between two of them must still be found (the logs are asked first)."""
+    from meterd.store.sqlite import SqliteStore
+
+    path = str(tmp_path / "db.sqlite3")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")  # as the store runs: readers never block the writer
+    for migration in schema.MIGRATIONS:
+        for statement in migration if isinstance(migration, list) else migration["sqlite"]:
+            writer.execute(statement)
+    flush(writer, [reading(1, 100)], log_rows=1)  # swapped: log 0 holds the reading, to be moved
+    reader = sqlite3.connect(path, isolation_level=None)  # autocommit: one snapshot per statement
+    moved = []
+
+    def finish_the_move() -> None:
+        flush(writer, [], log_rows=1)
+        moved.append(sizes(writer))
+
+    store = SqliteStore(path)  # not started: only its lookup is used, on the reader's cursor
+    before, after = store._neighbours(_Interleaved(reader.cursor(), finish_the_move), (f"{1:011d}", 1), 100)
+    assert moved == [{"readings": 1, "readings_log_0": 0, "readings_log_1": 0}]
+    assert (before, after) == ((100, 301), None)

@@ -17,10 +17,10 @@ without a ``WHERE``, which SQLite does by freeing the log's pages at once.
 A reading lives in the log it landed in until its log is emptied, and also
 in ``readings`` once its slice has moved, so the set of stored readings is
 the union of the three tables (a reading in two of them is the same row
-twice); lookups ask all three (:data:`TABLES`). Which log is active and how
-far the merge has come live in the one row of ``readings_logs``, written in
+twice); lookups ask all three (:data:`TABLES`, in that order). Which log is
+active and how far the move has come live in the one row of ``readings_logs``, written in
 the flush's own transaction: a flush rolled back leaves them as they were,
-and a restart resumes the merge where it stood.
+and a restart resumes the move where it stood.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 LOGS = ("readings_log_0", "readings_log_1")
-TABLES = ("readings", *LOGS)
+#: The logs first: a lookup made of one statement per table (each its own read
+#: transaction on a reader connection) then sees every reading committed before
+#: it began, since rows only ever move from a log into readings, never back.
+TABLES = (*LOGS, "readings")
 COLUMNS = "customer_id, meter_id, ts, wh, received_ms"
 KEY = "customer_id, meter_id, ts"
 
