@@ -59,7 +59,7 @@ flushes = st.lists(st.lists(st.tuples(st.integers(1, 12), st.integers(0, 400)), 
 def test_every_reading_flushed_is_in_the_union_once(flushes, log_rows, min_rows):
     db = database()
     expected: dict[tuple[str, int, int], tuple[Any, ...]] = {}
-    with mock.patch.object(readings_log, "MERGE_MIN_ROWS", min_rows):  # slices of every size
+    with mock.patch.object(readings_log, "MOVE_MIN_ROWS", min_rows):  # slices of every size
         for pairs in flushes:
             rows = [row for row in dict.fromkeys(reading(m, t) for m, t in pairs) if row[:3] not in expected]
             flush(db, rows, log_rows)
@@ -85,8 +85,8 @@ def test_a_full_log_is_swapped_out_and_moved_into_readings_in_slices():
     assert state(db) == (1, "", 0, 0)  # swapped: log 0 is to be merged
     assert sizes(db) == {"readings": 0, "readings_log_0": 3_000, "readings_log_1": 0}
 
-    flush(db, [reading(1, 1_000)], log_rows=2_000)  # a small flush moves MERGE_MIN_ROWS of log 0, in key order
-    moved = readings_log.MERGE_MIN_ROWS
+    flush(db, [reading(1, 1_000)], log_rows=2_000)  # a small flush moves MOVE_MIN_ROWS of log 0, in key order
+    moved = readings_log.MOVE_MIN_ROWS
     assert sizes(db) == {"readings": moved, "readings_log_0": 3_000, "readings_log_1": 1}
     head = db.execute(f"SELECT {readings_log.COLUMNS} FROM readings_log_0 ORDER BY {KEY} LIMIT ?", (moved + 1,)).fetchall()
     assert db.execute(f"SELECT {readings_log.COLUMNS} FROM readings ORDER BY {KEY}").fetchall() == head[:-1]
@@ -110,7 +110,7 @@ def test_a_rolled_back_flush_leaves_the_logs_and_the_merge_as_they_were():
     db.execute("ROLLBACK")
     assert (state(db), sizes(db), stored(db)) == before
     flush(db, [reading(2, 1_000)], log_rows=2_000)  # and the next flush moves the same slice again
-    assert sizes(db)["readings"] == 2 * readings_log.MERGE_MIN_ROWS
+    assert sizes(db)["readings"] == 2 * readings_log.MOVE_MIN_ROWS
     assert len(stored(db)) == 3_002
 
 
@@ -119,7 +119,7 @@ def test_an_idle_flush_still_moves_a_slice():
     db = database()
     flush(db, [reading(m, t) for t in range(30) for m in range(1, 101)], log_rows=2_000)
     flush(db, [], log_rows=2_000)
-    assert sizes(db)["readings"] == readings_log.MERGE_MIN_ROWS
+    assert sizes(db)["readings"] == readings_log.MOVE_MIN_ROWS
 
 
 class _Interleaved:

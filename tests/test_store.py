@@ -106,7 +106,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     test's readings are spread over the three tables (store/readings_log.py).
     """
     if request.param == "sqlite-small-logs":
-        monkeypatch.setattr(readings_log, "MERGE_MIN_ROWS", 2)
+        monkeypatch.setattr(readings_log, "MOVE_MIN_ROWS", 2)
     if request.param == "postgresql":
         if not os.environ.get("METERD_TEST_PG"):
             pytest.skip("METERD_TEST_PG not set: export METERD_TEST_PG=postgresql://.../db (a database this suite may wipe)")
@@ -593,7 +593,7 @@ async def test_sqlite_readings_moving_between_its_tables_stay_one_set(tmp_path, 
     edges off the hour (read from the readings, not the rollups) counts each
     reading once.
     """
-    monkeypatch.setattr(readings_log, "MERGE_MIN_ROWS", 5)
+    monkeypatch.setattr(readings_log, "MOVE_MIN_ROWS", 5)
     path = str(tmp_path / "db.sqlite3")
     store = SqliteStore(path, log_rows=20)
 

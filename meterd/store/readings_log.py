@@ -36,11 +36,11 @@ TABLES = (*LOGS, "readings")
 COLUMNS = "customer_id, meter_id, ts, wh, received_ms"
 KEY = "customer_id, meter_id, ts"
 
-#: A log is swapped out for merging once it holds this many readings (and the other is empty).
+#: A log is swapped out, to be moved into readings, once it holds this many readings (and the other is empty).
 LOG_ROWS = 40_000
-#: Each flush moves this many times its own readings (at least MERGE_MIN_ROWS): faster than they arrive.
-MERGE_FACTOR = 1.5
-MERGE_MIN_ROWS = 1_000
+#: Each flush moves this many times its own readings (at least MOVE_MIN_ROWS): faster than they arrive.
+MOVE_FACTOR = 1.5
+MOVE_MIN_ROWS = 1_000
 #: At or before every key: customer ids are never empty.
 _START = ("", 0, 0)
 
@@ -48,21 +48,20 @@ Rows = Callable[[Any, str, Sequence[tuple[Any, ...]]], None]
 
 
 def write(txn: Any, rows: Sequence[tuple[Any, ...]], insert: Rows, log_rows: int = LOG_ROWS) -> None:
-    """Store a flush's ``rows`` (``COLUMNS``) and move a slice of the merging log, in ``txn``.
+    """Store a flush's ``rows`` (``COLUMNS``) and move a slice of the other log, in ``txn``.
 
-    ``insert(txn, head, rows)`` writes many rows after ``head`` (the store's
-    fixed-shape multi-row statements).
+    ``insert(txn, head, rows)`` writes many rows after ``head``, none for no
+    rows (the store's fixed-shape multi-row statements).
     """
     txn.execute("SELECT active, unmoved_customer, unmoved_meter, unmoved_ts FROM readings_logs WHERE id = 1")
     active, *unmoved = txn.fetchone()
-    if rows:
-        insert(txn, f"INSERT INTO {LOGS[active]} ({COLUMNS}) VALUES", rows)
-    merging = LOGS[1 - active]
+    insert(txn, f"INSERT INTO {LOGS[active]} ({COLUMNS}) VALUES", rows)
+    moving = LOGS[1 - active]
     start = tuple(unmoved)
-    if _newest_rowid(txn, merging) is not None:
-        start = _move_slice(txn, merging, start, max(int(len(rows) * MERGE_FACTOR), MERGE_MIN_ROWS))
+    if _newest_rowid(txn, moving) is not None:
+        start = _move_slice(txn, moving, start, max(int(len(rows) * MOVE_FACTOR), MOVE_MIN_ROWS))
     if start == _START and (_newest_rowid(txn, LOGS[active]) or 0) >= log_rows:
-        active = 1 - active  # the merging log is empty: it takes the new readings, this one is merged
+        active = 1 - active  # the other log is empty: it takes the new readings, this one is moved
         txn.execute("UPDATE readings_logs SET active = ? WHERE id = 1", (active,))
     if start != tuple(unmoved):
         txn.execute("UPDATE readings_logs SET unmoved_customer = ?, unmoved_meter = ?, unmoved_ts = ? WHERE id = 1", start)
