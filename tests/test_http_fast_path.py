@@ -26,7 +26,7 @@ from twisted.logger import globalLogPublisher
 from bench.http_load import parse_response
 from meterd import periods
 from meterd.web import params as p
-from meterd.web.api import Route, _run
+from meterd.web.api import Route, run_now
 from meterd.web.errors import ApiError
 from tests.support import LiveServer
 
@@ -57,11 +57,11 @@ def now_ms(server: LiveServer) -> int:
 def test_run_finishes_at_once_what_waits_for_nothing() -> None:
     done: list[int] = []
 
-    async def work() -> None:
-        done.append(await succeed(1))
+    async def work() -> int:
+        return await succeed(1) + 1
 
-    _run(work())
-    assert done == [1]
+    run_now(work(), done.append)
+    assert done == [2]
 
 
 def test_run_hands_what_waits_to_twisted_and_loses_nothing() -> None:
@@ -69,19 +69,20 @@ def test_run_hands_what_waits_to_twisted_and_loses_nothing() -> None:
     second: Deferred[int] = Deferred()
     done: list[Any] = []
 
-    async def work() -> None:
+    async def work() -> str:
         done.append(await first)
         try:
             await second
         except ValueError as e:
             done.append(str(e))
+        return "delivered"
 
-    _run(work())
+    run_now(work(), done.append)
     assert done == []
     first.callback(2)
     assert done == [2]
     second.errback(ValueError("late"))
-    assert done == [2, "late"]
+    assert done == [2, "late", "delivered"]
 
 
 # -- answered before render returns -----------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -35,9 +35,11 @@ from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreErr
 from meterd.tariff import LIGACOES, Tariff
 from meterd.web import params as p
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
+from meterd.web.exchange import Answer, Incoming, incoming_of, write_answer
 from meterd.web.openapi import openapi_document
 
 log = Logger()
+T = TypeVar("T")
 
 JSON = b"application/json; charset=utf-8"
 MODES = ("register", "interval")
@@ -55,7 +57,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class Call:
-    request: Request
+    incoming: Incoming
     params: dict[str, Any]
     principal: Principal | None
 
@@ -92,6 +94,7 @@ class Api:
         self.clock = clock
         self.tariff = tariff
         self.alarm_service = alarms
+        self._counters: dict[tuple[str, int], Counter] = {}
         # Other processes' late readings never reach this cache's observer: no caching on a shared store.
         self.bills = BillCache(max_entries=0 if store.shared else 50_000)
         ingest.observers.append(lambda readings, outcomes, _: self.bills.readings_stored(readings, outcomes))
@@ -114,13 +117,13 @@ class Api:
 
     # -- authentication ----------------------------------------------------
 
-    def authenticate(self, request: Request) -> Principal | None:
+    def authenticate(self, header: str | None) -> Principal | None:
+        """Who the Authorization header names (None without one)."""
         if self.settings.no_auth:
             return OPERATOR
-        header = request.getHeader(b"authorization")
         if header is None:
             return None
-        scheme, _, token = header.decode("latin-1").strip().partition(" ")
+        scheme, _, token = header.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("use Authorization: Bearer <token>")
@@ -128,15 +131,16 @@ class Api:
             return OPERATOR
         return self.directory.principal(token)
 
-    async def authorize(self, route: Route, call: Call, token_given: bool) -> None:
+    async def authorize(self, route: Route, call: Call) -> None:
         principal = call.principal
         if route.access == "public" or principal is OPERATOR:
             return
+        token_given = call.incoming.authorization is not None
         if principal is None:
             if token_given and self.store.shared:
                 # The token may belong to a customer or meter another process registered.
                 await self._refresh(call.params)
-                principal = self.authenticate(call.request)
+                principal = self.authenticate(call.incoming.authorization)
             if principal is None:
                 raise unauthorized("no valid credentials" if token_given else "a bearer token is required")
         if route.access == "operator":
@@ -195,6 +199,57 @@ class Api:
                 meter = await self.store.get_meter(cid, status.meter_id)
                 if meter is not None:
                     self.directory.add_meter(meter)
+
+    # -- answering ----------------------------------------------------------
+
+    async def respond(self, incoming: Incoming) -> Answer:
+        """The answer to one request; anything unexpected is logged and becomes a 500."""
+        try:
+            return await self._respond(incoming)
+        except Exception:
+            log.failure("unhandled error answering {path}", Failure(), path=incoming.path)
+            error = ApiError(500, "internal_error", "internal error; it has been logged")
+            return self._answer("error", error.status, orjson.dumps(error.body()), error.headers)
+
+    async def _respond(self, incoming: Incoming) -> Answer:
+        path = incoming.path
+        route = self.routes.get(path)
+        label = path if route else "unknown"
+        try:
+            if route is None:
+                raise not_found("unknown_route", f"no route {path}")
+            allowed = route.methods + (("HEAD",) if "GET" in route.methods else ())
+            if incoming.method not in allowed:
+                raise ApiError(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
+            if incoming.too_large:
+                raise ApiError(413, "body_too_large", "the body is larger than 64 KiB")
+            principal = self.authenticate(incoming.authorization)
+            call = Call(incoming, p.parse(incoming.body, incoming.content_type, incoming.query), principal)
+            await self.authorize(route, call)
+            status, payload = await route.handler(call)
+        except ApiError as e:
+            return self._answer(label, e.status, orjson.dumps(e.body()), e.headers)
+        except StoreError:
+            error = ApiError(503, "store_unavailable", "the store is unavailable; retry shortly")
+            return self._answer(label, 503, orjson.dumps(error.body()), {})
+        except _Raw as raw:
+            return self._answer(label, 200, raw.body, {}, raw.content_type)
+        return self._answer(label, status, orjson.dumps(payload), {})
+
+    def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str], content_type: bytes = JSON) -> Answer:
+        self._counter(label, status).inc()
+        return Answer(status, content_type, body, headers)
+
+    def _counter(self, label: str, status: int) -> Counter:
+        """The request counter's child for this route and status, looked up once.
+
+        ``labels()`` formats and locks on every call; the routes are a fixed
+        set ("unknown" for the rest) and statuses few, so the children are kept.
+        """
+        counter = self._counters.get((label, status))
+        if counter is None:
+            counter = self._counters[(label, status)] = self.metrics.http.labels(label, str(status))
+        return counter
 
     # -- registration ------------------------------------------------------
 
@@ -417,87 +472,23 @@ class _Raw(Exception):
 
 
 class ApiResource(Resource):
+    """twisted.web's side: each request to an :class:`Incoming`, its :class:`Answer` written back."""
+
     isLeaf = True
 
     def __init__(self, api: Api) -> None:
         super().__init__()
         self.api = api
-        self._counters: dict[tuple[str, int], Counter] = {}
 
     def render(self, request: Request) -> Any:
-        _run(self._handle(request))
+        run_now(self.api.respond(incoming_of(request)), lambda answer: write_answer(request, answer))
         return NOT_DONE_YET
 
-    async def _handle(self, request: Request) -> None:
-        try:
-            await self._answer(request)
-        except Exception:
-            self._crashed(Failure(), request)
 
-    async def _answer(self, request: Request) -> None:
-        path = request.path.decode("utf-8", "replace")
-        route = self.api.routes.get(path)
-        label = path if route else "unknown"
-        try:
-            if route is None:
-                raise not_found("unknown_route", f"no route {path}")
-            method = request.method.decode("ascii", "replace")
-            allowed = route.methods + (("HEAD",) if "GET" in route.methods else ())
-            if method not in allowed:
-                raise ApiError(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
-            if getattr(request, "too_large", False):
-                raise ApiError(413, "body_too_large", "the body is larger than 64 KiB")
-            principal = self.api.authenticate(request)
-            body = request.content.read() if request.content is not None else b""
-            content_type = request.getHeader(b"content-type")
-            params = p.parse(body, content_type.decode("latin-1") if content_type else None, request.uri.partition(b"?")[2])
-            call = Call(request, params, principal)
-            await self.api.authorize(route, call, request.getHeader(b"authorization") is not None)
-            status, payload = await route.handler(call)
-        except ApiError as e:
-            status, payload = e.status, e.body()
-            for name, value in e.headers.items():
-                request.setHeader(name, value)
-        except StoreError:
-            status, payload = 503, ApiError(503, "store_unavailable", "the store is unavailable; retry shortly").body()
-        except _Raw as raw:
-            self._finish(request, label, 200, raw.content_type, raw.body)
-            return
-        self._finish(request, label, status, JSON, orjson.dumps(payload))
+def run_now(coroutine: Coroutine[Deferred[Any], Any, T], deliver: Callable[[T], object]) -> None:
+    """Run ``coroutine`` as far as it goes without waiting, then ``deliver`` its result.
 
-    def _finish(self, request: Request, label: str, status: int, content_type: bytes, body: bytes) -> None:
-        self._counter(label, status).inc()
-        if request.finished or request._disconnected:
-            return
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", content_type)
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"content-length", b"%d" % len(body))  # not chunked: simpler for every client
-        if status == 413 and request.channel is not None:
-            request.channel.persistent = False  # the rest of an oversized body is not worth reading
-            request.setHeader(b"connection", b"close")
-        request.write(body)
-        request.finish()
-
-    def _counter(self, label: str, status: int) -> Counter:
-        """The request counter's child for this route and status, looked up once.
-
-        ``labels()`` formats and locks on every call; the routes are a fixed
-        set ("unknown" for the rest) and statuses few, so the children are kept.
-        """
-        counter = self._counters.get((label, status))
-        if counter is None:
-            counter = self._counters[(label, status)] = self.api.metrics.http.labels(label, str(status))
-        return counter
-
-    def _crashed(self, failure: Failure, request: Request) -> None:
-        log.failure("unhandled error answering {path}", failure, path=request.path)
-        error = ApiError(500, "internal_error", "internal error; it has been logged")
-        self._finish(request, "error", 500, JSON, orjson.dumps(error.body()))
-
-
-def _run(coroutine: Coroutine[Deferred[Any], Any, None]) -> None:
-    """Run ``coroutine`` as far as it goes without waiting; if it must wait, Twisted drives the rest.
+    If it must wait, Twisted drives the rest and delivers when it is done.
 
     Most answers wait for nothing (a cached bill, the alarms held in memory):
     stepping the coroutine once answers them without the Deferred and context
@@ -508,6 +499,7 @@ def _run(coroutine: Coroutine[Deferred[Any], Any, None]) -> None:
     """
     try:
         coroutine.send(None)
-    except StopIteration:
+    except StopIteration as done:
+        deliver(done.value)
         return
-    Deferred.fromCoroutine(coroutine)
+    Deferred.fromCoroutine(coroutine).addCallback(deliver)

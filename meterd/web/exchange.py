@@ -1,0 +1,88 @@
+"""A request and its answer as plain values, apart from twisted.web's objects.
+
+The API decides an :class:`Answer` from an :class:`Incoming` alone, so the
+same code answers a request parsed by this process's own twisted.web and
+one parsed by an HTTP worker (``--http-workers``) that carried it over a
+pipe. Both sides read and write the wire through the two functions here.
+
+Bytes cross the pipe as latin-1 strings: one character per byte, so any
+body, even one that is not UTF-8, arrives exactly as it was sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from twisted.web.server import Request
+
+
+class Incoming(NamedTuple):
+    method: str
+    path: str
+    query: bytes
+    authorization: str | None  # the header, latin-1 decoded
+    content_type: str | None
+    body: bytes
+    too_large: bool  # the body passed the limit and was discarded (LimitedRequest)
+
+
+class Answer(NamedTuple):
+    status: int
+    content_type: bytes
+    body: bytes
+    headers: dict[str, str]  # beyond those every answer has (e.g. Allow, WWW-Authenticate)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def incoming_of(request: Request) -> Incoming:
+    return Incoming(
+        request.method.decode("latin-1"),
+        request.path.decode("utf-8", "replace"),
+        request.uri.partition(b"?")[2],
+        _text(request.getHeader(b"authorization")),
+        _text(request.getHeader(b"content-type")),
+        request.content.read() if request.content is not None else b"",
+        getattr(request, "too_large", False),
+    )
+
+
+def write_answer(request: Request, answer: Answer) -> None:
+    if request.finished or request._disconnected:
+        return
+    request.setResponseCode(answer.status)
+    for name, value in answer.headers.items():
+        request.setHeader(name, value)
+    request.setHeader(b"content-type", answer.content_type)
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(answer.body))  # not chunked: simpler for every client
+    if answer.status == 413 and request.channel is not None:
+        request.channel.persistent = False  # the rest of an oversized body is not worth reading
+        request.setHeader(b"connection", b"close")
+    request.write(answer.body)
+    request.finish()
+
+
+# -- over the workers' pipe ------------------------------------------------------
+
+
+def incoming_row(incoming: Incoming) -> list[Any]:
+    method, path, query, authorization, content_type, body, too_large = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), too_large]
+
+
+def incoming_from_row(row: list[Any]) -> Incoming:
+    method, path, query, authorization, content_type, body, too_large = row
+    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), too_large)
+
+
+def answer_row(answer: Answer) -> list[Any]:
+    status, content_type, body, headers = answer
+    return [status, content_type.decode("latin-1"), body.decode("latin-1"), headers]
+
+
+def answer_from_row(row: list[Any]) -> Answer:
+    status, content_type, body, headers = row
+    return Answer(status, content_type.encode("latin-1"), body.encode("latin-1"), headers)
