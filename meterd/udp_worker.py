@@ -34,28 +34,18 @@ or are dropped there, as in a single process.
 
 from __future__ import annotations
 
-import fcntl
-import gc
-import signal
-import socket
-import sys
 from typing import Any
 
 import orjson
 from twisted.internet import interfaces
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.stdio import StandardIO
-from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
 from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
 from meterd.datagram import send_acks
 from meterd.screen import MeterId, Rejected, Screen
-
-SOCKET_FD = 3
-PIPE_SIZE = 1024 * 1024
-GC_THRESHOLDS = (50_000, 20, 100)  # as in meterd.service: every datagram allocates, little survives
+from meterd.worker_process import SOCKET_FD, inherited_socket, run
 
 
 class Receiver(DatagramProtocol):
@@ -111,9 +101,8 @@ class Worker(Int32StringReceiver):
             return
         if self.port is None:
             self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]))
-            sock = socket.socket(fileno=self.fd)  # learns the family; adoptDatagramPort takes a dup
+            sock = inherited_socket(self.fd)
             try:
-                sock.setblocking(False)  # the reactor reads until EAGAIN; Twisted leaves this to whoever adopts
                 self.port = self.reactor.adoptDatagramPort(sock.fileno(), sock.family, Receiver(self, self.reactor))
             finally:
                 sock.close()
@@ -179,39 +168,5 @@ class Worker(Int32StringReceiver):
             self.reactor.stop()
 
 
-def _widen_pipe(fd: int) -> None:
-    """Let stdout hold ~200 ms of readings at 60,000/s (Linux's default pipe: 64 KB, ~15 ms).
-
-    meterd's reactor stops reading this pipe while it answers a flush; past
-    what the pipe and the transport's buffer hold, the worker stops reading
-    the socket, and the kernel's socket buffer is what is left.
-    """
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except (AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
-        pass
-
-
-def _as_line(event: dict[str, Any]) -> str:
-    """``LEVEL text``, with a traceback if any: meterd adds the time and logs it at that level."""
-    return f"{event['log_level'].name} {eventAsText(event, includeTimestamp=False, includeSystem=False)}\n"
-
-
-def main() -> None:
-    from twisted.internet import reactor
-
-    gc.set_threshold(*GC_THRESHOLDS)
-    _widen_pipe(sys.stdout.fileno())
-    # stderr, not stdout (the frames): meterd logs each line under the worker's number
-    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, _as_line)], redirectStandardIO=False)
-    # A service manager signals the whole group on stop; meterd then closes our
-    # stdin once its port is closed, and what we hold is still sent to it.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    StandardIO(Worker(reactor), reactor=reactor)
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
-    sys.exit(0)
-
-
 if __name__ == "__main__":
-    main()
+    run(Worker)

@@ -11,99 +11,31 @@ the datagrams it held, never the port.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-import orjson
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import InvalidLogLevelError, Logger, LogLevel
-from twisted.protocols.basic import Int32StringReceiver
+from twisted.internet.defer import Deferred
 
-import meterd
 from meterd.directory import Directory, MeterEntry
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.readings import reading_of
 from meterd.udp import MeterProtocol
-from meterd.udp_worker import SOCKET_FD
+from meterd.workers import RESTART_DELAY, SETTLED_AFTER, WorkerLink, WorkerPool
 
-log = Logger()
-
-RESTART_DELAY = 1.0  # seconds before a worker that exited is started again...
-MAX_RESTART_DELAY = 60.0  # ... doubled up to this while each new one dies young
-SETTLED_AFTER = 30.0  # seconds a worker must have run for its successor to start after RESTART_DELAY again
-STOP_TIMEOUT = 10.0  # seconds a stopping worker gets to send what it holds before it is killed
+__all__ = ["RESTART_DELAY", "SETTLED_AFTER", "UdpWorkers"]
 
 
-class _Frames(Int32StringReceiver):
-    MAX_LENGTH = 16 * 1024 * 1024
+class UdpWorkers(WorkerPool):
+    kind = "udp"
+    module = "meterd.udp_worker"
 
-    def __init__(self, link: WorkerLink) -> None:
-        self.link = link
-
-    def stringReceived(self, frame: bytes) -> None:
-        self.link.pool.frame(self.link, frame)
-
-    def lengthLimitExceeded(self, length: int) -> None:
-        log.error("udp worker {n} sent a frame of {length} bytes; stopping it", n=self.link.index, length=length)
-        self.link.transport.signalProcess("KILL")
-
-
-class WorkerLink(ProcessProtocol):
-    """One worker process: frames in from its stdout, keys out to its stdin."""
-
-    def __init__(self, pool: UdpWorkers, index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.ready = False
-        self.started = pool.reactor.seconds()
-        self.ended: Deferred[None] = Deferred()
-        self._frames = _Frames(self)
-        self._stderr = b""
-        self._level = LogLevel.info  # of the worker's last log line: a traceback's lines follow it
-
-    def connectionMade(self) -> None:
-        self._frames.makeConnection(self.transport)  # sendString writes to the worker's stdin
-        self.send({"require_signature": self.pool.protocol.screen.require_signature, "keys": self.pool.all_keys()})
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._frames.sendString(orjson.dumps(message))
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == 1:
-            self._frames.dataReceived(data)
-        else:
-            *lines, self._stderr = (self._stderr + data).split(b"\n")
-            for raw in lines:
-                line = raw.decode("utf-8", "replace")
-                name, _, text = line.partition(" ")
-                try:
-                    self._level = LogLevel.levelWithName(name)
-                except InvalidLogLevelError:
-                    text = line
-                log.emit(self._level, "udp worker {n}: {line}", n=self.index, line=text)
-
-    def processEnded(self, reason: Any) -> None:
-        self.pool.ended(self, reason)
-        self.ended.callback(None)
-
-
-class UdpWorkers(Service):
     def __init__(self, count: int, protocol: MeterProtocol, directory: Directory, ingest: Ingest, metrics: Metrics,
                  reactor: Any) -> None:
-        self.count = count
+        super().__init__(count, reactor)
         self.protocol = protocol
         self.directory = directory
         self.ingest = ingest
         self.metrics = metrics
-        self.reactor = reactor
-        self.links: dict[int, WorkerLink] = {}
-        self._restarts: dict[int, Any] = {}
-        self._delays: dict[int, float] = {}  # the next restart delay of each worker slot
         self._acks: list[list[Any]] = []
         self._acking: Any = None  # the DelayedCall that hands this turn's acks to a worker
         self._next = 0  # round robin over ready workers
@@ -111,20 +43,19 @@ class UdpWorkers(Service):
     def all_keys(self) -> list[list[Any]]:
         return [_key_row(entry) for entry in self.directory.meters.values()]
 
+    def socket_fd(self) -> int:
+        return self.protocol.transport.fileno()
+
+    def port(self) -> Any:
+        return self.protocol.transport
+
+    def first_message(self) -> dict[str, Any]:
+        return {"require_signature": self.protocol.screen.require_signature, "keys": self.all_keys()}
+
     def startService(self) -> None:
-        super().startService()
         self.ingest.send_acks = self.send_acks
         self.directory.meter_listeners.append(self._meter_added)
-        for index in range(self.count):
-            self._spawn(index)
-
-    def _spawn(self, index: int) -> None:
-        self._restarts.pop(index, None)
-        link = self.links[index] = WorkerLink(self, index)
-        self.reactor.spawnProcess(
-            link, sys.executable, [sys.executable, "-m", "meterd.udp_worker"], env=_worker_env(),
-            childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: self.protocol.transport.fileno()},
-        )
+        super().startService()
 
     def _meter_added(self, entry: MeterEntry) -> None:
         for link in self.links.values():
@@ -139,7 +70,7 @@ class UdpWorkers(Service):
     def _hand_acks(self) -> None:
         self._acking = None
         acks, self._acks = self._acks, []
-        ready = [link for link in self.links.values() if link.ready]
+        ready = self.ready_links()
         if not ready:
             for customer_id, meter_id, seqs, host, port in acks:
                 self.protocol.send_acks(customer_id, meter_id, seqs, (host, port))
@@ -147,14 +78,9 @@ class UdpWorkers(Service):
         self._next = (self._next + 1) % len(ready)
         ready[self._next].send({"acks": acks})
 
-    def frame(self, link: WorkerLink, frame: bytes) -> None:
-        message = orjson.loads(frame)
+    def message(self, link: WorkerLink, message: dict[str, Any]) -> None:
         readings = message.get("readings")
         if readings is None:
-            if message.get("ready") and not link.ready:
-                link.ready = True
-                log.info("udp worker {n} is reading the meters' port", n=link.index)
-                self._ready_changed()
             return
         metrics = self.metrics
         metrics.datagrams_received += message["received"]
@@ -169,77 +95,21 @@ class UdpWorkers(Service):
         if overloaded:
             metrics.drop("overloaded", overloaded)
 
-    def ended(self, link: WorkerLink, reason: Any) -> None:
-        if self.links.get(link.index) is link:
-            del self.links[link.index]
-        if link.ready:
-            link.ready = False
-            self._ready_changed()
-        if self.running:
-            # A worker that keeps dying at once (a broken install, no memory) is retried
-            # ever more slowly; the reactor reads the port meanwhile.
-            if self.reactor.seconds() - link.started >= SETTLED_AFTER:
-                delay = RESTART_DELAY
-            else:
-                delay = self._delays.get(link.index, RESTART_DELAY)
-            self._delays[link.index] = min(2 * delay, MAX_RESTART_DELAY)
-            log.error("udp worker {n} exited ({reason}); starting another in {delay:g} s",
-                      n=link.index, reason=reason.getErrorMessage(), delay=delay)
-            self._restarts[link.index] = self.reactor.callLater(delay, self._spawn, link.index)
-
-    def _ready_changed(self) -> None:
-        ready = sum(link.ready for link in self.links.values())
+    def ready_count_changed(self, ready: int) -> None:
         self.metrics.udp_workers.set(ready)
-        port = self.protocol.transport
-        if port is None:
-            return
-        if ready:
-            port.stopReading()
-        elif self.running:
-            log.warn("no udp worker is up: the reactor reads the meters' port itself")
-            port.startReading()
+        super().ready_count_changed(ready)
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
         self.ingest.send_acks = self.protocol.send_acks
         if self._acking is not None:
             self._acking.cancel()
             self._hand_acks()
         if self._meter_added in self.directory.meter_listeners:
             self.directory.meter_listeners.remove(self._meter_added)
-        for call in self._restarts.values():
-            call.cancel()
-        self._restarts.clear()
-        waits = []
-        for link in list(self.links.values()):
-            link.transport.closeStdin()  # the worker sends what it holds, then exits
-            kill = self.reactor.callLater(STOP_TIMEOUT, _kill, link)
-            link.ended.addBoth(lambda result, kill=kill: kill.cancel() if kill.active() else None)
-            waits.append(link.ended)
-        return DeferredList(waits)
+        return super().stopService()
 
 
 def _key_row(entry: MeterEntry) -> list[Any]:
     """A meter's key as the worker's frames carry it: ``[customer_id, meter_id, key_hex]``."""
     meter = entry.meter
     return [meter.customer_id, meter.meter_id, meter.key_hex]
-
-
-def _worker_env() -> dict[str, str]:
-    """This environment, with the directory this meterd was imported from first on the path.
-
-    The worker must run the same code as the process that spawned it, also
-    when meterd runs from a checkout rather than an installed package.
-    """
-    env = dict(os.environ)
-    home = str(Path(meterd.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([home, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
-    return env
-
-
-def _kill(link: WorkerLink) -> None:
-    log.warn("udp worker {n} did not stop in {t:g} s; killing it", n=link.index, t=STOP_TIMEOUT)
-    try:
-        link.transport.signalProcess("KILL")
-    except Exception:  # already gone
-        pass

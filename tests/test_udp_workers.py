@@ -486,7 +486,7 @@ def test_twistd_with_two_workers_stops_them_on_sigterm(tmp_path: Path) -> None:
         code = server.stop()
     assert code in (0, -15), server.output()
     assert all(gone(pid) for pid in workers)
-    assert "udp worker 0 is reading the meters' port" in server.output()
+    assert "udp worker 0 is serving the port" in server.output()
 
 
 def http_get(url: str) -> str:
@@ -548,7 +548,7 @@ def test_the_workers_log_lines_are_logged_at_their_level() -> None:
         link.childDataReceived(2, b"  boom\ninfo Main loop terminated.\n")
     finally:
         globalLogPublisher.removeObserver(events.append)
-    relayed = [(e["log_level"], e["line"]) for e in events if e.get("log_namespace") == "meterd.udp_workers" and "line" in e]
+    relayed = [(e["log_level"], e["line"]) for e in events if e.get("log_namespace") == "meterd.workers" and "line" in e]
     assert relayed == [
         (LogLevel.error, "Unhandled Error"),
         (LogLevel.error, "Traceback (most recent call last):"),
