@@ -471,6 +471,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                f"{OFFER_OVER_BASE}x the bare loop's rate, whichever is higher; quick 30,000)")
     ap.add_argument("--meters", type=int, default=1000)
     ap.add_argument("--udp-workers", type=int, default=1, help="meterd --udp-workers for the ingest and HTTP phases (default 1)")
+    ap.add_argument("--http-workers", type=int, default=1, help="meterd --http-workers for the ingest and HTTP phases (default 1)")
     ap.add_argument("--senders", type=int, default=2, help="UDP sender processes for the ingest phase")
     ap.add_argument("--duration", type=float, help="ingest phase seconds (30; quick 5)")
     ap.add_argument("--pg", metavar="DSN", default=pg.default_dsn(),
@@ -517,7 +518,8 @@ def main(argv: list[str]) -> int:
             prepared = prepare(work, "main", {"customers": a.meters, "history": [{"step_s": 60, "days": 365}, {"step_s": 3600, "days": 365}]})
             report.note(f"data dir prepared offline with the store's own code in {prepared['seconds']:.1f} s "
                         f"({a.meters:,} customers with one meter; history loaded through SqliteStore.ingest)")
-            server = Meterd(work / "main", "--durability", "full", "--udp-workers", str(a.udp_workers)).start()
+            server = Meterd(work / "main", "--durability", "full", "--udp-workers", str(a.udp_workers),
+                            "--http-workers", str(a.http_workers)).start()
             fleet = prepared["customers"]
             if "ingest" in a.phases:
                 phase_ingest(a, report, work, server, fleet)

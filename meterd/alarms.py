@@ -31,7 +31,7 @@ meter's last-heard time from it (another process may be hearing the meter).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -92,6 +92,19 @@ class AlarmView:
     active: list[Alarm]
     events: list[Event]
     cursor: int
+
+
+def page(active: list[Alarm], events: list[Event], last_event_id: int, cursor: int | None, limit: int) -> AlarmView:
+    """The view of ``events`` (at most ``limit``, after ``cursor``), with the cursor to poll with next.
+
+    That cursor is the last event returned when the page is full (more may
+    follow), else the highest event id handed out by anyone: ids are handed
+    out in commit order, so every later event of this customer gets a higher
+    id, and polling with it misses nothing and repeats nothing.
+    """
+    if events and len(events) >= limit:
+        return AlarmView(active, events, events[-1].event_id)
+    return AlarmView(active, events, max(cursor or 0, last_event_id))
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,9 @@ class Alarms(Service):
         self._retry: IDelayedCall | None = None
         # decisions queued or in flight: they, not the book, say what a key will be
         self._intended: dict[AlarmKey, Transition] = {}
+        # Told after every settlement, stored or failed (a failure may follow a commit):
+        # the HTTP workers' cached views of stored alarms are then stale.
+        self.settled_listeners: list[Callable[[], None]] = []
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -548,6 +564,7 @@ class Alarms(Service):
         self._saving = None
         if self.book is not None:
             self.book.absorb(settled.alarms, settled.events)
+        self._tell_settled()
         for change in changes:
             if isinstance(change, Transition) and self._intended.get(change.key) is change:
                 del self._intended[change.key]
@@ -560,6 +577,7 @@ class Alarms(Service):
         """Put the rules' decisions back in front, in order, and retry; an
         acknowledgement is not retried: its caller gets the error and may ask again."""
         self._saving = None
+        self._tell_settled()
         log.failure("cannot settle {n} alarm changes; retrying", failure, n=len(changes))
         self._pending[:0] = [c for c in changes if isinstance(c, Transition)]
         for waiter in waiters:
@@ -567,17 +585,17 @@ class Alarms(Service):
         if self.running:
             self._retry = self.clock.callLater(self.retry_after, self._settle_next)
 
+    def _tell_settled(self) -> None:
+        for listener in self.settled_listeners:
+            listener()
+
     # -- queries (the API) -------------------------------------------------
 
     async def view(self, customer_id: str, cursor: int | None, limit: int | None = None) -> AlarmView:
-        """Active alarms and the events after ``cursor``, with the next cursor.
+        """Active alarms and the events after ``cursor``, with the next cursor (:func:`page`).
 
-        The returned cursor is the last event returned when the page is full
-        (more may follow), else the highest event id handed out by anyone:
-        ids are handed out in commit order, so every later event of this
-        customer gets a higher id, and polling with it misses nothing and
-        repeats nothing. The book answers when it holds every event after
-        the cursor and no other process writes; otherwise the store does.
+        The book answers when it holds every event after the cursor and no
+        other process writes; otherwise the store does.
         """
         book = await self.ready()
         limit = limit or self.recent_events
@@ -585,11 +603,7 @@ class Alarms(Service):
             active, events, last = await self.store.alarm_view(customer_id, cursor, limit)
         else:
             active, events, last = book.active(customer_id), book.events_after(customer_id, cursor, limit), book.last_event_id
-        if events and len(events) >= limit:
-            next_cursor = events[-1].event_id
-        else:
-            next_cursor = max(cursor or 0, last)
-        return AlarmView(active, events, next_cursor)
+        return page(active, events, last, cursor, limit)
 
     async def ack(self, customer_id: str, alarm_id: int) -> Alarm:
         """Acknowledge; returns once the ack is stored. UnknownAlarm if not this customer's."""
@@ -623,3 +637,14 @@ def alarm_json(alarm: Alarm, tz: ZoneInfo) -> dict[str, Any]:
 
 def event_json(event: Event, tz: ZoneInfo) -> dict[str, Any]:
     return {"event_id": event.event_id, "alarm_id": event.alarm_id, "type": event.type, "at": periods.iso(event.at, tz)}
+
+
+def view_json(customer_id: str, view: AlarmView, tz: ZoneInfo) -> dict[str, Any]:
+    """``/getAlarme``'s body."""
+    return {
+        "id": customer_id,
+        "alarme": bool(view.active),
+        "active": [alarm_json(a, tz) for a in view.active],
+        "events": [event_json(e, tz) for e in view.events],
+        "cursor": view.cursor,
+    }

@@ -41,10 +41,14 @@ class Directory:
         self._tokens: dict[str, Principal] = {}
         # Told of every meter added or replaced: the UDP workers hold copies of the keys.
         self.meter_listeners: list[Callable[[MeterEntry], None]] = []
+        # Told of every customer added: the HTTP workers hold copies of their token hashes.
+        self.customer_listeners: list[Callable[[Customer], None]] = []
 
     def add_customer(self, customer: Customer) -> None:
         self.customers[customer.id] = customer
         self._tokens[customer.token_hash] = Principal("customer", customer.id)
+        for listener in self.customer_listeners:
+            listener(customer)
 
     def add_meter(self, meter: Meter) -> None:
         key = (meter.customer_id, meter.meter_id)

@@ -29,6 +29,7 @@ class Metrics:
         )
         self.pending = Gauge("meterd_pending_readings", "Readings waiting for the next flush", registry=r)
         self.udp_workers = Gauge("meterd_udp_workers", "UDP worker processes reading the meters' port", registry=r)
+        self.http_workers = Gauge("meterd_http_workers", "HTTP worker processes serving the HTTP port", registry=r)
         self.http = Counter("meterd_http_requests", "HTTP requests, by route and status", ["route", "status"], registry=r)
         self.outcomes = {o: self.readings.labels(o.value) for o in Outcome}
         self._drops: dict[str, Counter] = {}

@@ -28,7 +28,13 @@ def _positive(name: str, value: str, *, integer: bool = False) -> Decimal:
     return number
 
 
-MAX_UDP_WORKERS = 64
+MAX_WORKERS = 64
+
+
+def _worker_count(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_WORKERS:
+        raise usage.UsageError(f"--{name}: must be an integer from 0 to {MAX_WORKERS}, not {value!r}")
+    return int(value)
 
 
 class Options(usage.Options):
@@ -57,6 +63,7 @@ class Options(usage.Options):
         self["durability"] = "full"
         self["meter-mode"] = "register"
         self["udp-workers"] = 0
+        self["http-workers"] = 0
 
     _failed = False
 
@@ -131,9 +138,11 @@ class Options(usage.Options):
 
     def opt_udp_workers(self, value: str) -> None:
         """processes that read and verify datagrams beside the reactor, 0-64 (default 0: the reactor reads them)"""
-        if not (value.isascii() and value.isdigit()) or int(value) > MAX_UDP_WORKERS:
-            raise usage.UsageError(f"--udp-workers: must be an integer from 0 to {MAX_UDP_WORKERS}, not {value!r}")
-        self["udp-workers"] = int(value)
+        self["udp-workers"] = _worker_count("udp-workers", value)
+
+    def opt_http_workers(self, value: str) -> None:
+        """processes that parse HTTP beside the reactor, 0-64 (default 0: the reactor does; --http must be tcp: or unix:)"""
+        self["http-workers"] = _worker_count("http-workers", value)
 
     def opt_durability(self, value: str) -> None:
         """full (fsync each group commit, default) or normal"""
@@ -167,3 +176,5 @@ class Options(usage.Options):
                 SharedTCPEndpoint.from_string(reactor, self["http"])
             except ValueError as e:
                 raise usage.UsageError(f"--reuse-port: {e}") from None
+        if self["http-workers"] and self["http"].split(":", 1)[0] not in ("tcp", "tcp6", "unix"):
+            raise usage.UsageError("--http-workers: --http must be a tcp:, tcp6: or unix: endpoint (a worker cannot share a TLS port)")

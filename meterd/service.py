@@ -19,14 +19,16 @@ from twisted.application import internet, service
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from meterd.alarms import Alarms
 from meterd.credentials import operator_token
 from meterd.directory import Directory
+from meterd.http_workers import HttpWorkers
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.options import Options
@@ -73,6 +75,7 @@ class Core(service.MultiService):
         self.http: Any  # StreamServerEndpointService
         self.udp: Any  # internet.UDPServer
         self.workers: UdpWorkers | None = None
+        self.http_workers: HttpWorkers | None = None
 
     def privilegedStartService(self) -> None:
         """Bind nothing yet: the ports open only once the store is ready."""
@@ -140,6 +143,22 @@ def _udp_port(config: dict[str, Any], protocol: MeterProtocol) -> service.Servic
     return UDPServer(config["udp"], protocol, interface=config["udp-interface"])
 
 
+@implementer(IStreamServerEndpoint)
+class _KeepsPort:
+    """An endpoint that remembers the port it listens on: the HTTP workers share its socket."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self.endpoint = endpoint
+        self.port: IListeningPort | None = None
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        return self.endpoint.listen(factory).addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        return port
+
+
 def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> service.MultiService:
     clock = clock or default_reactor
     # The store's writer thread hands the GIL back and forth with a reactor that
@@ -186,8 +205,15 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
         endpoint = SharedTCPEndpoint.from_string(default_reactor, config["http"])
     else:
         endpoint = serverFromString(default_reactor, config["http"])
+    endpoint = _KeepsPort(endpoint)
     core.http = internet.StreamServerEndpointService(endpoint, site)
     core.http.setServiceParent(core)
+    if config.get("http-workers"):
+        # After the port: they start with the socket listening, and stop first.
+        sqlite_path = os.path.abspath(config["db"][len("sqlite:") :]) if config["db"].startswith("sqlite:") else None
+        core.http_workers = HttpWorkers(config["http-workers"], api, lambda: endpoint.port, default_reactor,
+                                        sqlite_path=sqlite_path)
+        core.http_workers.setServiceParent(core)
     protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     core.udp = _udp_port(config, protocol)
     core.udp.setServiceParent(core)

@@ -20,6 +20,7 @@ from twisted.internet.stdio import StandardIO
 from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
 
 SOCKET_FD = 3
+GENERATION_FD = 4  # an HTTP worker's: meterd's alarm generation (meterd.generation)
 PIPE_SIZE = 1024 * 1024
 GC_THRESHOLDS = (50_000, 20, 100)  # as in meterd.service: every datagram or request allocates, little survives
 

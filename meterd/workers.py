@@ -109,6 +109,10 @@ class WorkerPool(Service):
         """The listening socket the workers inherit as fd 3."""
         raise NotImplementedError
 
+    def child_fds(self) -> dict[int, int]:
+        """What else a worker inherits, by its number in the worker."""
+        return {}
+
     def first_message(self) -> dict[str, Any]:
         return {}
 
@@ -142,7 +146,7 @@ class WorkerPool(Service):
         link = self.links[index] = WorkerLink(self, index)
         self.reactor.spawnProcess(
             link, sys.executable, [sys.executable, "-m", self.module], env=_worker_env(),
-            childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: self.socket_fd()},
+            childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: self.socket_fd(), **self.child_fds()},
         )
 
     def frame(self, link: WorkerLink, frame: bytes) -> None:

@@ -56,6 +56,18 @@ class LiveServer:
         await self.core.stopService()
 
 
+async def http_workers_ready(server: LiveServer, n: int, timeout: float = 20) -> None:
+    """Wait until ``n`` HTTP workers accept on the port (meterd's own port stops accepting then)."""
+    from twisted.internet.task import deferLater
+
+    workers = server.core.http_workers
+    assert workers is not None
+    deadline = time.monotonic() + timeout
+    while len(workers.ready_links()) < n:
+        assert time.monotonic() < deadline, f"{n} HTTP workers not ready in {timeout} s"
+        await deferLater(reactor, 0.05, lambda: None)
+
+
 async def start_server(data_dir: Path, *args: str) -> LiveServer:
     config = Options()
     config.parseOptions(
@@ -116,4 +128,4 @@ class Twistd:
         return self.log_path.read_text()
 
 
-__all__ = ["LiveServer", "start_server", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]
+__all__ = ["LiveServer", "start_server", "http_workers_ready", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

@@ -27,7 +27,7 @@ from twisted.internet.threads import deferToThread
 from meterd.credentials import new_token, token_hash
 from meterd.datagram import decode_ack, sign
 from meterd.taxid import make_cpf
-from tests.support import LiveServer, start_server
+from tests.support import LiveServer, http_workers_ready, start_server
 from tests.web_support import dump_store
 
 A = make_cpf("529982247")
@@ -54,9 +54,14 @@ async def _ok(server: LiveServer, method: str, path: str, body: dict[str, Any], 
     return answer
 
 
-@pytest_twisted.async_yield_fixture(scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    server = await start_server(tmp_path_factory.mktemp("auth") / "data")
+@pytest_twisted.async_yield_fixture(scope="module", params=["reactor", "http-workers"])
+async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """Served by meterd's reactor, then by two HTTP workers (which answer /getAlarme themselves)."""
+    if request.param == "reactor":
+        server = await start_server(tmp_path_factory.mktemp("auth") / "data")
+    else:
+        server = await start_server(tmp_path_factory.mktemp("auth") / "data", "--http-workers", "2")
+        await http_workers_ready(server, 2)
     w = World(server)
     # Tiny limits so that A's readings raise alarms to acknowledge.
     a = await _ok(server, "POST", "/cadCliente", {"id": A, "name": "Ana", "limite_kw": 0.001, "limite_kwh": 0.001})

@@ -129,6 +129,10 @@ MORE_BAD_OPTIONS = [
     (("--tariff", "{dir}/missing.toml"), "--tariff"),
     (("--http", "ssl:0:privateKey={dir}/missing.pem"), "--http"),
     (("--reuse-port", "--http", "unix:{dir}/meterd.sock"), "--reuse-port"),
+    (("--http-workers", "x"), "--http-workers"),
+    (("--http-workers", "65"), "--http-workers"),
+    (("--http-workers", "-1"), "--http-workers"),
+    (("--udp-workers", "1.5"), "--udp-workers"),
 ]
 
 

@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from meterd import credentials, periods
-from meterd.alarms import Alarms, UnknownAlarm, alarm_json, event_json
+from meterd.alarms import Alarms, UnknownAlarm, alarm_json, view_json
 from meterd.bill_cache import BillCache
 from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
@@ -123,10 +123,7 @@ class Api:
             return OPERATOR
         if header is None:
             return None
-        scheme, _, token = header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise unauthorized("use Authorization: Bearer <token>")
+        token = bearer_token(header)
         if credentials.same_secret(token, self.settings.operator_token):
             return OPERATOR
         return self.directory.principal(token)
@@ -239,6 +236,10 @@ class Api:
     def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str], content_type: bytes = JSON) -> Answer:
         self._counter(label, status).inc()
         return Answer(status, content_type, body, headers)
+
+    def count(self, route: str, status: int, n: int) -> None:
+        """Answers given elsewhere (an HTTP worker's own), in the request counters."""
+        self._counter(route, status).inc(n)
 
     def _counter(self, label: str, status: int) -> Counter:
         """The request counter's child for this route and status, looked up once.
@@ -412,14 +413,7 @@ class Api:
         customer = await self.customer(p.customer(call.params))
         cursor = p.integer(call.params, "cursor", default=None, maximum=2**63 - 1)
         view = await self._alarm_service().view(customer.id, cursor)
-        tz = ZoneInfo(customer.tz)
-        return 200, {
-            "id": customer.id,
-            "alarme": bool(view.active),
-            "active": [alarm_json(a, tz) for a in view.active],
-            "events": [event_json(e, tz) for e in view.events],
-            "cursor": view.cursor,
-        }
+        return 200, view_json(customer.id, view, ZoneInfo(customer.tz))
 
     async def ack_alarm(self, call: Call) -> tuple[int, dict[str, Any]]:
         customer = await self.customer(p.customer(call.params))
@@ -444,6 +438,15 @@ class Api:
 
     async def openapi(self, call: Call) -> tuple[int, dict[str, Any]]:
         return 200, openapi_document()
+
+
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("use Authorization: Bearer <token>")
+    return token
 
 
 def _kilo(params: dict[str, Any], name: str, default: int) -> int:

@@ -49,7 +49,8 @@ def incoming_of(request: Request) -> Incoming:
     )
 
 
-def write_answer(request: Request, answer: Answer) -> None:
+def write_answer(request: Request, answer: Answer, *, close: bool = False) -> None:
+    """Write the answer and finish; ``close`` (and every 413) closes the connection after it."""
     if request.finished or request._disconnected:
         return
     request.setResponseCode(answer.status)
@@ -58,8 +59,8 @@ def write_answer(request: Request, answer: Answer) -> None:
     request.setHeader(b"content-type", answer.content_type)
     request.setHeader(b"cache-control", b"no-store")
     request.setHeader(b"content-length", b"%d" % len(answer.body))  # not chunked: simpler for every client
-    if answer.status == 413 and request.channel is not None:
-        request.channel.persistent = False  # the rest of an oversized body is not worth reading
+    if (close or answer.status == 413) and request.channel is not None:
+        request.channel.persistent = False  # after a 413: the rest of an oversized body is not worth reading
         request.setHeader(b"connection", b"close")
     request.write(answer.body)
     request.finish()

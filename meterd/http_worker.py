@@ -1,0 +1,189 @@
+"""An HTTP worker process, ``python -m meterd.http_worker``, spawned by ``meterd --http-workers N``.
+
+twisted.web's HTTP parsing, request objects and writes took ~60 % of the
+reactor's time under request load, meterd's own handlers ~10 % (py-spy,
+issue 8), and the reactor also runs ingest's flushes and the alarms. A
+worker does the HTTP part on another core: it accepts connections on the
+HTTP socket, which it inherits from meterd as fd 3 (the kernel hands each
+new connection to one accepting process), parses each request with
+twisted.web (keep-alive, pipelining, HEAD, the body limit: all as in
+meterd's own port) and passes it to meterd as an
+:class:`~meterd.web.exchange.Incoming`; meterd decides the answer with the
+same code as for its own port and the worker writes it. The worker holds no
+state: authentication, every route, caches and metrics stay in meterd.
+
+stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
+
+meterd to worker
+  ``{"alarms": null}`` first, or, when the worker may answer ``/getAlarme``
+  itself (:mod:`meterd.http_alarms`; SQLite, authentication on):
+  ``{"alarms": {"db": path, "recent_events": n, "customers": [[id, tz, token_hash], ...]}}``;
+  then ``{"customers": [...]}`` for each customer added, and
+  ``{"answers": [[id, status, content_type, body, {header: value}], ...]}``
+worker to meterd
+  ``{"ready": true}`` once the socket is being accepted on; then, after each
+  reactor turn that parsed requests:
+  ``{"requests": [[id, method, path, query, authorization, content_type, body, too_large], ...], "answered": n}``
+  (``answered``: the ``/getAlarme`` requests it answered itself, for meterd's metrics)
+
+Bytes travel as latin-1 strings (:mod:`meterd.web.exchange`). When stdin
+closes (meterd stops, or dies) the worker stops accepting, answers what is
+still waiting 503 (meterd will not answer it any more; a reading posted in
+it may still be stored, and its resend is then a duplicate) and exits.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import orjson
+from twisted.internet import interfaces
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from meterd.generation import Generation
+from meterd.http_alarms import LocalReads, WorkerAlarms
+from meterd.web.api import JSON, run_now
+from meterd.web.errors import ApiError
+from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
+from meterd.web.request import LimitedRequest
+from meterd.worker_process import GENERATION_FD, SOCKET_FD, inherited_socket, run
+_STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
+CLOSE_GRACE = 1.0  # seconds for those 503s to leave before the reactor stops
+
+
+class Forward(Resource):
+    """Every request, whatever its path, goes to meterd."""
+
+    isLeaf = True
+
+    def __init__(self, worker: HttpWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def render(self, request: Request) -> Any:
+        self.worker.forward(request)
+        return NOT_DONE_YET
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class HttpWorker(Int32StringReceiver):
+    """The link to meterd over stdio."""
+
+    MAX_LENGTH = 1 << 30  # a turn's answers: bounded by the connections' requests, each under 64 KiB
+
+    def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.port: Any = None
+        self.site = Site(Forward(self))
+        self.site.requestFactory = LimitedRequest
+        self.site.log = lambda request: None  # meterd counts requests in its metrics
+        self.waiting: dict[int, Request] = {}  # sent to meterd, not yet answered
+        self.batch: list[list[Any]] = []
+        self.pending: Any = None  # the DelayedCall of the next send
+        self.next_id = 0
+        self.alarms: WorkerAlarms | None = None
+        self.answered = 0  # requests answered here since the last frame
+        self.stopping = False
+        self.grace = 0.0  # how long to wait before stopping, once meterd is gone
+
+    def stringReceived(self, frame: bytes) -> None:
+        message = orjson.loads(frame)
+        answers = message.get("answers")
+        if answers is not None:
+            waiting = self.waiting
+            for id_, *row in answers:
+                request = waiting.pop(id_, None)
+                if request is not None:
+                    write_answer(request, answer_from_row(row))
+            return
+        if "customers" in message and self.alarms is not None:
+            self.alarms.add_customers(message["customers"])
+            return
+        if self.port is None:
+            alarms = message.get("alarms")
+            if alarms is not None:
+                self.alarms = WorkerAlarms(LocalReads(alarms["db"]), Generation(GENERATION_FD), alarms["recent_events"])
+                self.alarms.add_customers(alarms["customers"])
+            sock = inherited_socket(self.fd)
+            try:
+                self.port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.site)
+            finally:
+                sock.close()
+            self.port.doRead = partial(_accept_one, self.port, self.port.doRead)
+            self.sendString(b'{"ready":true}')
+
+    def forward(self, request: Request) -> None:
+        incoming = incoming_of(request)
+        if self.alarms is not None and incoming.path == "/getAlarme":
+            run_now(self.alarms.answer(incoming), partial(self._answered_here, request, incoming))
+        else:
+            self._to_meterd(request, incoming)
+
+    def _answered_here(self, request: Request, incoming: Incoming, body: bytes | None) -> None:
+        if body is None:
+            self._to_meterd(request, incoming)
+            return
+        write_answer(request, Answer(200, JSON, body, {}))
+        self.answered += 1
+        self._send_soon()
+
+    def _to_meterd(self, request: Request, incoming: Incoming) -> None:
+        id_ = self.next_id
+        self.next_id += 1
+        self.waiting[id_] = request
+        self.batch.append([id_, *incoming_row(incoming)])
+        self._send_soon()
+
+    def _send_soon(self) -> None:
+        if self.pending is None:
+            self.pending = self.reactor.callLater(0, self.send)
+
+    def send(self) -> None:
+        self.pending = None
+        batch, self.batch = self.batch, []
+        self.sendString(orjson.dumps({"requests": batch, "answered": self.answered}))
+        self.answered = 0
+
+    # IHalfCloseableProtocol: meterd closed our stdin.
+    def readConnectionLost(self) -> None:
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+        self.batch = []
+        waiting, self.waiting = self.waiting, {}
+        for request in waiting.values():
+            write_answer(request, _STOPPING, close=True)
+        self.grace = CLOSE_GRACE if waiting else 0.0
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.connectionLost()  # meterd is gone: nobody to send to
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.reactor.running and not self.stopping:  # called for stdout, then again for the whole link
+            self.stopping = True
+            self.reactor.callLater(self.grace, self.reactor.stop)
+
+
+def _accept_one(port: Any, do_read: Any) -> None:
+    """Accept one connection per wakeup (Twisted's port takes up to ``numberAccepts``, 100 at first).
+
+    Every worker waits on the same listening socket and is woken by every new
+    connection; taking one at a time lets them take turns, so connections
+    opened together (a client's pool) spread over the workers instead of all
+    going to whichever woke first, and stay there while they are kept alive.
+    """
+    port.numberAccepts = 1
+    do_read()
+
+
+if __name__ == "__main__":
+    run(HttpWorker)

@@ -1,0 +1,295 @@
+"""``--http-workers``: HTTP parsed in other processes, answers decided by meterd (issue 8).
+
+The rows that carry requests and answers over the pipe keep every byte; a
+worker forwards what it cannot answer and answers 503 to what meterd will
+no longer answer; workers answer a customer's own ``/getAlarme`` themselves,
+byte for byte as meterd would, and see every alarm settlement before the
+client can ask again; a dead worker is replaced while meterd serves the port;
+twistd stops them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.python import usage
+
+from meterd.alarms import page
+from meterd.alarm_rules import Event
+from meterd.generation import Generation
+from meterd.http_worker import HttpWorker
+from meterd.options import Options
+from meterd.taxid import make_cpf
+from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
+from tests.support import LiveServer, Twistd, http_workers_ready, start_server
+
+A = make_cpf("529982247")
+B = make_cpf("168995350")
+
+
+def frames(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    while data:
+        (n,) = struct.unpack("!I", data[:4])
+        out.append(orjson.loads(data[4 : 4 + n]))
+        data = data[4 + n :]
+    return out
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    body = orjson.dumps(message)
+    return struct.pack("!I", len(body)) + body
+
+
+# -- what crosses the pipe -------------------------------------------------------------
+
+
+def test_rows_carry_every_byte_through_json() -> None:
+    every_byte = bytes(range(256))
+    incoming = Incoming("POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', False)
+    assert incoming_from_row(orjson.loads(orjson.dumps(incoming_row(incoming)))) == incoming
+    answer = Answer(405, b"application/json; charset=utf-8", every_byte, {"Allow": "GET, HEAD"})
+    assert answer_from_row(orjson.loads(orjson.dumps(answer_row(answer)))) == answer
+
+
+def test_the_generation_is_one_counter_for_every_descriptor() -> None:
+    ours = Generation()
+    theirs = Generation(os.dup(ours.fd))  # as a worker inherits it
+    try:
+        assert theirs.value() == 0
+        ours.bump()
+        ours.bump()
+        assert theirs.value() == 2
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_page_gives_the_last_event_of_a_full_page_else_the_newest_id() -> None:
+    events = [Event(i, 1, A, "raised", i * 1000) for i in (5, 6, 7)]
+    assert page([], events, 40, 4, limit=3).cursor == 7  # full: more may follow
+    assert page([], events, 40, 4, limit=4).cursor == 40
+    assert page([], [], 40, 90, limit=4).cursor == 90  # never back
+
+
+# -- the worker's side, in memory --------------------------------------------------------
+
+
+def worker_with_request(raw: bytes) -> tuple[HttpWorker, StringTransport, StringTransport, Clock]:
+    clock = Clock()
+    worker = HttpWorker(clock)
+    stdio = StringTransport()
+    worker.makeConnection(stdio)
+    channel = worker.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    client = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8888), peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+    channel.makeConnection(client)
+    channel.dataReceived(raw)
+    clock.advance(0)
+    return worker, stdio, client, clock
+
+
+def test_a_worker_forwards_a_request_and_writes_the_answer_meterd_sends() -> None:
+    worker, stdio, client, _ = worker_with_request(
+        b"POST /cadCliente?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer T\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 8\r\n\r\n{\"a\":1}\n"
+    )
+    [sent] = frames(stdio.value())
+    [[id_, *row]] = sent["requests"]
+    assert incoming_from_row(row) == Incoming("POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', False)
+    assert client.value() == b""  # nothing until meterd answers
+    worker.dataReceived(frame({"answers": [[id_, *answer_row(Answer(409, b"application/json", b'{"e":1}', {"X-Why": "exists"}))]]}))
+    written = client.value()
+    assert written.startswith(b"HTTP/1.1 409 Conflict\r\n")
+    assert b"\r\nX-Why: exists\r\n" in written and b"\r\nContent-Length: 7\r\n" in written and written.endswith(b'\r\n\r\n{"e":1}')
+    assert not client.disconnecting  # kept alive
+    assert worker.waiting == {}
+
+
+def test_what_meterd_will_not_answer_any_more_gets_a_503_and_the_connection_closes() -> None:
+    worker, stdio, client, clock = worker_with_request(b"GET /getFatura?id=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(worker.waiting) == 1
+    worker.readConnectionLost()  # meterd closed our stdin
+    written = client.value()
+    assert written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert orjson.loads(written.partition(b"\r\n\r\n")[2])["error"]["code"] == "stopping"
+    assert client.disconnecting and stdio.disconnecting
+
+
+# -- end to end: workers beside an in-process meterd --------------------------------------
+
+
+async def until(check: Any, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await deferLater(reactor, 0.05, lambda: None)
+    return result
+
+
+async def customer(server: LiveServer, cid: str, **extra: Any) -> str:
+    status, body, _ = await server.call("POST", "/cadCliente", json_body={"id": cid, "name": "Ana", **extra})
+    assert status == 201, body
+    return body["token"]
+
+
+def counted(server: LiveServer, route: str, status: int) -> float:
+    return server.core.api.metrics.http.labels(route, str(status))._value.get()
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_answer_alarms_as_meterd_would_and_see_each_settlement_at_once(tmp_path: Path) -> None:
+    server = await start_server(tmp_path / "data", "--http-workers", "2")
+    try:
+        await http_workers_ready(server, 2)
+        token = await customer(server, A, limite_kw=0.001, limite_kwh=0.001)  # registered after the workers started
+        await customer(server, B)
+        key = (await server.call("POST", "/cadMedidor", json_body={"id": A}))[1]["key"]
+        now = int(time.time())
+        for ts, valor in ((now - 250, 0), (now - 245, 5)):
+            body = {"id": A, "id_medidor": 1, "valor": valor, "timestamp": ts}
+            assert (await server.call("POST", "/postConsumo", token=key, json_body=body))[0] == 201
+
+        async def raised() -> Any:
+            status, body, _ = await server.call("GET", "/getAlarme", token=token, params={"id": A})
+            assert status == 200, body
+            return body if body["active"] else None
+
+        before = await until(raised)
+
+        # Answered by a worker: meterd's respond is not asked, the answer is still counted.
+        api = server.core.api
+        asked: list[Incoming] = []
+        respond = api.respond
+        api.respond = lambda incoming: (asked.append(incoming), respond(incoming))[1]  # type: ignore[method-assign]
+        counted_before = counted(server, "/getAlarme", 200)
+        status, raw, _ = await server.call("GET", "/getAlarme", token=token, params={"id": A})
+        assert status == 200 and asked == []
+        await until(lambda: _true(counted(server, "/getAlarme", 200) == counted_before + 1))
+
+        # Byte for byte what meterd answers itself, with and without a cursor.
+        for query in (b"id=" + A.encode(), b"id=" + A.encode() + b"&cursor=0"):
+            ours = await respond(Incoming("GET", "/getAlarme", query, f"Bearer {token}", None, b"", False))
+            _, theirs, response = await server.call("GET", "/getAlarme?" + query.decode(), token=token)
+            assert orjson.dumps(theirs) == ours.body and response.code == ours.status == 200
+        assert asked == []
+
+        # An acknowledgement (meterd's) is in the very next poll (a worker's, from its cache before).
+        alarm_id = before["active"][0]["alarm_id"]
+        status, acked, _ = await server.call("POST", "/ackAlarme", token=token, json_body={"id": A, "alarm_id": alarm_id})
+        assert status == 200 and acked["acked_at"] is not None
+        _, after, _ = await server.call("GET", "/getAlarme", token=token, params={"id": A})
+        assert [a["acked_at"] for a in after["active"] if a["alarm_id"] == alarm_id] == [acked["acked_at"]]
+        assert after["cursor"] > before["cursor"]  # the ack's event
+        assert len(asked) == 1 and asked[0].path == "/ackAlarme"
+
+        # Whatever a worker does not decide goes to meterd: errors, other customers, other routes.
+        assert (await server.call("GET", "/getAlarme", token=token, params={"id": B}))[0] == 403
+        assert (await server.call("GET", "/getAlarme", token=token, params={"id": A, "cursor": "-1"}))[0] == 400
+        assert (await server.call("GET", "/getAlarme", token=None, params={"id": A}))[0] == 401
+        assert (await server.call("GET", "/getFatura", token=token, params={"id": A}))[0] == 200
+        assert [i.path for i in asked[1:]] == ["/getAlarme"] * 3 + ["/getFatura"]
+    finally:
+        await server.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    assert server.core.http_workers is not None
+    return [link.transport.pid for link in server.core.http_workers.links.values()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tmp_path: Path) -> None:
+    server = await start_server(tmp_path / "data", "--http-workers", "1")
+    try:
+        await http_workers_ready(server, 1)
+        port = server.core.http_workers.port()
+        assert port not in reactor.getReaders()  # the worker accepts
+        [pid] = worker_pids(server)
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: _true(not server.core.http_workers.ready_links()))
+        assert port in reactor.getReaders()
+        assert (await server.call("GET", "/health", token=None))[0] == 200  # meterd's own port
+        await http_workers_ready(server, 1)
+        [new] = worker_pids(server)
+        assert new != pid and port not in reactor.getReaders()
+        assert (await server.call("GET", "/health", token=None))[0] == 200
+    finally:
+        await server.stop()
+    await until(lambda: _true(gone(new)))
+
+
+def test_twistd_with_http_workers_serves_the_quick_start_and_stops_them(tmp_path: Path) -> None:
+    import urllib.request
+
+    server = Twistd(tmp_path / "data", "--http-workers", "2").start()
+    try:
+        deadline = time.monotonic() + 15
+        while b"meterd_http_workers 2.0" not in urllib.request.urlopen(server.url + "/metrics", timeout=5).read():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        request = urllib.request.Request(server.url + "/cadCliente", data=orjson.dumps({"id": A, "name": "Ana"}),
+                                         headers={"Authorization": f"Bearer {server.token}"})
+        token = orjson.loads(urllib.request.urlopen(request, timeout=5).read())["token"]
+        request = urllib.request.Request(server.url + f"/getAlarme?id={A}", headers={"Authorization": f"Bearer {token}"})
+        assert orjson.loads(urllib.request.urlopen(request, timeout=5).read())["alarme"] is False
+        assert server.proc is not None
+        workers = [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
+        assert len(workers) == 2
+    finally:
+        code = server.stop()
+    assert code in (0, -15), server.output()
+    assert all(gone(pid) for pid in workers)
+    assert "http worker 1 is serving the port" in server.output()
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def self_signed(tmp_path: Path) -> Path:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    path = tmp_path / "server.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                     + cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_workers_cannot_share_a_tls_port(tmp_path: Path) -> None:
+    pem = self_signed(tmp_path)
+    options = ["--data-dir", str(tmp_path / "data"), "--http", f"ssl:0:privateKey={pem}"]
+    Options().parseOptions(options)  # TLS alone is fine
+    with pytest.raises(usage.UsageError, match="--http-workers: --http must be a tcp:"):
+        Options().parseOptions([*options, "--http-workers", "1"])
