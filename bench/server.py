@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from bench.common import free_port, proc_sample, python, subprocess_env, ProcSample
+from bench.common import free_port, metric_values, proc_sample, python, subprocess_env, ProcSample
 
 
 class Child:
@@ -75,7 +75,18 @@ class Meterd(Child):
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.data_dir.parent, env=subprocess_env(), stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_http(self.url + "/health", timeout)
+        self._wait_workers(timeout)
         return self
+
+    def _wait_workers(self, timeout: float) -> None:
+        """Until the workers asked for serve their ports: figures are of the configuration named."""
+        wanted = {f"meterd_{kind}_workers": float(self.args[i + 1])
+                  for i, arg in enumerate(self.args[:-1]) for kind in ("udp", "http") if arg == f"--{kind}-workers"}
+        deadline = time.monotonic() + timeout
+        while any(metric_values(self.metrics(), name).get("", 0.0) != n for name, n in wanted.items()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"meterd's workers did not start in {timeout}s:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
 
     @property
     def token(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -44,7 +45,8 @@ class LocalReads(SqliteStore):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # rw, not rwc: a missing file is an error, never a new empty database
+        self._conn = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None)
         self._conn.execute("PRAGMA query_only=ON")
 
     def _read(self, fn: Any, *args: Any) -> Deferred[Any]:

@@ -51,12 +51,13 @@ from meterd.web.errors import ApiError
 from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
 from meterd.web.request import LimitedRequest
 from meterd.worker_process import GENERATION_FD, SOCKET_FD, inherited_socket, run
+
 _STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
 CLOSE_GRACE = 1.0  # seconds for those 503s to leave before the reactor stops
 
 
 class Forward(Resource):
-    """Every request, whatever its path, goes to meterd."""
+    """Every request, whatever its path, goes to the worker: answered there or passed to meterd."""
 
     isLeaf = True
 
