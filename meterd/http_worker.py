@@ -41,7 +41,7 @@ import orjson
 from twisted.internet import interfaces
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from meterd.generation import Generation
@@ -49,7 +49,7 @@ from meterd.http_alarms import LocalReads, WorkerAlarms
 from meterd.web.api import JSON, run_now
 from meterd.web.errors import ApiError
 from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
-from meterd.web.request import LimitedRequest
+from meterd.web.request import make_site
 from meterd.worker_process import GENERATION_FD, SOCKET_FD, inherited_socket, run
 
 _STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
@@ -80,9 +80,7 @@ class HttpWorker(Int32StringReceiver):
         self.reactor = reactor
         self.fd = fd
         self.port: Any = None
-        self.site = Site(Forward(self))
-        self.site.requestFactory = LimitedRequest
-        self.site.log = lambda request: None  # meterd counts requests in its metrics
+        self.site = make_site(Forward(self))
         self.waiting: dict[int, Request] = {}  # sent to meterd, not yet answered
         self.batch: list[list[Any]] = []
         self.pending: Any = None  # the DelayedCall of the next send

@@ -22,7 +22,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from meterd.alarms import Alarms
@@ -37,7 +36,7 @@ from meterd.store.base import Store
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, ApiResource, Settings
-from meterd.web.request import LimitedRequest
+from meterd.web.request import make_site
 
 __all__ = ["Options", "makeService"]
 
@@ -194,9 +193,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     )
     alarms = Alarms(store, directory, ingest, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
     api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], alarms)
-    site = Site(ApiResource(api))
-    site.requestFactory = LimitedRequest
-    site.log = lambda request: None  # per-request access log off the hot path; /metrics counts requests
+    site = make_site(ApiResource(api))
 
     core = Core(store, directory, ingest)
     core.api = api
