@@ -154,20 +154,20 @@ async def test_workers_answer_alarms_as_meterd_would_and_see_each_settlement_at_
     server = await start_server(tmp_path / "data", "--http-workers", "2")
     try:
         await http_workers_ready(server, 2)
-        token = await customer(server, A, limite_kw=0.001, limite_kwh=0.001)  # registered after the workers started
+        token = await customer(server, A, limite_kw=0.001)  # registered after the workers started
         await customer(server, B)
         key = (await server.call("POST", "/cadMedidor", json_body={"id": A}))[1]["key"]
         now = int(time.time())
-        for ts, valor in ((now - 250, 0), (now - 245, 5)):
+        for ts, valor in ((now - 250, 0), (now - 200, 5)):  # 5 kWh in 50 s: far over 1 W of demand
             body = {"id": A, "id_medidor": 1, "valor": valor, "timestamp": ts}
             assert (await server.call("POST", "/postConsumo", token=key, json_body=body))[0] == 201
+            if valor == 0:  # cached by both workers: no alarm yet
+                for _ in range(4):
+                    assert (await server.call("GET", "/getAlarme", token=token, params={"id": A}))[1]["active"] == []
 
-        async def raised() -> Any:
-            status, body, _ = await server.call("GET", "/getAlarme", token=token, params={"id": A})
-            assert status == 200, body
-            return body if body["active"] else None
-
-        before = await until(raised)
+        # The reading's answer waited for the alarm it raised: the very next poll, a worker's, has it.
+        status, before, _ = await server.call("GET", "/getAlarme", token=token, params={"id": A})
+        assert status == 200 and [a["rule"] for a in before["active"]] == ["demand"], before
 
         # Answered by a worker: meterd's respond is not asked, the answer is still counted.
         api = server.core.api
