@@ -38,11 +38,8 @@ from functools import partial
 from typing import Any
 
 import orjson
-from twisted.internet import interfaces
-from twisted.protocols.basic import Int32StringReceiver
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from meterd.generation import Generation
 from meterd.http_alarms import LocalReads, WorkerAlarms
@@ -50,7 +47,7 @@ from meterd.web.api import JSON, run_now
 from meterd.web.errors import ApiError
 from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
 from meterd.web.request import make_site
-from meterd.worker_process import GENERATION_FD, SOCKET_FD, inherited_socket, run
+from meterd.worker_process import GENERATION_FD, SOCKET_FD, ParentLink, inherited_socket, run
 
 _STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
 CLOSE_GRACE = 1.0  # seconds for those 503s to leave before the reactor stops
@@ -70,16 +67,13 @@ class Forward(Resource):
         return NOT_DONE_YET
 
 
-@implementer(interfaces.IHalfCloseableProtocol)
-class HttpWorker(Int32StringReceiver):
+class HttpWorker(ParentLink):
     """The link to meterd over stdio."""
 
     MAX_LENGTH = 1 << 30  # a turn's answers: bounded by the connections' requests, each under 64 KiB
 
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
-        self.reactor = reactor
-        self.fd = fd
-        self.port: Any = None
+        super().__init__(reactor, fd)
         self.site = make_site(Forward(self))
         self.waiting: dict[int, Request] = {}  # sent to meterd, not yet answered
         self.batch: list[list[Any]] = []
@@ -87,8 +81,6 @@ class HttpWorker(Int32StringReceiver):
         self.next_id = 0
         self.alarms: WorkerAlarms | None = None
         self.answered = 0  # requests answered here since the last frame
-        self.stopping = False
-        self.grace = 0.0  # how long to wait before stopping, once meterd is gone
 
     def stringReceived(self, frame: bytes) -> None:
         message = orjson.loads(frame)
@@ -150,9 +142,7 @@ class HttpWorker(Int32StringReceiver):
 
     # IHalfCloseableProtocol: meterd closed our stdin.
     def readConnectionLost(self) -> None:
-        if self.port is not None:
-            self.port.stopListening()
-            self.port = None
+        self.stop_port()
         if self.pending is not None:
             self.pending.cancel()
             self.pending = None
@@ -162,14 +152,6 @@ class HttpWorker(Int32StringReceiver):
             write_answer(request, _STOPPING, close=True)
         self.grace = CLOSE_GRACE if waiting else 0.0
         self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        self.connectionLost()  # meterd is gone: nobody to send to
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if self.reactor.running and not self.stopping:  # called for stdout, then again for the whole link
-            self.stopping = True
-            self.reactor.callLater(self.grace, self.reactor.stop)
 
 
 def _accept_one(port: Any, do_read: Any) -> None:

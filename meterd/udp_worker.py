@@ -40,12 +40,11 @@ import orjson
 from twisted.internet import interfaces
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
 from meterd.datagram import send_acks
 from meterd.screen import MeterId, Rejected, Screen
-from meterd.worker_process import SOCKET_FD, inherited_socket, run
+from meterd.worker_process import SOCKET_FD, ParentLink, inherited_socket, run
 
 
 class Receiver(DatagramProtocol):
@@ -71,18 +70,16 @@ class Receiver(DatagramProtocol):
         worker.sources.append(addr)
 
 
-@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
-class Worker(Int32StringReceiver):
+@implementer(interfaces.IPushProducer)
+class Worker(ParentLink):
     """The link to meterd over stdio, and the producer that reads the socket."""
 
     MAX_LENGTH = 1 << 30  # the first frame carries every meter's key: ~100 B a meter
 
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
-        self.reactor = reactor
-        self.fd = fd
+        super().__init__(reactor, fd)
         self.keys: dict[MeterId, bytes] = {}
         self.screen: Screen
-        self.port: Any = None
         self.pending: Any = None  # the DelayedCall of the next send
         self.readings: list[tuple[Any, ...]] = []  # the Readings' fields
         self.sources: list[Any] = []  # where each came from
@@ -151,21 +148,12 @@ class Worker(Int32StringReceiver):
 
     # IHalfCloseableProtocol: meterd closed our stdin.
     def readConnectionLost(self) -> None:
-        if self.port is not None:
-            self.port.stopListening()
-            self.port = None
+        self.stop_port()
         if self.pending is not None:
             self.pending.cancel()
             self.send()
         self.transport.unregisterProducer()
         self.transport.loseConnection()  # after stdout has been written
-
-    def writeConnectionLost(self) -> None:
-        self.connectionLost()  # meterd is gone: nobody to send to
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if self.reactor.running:
-            self.reactor.stop()
 
 
 if __name__ == "__main__":

@@ -15,9 +15,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
 
 SOCKET_FD = 3
 GENERATION_FD = 4  # an HTTP worker's: meterd's alarm generation (meterd.generation)
@@ -30,6 +33,35 @@ def inherited_socket(fd: int = SOCKET_FD) -> socket.socket:
     sock = socket.socket(fileno=fd)  # learns the family
     sock.setblocking(False)  # the reactor reads until EAGAIN; Twisted leaves this to whoever adopts
     return sock
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class ParentLink(Int32StringReceiver):
+    """A worker's frames to and from meterd; the worker's reactor stops once meterd is gone.
+
+    A subclass stops its port and sends what it holds when meterd closes its
+    stdin (``readConnectionLost``), then closes stdout.
+    """
+
+    def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.port: Any = None  # what the worker adopted the inherited socket as
+        self.grace = 0.0  # seconds between meterd gone and the reactor stopped
+        self._stopping = False
+
+    def stop_port(self) -> None:
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+
+    def writeConnectionLost(self) -> None:
+        self.connectionLost()  # meterd is gone: nobody to send to
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.reactor.running and not self._stopping:  # told of stdout, then again of the whole link
+            self._stopping = True
+            self.reactor.callLater(self.grace, self.reactor.stop)
 
 
 def _widen_pipe(fd: int) -> None:

@@ -4,6 +4,7 @@ and a real ``twistd -n meterd`` subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -54,6 +55,31 @@ class LiveServer:
 
     async def stop(self) -> None:
         await self.core.stopService()
+
+
+async def until(check: Any, timeout: float = 15) -> Any:
+    """Poll the async ``check`` every 50 ms until it returns something true; that."""
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await deferLater(reactor, 0.05, lambda: None)
+    return result
+
+
+def worker_pids(pool: Any) -> list[int]:
+    """The pids of a worker pool's (UdpWorkers, HttpWorkers) running workers."""
+    assert pool is not None
+    return [link.transport.pid for link in pool.links.values()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 async def http_workers_ready(server: LiveServer, n: int, timeout: float = 20) -> None:
@@ -127,5 +153,21 @@ class Twistd:
     def output(self) -> str:
         return self.log_path.read_text()
 
+    def wait_for_metric(self, line: str, timeout: float = 15) -> None:
+        """Until ``/metrics`` shows ``line`` (e.g. ``meterd_http_workers 2.0``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+                if line in r.read().decode():
+                    return
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.1)
 
-__all__ = ["LiveServer", "start_server", "http_workers_ready", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]
+    def children(self) -> list[int]:
+        """The pids of meterd's child processes (its workers)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+__all__ = ["LiveServer", "start_server", "http_workers_ready", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

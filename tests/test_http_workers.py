@@ -23,7 +23,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
@@ -34,7 +34,7 @@ from meterd.http_worker import HttpWorker
 from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
-from tests.support import LiveServer, Twistd, http_workers_ready, start_server
+from tests.support import LiveServer, Twistd, gone, http_workers_ready, start_server, until, worker_pids
 
 A = make_cpf("529982247")
 B = make_cpf("168995350")
@@ -131,14 +131,6 @@ def test_what_meterd_will_not_answer_any_more_gets_a_503_and_the_connection_clos
 # -- end to end: workers beside an in-process meterd --------------------------------------
 
 
-async def until(check: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := await check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await deferLater(reactor, 0.05, lambda: None)
-    return result
-
-
 async def customer(server: LiveServer, cid: str, **extra: Any) -> str:
     status, body, _ = await server.call("POST", "/cadCliente", json_body={"id": cid, "name": "Ana", **extra})
     assert status == 201, body
@@ -209,19 +201,6 @@ async def _true(value: bool) -> bool:
     return value
 
 
-def worker_pids(server: LiveServer) -> list[int]:
-    assert server.core.http_workers is not None
-    return [link.transport.pid for link in server.core.http_workers.links.values()]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data", "--http-workers", "1")
@@ -229,13 +208,13 @@ async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tm
         await http_workers_ready(server, 1)
         port = server.core.http_workers.port()
         assert port not in reactor.getReaders()  # the worker accepts
-        [pid] = worker_pids(server)
+        [pid] = worker_pids(server.core.http_workers)
         os.kill(pid, signal.SIGKILL)
         await until(lambda: _true(not server.core.http_workers.ready_links()))
         assert port in reactor.getReaders()
         assert (await server.call("GET", "/health", token=None))[0] == 200  # meterd's own port
         await http_workers_ready(server, 1)
-        [new] = worker_pids(server)
+        [new] = worker_pids(server.core.http_workers)
         assert new != pid and port not in reactor.getReaders()
         assert (await server.call("GET", "/health", token=None))[0] == 200
     finally:
@@ -248,17 +227,13 @@ def test_twistd_with_http_workers_serves_the_quick_start_and_stops_them(tmp_path
 
     server = Twistd(tmp_path / "data", "--http-workers", "2").start()
     try:
-        deadline = time.monotonic() + 15
-        while b"meterd_http_workers 2.0" not in urllib.request.urlopen(server.url + "/metrics", timeout=5).read():
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.1)
+        server.wait_for_metric("meterd_http_workers 2.0")
         request = urllib.request.Request(server.url + "/cadCliente", data=orjson.dumps({"id": A, "name": "Ana"}),
                                          headers={"Authorization": f"Bearer {server.token}"})
         token = orjson.loads(urllib.request.urlopen(request, timeout=5).read())["token"]
         request = urllib.request.Request(server.url + f"/getAlarme?id={A}", headers={"Authorization": f"Bearer {token}"})
         assert orjson.loads(urllib.request.urlopen(request, timeout=5).read())["alarme"] is False
-        assert server.proc is not None
-        workers = [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
+        workers = server.children()
         assert len(workers) == 2
     finally:
         code = server.stop()

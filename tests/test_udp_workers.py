@@ -37,7 +37,7 @@ from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
 from meterd.udp_worker import Worker
 from meterd.udp_workers import RESTART_DELAY, SETTLED_AFTER, UdpWorkers
-from tests.support import LiveServer, Twistd, start_server
+from tests.support import LiveServer, Twistd, gone, start_server, until, worker_pids
 from tests.test_e2e_udp import C, FakeMeter, listen, m, register, scrape
 from tests.test_udp import RecordingStore
 
@@ -372,29 +372,8 @@ def test_stopping_closes_the_workers_stdin_and_kills_one_that_lingers() -> None:
 # -- end to end ------------------------------------------------------------------------
 
 
-async def until(check: Any, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await deferLater(reactor, 0.05, lambda: None)
-
-
 async def workers_up(server: LiveServer, n: int) -> bool:
     return m(await scrape(server), "meterd_udp_workers") == n
-
-
-def worker_pids(server: LiveServer) -> list[int]:
-    assert server.core.workers is not None
-    return [link.transport.pid for link in server.core.workers.links.values()]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest_twisted.ensureDeferred
@@ -424,13 +403,13 @@ async def test_a_real_worker_reads_acks_survives_a_crash_and_stops_with_meterd(t
             finally:
                 await port2.stopListening()
 
-            [pid] = pids = worker_pids(server)
+            [pid] = pids = worker_pids(server.core.workers)
             os.kill(pid, signal.SIGKILL)
             await until(lambda: workers_up(server, 0))
             meter.send(meter.reading(now - 30, 11.0, 4))  # read by the reactor meanwhile
             await meter.acks_for(4)
             await until(lambda: workers_up(server, 1))
-            [new] = worker_pids(server)
+            [new] = worker_pids(server.core.workers)
             assert new != pid
             pids.append(new)
             meter.send(meter.reading(now - 20, 11.5, 5))
@@ -459,41 +438,17 @@ async def all_gone(pids: list[int]) -> bool:
     return all(gone(pid) for pid in pids)
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def test_twistd_with_two_workers_stops_them_on_sigterm(tmp_path: Path) -> None:
     server = Twistd(tmp_path / "data", "--udp-workers", "2").start()
     try:
-        deadline = time.monotonic() + 15
-        while "meterd_udp_workers 2.0" not in http_get(server.url + "/metrics"):
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.1)
-        assert server.proc is not None
-        workers = children(server.proc.pid)
+        server.wait_for_metric("meterd_udp_workers 2.0")
+        workers = server.children()
         assert len(workers) == 2
     finally:
         code = server.stop()
     assert code in (0, -15), server.output()
     assert all(gone(pid) for pid in workers)
     assert "udp worker 0 is serving the port" in server.output()
-
-
-def http_get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read().decode()
 
 
 def test_a_worker_ignores_sigterm_and_ends_when_its_stdin_closes(tmp_path: Path) -> None:
