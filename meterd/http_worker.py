@@ -51,6 +51,10 @@ from meterd.worker_process import GENERATION_FD, SOCKET_FD, ParentLink, inherite
 
 _STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
 CLOSE_GRACE = 1.0  # seconds for those 503s to leave before the reactor stops
+# A frame is sent early once its requests' bodies reach this: meterd stops a
+# worker whose frame passes 16 MB, and each body (up to 64 KiB) may grow 6-fold
+# as JSON (a control byte is written \u00XX).
+FRAME_BODIES = 512 * 1024
 
 
 class Forward(Resource):
@@ -77,6 +81,7 @@ class HttpWorker(ParentLink):
         self.site = make_site(Forward(self))
         self.waiting: dict[int, Request] = {}  # sent to meterd, not yet answered
         self.batch: list[list[Any]] = []
+        self.batch_bodies = 0  # bytes of body in the batch
         self.pending: Any = None  # the DelayedCall of the next send
         self.next_id = 0
         self.alarms: WorkerAlarms | None = None
@@ -128,7 +133,13 @@ class HttpWorker(ParentLink):
         self.next_id += 1
         self.waiting[id_] = request
         self.batch.append([id_, *incoming_row(incoming)])
-        self._send_soon()
+        self.batch_bodies += len(incoming.body)
+        if self.batch_bodies >= FRAME_BODIES:
+            if self.pending is not None:
+                self.pending.cancel()
+            self.send()
+        else:
+            self._send_soon()
 
     def _send_soon(self) -> None:
         if self.pending is None:
@@ -137,6 +148,7 @@ class HttpWorker(ParentLink):
     def send(self) -> None:
         self.pending = None
         batch, self.batch = self.batch, []
+        self.batch_bodies = 0
         self.sendString(orjson.dumps({"requests": batch, "answered": self.answered}))
         self.answered = 0
 
@@ -146,7 +158,7 @@ class HttpWorker(ParentLink):
         if self.pending is not None:
             self.pending.cancel()
             self.pending = None
-        self.batch = []
+        self.batch, self.batch_bodies = [], 0
         waiting, self.waiting = self.waiting, {}
         for request in waiting.values():
             write_answer(request, _STOPPING, close=True)

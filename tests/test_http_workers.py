@@ -118,6 +118,29 @@ def test_a_worker_forwards_a_request_and_writes_the_answer_meterd_sends() -> Non
     assert worker.waiting == {}
 
 
+def test_a_turn_of_large_bodies_goes_in_frames_meterd_accepts() -> None:
+    from meterd.workers import _Frames
+
+    clock = Clock()
+    worker = HttpWorker(clock)
+    stdio = StringTransport()
+    worker.makeConnection(stdio)
+    body = b"\x01" * 60_000  # 6 bytes of JSON each: the worst case
+    for port in range(100):  # 100 connections, one request each, all in one reactor turn
+        channel = worker.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000 + port))
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"POST /postConsumo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    clock.advance(0)
+    sent = stdio.value()
+    sizes = []
+    while sent:
+        (n,) = struct.unpack("!I", sent[:4])
+        sizes.append(n)
+        sent = sent[4 + n :]
+    assert len(sizes) > 1 and max(sizes) < _Frames.MAX_LENGTH
+    assert sum(len(f["requests"]) for f in frames(stdio.value())) == 100
+
+
 def test_what_meterd_will_not_answer_any_more_gets_a_503_and_the_connection_closes() -> None:
     worker, stdio, client, clock = worker_with_request(b"GET /getFatura?id=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert len(worker.waiting) == 1
