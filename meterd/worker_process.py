@@ -51,8 +51,13 @@ class ParentLink(Int32StringReceiver):
         self._stopping = False
 
     def stop_port(self) -> None:
+        """Take nothing more from the inherited socket; it closes when the process exits.
+
+        Not ``stopListening``: on a UNIX socket that removes the path, which is
+        meterd's, still listening until it stops itself.
+        """
         if self.port is not None:
-            self.port.stopListening()
+            self.port.stopReading()
             self.port = None
 
     def writeConnectionLost(self) -> None:

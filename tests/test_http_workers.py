@@ -265,6 +265,49 @@ def test_twistd_with_http_workers_serves_the_quick_start_and_stops_them(tmp_path
     assert "http worker 1 is serving the port" in server.output()
 
 
+def unix_get(path: Path, target: str) -> bytes | None:
+    """One HTTP/1.0 GET over a UNIX socket; None while nothing listens there."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_workers_share_a_unix_socket_and_leave_its_path_to_meterd(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import free_port, subprocess_env
+
+    path = tmp_path / "meterd.sock"
+    cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "meterd", "--http", f"unix:{path}",
+           "--udp", str(free_port()), "--udp-interface", "127.0.0.1", "--data-dir", str(tmp_path / "data"), "--http-workers", "2"]
+    log_path = tmp_path / "twistd.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while b"meterd_http_workers 2.0" not in (unix_get(path, "/metrics") or b""):
+            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        assert unix_get(path, "/health").startswith(b"HTTP/1.0 200 OK")  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    output = log_path.read_text()
+    assert proc.returncode in (0, -15), output
+    assert "Traceback" not in output and "critical" not in output  # a worker removing meterd's path failed here
+    assert not path.exists()
+
+
 # -- options ------------------------------------------------------------------------------
 
 
