@@ -208,7 +208,7 @@ def test_when_stdin_closes_the_worker_sends_what_it_holds_and_ends(worker: Any) 
     w.readConnectionLost()
     [message] = frames(transport.value())
     assert message["readings"][0][4] == 1 and message["from"] == [list(ADDR)]
-    assert not clock.ports[0].listening and transport.disconnecting and clock.getDelayedCalls() == []
+    assert not clock.ports[0].reading and transport.disconnecting and clock.getDelayedCalls() == []  # the socket closes on exit
 
 
 # -- meterd's side ---------------------------------------------------------------------
