@@ -225,6 +225,22 @@ async def _true(value: bool) -> bool:
 
 
 @pytest_twisted.ensureDeferred
+async def test_without_authentication_workers_answer_nothing_themselves(tmp_path: Path) -> None:
+    """--no-auth: anyone reads anything, so meterd answers every request (the legacy clients' mode)."""
+    server = await start_server(tmp_path / "data", "--no-auth", "--http-workers", "1")
+    try:
+        await http_workers_ready(server, 1)
+        assert (await server.call("POST", "/cadCliente", token=None, json_body={"id": A, "name": "Ana"}))[0] == 201
+        counted_before = counted(server, "/getAlarme", 200)
+        status, body, _ = await server.call("GET", "/getAlarme", token=None, params={"id": A})
+        assert status == 200 and body["alarme"] is False
+        assert counted(server, "/getAlarme", 200) == counted_before + 1  # counted at once: meterd answered it
+        assert server.core.http_workers.first_message() == {"alarms": None}
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data", "--http-workers", "1")
     try:
