@@ -83,8 +83,8 @@ class HttpWorkers(WorkerPool):
             run_now(respond(incoming_from_row(row)), partial(self._answered, link, id_))
 
     def _answered(self, link: WorkerLink, id_: int, answer: Answer) -> None:
-        if self.links.get(link.index) is not link:
-            return  # that worker died, and the connection with it
+        if not self.running or self.links.get(link.index) is not link:
+            return  # stopping (the worker answered it 503), or that worker died, and the connection with it
         self._answers.setdefault(link, []).append([id_, *answer_row(answer)])
         if self._sending is None:
             self._sending = self.reactor.callLater(0, self._send)

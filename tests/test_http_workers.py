@@ -151,6 +151,60 @@ def test_what_meterd_will_not_answer_any_more_gets_a_503_and_the_connection_clos
     assert client.disconnecting and stdio.disconnecting
 
 
+class ClosingStdin(StringTransport):
+    """A worker's process transport: writing after its stdin closed fails, as Twisted's does once the pipe is gone."""
+
+    stdin_closed = False
+
+    def closeStdin(self) -> None:
+        self.stdin_closed = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.stdin_closed, "written to a worker after its stdin closed"
+        super().write(data)
+
+
+class SlowApi:
+    """An Api whose answers wait for a Deferred: a reading waiting for its flush, say."""
+
+    def __init__(self) -> None:
+        from meterd.metrics import Metrics
+        from twisted.internet.defer import Deferred
+
+        self.metrics = Metrics()
+        self.alarm_service = None
+        self.waiting: Deferred[None] = Deferred()
+
+    async def respond(self, incoming: Incoming) -> Answer:
+        await self.waiting
+        return Answer(201, b"application/json", b"{}", {})
+
+
+def test_an_answer_after_the_pool_stopped_is_not_written_to_the_worker() -> None:
+    from meterd.http_workers import HttpWorkers
+
+    clock = Clock()
+    spawned: list[Any] = []
+    clock.spawnProcess = lambda protocol, *args, **kw: spawned.append(protocol)  # type: ignore[attr-defined]
+    api = SlowApi()
+    pool = HttpWorkers(1, api, lambda: None, clock)  # type: ignore[arg-type]
+    pool.socket_fd = lambda: 3  # type: ignore[method-assign]
+    pool.startService()
+    [link] = spawned
+    transport = ClosingStdin()
+    link.makeConnection(transport)
+    link.childDataReceived(1, frame({"ready": True}))
+    incoming = Incoming("POST", "/postConsumo", b"", None, None, b"{}", False)
+    link.childDataReceived(1, frame({"requests": [[7, *incoming_row(incoming)]], "answered": 0}))
+    clock.advance(0)
+    assert frames(transport.value()) == [{"alarms": None}]  # not answered yet
+    pool.stopService()
+    assert transport.stdin_closed
+    api.waiting.callback(None)  # the answer comes now: the worker has already answered 503
+    clock.advance(0)
+    assert frames(transport.value()) == [{"alarms": None}]
+
+
 # -- end to end: workers beside an in-process meterd --------------------------------------
 
 
