@@ -23,14 +23,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
 from meterd.alarms import page
 from meterd.alarm_rules import Event
 from meterd.generation import Generation
-from meterd.http_worker import HttpWorker
+from meterd.http_worker import REPORT_INTERVAL, HttpWorker
 from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
@@ -141,6 +141,37 @@ def test_a_turn_of_large_bodies_goes_in_frames_meterd_accepts() -> None:
     assert sum(len(f["requests"]) for f in frames(stdio.value())) == 100
 
 
+def test_a_worker_reports_what_it_answered_itself_each_second_not_each_turn() -> None:
+    class Local:
+        async def answer(self, incoming: Incoming) -> bytes | None:
+            return b'{"alarme":false}'
+
+    clock = Clock()
+    worker = HttpWorker(clock)
+    stdio = StringTransport()
+    worker.makeConnection(stdio)
+    worker.alarms = Local()  # type: ignore[assignment]
+    worker.reporting.start(REPORT_INTERVAL, now=False)
+
+    def poll() -> StringTransport:
+        channel = worker.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        client = StringTransport()
+        channel.makeConnection(client)
+        channel.dataReceived(b"GET /getAlarme?id=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(0)
+        return client
+
+    clients = [poll() for _ in range(3)]
+    assert all(c.value().endswith(b'\r\n\r\n{"alarme":false}') for c in clients)
+    assert stdio.value() == b""  # no frame for meterd per turn
+    clock.advance(REPORT_INTERVAL)
+    assert frames(stdio.value()) == [{"requests": [], "answered": 3}]
+    stdio.clear()
+    poll()
+    worker.readConnectionLost()  # meterd stopping: what is left is still counted
+    assert frames(stdio.value()) == [{"requests": [], "answered": 1}]
+
+
 def test_what_meterd_will_not_answer_any_more_gets_a_503_and_the_connection_closes() -> None:
     worker, stdio, client, clock = worker_with_request(b"GET /getFatura?id=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert len(worker.waiting) == 1
@@ -243,6 +274,7 @@ async def test_workers_answer_alarms_as_meterd_would_and_see_each_settlement_at_
         asked: list[Incoming] = []
         respond = api.respond
         api.respond = lambda incoming: (asked.append(incoming), respond(incoming))[1]  # type: ignore[method-assign]
+        await deferLater(reactor, 1.5 * REPORT_INTERVAL, lambda: None)  # the polls above are counted by now
         counted_before = counted(server, "/getAlarme", 200)
         status, raw, _ = await server.call("GET", "/getAlarme", token=token, params={"id": A})
         assert status == 200 and asked == []
