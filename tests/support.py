@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import treq
 from twisted.internet import reactor
 
@@ -55,6 +57,25 @@ class LiveServer:
 
     async def stop(self) -> None:
         await self.core.stopService()
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    """A message as meterd and its workers frame it on their pipes (Int32StringReceiver, orjson)."""
+    body = orjson.dumps(message)
+    return struct.pack("!I", len(body)) + body
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    out = []
+    while data:
+        (n,) = struct.unpack("!I", data[:4])
+        out.append(data[4 : 4 + n])
+        data = data[4 + n :]
+    return out
+
+
+def frames(data: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(body) for body in split_frames(data)]
 
 
 async def until(check: Any, timeout: float = 15) -> Any:
@@ -170,4 +191,4 @@ class Twistd:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-__all__ = ["LiveServer", "start_server", "http_workers_ready", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]
+__all__ = ["LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -34,24 +33,12 @@ from meterd.http_worker import REPORT_INTERVAL, HttpWorker
 from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
-from tests.support import LiveServer, Twistd, gone, http_workers_ready, start_server, until, worker_pids
+from tests.support import (
+    LiveServer, Twistd, frame, frames, gone, http_workers_ready, split_frames, start_server, until, worker_pids,
+)
 
 A = make_cpf("529982247")
 B = make_cpf("168995350")
-
-
-def frames(data: bytes) -> list[dict[str, Any]]:
-    out = []
-    while data:
-        (n,) = struct.unpack("!I", data[:4])
-        out.append(orjson.loads(data[4 : 4 + n]))
-        data = data[4 + n :]
-    return out
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    body = orjson.dumps(message)
-    return struct.pack("!I", len(body)) + body
 
 
 # -- what crosses the pipe -------------------------------------------------------------
@@ -131,12 +118,7 @@ def test_a_turn_of_large_bodies_goes_in_frames_meterd_accepts() -> None:
         channel.makeConnection(StringTransport())
         channel.dataReceived(b"POST /postConsumo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     clock.advance(0)
-    sent = stdio.value()
-    sizes = []
-    while sent:
-        (n,) = struct.unpack("!I", sent[:4])
-        sizes.append(n)
-        sent = sent[4 + n :]
+    sizes = [len(body) for body in split_frames(stdio.value())]
     assert len(sizes) > 1 and max(sizes) < _Frames.MAX_LENGTH
     assert sum(len(f["requests"]) for f in frames(stdio.value())) == 100
 

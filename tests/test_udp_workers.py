@@ -37,7 +37,7 @@ from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
 from meterd.udp_worker import Worker
 from meterd.udp_workers import RESTART_DELAY, SETTLED_AFTER, UdpWorkers
-from tests.support import LiveServer, Twistd, gone, start_server, until, worker_pids
+from tests.support import LiveServer, Twistd, frame, frames, gone, start_server, until, worker_pids
 from tests.test_e2e_udp import C, FakeMeter, listen, m, register, scrape
 from tests.test_udp import RecordingStore
 
@@ -45,20 +45,6 @@ K1_HEX = "11" * 32
 K1 = bytes.fromhex(K1_HEX)
 NOW = 1_764_000_100.0
 ADDR = ("198.51.100.3", 50123)
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    body = orjson.dumps(message)
-    return struct.pack("!I", len(body)) + body
-
-
-def frames(data: bytes) -> list[dict[str, Any]]:
-    out = []
-    while data:
-        (n,) = struct.unpack("!I", data[:4])
-        out.append(orjson.loads(data[4 : 4 + n]))
-        data = data[4 + n :]
-    return out
 
 
 def reading(seq: int, meter: int = 1, key: bytes = K1) -> bytes:
