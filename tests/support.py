@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -101,6 +103,22 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+@contextmanager
+def twistd_with_workers(data_dir: Path, kind: str, n: int) -> Iterator[Twistd]:
+    """``twistd`` with ``n`` workers of ``kind`` ("udp", "http") serving; on leaving, SIGTERM stops it and them."""
+    server = Twistd(data_dir, f"--{kind}-workers", str(n)).start()
+    try:
+        server.wait_for_metric(f"meterd_{kind}_workers {n}.0")
+        workers = server.children()
+        assert len(workers) == n
+        yield server
+    finally:
+        code = server.stop()
+    assert code in (0, -15), server.output()
+    assert all(gone(pid) for pid in workers)
+    assert all(f"{kind} worker {i} is serving the port" in server.output() for i in range(n))
 
 
 async def http_workers_ready(server: LiveServer, n: int, timeout: float = 20) -> None:
@@ -191,4 +209,4 @@ class Twistd:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-__all__ = ["LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]
+__all__ = ["LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "twistd_with_workers", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

@@ -34,7 +34,8 @@ from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
 from tests.support import (
-    LiveServer, Twistd, frame, frames, gone, http_workers_ready, split_frames, start_server, until, worker_pids,
+    LiveServer, frame, frames, gone, http_workers_ready, split_frames, start_server, twistd_with_workers, until,
+    worker_pids,
 )
 
 A = make_cpf("529982247")
@@ -332,21 +333,12 @@ async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tm
 def test_twistd_with_http_workers_serves_the_quick_start_and_stops_them(tmp_path: Path) -> None:
     import urllib.request
 
-    server = Twistd(tmp_path / "data", "--http-workers", "2").start()
-    try:
-        server.wait_for_metric("meterd_http_workers 2.0")
+    with twistd_with_workers(tmp_path / "data", "http", 2) as server:
         request = urllib.request.Request(server.url + "/cadCliente", data=orjson.dumps({"id": A, "name": "Ana"}),
                                          headers={"Authorization": f"Bearer {server.token}"})
         token = orjson.loads(urllib.request.urlopen(request, timeout=5).read())["token"]
         request = urllib.request.Request(server.url + f"/getAlarme?id={A}", headers={"Authorization": f"Bearer {token}"})
         assert orjson.loads(urllib.request.urlopen(request, timeout=5).read())["alarme"] is False
-        workers = server.children()
-        assert len(workers) == 2
-    finally:
-        code = server.stop()
-    assert code in (0, -15), server.output()
-    assert all(gone(pid) for pid in workers)
-    assert "http worker 1 is serving the port" in server.output()
 
 
 def unix_get(path: Path, target: str) -> bytes | None:

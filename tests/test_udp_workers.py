@@ -37,7 +37,7 @@ from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
 from meterd.udp_worker import Worker
 from meterd.udp_workers import RESTART_DELAY, SETTLED_AFTER, UdpWorkers
-from tests.support import LiveServer, Twistd, frame, frames, gone, start_server, until, worker_pids
+from tests.support import LiveServer, frame, frames, gone, start_server, twistd_with_workers, until, worker_pids
 from tests.test_e2e_udp import C, FakeMeter, listen, m, register, scrape
 from tests.test_udp import RecordingStore
 
@@ -425,16 +425,8 @@ async def all_gone(pids: list[int]) -> bool:
 
 
 def test_twistd_with_two_workers_stops_them_on_sigterm(tmp_path: Path) -> None:
-    server = Twistd(tmp_path / "data", "--udp-workers", "2").start()
-    try:
-        server.wait_for_metric("meterd_udp_workers 2.0")
-        workers = server.children()
-        assert len(workers) == 2
-    finally:
-        code = server.stop()
-    assert code in (0, -15), server.output()
-    assert all(gone(pid) for pid in workers)
-    assert "udp worker 0 is serving the port" in server.output()
+    with twistd_with_workers(tmp_path / "data", "udp", 2):
+        pass
 
 
 def test_a_worker_ignores_sigterm_and_ends_when_its_stdin_closes(tmp_path: Path) -> None:
