@@ -79,8 +79,6 @@ class Forward(Resource):
 class HttpWorker(ParentLink):
     """The link to meterd over stdio."""
 
-    MAX_LENGTH = 1 << 30  # a turn's answers: bounded by the connections' requests, each under 64 KiB
-
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         super().__init__(reactor, fd)
         self.site = make_site(Forward(self))

@@ -38,30 +38,26 @@ class HttpWorkers(WorkerPool):
         self._listening = listening
         self.alarms: Alarms | None = api.alarm_service
         self.sqlite_path = sqlite_path
-        self.generation: Generation | None = None
+        # Workers answer /getAlarme from the file only where no other process settles alarms and a token is needed.
+        self.local_alarms = self.alarms is not None and sqlite_path is not None and not api.settings.no_auth
+        self.generation: Generation | None = None  # while started with local alarms
         self._answers: dict[WorkerLink, list[list[Any]]] = {}  # this turn's, per worker
         self._sending: Any = None  # the DelayedCall that sends them
 
     def port(self) -> Any:
         return self._listening()
 
-    def socket_fd(self) -> int:
-        return self.port().fileno()
-
     def child_fds(self) -> dict[int, int]:
         return {} if self.generation is None else {GENERATION_FD: self.generation.fd}
 
-    def _local_alarms(self) -> bool:
-        return self.alarms is not None and self.sqlite_path is not None and not self.api.settings.no_auth
-
     def first_message(self) -> dict[str, Any]:
-        if not self._local_alarms():
+        if not self.local_alarms:
             return {"alarms": None}
         customers = [_customer_row(c) for c in self.api.directory.customers.values()]
         return {"alarms": {"db": self.sqlite_path, "recent_events": self.alarms.recent_events, "customers": customers}}
 
     def startService(self) -> None:
-        if self._local_alarms():
+        if self.local_alarms:
             self.generation = Generation()
             self.alarms.settled_listeners.append(self.generation.bump)
             self.api.directory.customer_listeners.append(self._customer_added)

@@ -74,8 +74,6 @@ class Receiver(DatagramProtocol):
 class Worker(ParentLink):
     """The link to meterd over stdio, and the producer that reads the socket."""
 
-    MAX_LENGTH = 1 << 30  # the first frame carries every meter's key: ~100 B a meter
-
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         super().__init__(reactor, fd)
         self.keys: dict[MeterId, bytes] = {}

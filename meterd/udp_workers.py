@@ -43,9 +43,6 @@ class UdpWorkers(WorkerPool):
     def all_keys(self) -> list[list[Any]]:
         return [_key_row(entry) for entry in self.directory.meters.values()]
 
-    def socket_fd(self) -> int:
-        return self.protocol.transport.fileno()
-
     def port(self) -> Any:
         return self.protocol.transport
 

@@ -43,6 +43,10 @@ class ParentLink(Int32StringReceiver):
     stdin (``readConnectionLost``), then closes stdout.
     """
 
+    # meterd's frames: a UDP worker's first carries every meter's key (~100 B a
+    # meter), an HTTP worker's every customer's token hash and each turn's answers.
+    MAX_LENGTH = 1 << 30
+
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         self.reactor = reactor
         self.fd = fd

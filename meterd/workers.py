@@ -106,8 +106,8 @@ class WorkerPool(Service):
     # -- what a kind of worker supplies ---------------------------------------
 
     def socket_fd(self) -> int:
-        """The listening socket the workers inherit as fd 3."""
-        raise NotImplementedError
+        """The listening socket the workers inherit as fd 3: the port's."""
+        return self.port().fileno()
 
     def child_fds(self) -> dict[int, int]:
         """What else a worker inherits, by its number in the worker."""
@@ -132,6 +132,7 @@ class WorkerPool(Service):
             port.startReading()
 
     def port(self) -> Any:
+        """The port the workers serve for the reactor (None before it listens)."""
         raise NotImplementedError
 
     # -- the pool ---------------------------------------------------------------
