@@ -80,8 +80,8 @@ class Meterd(Child):
 
     def _wait_workers(self, timeout: float) -> None:
         """Until the workers asked for serve their ports: figures are of the configuration named."""
-        wanted = {f"meterd_{kind}_workers": float(self.args[i + 1])
-                  for i, arg in enumerate(self.args[:-1]) for kind in ("udp", "http") if arg == f"--{kind}-workers"}
+        wanted = {f"meterd_{flag[2:].replace('-', '_')}": float(value)
+                  for flag, value in zip(self.args, self.args[1:]) if flag in ("--udp-workers", "--http-workers")}
         deadline = time.monotonic() + timeout
         while any(metric_values(self.metrics(), name).get("", 0.0) != n for name, n in wanted.items()):
             if time.monotonic() > deadline:
