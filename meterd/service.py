@@ -33,6 +33,7 @@ from meterd.metrics import Metrics
 from meterd.options import Options
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
+from meterd.store.sqlite import SqliteStore
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, ApiResource, Settings
@@ -49,8 +50,6 @@ SWITCH_INTERVAL = 0.001
 
 def make_store(db: str, durability: str) -> Store:
     if db.startswith("sqlite:"):
-        from meterd.store.sqlite import SqliteStore
-
         return SqliteStore(db[len("sqlite:") :], durability=durability)
     if db.startswith(("postgresql://", "postgres://")):
         try:
@@ -207,7 +206,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     core.http.setServiceParent(core)
     if config.get("http-workers"):
         # After the port: they start with the socket listening, and stop first.
-        sqlite_path = os.path.abspath(config["db"][len("sqlite:") :]) if config["db"].startswith("sqlite:") else None
+        sqlite_path = os.path.abspath(store.path) if isinstance(store, SqliteStore) else None
         core.http_workers = HttpWorkers(config["http-workers"], api, lambda: endpoint.port, default_reactor,
                                         sqlite_path=sqlite_path)
         core.http_workers.setServiceParent(core)
