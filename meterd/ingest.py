@@ -25,7 +25,8 @@ log = Logger()
 
 Address = tuple[str, int]
 Reply = Union[Deferred, Address, None]  # an HTTP waiter, a UDP sender to ack (exactly a tuple), or nobody
-AckSender = Callable[[str, int, list[int], Address], None]
+AckRow = tuple[str, int, list[int], Address]  # customer_id, meter_id, seqs, where the readings came from
+AckSender = Callable[[list[AckRow]], None]  # a flush's acks, one row per meter
 Observer = Callable[[Sequence[Reading], Sequence[Outcome], int], "Deferred[Any] | None"]
 
 
@@ -209,8 +210,7 @@ class Ingest(Service):
                 else:
                     entry[1].append(seq)
         if acks and self.send_acks is not None:
-            for (customer_id, meter_id), (address, seqs) in acks.items():
-                self.send_acks(customer_id, meter_id, seqs, address)
+            self.send_acks([(customer_id, meter_id, seqs, address) for (customer_id, meter_id), (address, seqs) in acks.items()])
         return waiters
 
     def stopService(self) -> Deferred[None]:

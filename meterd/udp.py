@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from meterd.datagram import send_acks
 from meterd.directory import Directory
-from meterd.ingest import Address, Ingest, Overloaded
+from meterd.ingest import AckRow, Address, Ingest, Overloaded
 from meterd.metrics import Metrics
 from meterd.screen import Rejected, Screen
 from meterd.store.base import Meter
@@ -118,20 +118,23 @@ class MeterProtocol(DatagramProtocol):
 
         Deferred.fromCoroutine(look_up()).addErrback(failed).addBoth(done)
 
-    def send_acks(self, customer_id: str, meter_id: int, seqs: list[int], address: Address) -> None:
-        """Send a meter its signed acks, straight to the socket when there is one.
+    def send_acks(self, acks: list[AckRow]) -> None:
+        """Send each meter its signed acks, straight to the socket when there is one.
 
-        Called once per meter per flush: ~20,000 times a second at full load.
+        One row per meter per flush: ~20,000 a second at full load.
         Twisted's ``Port.write`` parses the address three times per call
         (IPv4, IPv6, family checks: ~1.2 us) before the ``sendto`` it then
         does; our addresses come from ``recvfrom`` and need none of it.
         """
-        key = self.screen.key_for((customer_id, meter_id))
         transport = self.transport
-        if key is None or transport is None:
+        if transport is None:
             return
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
-        sent, unsent = send_acks(write, customer_id, meter_id, seqs, key, address)
-        self.metrics.acks_sent += sent
-        self.metrics.acks_unsent += unsent
+        key_for = self.screen.key_for
+        for customer_id, meter_id, seqs, address in acks:
+            key = key_for((customer_id, meter_id))
+            if key is not None:
+                sent, unsent = send_acks(write, customer_id, meter_id, seqs, key, address)
+                self.metrics.acks_sent += sent
+                self.metrics.acks_unsent += unsent

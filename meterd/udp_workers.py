@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from meterd.directory import Directory, MeterEntry
-from meterd.ingest import Ingest
+from meterd.ingest import AckRow, Ingest
 from meterd.metrics import Metrics
 from meterd.readings import reading_of
 from meterd.udp import MeterProtocol
@@ -36,8 +36,6 @@ class UdpWorkers(WorkerPool):
         self.directory = directory
         self.ingest = ingest
         self.metrics = metrics
-        self._acks: list[list[Any]] = []
-        self._acking: Any = None  # the DelayedCall that hands this turn's acks to a worker
         self._next = 0  # round robin over ready workers
 
     def all_keys(self) -> list[list[Any]]:
@@ -58,22 +56,19 @@ class UdpWorkers(WorkerPool):
         for link in self.links.values():
             link.send({"keys": [_key_row(entry)]})
 
-    def send_acks(self, customer_id: str, meter_id: int, seqs: list[int], address: tuple[str, int]) -> None:
-        """Ingest's ack sender: gathered per reactor turn, signed and sent by a worker."""
-        self._acks.append([customer_id, meter_id, seqs, *address])
-        if self._acking is None:
-            self._acking = self.reactor.callLater(0, self._hand_acks)
+    def send_acks(self, acks: list[AckRow]) -> None:
+        """Ingest's ack sender: a flush's acks go to one worker in one frame, at the commit.
 
-    def _hand_acks(self) -> None:
-        self._acking = None
-        acks, self._acks = self._acks, []
+        At once, not at the end of the reactor turn: the rest of the turn is
+        the flush's observers (alarm rules, ~10 ms a flush at full load), which
+        a meter's ack need not wait for.
+        """
         ready = self.ready_links()
         if not ready:
-            for customer_id, meter_id, seqs, host, port in acks:
-                self.protocol.send_acks(customer_id, meter_id, seqs, (host, port))
+            self.protocol.send_acks(acks)
             return
         self._next = (self._next + 1) % len(ready)
-        ready[self._next].send({"acks": acks})
+        ready[self._next].send({"acks": [[customer_id, meter_id, seqs, *address] for customer_id, meter_id, seqs, address in acks]})
 
     def message(self, link: WorkerLink, message: dict[str, Any]) -> None:
         readings = message.get("readings")
@@ -98,9 +93,6 @@ class UdpWorkers(WorkerPool):
 
     def stopService(self) -> Deferred[Any]:
         self.ingest.send_acks = self.protocol.send_acks
-        if self._acking is not None:
-            self._acking.cancel()
-            self._hand_acks()
         if self._meter_added in self.directory.meter_listeners:
             self.directory.meter_listeners.remove(self._meter_added)
         return super().stopService()

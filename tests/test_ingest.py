@@ -68,7 +68,7 @@ def make(store: Any, **kwargs: Any) -> tuple[Ingest, Clock, Metrics, list[tuple[
     metrics = Metrics()
     ingest = Ingest(store, clock, metrics, **kwargs)
     acks: list[tuple[str, int, list[int], Any]] = []
-    ingest.send_acks = lambda c, m, seqs, addr: acks.append((c, m, list(seqs), addr))
+    ingest.send_acks = lambda rows: acks.extend((c, m, list(seqs), addr) for c, m, seqs, addr in rows)
     ingest.startService()
     return ingest, clock, metrics, acks
 

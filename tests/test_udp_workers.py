@@ -298,6 +298,20 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     assert get("meterd_datagrams_dropped_total", {"reason": "bad_signature"}) == 2
 
 
+def test_a_flush_acks_go_to_a_worker_at_the_commit_before_its_observers_run() -> None:
+    """The observers (alarm rules) are the rest of that reactor turn; a meter's ack does not wait for them."""
+    p = Pool()
+    link, transport = p.connect()
+    link.childDataReceived(1, frame({"ready": True}))
+    transport.clear()
+    written_when_observed: list[Any] = []
+    p.ingest.observers.append(lambda *_: written_when_observed.append(frames(transport.value())))
+    rows = [[C, 1, 1_764_000_001_000 + i, 1001 + i, i] for i in range(3)]
+    link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
+    p.reactor.advance(1)
+    assert written_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
+
+
 def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
     p = Pool()
     link, transport = p.connect()
