@@ -287,7 +287,7 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     link.childDataReceived(1, data[:7])  # frames may arrive in pieces
     link.childDataReceived(1, data[7:])
     assert p.ingest.pending == 1
-    p.reactor.advance(1)  # the flush commits, then this turn's acks go to the worker
+    p.reactor.advance(1)  # the flush commits and its acks go to the worker at once
     assert p.store.readings == [Reading(C, 1, 1_764_000_001_000, 1001, 5)]
     assert frames(transport.value()) == [{"acks": [[C, 1, [5], *ADDR]]}]
     assert p.port.written == []  # not sent by the reactor
