@@ -25,7 +25,9 @@ log = Logger()
 
 Address = tuple[str, int]
 Reply = Union[Deferred, Address, None]  # an HTTP waiter, a UDP sender to ack (exactly a tuple), or nobody
-AckRow = tuple[str, int, list[int], Address]  # customer_id, meter_id, seqs, where the readings came from
+# customer_id, meter_id, seqs, and the host and port the readings came from (Twisted's
+# UDP ports give (host, port) for IPv6 too): flat, as a UDP worker's frame carries it
+AckRow = tuple[str, int, list[int], str, int]
 AckSender = Callable[[list[AckRow]], None]  # a flush's acks, one row per meter
 Observer = Callable[[Sequence[Reading], Sequence[Outcome], int], "Deferred[Any] | None"]
 
@@ -210,7 +212,7 @@ class Ingest(Service):
                 else:
                     entry[1].append(seq)
         if acks and self.send_acks is not None:
-            self.send_acks([(customer_id, meter_id, seqs, address) for (customer_id, meter_id), (address, seqs) in acks.items()])
+            self.send_acks([(customer_id, meter_id, seqs, host, port) for (customer_id, meter_id), ((host, port), seqs) in acks.items()])
         return waiters
 
     def stopService(self) -> Deferred[None]:

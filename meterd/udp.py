@@ -132,9 +132,9 @@ class MeterProtocol(DatagramProtocol):
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
         key_for = self.screen.key_for
-        for customer_id, meter_id, seqs, address in acks:
+        for customer_id, meter_id, seqs, host, port in acks:
             key = key_for((customer_id, meter_id))
             if key is not None:
-                sent, unsent = send_acks(write, customer_id, meter_id, seqs, key, address)
+                sent, unsent = send_acks(write, customer_id, meter_id, seqs, key, (host, port))
                 self.metrics.acks_sent += sent
                 self.metrics.acks_unsent += unsent

@@ -68,7 +68,7 @@ class UdpWorkers(WorkerPool):
             self.protocol.send_acks(acks)
             return
         self._next = (self._next + 1) % len(ready)
-        ready[self._next].send({"acks": [[customer_id, meter_id, seqs, *address] for customer_id, meter_id, seqs, address in acks]})
+        ready[self._next].send({"acks": acks})  # the rows as they are: orjson writes tuples as arrays
 
     def message(self, link: WorkerLink, message: dict[str, Any]) -> None:
         readings = message.get("readings")

@@ -68,7 +68,7 @@ def make(store: Any, **kwargs: Any) -> tuple[Ingest, Clock, Metrics, list[tuple[
     metrics = Metrics()
     ingest = Ingest(store, clock, metrics, **kwargs)
     acks: list[tuple[str, int, list[int], Any]] = []
-    ingest.send_acks = lambda rows: acks.extend((c, m, list(seqs), addr) for c, m, seqs, addr in rows)
+    ingest.send_acks = lambda rows: acks.extend((c, m, list(seqs), (host, port)) for c, m, seqs, host, port in rows)
     ingest.startService()
     return ingest, clock, metrics, acks
 

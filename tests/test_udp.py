@@ -195,10 +195,10 @@ def test_acks_are_split_into_datagrams_of_at_most_100_seqs():
 
 def test_acks_for_a_meter_that_vanished_or_without_transport_are_skipped():
     h = Harness()
-    h.protocol.send_acks([(C, 9, [1], ADDR)])
+    h.protocol.send_acks([(C, 9, [1], *ADDR)])
     assert h.transport.written == []
     h.protocol.transport = None
-    h.protocol.send_acks([(C, 1, [1], ADDR)])  # after stopListening: no crash
+    h.protocol.send_acks([(C, 1, [1], *ADDR)])  # after stopListening: no crash
     assert h.sample("meterd_acks_sent_total") == 0
 
 
