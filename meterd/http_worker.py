@@ -39,8 +39,7 @@ from typing import Any
 
 import orjson
 from twisted.internet.task import LoopingCall
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from meterd.generation import Generation
 from meterd.http_alarms import LocalReads, WorkerAlarms
@@ -62,26 +61,12 @@ FRAME_BODIES = 512 * 1024
 REPORT_INTERVAL = 1.0
 
 
-class Forward(Resource):
-    """Every request, whatever its path, goes to the worker: answered there or passed to meterd."""
-
-    isLeaf = True
-
-    def __init__(self, worker: HttpWorker) -> None:
-        super().__init__()
-        self.worker = worker
-
-    def render(self, request: Request) -> Any:
-        self.worker.forward(request)
-        return NOT_DONE_YET
-
-
 class HttpWorker(ParentLink):
     """The link to meterd over stdio."""
 
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         super().__init__(reactor, fd)
-        self.site = make_site(Forward(self))
+        self.site = make_site(self.forward)  # every request: answered here or passed to meterd
         self.waiting: dict[int, Request] = {}  # sent to meterd, not yet answered
         self.batch: list[list[Any]] = []
         self.batch_bodies = 0  # bytes of body in the batch

@@ -12,6 +12,7 @@ import gc
 import os
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from meterd.store.base import Store
 from meterd.store.sqlite import SqliteStore
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
-from meterd.web.api import Api, ApiResource, Settings
+from meterd.web.api import Api, Settings, serve
 from meterd.web.request import make_site
 
 __all__ = ["Options", "makeService"]
@@ -192,7 +193,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     )
     alarms = Alarms(store, directory, ingest, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
     api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], alarms)
-    site = make_site(ApiResource(api))
+    site = make_site(partial(serve, api))
 
     core = Core(store, directory, ingest)
     core.api = api

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,8 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from meterd import credentials, periods
 from meterd.alarms import Alarms, UnknownAlarm, alarm_json, view_json
@@ -474,18 +474,9 @@ class _Raw(Exception):
         self.body = body
 
 
-class ApiResource(Resource):
-    """twisted.web's side: each request to an :class:`Incoming`, its :class:`Answer` written back."""
-
-    isLeaf = True
-
-    def __init__(self, api: Api) -> None:
-        super().__init__()
-        self.api = api
-
-    def render(self, request: Request) -> Any:
-        run_now(self.api.respond(incoming_of(request)), lambda answer: write_answer(request, answer))
-        return NOT_DONE_YET
+def serve(api: Api, request: Request) -> None:
+    """twisted.web's side: the request as an :class:`Incoming`, its :class:`Answer` written back."""
+    run_now(api.respond(incoming_of(request)), partial(write_answer, request))
 
 
 def run_now(coroutine: Coroutine[Deferred[Any], Any, T], deliver: Callable[[T], object]) -> None:

@@ -9,11 +9,12 @@ disconnected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 MAX_BODY = 64 * 1024
 _ABORT_AFTER = 64 * 1024 * 1024  # past this, stop reading: the body costs bandwidth, not memory
@@ -61,8 +62,23 @@ class Channel(HTTPChannel):
         return self._host
 
 
-def make_site(resource: Resource) -> Site:
-    site = Site(resource)
+class _Handled(Resource):
+    """Every request, whatever its path, to one handler that finishes it later (meterd routes by itself)."""
+
+    isLeaf = True
+
+    def __init__(self, handle: Callable[[Request], None]) -> None:
+        super().__init__()
+        self.handle = handle
+
+    def render(self, request: Request) -> Any:
+        self.handle(request)
+        return NOT_DONE_YET
+
+
+def make_site(handle: Callable[[Request], None]) -> Site:
+    """A Site that hands every request to ``handle``: meterd's own port (:func:`meterd.web.api.serve`), or a worker's."""
+    site = Site(_Handled(handle))
     site.protocol = Channel
     site.requestFactory = LimitedRequest
     site.log = lambda request: None  # no per-request access log on the hot path; /metrics counts requests
