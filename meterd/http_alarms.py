@@ -74,8 +74,8 @@ class WorkerAlarms:
             self.customers[hashed] = (customer_id, ZoneInfo(tz))
 
     async def answer(self, incoming: Incoming) -> bytes | None:
-        """The body of a 200 answer, or None: meterd answers this one."""
-        if incoming.path != "/getAlarme" or incoming.method != "GET" or incoming.authorization is None:
+        """The body of a 200 answer to this ``/getAlarme`` request (the worker routes only those here), or None: meterd answers it."""
+        if incoming.method != "GET" or incoming.authorization is None:
             return None
         try:
             token = bearer_token(incoming.authorization)

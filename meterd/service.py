@@ -39,13 +39,13 @@ from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.request import make_site
+from meterd.worker_process import GC_THRESHOLDS
 
 __all__ = ["Options", "makeService"]
 
 log = Logger()
 
 UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
-GC_THRESHOLDS = (50_000, 20, 100)
 SWITCH_INTERVAL = 0.001
 
 

@@ -123,14 +123,13 @@ def twistd_with_workers(data_dir: Path, kind: str, n: int) -> Iterator[Twistd]:
 
 async def http_workers_ready(server: LiveServer, n: int, timeout: float = 20) -> None:
     """Wait until ``n`` HTTP workers accept on the port (meterd's own port stops accepting then)."""
-    from twisted.internet.task import deferLater
-
     workers = server.core.http_workers
     assert workers is not None
-    deadline = time.monotonic() + timeout
-    while len(workers.ready_links()) < n:
-        assert time.monotonic() < deadline, f"{n} HTTP workers not ready in {timeout} s"
-        await deferLater(reactor, 0.05, lambda: None)
+
+    async def ready() -> bool:
+        return len(workers.ready_links()) >= n
+
+    await until(ready, timeout)
 
 
 async def start_server(data_dir: Path, *args: str) -> LiveServer:
