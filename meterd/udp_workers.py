@@ -38,14 +38,11 @@ class UdpWorkers(WorkerPool):
         self.metrics = metrics
         self._next = 0  # round robin over ready workers
 
-    def all_keys(self) -> list[list[Any]]:
-        return [_key_row(entry) for entry in self.directory.meters.values()]
-
     def port(self) -> Any:
         return self.protocol.transport
 
     def first_message(self) -> dict[str, Any]:
-        return {"require_signature": self.protocol.screen.require_signature, "keys": self.all_keys()}
+        return {"require_signature": self.protocol.screen.require_signature, "keys": [_key_row(entry) for entry in self.directory.meters.values()]}
 
     def startService(self) -> None:
         self.ingest.send_acks = self.send_acks
