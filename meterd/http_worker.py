@@ -17,8 +17,9 @@ stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 meterd to worker
   ``{"alarms": null}`` first, or, when the worker may answer ``/getAlarme``
   itself (:mod:`meterd.http_alarms`; SQLite, authentication on):
-  ``{"alarms": {"db": path, "recent_events": n, "customers": [[id, tz, token_hash], ...]}}``;
-  then ``{"customers": [...]}`` for each customer added, and
+  ``{"alarms": {"db": path, "recent_events": n, "customers": [[id, tz, token_hash], ...]}}``
+  with the first few thousand customers, then ``{"customers": [...]}`` with the rest, a few
+  thousand at a time, and for each customer added; and
   ``{"answers": [[id, status, content_type, body, {header: value}], ...]}``
 worker to meterd
   ``{"ready": true}`` once the socket is being accepted on; then, after each

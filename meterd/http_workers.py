@@ -24,7 +24,7 @@ from meterd.store.base import Customer
 from meterd.web.api import Api, run_now
 from meterd.web.exchange import Answer, answer_row, incoming_from_row
 from meterd.worker_process import GENERATION_FD
-from meterd.workers import WorkerLink, WorkerPool
+from meterd.workers import WorkerLink, WorkerPool, in_frames
 
 
 class HttpWorkers(WorkerPool):
@@ -50,11 +50,18 @@ class HttpWorkers(WorkerPool):
     def child_fds(self) -> dict[int, int]:
         return {} if self.generation is None else {GENERATION_FD: self.generation.fd}
 
-    def first_message(self) -> dict[str, Any]:
+    def first_messages(self) -> list[dict[str, Any]]:
+        """The settings with the first customers' token hashes, then the rest.
+
+        The worker serves the port from the first frame on: until the others
+        arrive, a customer it does not know yet is answered by meterd, as
+        every request it does not answer itself.
+        """
         if not self.local_alarms:
-            return {"alarms": None}
-        customers = [_customer_row(c) for c in self.api.directory.customers.values()]
-        return {"alarms": {"db": self.sqlite_path, "recent_events": self.alarms.recent_events, "customers": customers}}
+            return [{"alarms": None}]
+        first, *rest = in_frames([_customer_row(c) for c in self.api.directory.customers.values()])
+        alarms = {"db": self.sqlite_path, "recent_events": self.alarms.recent_events, "customers": first}
+        return [{"alarms": alarms}, *({"customers": customers} for customers in rest)]
 
     def startService(self) -> None:
         if self.local_alarms:

@@ -14,8 +14,9 @@ so from the port the meter sent to.
 stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 
 meterd to worker
-  ``{"require_signature": bool, "keys": [[customer_id, meter_id, key_hex], ...]}``
-  first, with every known meter; then ``{"keys": [...]}`` for each meter added,
+  ``{"keys": [[customer_id, meter_id, key_hex], ...]}`` with every known meter, a few
+  thousand at a time, the last of these frames also carrying ``"require_signature": bool``
+  (the worker serves the socket from then on); then ``{"keys": [...]}`` for each meter added,
   and ``{"acks": [[customer_id, meter_id, [seq, ...], host, port], ...]}`` to sign and send.
 worker to meterd
   ``{"ready": true}`` once the first frame is in and the socket is being read; then,
@@ -94,7 +95,7 @@ class Worker(ParentLink):
         if "acks" in message:
             self._send_acks(message["acks"])
             return
-        if self.port is None:
+        if self.port is None and "require_signature" in message:
             self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]))
             sock = inherited_socket(self.fd)
             try:

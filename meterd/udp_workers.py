@@ -20,7 +20,7 @@ from meterd.ingest import AckRow, Ingest
 from meterd.metrics import Metrics
 from meterd.readings import reading_of
 from meterd.udp import MeterProtocol
-from meterd.workers import RESTART_DELAY, SETTLED_AFTER, WorkerLink, WorkerPool
+from meterd.workers import RESTART_DELAY, SETTLED_AFTER, WorkerLink, WorkerPool, in_frames
 
 __all__ = ["RESTART_DELAY", "SETTLED_AFTER", "UdpWorkers"]
 
@@ -41,8 +41,10 @@ class UdpWorkers(WorkerPool):
     def port(self) -> Any:
         return self.protocol.transport
 
-    def first_message(self) -> dict[str, Any]:
-        return {"require_signature": self.protocol.screen.require_signature, "keys": [_key_row(entry) for entry in self.directory.meters.values()]}
+    def first_messages(self) -> list[dict[str, Any]]:
+        """Every meter's key, the settings with the last of them: the worker serves the port once it has all."""
+        *head, last = in_frames([_key_row(entry) for entry in self.directory.meters.values()])
+        return [*({"keys": keys} for keys in head), {"require_signature": self.protocol.screen.require_signature, "keys": last}]
 
     def startService(self) -> None:
         self.ingest.send_acks = self.send_acks

@@ -26,6 +26,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
+from meterd import workers
 from meterd.alarms import page
 from meterd.alarm_rules import Event
 from meterd.generation import Generation
@@ -294,6 +295,29 @@ async def _true(value: bool) -> bool:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_worker_knows_the_customers_of_every_first_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token hashes go to a new worker a few thousand at a time; here one a frame."""
+    server = await start_server(tmp_path / "data")
+    tokens = [await customer(server, cid) for cid in (A, B)]
+    await server.stop()
+    monkeypatch.setattr(workers, "FIRST_ROWS", 1)
+    server = await start_server(tmp_path / "data", "--http-workers", "1")
+    try:
+        sent = server.core.http_workers.first_messages()
+        assert [len(m["alarms"]["customers"]) if "alarms" in m else len(m["customers"]) for m in sent] == [1, 1]
+        await http_workers_ready(server, 1)
+        asked: list[Incoming] = []
+        respond = server.core.api.respond
+        server.core.api.respond = lambda incoming: (asked.append(incoming), respond(incoming))[1]  # type: ignore[method-assign]
+        for cid, token in zip((A, B), tokens):
+            status, body, _ = await server.call("GET", "/getAlarme", token=token, params={"id": cid})
+            assert status == 200 and body["active"] == []
+        assert asked == []  # both answered by the worker: it knew the customer of either frame
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_without_authentication_workers_answer_nothing_themselves(tmp_path: Path) -> None:
     """--no-auth: anyone reads anything, so meterd answers every request (the legacy clients' mode)."""
     server = await start_server(tmp_path / "data", "--no-auth", "--http-workers", "1")
@@ -304,7 +328,7 @@ async def test_without_authentication_workers_answer_nothing_themselves(tmp_path
         status, body, _ = await server.call("GET", "/getAlarme", token=None, params={"id": A})
         assert status == 200 and body["alarme"] is False
         assert counted(server, "/getAlarme", 200) == counted_before + 1  # counted at once: meterd answered it
-        assert server.core.http_workers.first_message() == {"alarms": None}
+        assert server.core.http_workers.first_messages() == [{"alarms": None}]
     finally:
         await server.stop()
 

@@ -37,6 +37,7 @@ from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
 from meterd.udp_worker import Worker
 from meterd.udp_workers import RESTART_DELAY, SETTLED_AFTER, UdpWorkers
+from meterd.workers import FIRST_ROWS
 from tests.support import LiveServer, frame, frames, gone, start_server, twistd_with_workers, until, worker_pids
 from tests.test_e2e_udp import C, FakeMeter, listen, m, register, scrape
 from tests.test_udp import RecordingStore
@@ -116,6 +117,21 @@ def test_the_worker_reads_only_once_it_has_the_keys(worker: Any) -> None:
     w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
     assert len(clock.ports) == 1 and transport.producer is w
     assert frames(transport.value()) == [{"ready": True}]
+
+
+def test_the_worker_waits_for_the_frame_with_the_settings_before_it_reads(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"keys": [[C, 1, K1_HEX]]}))
+    assert clock.ports == [] and transport.value() == b""
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 2, "22" * 32]]}))
+    assert frames(transport.value()) == [{"ready": True}]
+    transport.clear()
+    receiver = clock.ports[0].protocol
+    receiver.datagramReceived(reading(1), ADDR)  # a key from the first frame
+    receiver.datagramReceived(reading(2, meter=2, key=bytes.fromhex("22" * 32)), ADDR)  # and from the last
+    clock.advance(0)
+    [message] = frames(transport.value())
+    assert [row[:2] for row in message["readings"]] == [[C, 1], [C, 2]]
 
 
 def test_one_frame_per_turn_with_the_readings_and_the_counted_drops(worker: Any) -> None:
@@ -241,13 +257,14 @@ class PoolReactor(Clock):
 
 
 class Pool:
-    def __init__(self) -> None:
+    def __init__(self, meters: int = 1) -> None:
         self.reactor = PoolReactor()
         self.metrics = Metrics()
         self.store = RecordingStore()
         self.directory = Directory()
         self.directory.add_customer(Customer(C, "Ana", "mono", 1, 1, "America/Sao_Paulo", "hash", 0))
-        self.directory.add_meter(Meter(C, 1, "register", K1_HEX, 0))
+        for meter_id in range(1, meters + 1):
+            self.directory.add_meter(Meter(C, meter_id, "register", K1_HEX, 0))
         self.ingest = Ingest(self.store, self.reactor, self.metrics)  # type: ignore[arg-type]
         self.ingest.startService()
         self.protocol = MeterProtocol(self.directory, self.ingest, self.metrics, self.reactor, require_signature=True)
@@ -275,6 +292,15 @@ def test_a_worker_gets_the_socket_and_every_key_then_the_port_stops_reading() ->
     assert p.port.reading  # until the worker says it reads
     link.childDataReceived(1, frame({"ready": True}))
     assert not p.port.reading and p.gauge() == 1
+
+
+def test_a_worker_gets_many_keys_in_frames_of_a_few_thousand_and_the_settings_last() -> None:
+    p = Pool(meters=FIRST_ROWS + 2)
+    _, transport = p.connect()
+    sent = frames(transport.value())
+    assert [len(message["keys"]) for message in sent] == [FIRST_ROWS, 2]
+    assert ["require_signature" in message for message in sent] == [False, True]
+    assert sorted(row[1] for message in sent for row in message["keys"]) == list(range(1, FIRST_ROWS + 3))
 
 
 def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> None:
