@@ -19,7 +19,7 @@ meterd to worker
   (the worker serves the socket from then on); then ``{"keys": [...]}`` for each meter added,
   and ``{"acks": [[customer_id, meter_id, [seq, ...], host, port], ...]}`` to sign and send.
 worker to meterd
-  ``{"ready": true}`` once the first frame is in and the socket is being read; then,
+  ``{"ready": true}`` once the frame with the settings is in and the socket is being read; then,
   after each reactor turn that read datagrams:
   ``{"readings": [[customer_id, meter_id, ts, wh, seq], ...], "from": [[host, port], ...],
   "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n, "acks_unsent": n}``
