@@ -165,6 +165,20 @@ def send_acks(sendto: Callable[[bytes, Any], Any], customer_id: str, meter_id: i
     return sent, len(datagrams) - sent
 
 
+def send_ack_rows(sendto: Callable[[bytes, Any], Any], key_for: Callable[[tuple[str, int]], Key | None],
+                  rows: Iterable[tuple[str, int, list[int], str, int]]) -> tuple[int, int]:
+    """A flush's acks, one row ``(customer_id, meter_id, seqs, host, port)`` per meter, each signed with
+    its meter's key (a meter ``key_for`` no longer knows is skipped); datagrams sent and unsent."""
+    sent = unsent = 0
+    for customer_id, meter_id, seqs, host, port in rows:
+        key = key_for((customer_id, meter_id))
+        if key is not None:
+            ok, failed = send_acks(sendto, customer_id, meter_id, seqs, key, (host, port))
+            sent += ok
+            unsent += failed
+    return sent, unsent
+
+
 def decode_ack(data: bytes, key: bytes | Key) -> tuple[str, int, list[int]] | None:
     """Return ``(id, id_medidor, seqs)`` of a validly signed ack, else ``None``.
 

@@ -48,7 +48,7 @@ from meterd.web.api import JSON, run_now
 from meterd.web.errors import ApiError
 from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
 from meterd.web.request import make_site
-from meterd.worker_process import GENERATION_FD, SOCKET_FD, ParentLink, inherited_socket, run
+from meterd.worker_process import GENERATION_FD, SOCKET_FD, ParentLink, run
 
 _STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
 CLOSE_GRACE = 1.0  # seconds for those 503s to leave before the reactor stops
@@ -96,11 +96,7 @@ class HttpWorker(ParentLink):
             if alarms is not None:
                 self.alarms = WorkerAlarms(LocalReads(alarms["db"]), Generation(GENERATION_FD), alarms["recent_events"])
                 self.alarms.add_customers(alarms["customers"])
-            sock = inherited_socket(self.fd)
-            try:
-                self.port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.site)
-            finally:
-                sock.close()
+            self.adopt(self.reactor.adoptStreamPort, self.site)
             self.port.doRead = partial(_accept_one, self.port, self.port.doRead)
             self.reporting.start(REPORT_INTERVAL, now=False)
             self.sendString(b'{"ready":true}')

@@ -71,8 +71,7 @@ class HttpWorkers(WorkerPool):
         super().startService()
 
     def _customer_added(self, customer: Customer) -> None:
-        for link in self.links.values():
-            link.send({"customers": [_customer_row(customer)]})
+        self.send_all({"customers": [_customer_row(customer)]})
 
     def ready_count_changed(self, ready: int) -> None:
         self.api.metrics.http_workers.set(ready)

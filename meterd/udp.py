@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from meterd.datagram import send_acks
+from meterd.datagram import send_ack_rows
 from meterd.directory import Directory
 from meterd.ingest import AckRow, Address, Ingest, Overloaded
 from meterd.metrics import Metrics
@@ -131,10 +131,6 @@ class MeterProtocol(DatagramProtocol):
             return
         sock = getattr(transport, "socket", None)
         write = transport.write if sock is None else sock.sendto
-        key_for = self.screen.key_for
-        for customer_id, meter_id, seqs, host, port in acks:
-            key = key_for((customer_id, meter_id))
-            if key is not None:
-                sent, unsent = send_acks(write, customer_id, meter_id, seqs, key, (host, port))
-                self.metrics.acks_sent += sent
-                self.metrics.acks_unsent += unsent
+        sent, unsent = send_ack_rows(write, self.screen.key_for, acks)
+        self.metrics.acks_sent += sent
+        self.metrics.acks_unsent += unsent

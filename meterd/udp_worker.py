@@ -43,9 +43,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
-from meterd.datagram import send_acks
+from meterd.datagram import send_ack_rows
 from meterd.screen import MeterId, Rejected, Screen
-from meterd.worker_process import SOCKET_FD, ParentLink, inherited_socket, run
+from meterd.worker_process import SOCKET_FD, ParentLink, run
 
 
 class Receiver(DatagramProtocol):
@@ -97,24 +97,16 @@ class Worker(ParentLink):
             return
         if self.port is None and "require_signature" in message:
             self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]))
-            sock = inherited_socket(self.fd)
-            try:
-                self.port = self.reactor.adoptDatagramPort(sock.fileno(), sock.family, Receiver(self, self.reactor))
-            finally:
-                sock.close()
+            self.adopt(self.reactor.adoptDatagramPort, Receiver(self, self.reactor))
             self.transport.registerProducer(self, True)
             self.sendString(b'{"ready":true}')
 
     def _send_acks(self, acks: list[list[Any]]) -> None:
         if self.port is None:
             return
-        sendto, key_for = self.port.socket.sendto, self.screen.key_for
-        for customer_id, meter_id, seqs, host, port in acks:
-            key = key_for((customer_id, meter_id))
-            if key is not None:
-                sent, unsent = send_acks(sendto, customer_id, meter_id, seqs, key, (host, port))
-                self.acks_sent += sent
-                self.acks_unsent += unsent
+        sent, unsent = send_ack_rows(self.port.socket.sendto, self.screen.key_for, acks)
+        self.acks_sent += sent
+        self.acks_unsent += unsent
         if self.pending is None:
             self.pending = self.reactor.callLater(0, self.send)
 

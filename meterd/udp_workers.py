@@ -52,8 +52,7 @@ class UdpWorkers(WorkerPool):
         super().startService()
 
     def _meter_added(self, entry: MeterEntry) -> None:
-        for link in self.links.values():
-            link.send({"keys": [_key_row(entry)]})
+        self.send_all({"keys": [_key_row(entry)]})
 
     def send_acks(self, acks: list[AckRow]) -> None:
         """Ingest's ack sender: a flush's acks go to one worker in one frame, at the commit.

@@ -28,13 +28,6 @@ PIPE_SIZE = 1024 * 1024
 GC_THRESHOLDS = (50_000, 20, 100)  # meterd's and its workers' (meterd.service says why): every datagram or request allocates, little survives
 
 
-def inherited_socket(fd: int = SOCKET_FD) -> socket.socket:
-    """The socket meterd passed us, non-blocking; close it after adopting (the reactor takes a dup)."""
-    sock = socket.socket(fileno=fd)  # learns the family
-    sock.setblocking(False)  # the reactor reads until EAGAIN; Twisted leaves this to whoever adopts
-    return sock
-
-
 @implementer(interfaces.IHalfCloseableProtocol)
 class ParentLink(Int32StringReceiver):
     """A worker's frames to and from meterd; the worker's reactor stops once meterd is gone.
@@ -43,8 +36,8 @@ class ParentLink(Int32StringReceiver):
     stdin (``readConnectionLost``), then closes stdout.
     """
 
-    # meterd's frames: a UDP worker's first carries every meter's key (~100 B a
-    # meter), an HTTP worker's every customer's token hash and each turn's answers.
+    # meterd's frames: keys and token hashes come a few thousand rows a frame,
+    # but an HTTP worker's answers of a turn, bodies included, come in one.
     MAX_LENGTH = 1 << 30
 
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
@@ -53,6 +46,16 @@ class ParentLink(Int32StringReceiver):
         self.port: Any = None  # what the worker adopted the inherited socket as
         self.grace = 0.0  # seconds between meterd gone and the reactor stopped
         self._stopping = False
+
+    def adopt(self, adopt: Callable[..., Any], *args: Any) -> None:
+        """Serve the socket meterd passed us as ``adopt(fd, family, *args)``: a reactor's
+        ``adoptDatagramPort`` or ``adoptStreamPort``, which takes a dup of it."""
+        sock = socket.socket(fileno=self.fd)  # learns the family
+        sock.setblocking(False)  # the reactor reads until EAGAIN; Twisted leaves this to whoever adopts
+        try:
+            self.port = adopt(sock.fileno(), sock.family, *args)
+        finally:
+            sock.close()
 
     def stop_port(self) -> None:
         """Take nothing more from the inherited socket; it closes when the process exits.

@@ -167,6 +167,11 @@ class WorkerPool(Service):
             return
         self.message(link, message)
 
+    def send_all(self, message: dict[str, Any]) -> None:
+        """To every worker, ready or starting (whose first frames have gone already)."""
+        for link in self.links.values():
+            link.send(message)
+
     def ready_links(self) -> list[WorkerLink]:
         return [link for link in self.links.values() if link.ready]
 
