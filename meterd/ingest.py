@@ -194,7 +194,7 @@ class Ingest(Service):
             n = outcomes.count(outcome)
             if n:
                 counter.inc(n)
-        acks: dict[tuple[str, int], tuple[Address, list[int]]] = {}
+        acks: dict[tuple[str, int], AckRow] = {}  # the rows themselves: built once, seqs appended in place
         stored, duplicate = Outcome.STORED, Outcome.DUPLICATE
         waiters = []
         for reading, reply, outcome in zip(readings, replies, outcomes):
@@ -208,11 +208,11 @@ class Ingest(Service):
                 key = reading[:2]  # (customer_id, meter_id)
                 entry = acks.get(key)
                 if entry is None:
-                    acks[key] = (reply, [seq])
+                    acks[key] = (*key, [seq], *reply)
                 else:
-                    entry[1].append(seq)
+                    entry[2].append(seq)
         if acks and self.send_acks is not None:
-            self.send_acks([(customer_id, meter_id, seqs, host, port) for (customer_id, meter_id), ((host, port), seqs) in acks.items()])
+            self.send_acks(list(acks.values()))
         return waiters
 
     def stopService(self) -> Deferred[None]:
