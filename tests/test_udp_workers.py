@@ -35,7 +35,7 @@ from meterd.metrics import Metrics
 from meterd.readings import Reading
 from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
-from meterd.udp_worker import Worker
+from meterd.udp_worker import READ_BYTES_PER_TURN, Worker
 from meterd.udp_workers import RESTART_DELAY, SETTLED_AFTER, UdpWorkers
 from meterd.workers import FIRST_ROWS
 from tests.support import LiveServer, frame, frames, gone, start_server, twistd_with_workers, until, worker_pids
@@ -200,6 +200,32 @@ def test_a_full_stdout_pauses_the_socket_and_a_drained_one_resumes_it(worker: An
     assert not port.reading
     transport.producer.resumeProducing()
     assert port.reading
+
+
+def test_a_turn_reads_a_bounded_share_of_a_backlog_so_meterds_frames_are_read_between() -> None:
+    """The worker's real port (Twisted's reads up to 256 KB a turn) stops at READ_BYTES_PER_TURN."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    w = Worker(reactor, os.dup(server.fileno()))
+    w.makeConnection(StringTransport())
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    try:
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        datagrams = [reading(seq) for seq in range(1, 1001)]
+        for datagram in datagrams:
+            sender.sendto(datagram, server.getsockname())
+        sender.close()
+        first_turn = next(k for k in range(1, len(datagrams)) if sum(map(len, datagrams[:k])) >= READ_BYTES_PER_TURN)
+        w.port.doRead()
+        assert w.received == first_turn < len(datagrams)  # the turn ends at the first datagram past the limit
+        w.port.doRead()
+        assert first_turn < w.received < len(datagrams)  # the rest waits in the socket for later turns
+    finally:
+        if w.pending is not None:
+            w.pending.cancel()
+        w.stop_port()
+        server.close()
 
 
 def test_when_stdin_closes_the_worker_sends_what_it_holds_and_ends(worker: Any) -> None:
