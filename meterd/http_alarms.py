@@ -34,6 +34,12 @@ from meterd.web.exchange import Incoming
 log = Logger()
 
 MAX_VIEWS = 100_000  # cached views; past this the cache starts over
+# Requests remembered byte for byte (see WorkerAlarms.repeat); past this the memory starts over.
+MAX_REPEATS = 20_000
+MAX_REPEAT_BYTES = 512  # a longer request line and token than any client's poll is not remembered
+
+#: A request as its client sent it: the request target and the Authorization header.
+RawRequest = tuple[bytes, bytes]
 
 
 class LocalReads(SqliteStore):
@@ -68,13 +74,35 @@ class WorkerAlarms:
         self.recent_events = recent_events
         self.customers: dict[str, tuple[str, ZoneInfo]] = {}  # token hash -> (customer id, time zone)
         self.views: dict[tuple[str, int | None], tuple[int, bytes]] = {}  # -> (generation, body)
+        self.repeats: dict[RawRequest, tuple[str, int | None]] = {}  # -> the key of the view it was answered with
 
     def add_customers(self, rows: list[list[str]]) -> None:
         for customer_id, tz, hashed in rows:
             self.customers[hashed] = (customer_id, ZoneInfo(tz))
 
-    async def answer(self, incoming: Incoming) -> bytes | None:
-        """The body of a 200 answer to this ``/getAlarme`` request (the worker routes only those here), or None: meterd answers it."""
+    def repeat(self, raw: RawRequest) -> bytes | None:
+        """The body answered to this very request before, while its view is current; else None.
+
+        Clients poll with the same request again and again. Parsing it and
+        hashing its token again (4-5 us of the ~60 us of CPU a worker spends on
+        a request, and the same outcome every time: a token never changes
+        owner) is skipped once :meth:`answer` has authorized it: what it learnt
+        is which view the request names, and that view's generation is still
+        checked.
+        """
+        key = self.repeats.get(raw)
+        if key is None:
+            return None
+        cached = self.views.get(key)
+        if cached is None or cached[0] != self.generation.value():
+            return None
+        return cached[1]
+
+    async def answer(self, incoming: Incoming, raw: RawRequest | None = None) -> bytes | None:
+        """The body of a 200 answer to this ``/getAlarme`` request (the worker routes only those here), or None: meterd answers it.
+
+        ``raw``: the request as sent, when it is a plain GET (no body) that :meth:`repeat` may answer next time.
+        """
         if incoming.method != "GET" or incoming.authorization is None:
             return None
         try:
@@ -89,6 +117,10 @@ class WorkerAlarms:
             return None
         generation = self.generation.value()  # before the read: a later settlement makes it stale
         key = (customer_id, cursor)
+        if raw is not None and len(raw[0]) + len(raw[1]) <= MAX_REPEAT_BYTES:
+            if len(self.repeats) >= MAX_REPEATS:
+                self.repeats.clear()
+            self.repeats[raw] = key
         cached = self.views.get(key)
         if cached is not None and cached[0] == generation:
             return cached[1]

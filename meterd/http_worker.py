@@ -43,7 +43,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.server import Request
 
 from meterd.generation import Generation
-from meterd.http_alarms import LocalReads, WorkerAlarms
+from meterd.http_alarms import LocalReads, RawRequest, WorkerAlarms
 from meterd.web.api import JSON, run_now
 from meterd.web.errors import ApiError
 from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
@@ -102,16 +102,26 @@ class HttpWorker(ParentLink):
             self.sendString(b'{"ready":true}')
 
     def forward(self, request: Request) -> None:
-        incoming = incoming_of(request)
-        if self.alarms is not None and incoming.path == "/getAlarme":
-            run_now(self.alarms.answer(incoming), partial(self._answered_here, request, incoming))
+        alarms = self.alarms
+        if alarms is not None and request.path == b"/getAlarme":
+            raw = _plain_get(request)
+            if raw is not None:
+                body = alarms.repeat(raw)
+                if body is not None:
+                    self._answer_here(request, body)
+                    return
+            incoming = incoming_of(request)
+            run_now(alarms.answer(incoming, raw), partial(self._answered_here, request, incoming))
         else:
-            self._to_meterd(request, incoming)
+            self._to_meterd(request, incoming_of(request))
 
     def _answered_here(self, request: Request, incoming: Incoming, body: bytes | None) -> None:
         if body is None:
             self._to_meterd(request, incoming)
-            return
+        else:
+            self._answer_here(request, body)
+
+    def _answer_here(self, request: Request, body: bytes) -> None:
         write_answer(request, Answer(200, JSON, body, {}))
         self.answered += 1
 
@@ -159,6 +169,18 @@ class HttpWorker(ParentLink):
             write_answer(request, _STOPPING, close=True)
         self.grace = CLOSE_GRACE if waiting else 0.0
         self.transport.loseConnection()
+
+
+def _plain_get(request: Request) -> RawRequest | None:
+    """A GET without a body, as ``(request target, Authorization header)``; else None.
+
+    Without a body nothing but these two decides a ``/getAlarme`` answer.
+    """
+    headers = request.requestHeaders
+    if request.method != b"GET" or headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding"):
+        return None
+    authorization = request.getHeader(b"authorization")
+    return None if authorization is None else (request.uri, authorization)
 
 
 def _accept_one(port: Any, do_read: Any) -> None:

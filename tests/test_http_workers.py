@@ -22,14 +22,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
-from meterd import workers
+from meterd import http_alarms, workers
 from meterd.alarms import page
 from meterd.alarm_rules import Event
+from meterd.credentials import token_hash
 from meterd.generation import Generation
+from meterd.http_alarms import RawRequest
 from meterd.http_worker import REPORT_INTERVAL, HttpWorker
 from meterd.options import Options
 from meterd.taxid import make_cpf
@@ -127,7 +130,7 @@ def test_a_turn_of_large_bodies_goes_in_frames_meterd_accepts() -> None:
 
 def test_a_worker_reports_what_it_answered_itself_each_second_not_each_turn() -> None:
     class Local:
-        async def answer(self, incoming: Incoming) -> bytes | None:
+        async def answer(self, incoming: Incoming, raw: RawRequest | None) -> bytes | None:
             return b'{"alarme":false}'
 
     clock = Clock()
@@ -154,6 +157,78 @@ def test_a_worker_reports_what_it_answered_itself_each_second_not_each_turn() ->
     poll()
     worker.readConnectionLost()  # meterd stopping: what is left is still counted
     assert frames(stdio.value()) == [{"requests": [], "answered": 1}]
+
+
+class ViewsRead:
+    """The store a worker reads alarm views from, counting the reads: no alarm, no event."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def alarm_view(self, customer_id: str, cursor: int | None, limit: int) -> Deferred[tuple[list[Any], list[Any], int]]:
+        self.reads += 1
+        return succeed(([], [], 0))
+
+
+def test_a_request_seen_before_is_answered_without_parsing_it_again_while_its_view_is_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashed: list[str] = []
+    monkeypatch.setattr(http_alarms, "token_hash", lambda token: hashed.append(token) or token_hash(token))
+    clock = Clock()
+    worker = HttpWorker(clock)
+    stdio = StringTransport()
+    worker.makeConnection(stdio)
+    store, generation = ViewsRead(), Generation()
+    worker.alarms = http_alarms.WorkerAlarms(store, generation, 10)  # type: ignore[arg-type]
+    worker.alarms.add_customers([[A, "America/Sao_Paulo", token_hash("ta")], [B, "America/Sao_Paulo", token_hash("tb")]])
+
+    def poll(request: bytes) -> bytes:
+        channel = worker.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        client = StringTransport()
+        channel.makeConnection(client)
+        channel.dataReceived(request)
+        clock.advance(0)
+        return client.value()
+
+    plain = b"GET /getAlarme?id=%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ta\r\n\r\n" % A.encode()
+    first = poll(plain)
+    assert first.startswith(b"HTTP/1.1 200 ") and (store.reads, len(hashed)) == (1, 1)
+    assert [poll(plain) for _ in range(3)] == [first] * 3  # the same bytes, with no token hashed again
+    assert (store.reads, len(hashed)) == (1, 1)
+
+    generation.bump()  # an alarm settled: read afresh, and remembered again
+    assert poll(plain).startswith(b"HTTP/1.1 200 ") and (store.reads, len(hashed)) == (2, 2)
+    poll(plain)
+    assert (store.reads, len(hashed)) == (2, 2)
+
+    # Another token, a body, another method: each decided in full, never from what the plain poll taught.
+    assert poll(plain.replace(b"Bearer ta", b"Bearer tb")) == b""  # B's token for A's alarms: meterd says 403
+    with_body = plain.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+    assert poll(with_body).startswith(b"HTTP/1.1 200 ") and poll(with_body).startswith(b"HTTP/1.1 200 ")
+    assert poll(plain.replace(b"GET", b"HEAD")) == b""  # to meterd
+    assert len(hashed) == 5 and [r[1:3] for f in frames(stdio.value()) for r in f["requests"]] == [
+        ["GET", "/getAlarme"], ["HEAD", "/getAlarme"],
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_remembered_requests_are_short_and_bounded_in_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_alarms, "MAX_REPEATS", 2)
+    alarms = http_alarms.WorkerAlarms(ViewsRead(), Generation(), 10)  # type: ignore[arg-type]
+    alarms.add_customers([[A, "America/Sao_Paulo", token_hash("ta")]])
+
+    async def answer(query: bytes) -> RawRequest:
+        raw = (b"/getAlarme?" + query, b"Bearer ta")
+        assert await alarms.answer(Incoming("GET", "/getAlarme", query, "Bearer ta", None, b"", False), raw) is not None
+        return raw
+
+    long = await answer(b"id=" + A.encode() + b"&pad=" + b"x" * http_alarms.MAX_REPEAT_BYTES)  # answered, not remembered
+    assert alarms.repeat(long) is None
+    first, second = [await answer(b"id=" + A.encode() + b"&cursor=%d" % n) for n in (1, 2)]
+    assert alarms.repeat(first) is not None and alarms.repeat(second) is not None
+    third = await answer(b"id=" + A.encode() + b"&cursor=3")  # past the bound: the memory starts over
+    assert (alarms.repeat(first), alarms.repeat(second)) == (None, None) and alarms.repeat(third) is not None
 
 
 def test_what_meterd_will_not_answer_any_more_gets_a_503_and_the_connection_closes() -> None:
