@@ -30,11 +30,11 @@ from bench import pg
 from bench.common import median, metric_values, python, subprocess_env
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max
+from meterd.service import UDP_RECEIVE_BUFFER
 
 PHASES = ("ingest", "http", "history", "rss", "scaleout")
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")  # scaleout needs a PostgreSQL server: asked for by name
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
-RCVBUF_WANTED = 8 * 1024 * 1024  # what meterd asks for (meterd.service.UDP_RECEIVE_BUFFER)
 DEFAULT_RATE = 60_000
 OFFER_OVER_BASE = 0.31  # the default offer against the bare loop's rate: the target is >= 0.30x
 
@@ -509,7 +509,7 @@ def main(argv: list[str]) -> int:
     report = Report(f"meterd benchmark{' (quick)' if a.quick else ''}: {os.cpu_count()} CPUs, "
                     f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")
     load_before = os.getloadavg()
-    rmem, note = raise_rmem_max(RCVBUF_WANTED)
+    rmem, note = raise_rmem_max(UDP_RECEIVE_BUFFER)  # what meterd asks for
     report.note(f"net.core.rmem_max = {rmem}" + (f" ({note})" if note else ""))
     Meterd.switch_interval = a.switch_interval
     if a.switch_interval is not None:

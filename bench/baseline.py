@@ -19,7 +19,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-RECEIVE_BUFFER = 8 * 1024 * 1024
+from meterd.service import UDP_RECEIVE_BUFFER
+
 BODY = json.dumps({"status": "ok", "answer": 42, "items": [{"a": 1}, {"b": 2}]}).encode()
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
     kind, port = argv[1], int(argv[2])
     if kind == "udp":
         listening = reactor.listenUDP(port, Parse(), interface="127.0.0.1")  # type: ignore[attr-defined]
-        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
     else:
         site = Site(Constant())
         site.log = lambda request: None  # type: ignore[method-assign]

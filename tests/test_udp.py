@@ -1,4 +1,4 @@
-"""``MeterProtocol``: what a datagram becomes, and every reason it is dropped.
+"""``MeterProtocol``: what a datagram becomes, and every reason it is dropped; the socket's receive buffer.
 
 The protocol is wired to a real ``Ingest`` over a fake store, a ``Clock`` and a
 ``FakeDatagramTransport`` that records what the server sends, so a test can
@@ -8,6 +8,8 @@ follow one datagram from ``datagramReceived`` to the ack on the wire.
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +18,14 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
+from twisted.logger import formatEvent, globalLogPublisher
 
 from meterd.datagram import MAX_DATAGRAM, decode_ack, sign
 from meterd.directory import Directory
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.readings import Outcome, Reading
+from meterd.service import set_receive_buffer
 from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
 
@@ -407,3 +411,21 @@ def test_the_1024_byte_limit_is_on_the_payload_not_on_its_signature_line():
     assert len(h.flush()) == 1
     h.send(sign(padded[:1] + b" " + padded[1:], K1))
     assert h.dropped("too_large") == 1
+
+
+def test_a_receive_buffer_the_kernel_capped_is_granted_smaller_and_logged() -> None:
+    limit = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        small = 64 * 1024  # under any limit Linux ships with
+        assert set_receive_buffer(sock, small) == small and events == []
+        granted = set_receive_buffer(sock, 2 * limit)
+    finally:
+        sock.close()
+        globalLogPublisher.removeObserver(events.append)
+    assert granted == limit
+    [event] = events
+    assert f"the UDP receive buffer is {limit} bytes, not the {2 * limit} asked for" in formatEvent(event)
+    assert f"net.core.rmem_max={2 * limit}" in formatEvent(event)
