@@ -47,9 +47,9 @@ log = Logger()
 
 # The meters' socket's receive buffer: what arrives while the readers are
 # short of CPU waits here, and what does not fit is lost before any reader sees
-# it. At 64,000 readings/s on 2 busy cores 8 MB overflowed in a third of the
-# runs (9,500-43,000 readings lost in a 30 s run); 32 MB in none of three of
-# the same hour. The kernel allocates it only as datagrams queue up.
+# it. At 62,000-64,000 readings/s on 2 busy cores 8 MB overflowed in 7 of 24
+# runs (3,700-43,000 readings lost in a 30 s run); 32 MB in none of six in
+# the hour after. The kernel allocates it only as datagrams queue up.
 UDP_RECEIVE_BUFFER = 32 * 1024 * 1024
 SWITCH_INTERVAL = 0.001
 
