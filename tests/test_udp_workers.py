@@ -224,7 +224,9 @@ def test_a_turn_reads_a_bounded_share_of_a_backlog_so_meterds_frames_are_read_be
     finally:
         if w.pending is not None:
             w.pending.cancel()
+        port = w.port
         w.stop_port()
+        port.socket.close()  # the worker leaves its dup to the process's exit
         server.close()
 
 
