@@ -1,10 +1,11 @@
 """The baselines: the least a Twisted process can do for the same traffic.
 
-``udp PORT``: a bare DatagramProtocol that only parses each datagram's JSON
-payload (no signature, no validation, no storage). ``web PORT``: a bare
+``udp PORT RCVBUF``: a bare DatagramProtocol that only parses each datagram's
+JSON payload (no signature, no validation, no storage). ``web PORT``: a bare
 twisted.web leaf resource that answers every request with a constant JSON body.
-Same receive buffer and same Site settings (access log off) as meterd, so the
-ratios in the table measure meterd's own work.
+Same receive buffer (the harness passes meterd's) and same Site settings
+(access log off) as meterd, so the ratios in the table measure meterd's own
+work. Nothing of meterd is imported: the baseline's RSS is Twisted's alone.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-
-from meterd.service import UDP_RECEIVE_BUFFER
 
 BODY = json.dumps({"status": "ok", "answer": 42, "items": [{"a": 1}, {"b": 2}]}).encode()
 
@@ -52,7 +51,7 @@ def main(argv: list[str]) -> None:
     kind, port = argv[1], int(argv[2])
     if kind == "udp":
         listening = reactor.listenUDP(port, Parse(), interface="127.0.0.1")  # type: ignore[attr-defined]
-        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(argv[3]))
     else:
         site = Site(Constant())
         site.log = lambda request: None  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from bench.common import free_port, metric_values, proc_sample, python, subprocess_env, ProcSample
+from meterd.service import UDP_RECEIVE_BUFFER
 
 
 class Child:
@@ -98,7 +99,7 @@ class Meterd(Child):
 
 
 class Baseline(Child):
-    """``python -m bench.baseline udp|web PORT``."""
+    """``python -m bench.baseline udp PORT RCVBUF`` or ``web PORT``."""
 
     def __init__(self, kind: str, work_dir: Path) -> None:
         self.kind = kind
@@ -108,7 +109,8 @@ class Baseline(Child):
 
     def start(self, timeout: float = 20) -> "Baseline":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([python(), "-m", "bench.baseline", self.kind, str(self.port)],
+        receive_buffer = [str(UDP_RECEIVE_BUFFER)] if self.kind == "udp" else []  # meterd's, as the baseline imports none of it
+        self.proc = subprocess.Popen([python(), "-m", "bench.baseline", self.kind, str(self.port), *receive_buffer],
                                      env=subprocess_env(), stdout=self._log, stderr=subprocess.STDOUT)
         if self.kind == "web":
             self._wait_http(self.url + "/", timeout)
