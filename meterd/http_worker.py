@@ -108,7 +108,7 @@ class HttpWorker(ParentLink):
             if raw is not None:
                 body = alarms.repeat(raw)
                 if body is not None:
-                    self._answer_here(request, body)
+                    self._write_own_answer(request, body)
                     return
             incoming = incoming_of(request)
             run_now(alarms.answer(incoming, raw), partial(self._answered_here, request, incoming))
@@ -119,9 +119,9 @@ class HttpWorker(ParentLink):
         if body is None:
             self._to_meterd(request, incoming)
         else:
-            self._answer_here(request, body)
+            self._write_own_answer(request, body)
 
-    def _answer_here(self, request: Request, body: bytes) -> None:
+    def _write_own_answer(self, request: Request, body: bytes) -> None:
         write_answer(request, Answer(200, JSON, body, {}))
         self.answered += 1
 
