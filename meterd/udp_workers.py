@@ -55,18 +55,17 @@ class UdpWorkers(WorkerPool):
         self.send_all({"keys": [_key_row(entry)]})
 
     def send_acks(self, acks: list[AckRow]) -> None:
-        """Ingest's ack sender: a flush's acks go to one worker in one frame, at the commit.
+        """Ingest's ack sender: a flush's acks go to one worker in one frame, into its pipe at the commit.
 
         At once, not at the end of the reactor turn: the rest of the turn is
-        the flush's observers (alarm rules, ~10 ms a flush at full load), which
-        a meter's ack need not wait for.
+        the flush's observers, which a meter's ack need not wait for.
         """
         ready = self.ready_links()
         if not ready:
             self.protocol.send_acks(acks)
             return
         self._next = (self._next + 1) % len(ready)
-        ready[self._next].send({"acks": acks})  # the rows as they are: orjson writes tuples as arrays
+        ready[self._next].send({"acks": acks}, at_once=True)  # the rows as they are: orjson writes tuples as arrays
 
     def message(self, link: WorkerLink, message: dict[str, Any]) -> None:
         readings = message.get("readings")

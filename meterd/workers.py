@@ -74,8 +74,19 @@ class WorkerLink(ProcessProtocol):
         for message in self.pool.first_messages():
             self.send(message)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], *, at_once: bool = False) -> None:
+        """Frame ``message`` to the worker's stdin; ``at_once``: into the pipe now, not when the reactor turn ends.
+
+        A transport's writes wait until the reactor next polls, after every
+        callback of the current turn. A flush's acks are followed in their
+        turn by the flush's observers (alarm rules, ~10 ms at full load):
+        the worker read the ack frame a median 19 ms after it was sent, 1.2
+        ms when written at once (62,000 readings/s). What does not fit in
+        the pipe, or an error, is left to the reactor as for any write.
+        """
         self._frames.sendString(orjson.dumps(message))
+        if at_once and 0 in self.transport.pipes:
+            self.transport.pipes[0].doWrite()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == 1:

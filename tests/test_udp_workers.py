@@ -24,6 +24,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.process import ProcessWriter
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python.failure import Failure
@@ -266,6 +267,7 @@ class ProcessTransport(StringTransport):
         super().__init__()
         self.stdin_closed = False
         self.signals: list[str] = []
+        self.pipes: dict[int, Any] = {}  # written at once: a StringTransport has no pipe to wait for
 
     def closeStdin(self) -> None:
         self.stdin_closed = True
@@ -279,9 +281,55 @@ class PoolReactor(Clock):
         super().__init__()
         self.advance(NOW)
         self.spawned: list[tuple[Any, dict[int, Any]]] = []
+        self.writers: set[Any] = set()  # descriptors with data waiting for the next poll
+
+    def addWriter(self, writer: Any) -> None:
+        self.writers.add(writer)
+
+    def removeWriter(self, writer: Any) -> None:
+        self.writers.discard(writer)
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
+        pass
 
     def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: dict[str, str], childFDs: dict[int, Any]) -> None:
         self.spawned.append((protocol, childFDs))
+
+
+class PipedProcess(ProcessTransport):
+    """A worker's stdin as meterd has it: a real pipe behind Twisted's own ``ProcessWriter``.
+
+    Its writes wait for the reactor's next poll, as they do in meterd;
+    ``poll`` does what the reactor does then.
+    """
+
+    def __init__(self, reactor: PoolReactor) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.read_end, write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+        self.pipes = {0: ProcessWriter(reactor, self, 0, write_end)}
+
+    def write(self, data: bytes) -> None:
+        self.pipes[0].write(data)
+
+    def poll(self) -> None:
+        for writer in list(self.reactor.writers):
+            writer.doWrite()
+
+    def in_pipe(self) -> list[Any]:
+        """The frames the worker could read now."""
+        try:
+            return frames(os.read(self.read_end, 1 << 20))
+        except BlockingIOError:
+            return []
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.pipes[0].fileno())
 
 
 class Pool:
@@ -352,18 +400,28 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     assert get("meterd_datagrams_dropped_total", {"reason": "bad_signature"}) == 2
 
 
-def test_a_flush_acks_go_to_a_worker_at_the_commit_before_its_observers_run() -> None:
+def test_a_flush_acks_are_in_the_workers_pipe_before_its_observers_run() -> None:
     """The observers (alarm rules) are the rest of that reactor turn; a meter's ack does not wait for them."""
     p = Pool()
-    link, transport = p.connect()
-    link.childDataReceived(1, frame({"ready": True}))
-    transport.clear()
-    written_when_observed: list[Any] = []
-    p.ingest.observers.append(lambda *_: written_when_observed.append(frames(transport.value())))
-    rows = [[C, 1, 1_764_000_001_000 + i, 1001 + i, i] for i in range(3)]
-    link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
-    p.reactor.advance(1)
-    assert written_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
+    link, _ = p.reactor.spawned[-1]
+    transport = PipedProcess(p.reactor)
+    try:
+        link.makeConnection(transport)
+        transport.poll()
+        assert transport.in_pipe()[-1]["require_signature"] is True
+        link.childDataReceived(1, frame({"ready": True}))
+        in_pipe_when_observed: list[Any] = []
+        p.ingest.observers.append(lambda *_: in_pipe_when_observed.append(transport.in_pipe()))
+        rows = [[C, 1, 1_764_000_001_000 + i, 1001 + i, i] for i in range(3)]
+        link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
+        p.reactor.advance(1)
+        assert in_pipe_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
+        link.send({"keys": [[C, 2, K1_HEX]]})  # any other frame waits for the reactor's poll, as Twisted's writes do
+        assert transport.in_pipe() == []
+        transport.poll()
+        assert transport.in_pipe() == [{"keys": [[C, 2, K1_HEX]]}]
+    finally:
+        transport.close()
 
 
 def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
