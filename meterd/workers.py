@@ -82,11 +82,14 @@ class WorkerLink(ProcessProtocol):
         turn by the flush's observers (alarm rules, ~10 ms at full load):
         the worker read the ack frame a median 19 ms after it was sent, 1.2
         ms when written at once (62,000 readings/s). What does not fit in
-        the pipe, or an error, is left to the reactor as for any write.
+        the pipe, or an error, is left to the reactor as for any write; so
+        is everything once stdin is closing, since the reactor closes the
+        pipe on what that last write returns.
         """
         self._frames.sendString(orjson.dumps(message))
-        if at_once and 0 in self.transport.pipes:
-            self.transport.pipes[0].doWrite()
+        stdin = self.transport.pipes.get(0) if at_once else None
+        if stdin is not None and not stdin.disconnecting:
+            stdin.doWrite()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == 1:

@@ -424,6 +424,23 @@ def test_a_flush_acks_are_in_the_workers_pipe_before_its_observers_run() -> None
         transport.close()
 
 
+def test_once_the_workers_stdin_is_closing_even_acks_are_left_to_the_reactor() -> None:
+    """The reactor closes the pipe on what the last write returns; a write made here would lose that."""
+    p = Pool()
+    link, _ = p.reactor.spawned[-1]
+    transport = PipedProcess(p.reactor)
+    try:
+        link.makeConnection(transport)
+        transport.poll()
+        transport.in_pipe()
+        transport.pipes[0].loseConnection()
+        link.send({"acks": [[C, 1, [7], *ADDR]]}, at_once=True)
+        assert transport.in_pipe() == []
+        assert transport.pipes[0] in p.reactor.writers  # the reactor writes it, then closes the pipe
+    finally:
+        transport.close()
+
+
 def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
     p = Pool()
     link, transport = p.connect()
