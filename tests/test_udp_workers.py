@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -400,45 +401,44 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     assert get("meterd_datagrams_dropped_total", {"reason": "bad_signature"}) == 2
 
 
-def test_a_flush_acks_are_in_the_workers_pipe_before_its_observers_run() -> None:
+@pytest.fixture
+def piped() -> Iterator[tuple[Pool, Any, PipedProcess, list[Any]]]:
+    """A pool whose worker's stdin is a real pipe; the worker's first frames, already read off it."""
+    p = Pool()
+    link, _ = p.reactor.spawned[-1]
+    transport = PipedProcess(p.reactor)
+    try:
+        link.makeConnection(transport)
+        transport.poll()
+        yield p, link, transport, transport.in_pipe()
+    finally:
+        transport.close()
+
+
+def test_a_flush_acks_are_in_the_workers_pipe_before_its_observers_run(piped: Any) -> None:
     """The observers (alarm rules) are the rest of that reactor turn; a meter's ack does not wait for them."""
-    p = Pool()
-    link, _ = p.reactor.spawned[-1]
-    transport = PipedProcess(p.reactor)
-    try:
-        link.makeConnection(transport)
-        transport.poll()
-        assert transport.in_pipe()[-1]["require_signature"] is True
-        link.childDataReceived(1, frame({"ready": True}))
-        in_pipe_when_observed: list[Any] = []
-        p.ingest.observers.append(lambda *_: in_pipe_when_observed.append(transport.in_pipe()))
-        rows = [[C, 1, 1_764_000_001_000 + i, 1001 + i, i] for i in range(3)]
-        link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
-        p.reactor.advance(1)
-        assert in_pipe_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
-        link.send({"keys": [[C, 2, K1_HEX]]})  # any other frame waits for the reactor's poll, as Twisted's writes do
-        assert transport.in_pipe() == []
-        transport.poll()
-        assert transport.in_pipe() == [{"keys": [[C, 2, K1_HEX]]}]
-    finally:
-        transport.close()
+    p, link, transport, first = piped
+    assert first[-1]["require_signature"] is True
+    link.childDataReceived(1, frame({"ready": True}))
+    in_pipe_when_observed: list[Any] = []
+    p.ingest.observers.append(lambda *_: in_pipe_when_observed.append(transport.in_pipe()))
+    rows = [[C, 1, 1_764_000_001_000 + i, 1001 + i, i] for i in range(3)]
+    link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
+    p.reactor.advance(1)
+    assert in_pipe_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
+    link.send({"keys": [[C, 2, K1_HEX]]})  # any other frame waits for the reactor's poll, as Twisted's writes do
+    assert transport.in_pipe() == []
+    transport.poll()
+    assert transport.in_pipe() == [{"keys": [[C, 2, K1_HEX]]}]
 
 
-def test_once_the_workers_stdin_is_closing_even_acks_are_left_to_the_reactor() -> None:
+def test_once_the_workers_stdin_is_closing_even_acks_are_left_to_the_reactor(piped: Any) -> None:
     """The reactor closes the pipe on what the last write returns; a write made here would lose that."""
-    p = Pool()
-    link, _ = p.reactor.spawned[-1]
-    transport = PipedProcess(p.reactor)
-    try:
-        link.makeConnection(transport)
-        transport.poll()
-        transport.in_pipe()
-        transport.pipes[0].loseConnection()
-        link.send({"acks": [[C, 1, [7], *ADDR]]}, at_once=True)
-        assert transport.in_pipe() == []
-        assert transport.pipes[0] in p.reactor.writers  # the reactor writes it, then closes the pipe
-    finally:
-        transport.close()
+    p, link, transport, _ = piped
+    transport.pipes[0].loseConnection()
+    link.send({"acks": [[C, 1, [7], *ADDR]]}, at_once=True)
+    assert transport.in_pipe() == []
+    assert transport.pipes[0] in p.reactor.writers  # the reactor writes it, then closes the pipe
 
 
 def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
