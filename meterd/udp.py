@@ -55,8 +55,9 @@ class MeterProtocol(DatagramProtocol):
         25-50 ms turn; an HTTP request needs several turns (accept, read,
         the database ping's thread callback, write), so under a UDP flood
         ``/health`` took 400-650 ms. 8 KB (~35 readings) keeps a turn near 2 ms;
-        what cannot be read waits in the 8 MB receive buffer or is dropped by the
-        kernel, as under any overload.
+        what cannot be read waits in the socket's receive buffer
+        (``service.UDP_RECEIVE_BUFFER``) or is dropped by the kernel, as under
+        any overload.
         """
         if self.transport is not None and hasattr(self.transport, "maxThroughput"):
             self.transport.maxThroughput = READ_BYTES_PER_TURN
