@@ -24,7 +24,7 @@ from twisted.internet import task
 from twisted.internet.defer import ensureDeferred
 
 from meterd import credentials
-from meterd.readings import Reading
+from meterd.readings import US_PER_MS, Reading
 from meterd.store.sql import _CUSTOMER_COLUMNS, _METER_COLUMNS, SqlStore
 from meterd.store.sqlite import SqliteStore
 
@@ -99,7 +99,7 @@ async def build(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
             loaded = 0
             for start in range(0, count, BATCH):
                 batch = [
-                    Reading(who["id"], 1, first_ms + i * step_ms, 1_000_000 + i * wh_per_step + (i * 7919) % 3, None)
+                    Reading(who["id"], 1, (first_ms + i * step_ms) * US_PER_MS, 1_000_000 + i * wh_per_step + (i * 7919) % 3, None)
                     for i in range(start, min(count, start + BATCH))
                 ]
                 outcomes = await store.ingest(batch, int(time.time() * 1000))

@@ -45,7 +45,7 @@ __all__ = [
     "ANOMALY_MIN_DAYS",
     "BACKFILL_AFTER_MS",
     "DEMAND_CLEAR_FRACTION",
-    "DEMAND_MIN_SPAN_MS",
+    "DEMAND_MIN_SPAN_US",
     "PER_CUSTOMER_RULES",
     "PER_METER_RULES",
     "RULES",
@@ -85,7 +85,7 @@ PER_CUSTOMER_RULES: frozenset[str] = frozenset({"monthly", "anomaly"})
 
 #: The demand rule needs readings spanning at least this long: two readings a
 #: second apart say nothing about a 5-minute average.
-DEMAND_MIN_SPAN_MS = 30_000
+DEMAND_MIN_SPAN_US = 30_000_000
 #: A raised demand alarm clears only below this fraction of the limit, so a
 #: load hovering at the limit does not flap.
 DEMAND_CLEAR_FRACTION = Fraction(9, 10)
@@ -230,12 +230,12 @@ def local_month_start_ms(ms: int, tz: str | ZoneInfo) -> int:
     return periods.month_range(*periods.month_of(ms, zone), zone)[0]
 
 
-def is_backfill(reading_ts_ms: int, received_ms: int) -> bool:
+def is_backfill(reading_ts_us: int, received_ms: int) -> bool:
     """Whether a reading is history being filled in, which raises nothing.
 
     Exactly one hour late is still live; later than that is backfill.
     """
-    return received_ms - reading_ts_ms > BACKFILL_AFTER_MS
+    return received_ms * 1000 - reading_ts_us > BACKFILL_AFTER_MS * 1000
 
 
 # --------------------------------------------------------------------------
@@ -346,12 +346,12 @@ class DemandWindow:
     60 readings/s held ~300 MB of windows.
     """
 
-    def __init__(self, window_ms: int = 300_000, max_samples: int = 256) -> None:
-        if window_ms <= 0:
-            raise ValueError("window_ms must be positive")
+    def __init__(self, window_us: int = 300_000_000, max_samples: int = 256) -> None:
+        if window_us <= 0:
+            raise ValueError("window_us must be positive")
         if max_samples < 4:
             raise ValueError("max_samples must be at least 4")
-        self.window_ms = window_ms
+        self.window_us = window_us
         self.max_samples = max_samples
         self.mode: str | None = None
         self._ts: list[int] = []
@@ -361,14 +361,14 @@ class DemandWindow:
         return len(self._ts)
 
     @property
-    def newest_ms(self) -> int | None:
+    def newest_us(self) -> int | None:
         return self._ts[-1] if self._ts else None
 
     def samples(self) -> list[tuple[int, int]]:
-        """The retained (ts_ms, wh) pairs, oldest first (for tests and debugging)."""
+        """The retained (ts_us, wh) pairs, oldest first (for tests and debugging)."""
         return list(zip(self._ts, self._wh))
 
-    def add(self, ts_ms: int, wh: int, mode: MeterMode) -> bool:
+    def add(self, ts_us: int, wh: int, mode: MeterMode) -> bool:
         """Insert a committed reading in timestamp order; False if not kept.
 
         A reading older than what the window still needs, or at a timestamp
@@ -382,28 +382,28 @@ class DemandWindow:
             self._ts.clear()
             self._wh.clear()
         ts = self._ts
-        if not ts or ts_ms > ts[-1]:  # the common case: the newest reading, appended
-            ts.append(ts_ms)
+        if not ts or ts_us > ts[-1]:  # the common case: the newest reading, appended
+            ts.append(ts_us)
             self._wh.append(wh)
             self._prune()
             if len(ts) > self.max_samples:
                 self._thin()
             return True
-        start = ts[-1] - self.window_ms
-        if ts_ms < ts[0] and ts[0] <= start:
+        start = ts[-1] - self.window_us
+        if ts_us < ts[0] and ts[0] <= start:
             return False
-        i = bisect.bisect_left(ts, ts_ms)
-        if i < len(ts) and ts[i] == ts_ms:
+        i = bisect.bisect_left(ts, ts_us)
+        if i < len(ts) and ts[i] == ts_us:
             return False
-        ts.insert(i, ts_ms)
+        ts.insert(i, ts_us)
         self._wh.insert(i, wh)
         self._prune()
         if len(self._ts) > self.max_samples:
             self._thin()
-        j = bisect.bisect_left(self._ts, ts_ms)
-        return j < len(self._ts) and self._ts[j] == ts_ms
+        j = bisect.bisect_left(self._ts, ts_us)
+        return j < len(self._ts) and self._ts[j] == ts_us
 
-    def add_run(self, ts_ms: Sequence[int], wh: Sequence[int], mode: MeterMode) -> None:
+    def add_run(self, ts_us: Sequence[int], wh: Sequence[int], mode: MeterMode) -> None:
         """Add one meter's committed readings of a flush, oldest first.
 
         The common case, every reading newer than what the window holds and in
@@ -415,20 +415,20 @@ class DemandWindow:
         if (
             mode == self.mode
             and ts
-            and ts_ms[0] > ts[-1]
-            and all(a < b for a, b in zip(ts_ms, ts_ms[1:]))
+            and ts_us[0] > ts[-1]
+            and all(a < b for a, b in zip(ts_us, ts_us[1:]))
         ):
-            ts.extend(ts_ms)
+            ts.extend(ts_us)
             self._wh.extend(wh)
             self._prune()
             while len(self._ts) > self.max_samples:
                 self._thin()
             return
-        for t, w in zip(ts_ms, wh):
+        for t, w in zip(ts_us, wh):
             self.add(t, w, mode)
 
     def _prune(self) -> None:
-        start = self._ts[-1] - self.window_ms
+        start = self._ts[-1] - self.window_us
         # keep the last sample at or before the start, drop everything older
         i = bisect.bisect_right(self._ts, start) - 1
         if i > 0:
@@ -455,7 +455,7 @@ class DemandWindow:
             kept_wh.append(wh[last])
         self._ts, self._wh = kept_ts, kept_wh
 
-    def average_kw(self, window_ms: int | None = None) -> float | None:
+    def average_kw(self, window_us: int | None = None) -> float | None:
         """Average kW over the window ending at the newest reading.
 
         When the readings do not reach back to the window start, the average
@@ -466,9 +466,9 @@ class DemandWindow:
         register interpolation does: a meter back after an hour's gap does
         not report the hour's energy as five minutes of demand.
         """
-        w = self.window_ms if window_ms is None else window_ms
-        if w <= 0 or w > self.window_ms:
-            raise ValueError(f"window_ms must be in (0, {self.window_ms}]")
+        w = self.window_us if window_us is None else window_us
+        if w <= 0 or w > self.window_us:
+            raise ValueError(f"window_us must be in (0, {self.window_us}]")
         ts, wh = self._ts, self._wh
         if len(ts) < 2:
             return None
@@ -476,9 +476,9 @@ class DemandWindow:
         start = newest - w
         lower = start if ts[0] <= start else ts[0]
         span = newest - lower
-        if span < DEMAND_MIN_SPAN_MS:
+        if span < DEMAND_MIN_SPAN_US:
             return None
-        # kW = Wh * 3_600_000 ms/h / ms / 1000 W/kW = Wh * 3600 / ms
+        # kW = Wh * 3_600_000_000 us/h / us / 1000 W/kW = Wh * 3_600_000 / us
         if self.mode == "register":
             # The register at `lower`, interpolated, is num / den Wh. Integers, not
             # Fractions: int / int is the correctly rounded float of the exact
@@ -490,7 +490,7 @@ class DemandWindow:
             else:
                 den = ts[i] - ts[i - 1]
                 num = wh[i - 1] * den + (wh[i] - wh[i - 1]) * (lower - ts[i - 1])
-            return (wh[-1] * den - num) * 3600 / (den * span)
+            return (wh[-1] * den - num) * 3_600_000 / (den * span)
         energy = Fraction(0)
         j = bisect.bisect_right(ts, lower)  # first reading after lower
         for i in range(j, len(ts)):
@@ -498,7 +498,7 @@ class DemandWindow:
                 energy += Fraction(wh[i] * (ts[i] - lower), ts[i] - ts[i - 1])
             else:
                 energy += wh[i]
-        return float(energy * 3600 / span)
+        return float(energy * 3_600_000 / span)
 
 
 # --------------------------------------------------------------------------

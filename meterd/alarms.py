@@ -70,7 +70,7 @@ from meterd.alarm_rules import (
 from meterd.directory import Directory
 from meterd.ingest import Ingest
 from meterd.periods import HOUR_MS
-from meterd.readings import Outcome, Reading
+from meterd.readings import US_PER_MS, Outcome, Reading, us_edges
 from meterd.store.base import Store, StoreError
 
 __all__ = ["AlarmView", "Alarms", "UnknownAlarm", "alarm_json", "event_json"]
@@ -153,7 +153,7 @@ class Alarms(Service):
         self.directory = directory
         self.ingest = ingest
         self.clock = clock
-        self.window_ms = max(1, int(window_s * 1000))
+        self.window_us = max(1, int(window_s * 1_000_000))
         self.window_s = window_s
         self.silent_after_s = Fraction(str(silent_after_s)) if isinstance(silent_after_s, float) else Fraction(silent_after_s)
         self.evaluate_interval = evaluate_interval
@@ -335,7 +335,7 @@ class Alarms(Service):
             return
         window = self._windows.get(key)
         if window is None:
-            window = self._windows[key] = DemandWindow(self.window_ms)
+            window = self._windows[key] = DemandWindow(self.window_us)
         window.add_run(ts, wh, entry.meter.mode)  # type: ignore[arg-type]
         self._demand_due.add(key)
         self._dirty[customer_id] = None
@@ -466,22 +466,22 @@ class Alarms(Service):
             head = _ceil_hour(month_start)
             spans = [[month_start, head]] + ([[head, end]] if head < end else [])
         for edges in spans:
-            for usage in await self.store.usage(customer_id, meters, edges):
+            for usage in await self.store.usage(customer_id, meters, us_edges(edges)):
                 month_to_date += sum(wh for wh, _ in usage.buckets)
         day_edges = [end - (8 - i) * DAY_MS for i in range(9)]
         days = [0] * 8
-        for usage in await self.store.usage(customer_id, meters, day_edges):
+        for usage in await self.store.usage(customer_id, meters, us_edges(day_edges)):
             for i, (wh, _) in enumerate(usage.buckets):
                 days[i] += wh
         first = await self._first_data(customer_id)
         previous: list[int | None] = [
-            days[i] if first is not None and first <= day_edges[i] else None for i in range(7)
+            days[i] if first is not None and first <= day_edges[i] * US_PER_MS else None for i in range(7)
         ]
         return CustomerFigures(month_to_date, days[7], previous)
 
     async def _first_data(self, customer_id: str) -> int | None:
         if customer_id not in self._first_stored:
-            self._first_stored[customer_id] = await self.store.first_reading_ms(customer_id)
+            self._first_stored[customer_id] = await self.store.first_reading_us(customer_id)
         stored = self._first_stored[customer_id]
         live = self._first_live.get(customer_id)
         if stored is None:

@@ -125,7 +125,7 @@ def _parse_text(payload: bytes) -> dict[str, Any]:
         if not isinstance(fields, dict):
             raise DatagramError("bad_json", "payload is not a JSON object")
         return fields
-    parts = [p.strip() for p in text.split(",")]
+    parts = [p.strip(" \t") for p in text.split(",")]
     if len(parts) != 4:
         raise DatagramError("bad_csv", "CSV payload needs id,id_medidor,valor,timestamp")
     return dict(zip(("id", "id_medidor", "valor", "timestamp"), parts))

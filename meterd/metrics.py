@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,8 +32,14 @@ class Metrics:
         self.udp_workers = Gauge("meterd_udp_workers", "UDP worker processes reading the meters' port", registry=r)
         self.http_workers = Gauge("meterd_http_workers", "HTTP worker processes serving the HTTP port", registry=r)
         self.http = Counter("meterd_http_requests", "HTTP requests, by route and status", ["route", "status"], registry=r)
+        self.rounded = Counter(
+            "meterd_readings_rounded", "Unauthenticated readings (--no-auth) whose valor was rounded half up to the Wh, by transport",
+            ["transport"], registry=r,
+        )
         self.outcomes = {o: self.readings.labels(o.value) for o in Outcome}
         self._drops: dict[str, Counter] = {}
+        # What the log summarises once a minute (meterd.notices): counted here, logged there.
+        self.recent: collections.Counter[str] = collections.Counter()
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("meterd_datagrams_received", "UDP datagrams received", value=self.datagrams_received)
@@ -47,6 +54,7 @@ class Metrics:
         if counter is None:
             counter = self._drops[reason] = self.dropped.labels(reason)
         counter.inc(n)
+        self.recent[f"UDP datagrams dropped as {reason}"] += n
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

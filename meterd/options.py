@@ -41,7 +41,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "meterd: smart-meter head-end and billing server (HTTP API + UDP ingest)."
     optFlags = [
-        ["no-auth", None, "open mode for the assignment's legacy clients (no tokens, unsigned datagrams)"],
+        ["no-auth", None, "the assignment's compatibility mode: no tokens, unsigned datagrams accepted, their valor rounded "
+                          "half up to the Wh, new meters interval meters (unless --meter-mode); for its programs only, never in production"],
         ["reuse-port", None, "share the UDP and HTTP ports with other meterd processes (SO_REUSEPORT; --http must be tcp:)"],
     ]
     optParameters = [
@@ -61,7 +62,7 @@ class Options(usage.Options):
         self["alarm-window"] = 300
         self["silent-after"] = 900
         self["durability"] = "full"
-        self["meter-mode"] = "register"
+        self["meter-mode"] = None  # postOptions: interval with --no-auth, else register
         self["udp-workers"] = 0
         self["http-workers"] = 0
 
@@ -151,12 +152,14 @@ class Options(usage.Options):
         self["durability"] = value
 
     def opt_meter_mode(self, value: str) -> None:
-        """mode of meters registered without one: register (default) or interval"""
+        """mode of meters registered without one: register or interval (default register; interval with --no-auth)"""
         if value not in ("register", "interval"):
             raise usage.UsageError(f"--meter-mode: must be register or interval, not {value!r}")
         self["meter-mode"] = value
 
     def postOptions(self) -> None:
+        if self["meter-mode"] is None:  # the assignment's meters send the energy of each interval
+            self["meter-mode"] = "interval" if self["no-auth"] else "register"
         data_dir = Path(self["data-dir"])
         try:
             data_dir.mkdir(parents=True, exist_ok=True)

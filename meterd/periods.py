@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "KINDS",
+    "FIRST_YEAR",
     "HOUR_MS",
     "period_range",
     "bucket_edges",
@@ -31,6 +32,9 @@ __all__ = [
 
 KINDS: Final = ("D", "M", "Y")
 HOUR_MS: Final = 3_600_000
+#: No period starts before this year: no reading can be older (readings start
+#: in 2000), and before the epoch instants would be negative.
+FIRST_YEAR: Final = 1970
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS: Final = timedelta(milliseconds=1)
@@ -110,10 +114,16 @@ def month_of(ms: int, tz: ZoneInfo) -> tuple[int, int]:
 
 
 def months_back(now_ms: int, tz: ZoneInfo, n: int) -> tuple[int, int]:
-    """Local ``(year, month)`` that is ``n`` months before the one containing now."""
+    """Local ``(year, month)`` that is ``n`` months before the one containing now.
+
+    Raises ValueError for a month before :data:`FIRST_YEAR`.
+    """
     _check_nonneg("n", n)
     y, m = month_of(now_ms, tz)
-    return _add_months(y, m, -n)
+    y, m = _add_months(y, m, -n)
+    if y < FIRST_YEAR:
+        raise ValueError(f"the month is before {FIRST_YEAR}")
+    return y, m
 
 
 def period_range(kind: str, periodo: int, now_ms: int, tz: ZoneInfo) -> tuple[int, int]:
@@ -121,23 +131,27 @@ def period_range(kind: str, periodo: int, now_ms: int, tz: ZoneInfo) -> tuple[in
     before the one containing ``now_ms`` (``periodo == 0`` is the current one).
 
     Raises ValueError for an unknown kind, a negative periodo, or a period
-    before year 1.
+    that starts before :data:`FIRST_YEAR`.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     _check_nonneg("periodo", periodo)
     today = local_date(now_ms, tz)
-    try:
-        if kind == "D":
-            d = today - timedelta(days=periodo)
-            return day_start(d, tz), day_start(d + _ONE_DAY, tz)
-        if kind == "M":
-            y, m = _add_months(today.year, today.month, -periodo)
-            return month_range(y, m, tz)
-        y = today.year - periodo
-        return day_start(date(y, 1, 1), tz), day_start(date(y + 1, 1, 1), tz)
-    except OverflowError as e:  # timedelta/date arithmetic below year 1
-        raise ValueError("periodo goes back before year 1") from e
+    if kind == "D":
+        first = today.toordinal() - periodo
+        if first < date(FIRST_YEAR, 1, 1).toordinal():
+            raise ValueError(f"the day is before {FIRST_YEAR}")
+        d = date.fromordinal(first)
+        return day_start(d, tz), day_start(d + _ONE_DAY, tz)
+    if kind == "M":
+        y, m = _add_months(today.year, today.month, -periodo)
+        if y < FIRST_YEAR:
+            raise ValueError(f"the month is before {FIRST_YEAR}")
+        return month_range(y, m, tz)
+    y = today.year - periodo
+    if y < FIRST_YEAR:
+        raise ValueError(f"the year is before {FIRST_YEAR}")
+    return day_start(date(y, 1, 1), tz), day_start(date(y + 1, 1, 1), tz)
 
 
 def bucket_edges(kind: str, start_ms: int, end_ms: int, tz: ZoneInfo) -> list[int]:

@@ -1,32 +1,37 @@
 """What a reading is, and the one validation every way in (HTTP, UDP) shares.
 
-Pure: values become integer Wh and times integer milliseconds here, once, so
+Pure: values become integer Wh and times integer microseconds here, once, so
 nothing downstream ever handles a float that could drift by a watt-hour.
+Numbers follow the one grammar of :mod:`meterd.numbers`.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable, Sequence
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from meterd import taxid
+from meterd.numbers import Exact, NotExact, NumberError, exact
 
 MIN_TIMESTAMP_S = 946_684_800  # 2000-01-01T00:00:00Z
 MAX_FUTURE_S = 300
-MAX_KWH = Decimal(10) ** 12  # far above any real register, far below int64 Wh
+#: Readings are timed to the microsecond: a meter's scheduler may fire readings
+#: a fraction of a millisecond apart, and each is its own reading.
+US_PER_S = 1_000_000
+US_PER_MS = 1_000
+HOUR_US = 3_600 * US_PER_S
+MAX_KWH = 10**12  # far above any real register, far below int64 Wh
 MAX_SEQ = 2**63 - 1
 MAX_METER_ID = 2**31 - 1
 _MAX_KWH_FLOAT = float(MAX_KWH)
-_MS = Decimal(1000)
 
 
 class Reading(NamedTuple):
     customer_id: str
     meter_id: int
-    ts: int  # ms since the epoch
+    ts: int  # microseconds since the epoch
     wh: int  # register (register meters) or energy since the previous reading (interval meters)
     seq: int | None
 
@@ -49,62 +54,71 @@ class InvalidField(ValueError):
         self.code = code
 
 
-def _decimal(name: str, value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+def us_edges(edges_ms: Iterable[int]) -> list[int]:
+    """Calendar instants (ms, as :mod:`meterd.periods` computes them) in the unit of reading times."""
+    return [t * US_PER_MS for t in edges_ms]
+
+
+def _exact(name: str, value: Any) -> Exact:
+    if isinstance(value, bool):  # a JSON true is not the number 1
         raise InvalidField("invalid_type", f"{name} must be a number")
-    text = value.strip() if isinstance(value, str) else repr(value)  # repr: the float as the sender wrote it
     try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise InvalidField("invalid_number", f"{name} is not a number") from None
-    if not number.is_finite():
-        raise InvalidField("not_finite", f"{name} must be finite")
-    return number
+        return exact(name, value)
+    except NumberError as e:
+        raise InvalidField(e.code, str(e)) from None
 
 
 def as_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_SEQ) -> int:
-    """Coerce an integer field that may arrive as a JSON number or a string."""
+    """An integer field that may arrive as a JSON number or a string (``"1"``, ``1.0``)."""
     if type(value) is int and minimum <= value <= maximum:
-        return value  # the common case, without a Decimal
-    number = _decimal(name, value)
-    if number != number.to_integral_value():
-        raise InvalidField("invalid_integer", f"{name} must be an integer")
-    # Range-check the Decimal first: int("1e999999999") would build a billion-digit
-    # integer on the reactor thread and hang the server.
-    if not minimum <= number <= maximum:
+        return value  # the common case
+    number = _exact(name, value)
+    # The magnitude first: int("1e30") is cheap, but a bound on digits keeps every field small.
+    if number.magnitude > len(str(max(abs(minimum), abs(maximum)))):
         raise InvalidField("out_of_range", f"{name} must be between {minimum} and {maximum}")
-    return int(number)
+    try:
+        result = number.scaled(0)
+    except NotExact:
+        raise InvalidField("invalid_integer", f"{name} must be an integer") from None
+    if not minimum <= result <= maximum:
+        raise InvalidField("out_of_range", f"{name} must be between {minimum} and {maximum}")
+    return result
 
 
-def kwh_to_wh(name: str, value: Any) -> int:
-    """kWh with at most 3 decimals to exact integer Wh."""
+def kwh_to_wh(name: str, value: Any, *, round_to_wh: bool = False) -> int:
+    """kWh to exact integer Wh: at most 3 decimals, or rounded half up when ``round_to_wh``."""
     if type(value) is float and 0.0 <= value <= _MAX_KWH_FLOAT:
         wh = round(value * 1000)
-        if wh / 1000 == value:  # exactly the double nearest to a 3-decimal number: what the Decimal path accepts
+        if wh / 1000 == value:  # exactly the double nearest to a 3-decimal number: what the exact path accepts
             return wh
-    number = _decimal(name, value)
-    if number < 0:
+    number = _exact(name, value)
+    if number.negative:
         raise InvalidField("negative", f"{name} must not be negative")
-    if number > MAX_KWH:
+    if number.magnitude > len(str(MAX_KWH)) or number.scaled(0, round_half_up=True) > MAX_KWH:
         raise InvalidField("out_of_range", f"{name} is implausibly large")
-    wh = number * _MS
-    if wh != wh.to_integral_value():
-        raise InvalidField("too_precise", f"{name} has more than 3 decimals (the store keeps whole Wh)")
-    return int(wh)
+    try:
+        return number.scaled(3, round_half_up=round_to_wh)
+    except NotExact:
+        raise InvalidField("too_precise", f"{name} has more than 3 decimals (the store keeps whole Wh)") from None
 
 
-def timestamp_ms(value: Any, now_s: float) -> int:
-    """Unix seconds (fractions allowed) to integer ms, within the accepted window."""
+def timestamp_us(value: Any, now_s: float) -> int:
+    """Unix seconds (fractions allowed) to integer microseconds, within the accepted window.
+
+    Finer than a microsecond is rounded half up: a timestamp is when, not how much.
+    """
     if type(value) in (int, float) and MIN_TIMESTAMP_S <= value <= now_s + MAX_FUTURE_S:
-        ms = round(value * 1000)
-        if ms / 1000 == value:  # whole milliseconds: exact, no rounding rule involved
-            return ms
-    seconds = _decimal("timestamp", value)
-    if seconds < MIN_TIMESTAMP_S:
+        us = round(value * US_PER_S)
+        if us / US_PER_S == value:  # whole microseconds: exact, no rounding rule involved
+            return us
+    number = _exact("timestamp", value)
+    # Bounded before it is scaled: "1e30" is far in the future, and never a 37-digit integer.
+    us = 0 if number.negative else number.scaled(6, round_half_up=True) if number.magnitude <= 12 else None
+    if us is not None and us < MIN_TIMESTAMP_S * US_PER_S:
         raise InvalidField("timestamp_too_old", "timestamp is before 2000-01-01")
-    if seconds > Decimal(repr(now_s)) + MAX_FUTURE_S:
+    if us is None or us > (now_s + MAX_FUTURE_S) * US_PER_S:
         raise InvalidField("timestamp_in_future", "timestamp is more than 300 s in the future")
-    return int((seconds * _MS).to_integral_value(ROUND_HALF_UP))
+    return us
 
 
 def require(fields: dict[str, Any], name: str) -> Any:
@@ -127,12 +141,16 @@ def customer_id(value: Any) -> str:
         raise InvalidField("invalid_id", str(e)) from None
 
 
-def parse_reading(fields: dict[str, Any], now_s: float) -> Reading:
+def parse_reading(fields: dict[str, Any], now_s: float, *, round_to_wh: bool = False) -> Reading:
     """Validate the raw fields of a reading from either transport.
+
+    ``round_to_wh`` is for readings nobody authenticated (``--no-auth``, the
+    assignment's meters, which send ``random.triangular()`` floats): their
+    ``valor`` is rounded half up to the Wh instead of refused as too precise.
 
     A meter that sends JSON numbers (what every datagram of a real meter
     holds) is checked inline, by the same tests as the fast paths of
-    :func:`as_int`, :func:`timestamp_ms` and :func:`kwh_to_wh`: at tens of
+    :func:`as_int`, :func:`timestamp_us` and :func:`kwh_to_wh`: at tens of
     thousands of datagrams a second on the reactor thread, the ten calls of
     the general path were half the cost of a reading. Anything else takes
     :func:`_parse_general`, which also names what is wrong. The id is checked
@@ -147,20 +165,34 @@ def parse_reading(fields: dict[str, Any], now_s: float) -> Reading:
         and type(kwh) is float and 0.0 <= kwh <= _MAX_KWH_FLOAT
         and (seq is None or (type(seq) is int and 0 <= seq <= MAX_SEQ))
     ):
-        ms = round(ts * 1000)
+        us = round(ts * US_PER_S)
         wh = round(kwh * 1000)
-        if ms / 1000 == ts and wh / 1000 == kwh:  # whole ms and Wh: as exact as the Decimal path
-            return reading_of((customer_id(cid), meter, ms, wh, seq))
-    return _parse_general(fields, now_s)
+        if us / US_PER_S == ts and wh / 1000 == kwh:  # whole us and Wh: as exact as the general path
+            return reading_of((customer_id(cid), meter, us, wh, seq))
+    return _parse_general(fields, now_s, round_to_wh)
 
 
-def _parse_general(fields: dict[str, Any], now_s: float) -> Reading:
+def parse_rounding(fields: dict[str, Any], now_s: float) -> tuple[Reading, bool]:
+    """A reading nobody authenticated, its ``valor`` rounded half up to the Wh if need be; True if it was.
+
+    Strict first, so the common reading pays nothing for the rule, and a
+    rounding is known (and counted) only when one happened.
+    """
+    try:
+        return parse_reading(fields, now_s), False
+    except InvalidField as e:
+        if e.code != "too_precise":
+            raise
+    return parse_reading(fields, now_s, round_to_wh=True), True
+
+
+def _parse_general(fields: dict[str, Any], now_s: float, round_to_wh: bool = False) -> Reading:
     seq = fields.get("seq")
     return Reading(
         customer_id(require(fields, "id")),
         as_int("id_medidor", require(fields, "id_medidor"), minimum=1, maximum=MAX_METER_ID),
-        timestamp_ms(require(fields, "timestamp"), now_s),
-        kwh_to_wh("valor", require(fields, "valor")),
+        timestamp_us(require(fields, "timestamp"), now_s),
+        kwh_to_wh("valor", require(fields, "valor"), round_to_wh=round_to_wh),
         None if seq is None else as_int("seq", seq),
     )
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
 
 __all__ = [
-    "MAX_GAP_MS",
+    "MAX_GAP_US",
     "Sample",
     "register_at",
     "neighbours",
@@ -33,11 +33,11 @@ __all__ = [
 ]
 
 #: An interpolation across a longer gap between readings is only a guess.
-MAX_GAP_MS: Final = 3_600_000
+MAX_GAP_US: Final = 3_600_000_000
 
 
 class Sample(NamedTuple):
-    """One reading: ``ts`` in ms since the epoch (UTC), ``wh`` integer Wh."""
+    """One reading: ``ts`` in microseconds since the epoch (UTC), ``wh`` integer Wh."""
 
     ts: int
     wh: int
@@ -58,7 +58,7 @@ def register_at(t: int, before: Sample | None, after: Sample | None) -> tuple[in
     ``before`` is the last reading with ``ts <= t``, ``after`` the first with
     ``ts > t``. An exact reading at ``t`` is used as is; between two readings
     the value is interpolated and rounded half-up to a whole Wh, and marked
-    estimated when the readings are more than :data:`MAX_GAP_MS` apart (a long
+    estimated when the readings are more than :data:`MAX_GAP_US` apart (a long
     gap says nothing about *when* the energy was used). Before the first
     reading the first value is held, after the last one the last value, and
     with no reading at all the register is 0. An ``after`` exactly at ``t`` is
@@ -75,7 +75,7 @@ def register_at(t: int, before: Sample | None, after: Sample | None) -> tuple[in
     if before is not None and after is not None:
         span = after.ts - before.ts
         frac = _div_round_half_up((after.wh - before.wh) * (t - before.ts), span)
-        return before.wh + frac, span > MAX_GAP_MS
+        return before.wh + frac, span > MAX_GAP_US
     if before is not None:
         return before.wh, False
     if after is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from meterd.datagram import MAX_DATAGRAM, MAX_SIGNED, DatagramError, Key, parse_payload, split_signature
-from meterd.readings import InvalidField, Reading, parse_reading
+from meterd.readings import InvalidField, Reading, parse_reading, parse_rounding
 
 MeterId = tuple[str, int]  # (customer_id, meter_id)
 MAX_KEYED = 200_000
@@ -33,11 +33,14 @@ class Rejected(Exception):
 class Screen:
     """Turns datagrams into readings, given where the meters' keys are."""
 
-    __slots__ = ("key_of", "require_signature", "_keys")
+    __slots__ = ("key_of", "require_signature", "on_rounded", "_keys")
 
-    def __init__(self, key_of: Callable[[MeterId], bytes | None], *, require_signature: bool) -> None:
+    def __init__(self, key_of: Callable[[MeterId], bytes | None], *, require_signature: bool,
+                 on_rounded: Callable[[], None] = lambda: None) -> None:
         self.key_of = key_of
         self.require_signature = require_signature
+        # Told of every unsigned reading whose valor was rounded to the Wh (counted in /metrics).
+        self.on_rounded = on_rounded
         # Keyed HMAC state of the meters that send, made on first use: it halves
         # the cost of each signature, but at ~400 B a meter is not worth holding
         # for every registered meter that stays silent.
@@ -66,7 +69,10 @@ class Screen:
         if signature is None and self.require_signature:
             raise Rejected("unsigned")
         try:
-            reading = parse_reading(parse_payload(payload), now)
+            if signature is None:  # accepted unsigned (--no-auth): the assignment's meters send long floats
+                reading, rounded = parse_rounding(parse_payload(payload), now)
+            else:  # a signed meter that reports below the Wh is misconfigured: too_precise
+                reading, rounded = parse_reading(parse_payload(payload), now), False
         except DatagramError as e:
             raise Rejected(e.reason) from None
         except InvalidField as e:
@@ -77,4 +83,6 @@ class Screen:
             raise Rejected("unknown_meter", meter)
         if signature is not None and not self._key(raw).verify(payload, signature):
             raise Rejected("bad_signature")
+        if rounded:
+            self.on_rounded()
         return reading

@@ -31,6 +31,7 @@ from meterd.directory import Directory
 from meterd.http_workers import HttpWorkers
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
+from meterd.notices import Notices
 from meterd.options import Options
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
@@ -197,7 +198,9 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     token, token_path, created = operator_token(data_dir)
     log.info("operator token {state} {path}", state="created in" if created else "read from", path=str(token_path))
     if config.get("no-auth"):
-        log.warn("AUTHENTICATION IS OFF (--no-auth): anyone can register, read any bill and post readings; unsigned datagrams are accepted")
+        log.warn("AUTHENTICATION IS OFF (--no-auth, the assignment's compatibility mode): anyone can register, read any bill "
+                 "and post readings; unsigned datagrams are accepted and their valor rounded half up to the Wh")
+    log.info("meters registered without a mode are {mode} meters (--meter-mode)", mode=config["meter-mode"])
 
     metrics = Metrics()
     store = make_store(config["db"], config["durability"])
@@ -218,6 +221,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     core = Core(store, directory, ingest)
     core.api = api
     alarms.setServiceParent(core)  # started by Core once the store is open, before the ports
+    Notices(metrics.recent).setServiceParent(core)
     if config.get("reuse-port"):
         endpoint = SharedTCPEndpoint.from_string(default_reactor, config["http"])
     else:

@@ -22,7 +22,7 @@ worker to meterd
   ``{"ready": true}`` once the frame with the settings is in and the socket is being read; then,
   after each reactor turn that read datagrams:
   ``{"readings": [[customer_id, meter_id, ts, wh, seq], ...], "from": [[host, port], ...],
-  "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n, "acks_unsent": n}``
+  "received": n, "dropped": {reason: n}, "unknown": [[customer_id, meter_id], ...], "acks_sent": n, "acks_unsent": n, "rounded": n}``
 
 The worker holds nothing that meterd has acknowledged: a worker that dies
 loses only readings nobody acked, which the meters resend. When stdin closes
@@ -98,6 +98,10 @@ class Worker(ParentLink):
         self.unknown: set[MeterId] = set()
         self.acks_sent = 0
         self.acks_unsent = 0
+        self.rounded = 0
+
+    def _rounded(self) -> None:
+        self.rounded += 1
 
     def stringReceived(self, frame: bytes) -> None:
         message = orjson.loads(frame)
@@ -107,7 +111,7 @@ class Worker(ParentLink):
             self._send_acks(message["acks"])
             return
         if self.port is None and "require_signature" in message:
-            self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]))
+            self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]), on_rounded=self._rounded)
             self.adopt(self.reactor.adoptDatagramPort, Receiver(self, self.reactor))
             self.transport.registerProducer(self, True)
             self.sendString(b'{"ready":true}')
@@ -132,9 +136,11 @@ class Worker(ParentLink):
             message["acks_sent"] = self.acks_sent
         if self.acks_unsent:
             message["acks_unsent"] = self.acks_unsent
+        if self.rounded:
+            message["rounded"] = self.rounded
         self.sendString(orjson.dumps(message))
         self.readings, self.sources, self.received, self.dropped, self.unknown = [], [], 0, {}, set()
-        self.acks_sent = self.acks_unsent = 0
+        self.acks_sent = self.acks_unsent = self.rounded = 0
 
     # IPushProducer: stdout's buffer is full, or has drained.
     def pauseProducing(self) -> None:

@@ -77,6 +77,8 @@ class UdpWorkers(WorkerPool):
         metrics.acks_unsent += message.get("acks_unsent", 0)
         for reason, n in message.get("dropped", {}).items():
             metrics.drop(reason, n)
+        if "rounded" in message:
+            metrics.rounded.labels("udp").inc(message["rounded"])
         for customer_id, meter_id in message.get("unknown", ()):
             self.protocol.unknown_meter(customer_id, meter_id)
         # The rows come from our own worker, five fields each, already screened.

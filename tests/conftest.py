@@ -25,7 +25,7 @@ async def server(tmp_path: Path) -> LiveServer:
 
 @pytest_twisted.async_yield_fixture
 async def open_server(tmp_path: Path) -> LiveServer:
-    """meterd in --no-auth mode with interval meters (the assignment's clients)."""
-    live = await start_server(tmp_path / "data", "--no-auth", "--meter-mode", "interval")
+    """meterd in --no-auth mode, the assignment's compatibility mode (interval meters by default)."""
+    live = await start_server(tmp_path / "data", "--no-auth")
     yield live
     await live.stop()

@@ -38,8 +38,10 @@ from meterd.alarm_rules import (
     silent_decision,
 )
 
-T = 1_764_000_000_000  # 2025-11-24T16:00:00Z, an arbitrary instant in ms
+T = 1_764_000_000_000  # 2025-11-24T16:00:00Z, an arbitrary instant in ms (the server's clock)
 S = 1000  # one second in ms
+TU = T * 1000  # the same instant as a reading time, in microseconds
+SU = 1_000_000  # one second in microseconds
 
 
 def _ms(*args: int) -> int:
@@ -61,66 +63,66 @@ def test_module_is_pure() -> None:
 
 
 def test_register_window_fully_covered_at_a_sample() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 1000, "register")
-    w.add(T + 60 * S, 1100, "register")
-    w.add(T + 360 * S, 1600, "register")
-    # window (T+60 s, T+360 s]: 1600 - 1100 = 500 Wh in 300 s = 6 kW
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 1000, "register")
+    w.add(TU + 60 * SU, 1100, "register")
+    w.add(TU + 360 * SU, 1600, "register")
+    # window (TU+60 s, TU+360 s]: 1600 - 1100 = 500 Wh in 300 s = 6 kW
     assert w.average_kw() == 6.0
 
 
 def test_register_window_interpolates_at_the_start() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 0, "register")
-    w.add(T + 200 * S, 400, "register")
-    w.add(T + 400 * S, 1000, "register")
-    # start = T+100 s, R(start) = 0 + 400 * 100/200 = 200; 800 Wh in 300 s = 9.6 kW
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 0, "register")
+    w.add(TU + 200 * SU, 400, "register")
+    w.add(TU + 400 * SU, 1000, "register")
+    # start = TU+100 s, R(start) = 0 + 400 * 100/200 = 200; 800 Wh in 300 s = 9.6 kW
     assert w.average_kw() == pytest.approx(9.6)
 
 
 def test_register_window_not_fully_covered_uses_the_span() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 0, "register")
-    w.add(T + 60 * S, 100, "register")
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 0, "register")
+    w.add(TU + 60 * SU, 100, "register")
     # 100 Wh in 60 s = 6 kW
     assert w.average_kw() == 6.0
 
 
 def test_shorter_window_than_retained() -> None:
-    w = DemandWindow(window_ms=300 * S)
+    w = DemandWindow(window_us=300 * SU)
     for i in range(0, 301, 60):
-        w.add(T + i * S, i * 10, "register")  # 10 Wh/s = 36 kW
-    w.add(T + 360 * S, 3000 + 600, "register")  # last minute: 600 Wh / 60 s = 36 kW
-    assert w.average_kw(60 * S) == pytest.approx(36.0)
+        w.add(TU + i * SU, i * 10, "register")  # 10 Wh/s = 36 kW
+    w.add(TU + 360 * SU, 3000 + 600, "register")  # last minute: 600 Wh / 60 s = 36 kW
+    assert w.average_kw(60 * SU) == pytest.approx(36.0)
     with pytest.raises(ValueError):
-        w.average_kw(301 * S)
+        w.average_kw(301 * SU)
 
 
 def test_span_under_30_seconds_is_none() -> None:
     w = DemandWindow()
     assert w.average_kw() is None
-    w.add(T, 0, "register")
+    w.add(TU, 0, "register")
     assert w.average_kw() is None  # one reading
-    w.add(T + 29_999, 10, "register")
+    w.add(TU + 29_999, 10, "register")
     assert w.average_kw() is None
-    w.add(T + 30 * S, 10, "register")
-    # exactly 30 s: 10 Wh in 30 s = 10 * 3600 / 30000 = 1.2 kW
+    w.add(TU + 30 * SU, 10, "register")
+    # exactly 30 s: 10 Wh in 30 s = 10 * 3_600_000 / 30000 = 1.2 kW
     assert w.average_kw() == pytest.approx(1.2)
 
 
 def test_window_shorter_than_30_seconds_never_decides() -> None:
-    w = DemandWindow(window_ms=20 * S)
+    w = DemandWindow(window_us=20 * SU)
     for i in range(10):
-        w.add(T + i * 10 * S, i * 100, "register")
+        w.add(TU + i * 10 * SU, i * 100, "register")
     assert w.average_kw() is None
 
 
 def test_out_of_order_readings_give_the_same_average() -> None:
-    readings = [(T + i * 37 * S, i * i * 11) for i in range(15)]
-    ordered = DemandWindow(window_ms=300 * S)
+    readings = [(TU + i * 37 * SU, i * i * 11) for i in range(15)]
+    ordered = DemandWindow(window_us=300 * SU)
     for ts, wh in readings:
         ordered.add(ts, wh, "register")
-    shuffled = DemandWindow(window_ms=300 * S)
+    shuffled = DemandWindow(window_us=300 * SU)
     rnd = random.Random(7)
     mixed = readings[:]
     rnd.shuffle(mixed)
@@ -131,58 +133,58 @@ def test_out_of_order_readings_give_the_same_average() -> None:
 
 
 def test_memory_keeps_one_sample_before_the_window() -> None:
-    w = DemandWindow(window_ms=300 * S)
+    w = DemandWindow(window_us=300 * SU)
     for i in range(0, 1201, 10):  # 20 minutes, a reading every 10 s
-        w.add(T + i * S, i, "register")
-    # window start = T+900 s: samples at 900..1200 (31), none older kept
+        w.add(TU + i * SU, i, "register")
+    # window start = TU+900 s: samples at 900..1200 (31), none older kept
     # because one sits exactly at the start
-    assert [ts for ts, _ in w.samples()][0] == T + 900 * S
+    assert [ts for ts, _ in w.samples()][0] == TU + 900 * SU
     assert len(w) == 31
-    w.add(T + 1205 * S, 1205, "register")
-    # start = T+905 s: keep T+900 s (just before) and 910..1205
-    assert w.samples()[0][0] == T + 900 * S
+    w.add(TU + 1205 * SU, 1205, "register")
+    # start = TU+905 s: keep TU+900 s (just before) and 910..1205
+    assert w.samples()[0][0] == TU + 900 * SU
     assert len(w) == 32
 
 
 def test_reading_older_than_the_window_is_ignored() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 0, "register")
-    w.add(T + 400 * S, 400, "register")
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 0, "register")
+    w.add(TU + 400 * SU, 400, "register")
     before = w.average_kw()
-    assert w.add(T - 10 * S, 0, "register") is False
+    assert w.add(TU - 10 * SU, 0, "register") is False
     assert w.average_kw() == before
-    assert w.samples()[0][0] == T
+    assert w.samples()[0][0] == TU
 
 
 def test_late_reading_closer_to_the_start_improves_interpolation() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 0, "register")
-    w.add(T + 400 * S, 400, "register")
-    # start T+100 s, linear: R = 100, so 300 Wh in 300 s = 3.6 kW
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 0, "register")
+    w.add(TU + 400 * SU, 400, "register")
+    # start TU+100 s, linear: R = 100, so 300 Wh in 300 s = 3.6 kW
     assert w.average_kw() == pytest.approx(3.6)
-    # the real register at T+100 s was 40: 360 Wh in 300 s = 4.32 kW
-    assert w.add(T + 100 * S, 40, "register") is True
+    # the real register at TU+100 s was 40: 360 Wh in 300 s = 4.32 kW
+    assert w.add(TU + 100 * SU, 40, "register") is True
     assert w.average_kw() == pytest.approx(4.32)
-    assert w.samples()[0] == (T + 100 * S, 40)  # the older one is gone
+    assert w.samples()[0] == (TU + 100 * SU, 40)  # the older one is gone
 
 
 def test_duplicate_timestamp_keeps_the_first_value() -> None:
     w = DemandWindow()
-    w.add(T, 0, "register")
-    w.add(T + 60 * S, 100, "register")
-    assert w.add(T + 60 * S, 999, "register") is False
-    assert w.samples() == [(T, 0), (T + 60 * S, 100)]
+    w.add(TU, 0, "register")
+    w.add(TU + 60 * SU, 100, "register")
+    assert w.add(TU + 60 * SU, 999, "register") is False
+    assert w.samples() == [(TU, 0), (TU + 60 * SU, 100)]
 
 
 def test_mode_change_starts_afresh() -> None:
     w = DemandWindow()
-    w.add(T, 0, "register")
-    w.add(T + 60 * S, 100_000, "register")
-    w.add(T + 120 * S, 100, "interval")
-    assert w.samples() == [(T + 120 * S, 100)]
+    w.add(TU, 0, "register")
+    w.add(TU + 60 * SU, 100_000, "register")
+    w.add(TU + 120 * SU, 100, "interval")
+    assert w.samples() == [(TU + 120 * SU, 100)]
     assert w.average_kw() is None
     with pytest.raises(ValueError):
-        w.add(T, 1, "cumulative")  # type: ignore[arg-type]
+        w.add(TU, 1, "cumulative")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------
@@ -190,37 +192,37 @@ def test_mode_change_starts_afresh() -> None:
 
 
 def test_interval_window_sums_readings_after_the_start() -> None:
-    w = DemandWindow(window_ms=300 * S)
+    w = DemandWindow(window_us=300 * SU)
     for i in range(0, 601, 60):
-        w.add(T + i * S, 100, "interval")
-    # start = T+300 s (a reading; its energy is before the start)
-    # (T+300, T+600]: 5 readings × 100 Wh in 300 s = 6 kW
+        w.add(TU + i * SU, 100, "interval")
+    # start = TU+300 s (a reading; its energy is before the start)
+    # (TU+300, TU+600]: 5 readings × 100 Wh in 300 s = 6 kW
     assert w.average_kw() == 6.0
 
 
 def test_interval_partial_window_excludes_the_oldest_energy() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 50, "interval")
-    w.add(T + 60 * S, 100, "interval")
-    # the 50 Wh are before T; 100 Wh in 60 s = 6 kW
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 50, "interval")
+    w.add(TU + 60 * SU, 100, "interval")
+    # the 50 Wh are before TU; 100 Wh in 60 s = 6 kW
     assert w.average_kw() == 6.0
 
 
 def test_interval_reading_straddling_the_start_is_prorated() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 999, "interval")
-    w.add(T + 3600 * S, 3600, "interval")  # back after an hour: 3600 Wh in 1 h
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 999, "interval")
+    w.add(TU + 3600 * SU, 3600, "interval")  # back after an hour: 3600 Wh in 1 h
     # only 300/3600 of it is in the window: 300 Wh in 300 s = 3.6 kW
     # (not 3600 Wh in 300 s = 43.2 kW)
     assert w.average_kw() == pytest.approx(3.6)
 
 
 def test_thinning_keeps_register_and_interval_totals() -> None:
-    reg = DemandWindow(window_ms=300 * S, max_samples=16)
-    itv = DemandWindow(window_ms=300 * S, max_samples=16)
+    reg = DemandWindow(window_us=300 * SU, max_samples=16)
+    itv = DemandWindow(window_us=300 * SU, max_samples=16)
     for i in range(301):  # one reading a second, 2 Wh each = 7.2 kW
-        reg.add(T + i * S, 2 * i, "register")
-        itv.add(T + i * S, 2, "interval")
+        reg.add(TU + i * SU, 2 * i, "register")
+        itv.add(TU + i * SU, 2, "interval")
     assert len(reg) <= 16 and len(itv) <= 16
     assert reg.average_kw() == pytest.approx(7.2)
     assert itv.average_kw() == pytest.approx(7.2)
@@ -232,18 +234,18 @@ def test_thinning_keeps_register_and_interval_totals() -> None:
     window_s=st.integers(min_value=1, max_value=300),
 )
 def test_register_demand_is_the_exact_average_correctly_rounded(gaps: list[int], steps: st.DataObject, window_s: int) -> None:
-    ts = [T]
+    ts = [TU]
     for g in gaps:
         ts.append(ts[-1] + g)
     wh = [steps.draw(st.integers(min_value=0, max_value=10**6))]
     for _ in gaps:
         wh.append(wh[-1] + steps.draw(st.integers(min_value=0, max_value=10**6)))
-    w = DemandWindow(window_ms=300 * S)
+    w = DemandWindow(window_us=300 * SU)
     w.add_run(ts, wh, "register")
-    lower = max(ts[-1] - window_s * S, w._ts[0])
+    lower = max(ts[-1] - window_s * SU, w._ts[0])
     span = ts[-1] - lower
-    if span < 30 * S:
-        assert w.average_kw(window_s * S) is None
+    if span < 30 * SU:
+        assert w.average_kw(window_s * SU) is None
         return
     i = next(k for k in range(len(w._ts)) if w._ts[k] >= lower)
     if w._ts[i] == lower:
@@ -251,7 +253,7 @@ def test_register_demand_is_the_exact_average_correctly_rounded(gaps: list[int],
     else:
         a = i - 1
         at = w._wh[a] + Fraction((w._wh[i] - w._wh[a]) * (lower - w._ts[a]), w._ts[i] - w._ts[a])
-    assert w.average_kw(window_s * S) == float((w._wh[-1] - at) * 3600 / span)
+    assert w.average_kw(window_s * SU) == float((w._wh[-1] - at) * 3_600_000 / span)
 
 
 def _thinned_one_by_one(ts: list[int], wh: list[int], mode: str) -> tuple[list[int], list[int]]:
@@ -272,8 +274,8 @@ def _thinned_one_by_one(ts: list[int], wh: list[int], mode: str) -> tuple[list[i
 
 @given(wh=st.lists(st.integers(min_value=0, max_value=10**9), min_size=2, max_size=60), mode=st.sampled_from(["register", "interval"]))
 def test_thinning_by_slices_is_thinning_one_by_one(wh: list[int], mode: str) -> None:
-    w = DemandWindow(window_ms=10**12, max_samples=10**6)
-    ts = [T + i * S for i in range(len(wh))]
+    w = DemandWindow(window_us=10**12, max_samples=10**6)
+    ts = [TU + i * SU for i in range(len(wh))]
     w.add_run(ts, wh, mode)  # type: ignore[arg-type]
     w._thin()
     assert (w._ts, w._wh) == _thinned_one_by_one(ts, wh, mode)
@@ -291,25 +293,25 @@ def test_constant_power_reads_back_in_any_arrival_order(
     # constant power of `kw` kW sampled at irregular instants, all multiples
     # of 3.6 s so that every register value and interval energy is a whole
     # number of Wh (3.6 s at 1 kW = 1 Wh); arrival order shuffled
-    times = [T]
+    times = [TU]
     for g in gaps:
-        times.append(times[-1] + g * 3600)
+        times.append(times[-1] + g * 3_600_000)
     order = list(range(len(times)))
     random.Random(seed).shuffle(order)
-    reg = DemandWindow(window_ms=300 * S)
-    itv = DemandWindow(window_ms=300 * S)
+    reg = DemandWindow(window_us=300 * SU)
+    itv = DemandWindow(window_us=300 * SU)
     for k in order:
-        reg.add(times[k], (times[k] - T) // 3600 * kw, "register")
-        prev = times[k - 1] if k else T - 3600
-        itv.add(times[k], (times[k] - prev) // 3600 * kw, "interval")
+        reg.add(times[k], (times[k] - TU) // 3_600_000 * kw, "register")
+        prev = times[k - 1] if k else TU - 3_600_000
+        itv.add(times[k], (times[k] - prev) // 3_600_000 * kw, "interval")
     span = times[-1] - times[0]
     for w in (reg, itv):
         got = w.average_kw()
-        if span < 30 * S:
+        if span < 30 * SU:
             assert got is None
         else:
             assert got == pytest.approx(kw, abs=1e-9)
-        assert len(w) <= 300 * S // 3600 + 2
+        assert len(w) <= 300 * SU // 3_600_000 + 2
 
 
 # --------------------------------------------------------------------------
@@ -317,11 +319,11 @@ def test_constant_power_reads_back_in_any_arrival_order(
 
 
 def test_demand_exactly_at_the_limit_does_not_raise() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 0, "register")
-    w.add(T + 300 * S, 500, "register")  # 500 Wh / 300 s = 6 kW
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 0, "register")
+    w.add(TU + 300 * SU, 500, "register")  # 500 Wh / 300 s = 6 kW
     assert demand_decision(w.average_kw(), 6, active=False) is Decision.KEEP
-    w.add(T + 301 * S, 502, "register")  # (502 - 500*1/300) / 300 s > 6 kW
+    w.add(TU + 301 * SU, 502, "register")  # (502 - 500*1/300) / 300 s > 6 kW
     assert demand_decision(w.average_kw(), 6, active=False) is Decision.RAISE
 
 
@@ -381,9 +383,9 @@ def test_demand_hysteresis_edge_is_exact_for_decimal_limits() -> None:
 
 
 def test_demand_hysteresis_through_a_window() -> None:
-    w = DemandWindow(window_ms=300 * S)
-    w.add(T, 0, "register")
-    w.add(T + 300 * S, 450, "register")  # 450 Wh / 300 s = 5.4 kW = 90 % of 6
+    w = DemandWindow(window_us=300 * SU)
+    w.add(TU, 0, "register")
+    w.add(TU + 300 * SU, 450, "register")  # 450 Wh / 300 s = 5.4 kW = 90 % of 6
     assert demand_decision(w.average_kw(), 6, active=True) is Decision.KEEP
 
 
@@ -541,10 +543,11 @@ def test_silent_timer_with_clock() -> None:
 
 
 def test_backfill() -> None:
-    assert is_backfill(T, T) is False
-    assert is_backfill(T, T + 3_600_000) is False  # exactly an hour late is live
-    assert is_backfill(T, T + 3_600_001) is True
-    assert is_backfill(T + 60 * S, T) is False  # from the (near) future
+    assert is_backfill(TU, T) is False
+    assert is_backfill(TU, T + 3_600_000) is False  # exactly an hour late is live
+    assert is_backfill(TU, T + 3_600_001) is True
+    assert is_backfill(TU - 999, T + 3_600_000) is True  # an hour and 999 microseconds
+    assert is_backfill(TU + 60 * SU, T) is False  # from the (near) future
 
 
 # --------------------------------------------------------------------------
@@ -944,23 +947,23 @@ def test_add_run_keeps_what_adding_one_by_one_keeps(
 ) -> None:
     """Without thinning, a run (in order or not, newer or not, another mode) leaves the
     same samples as adding its readings one at a time."""
-    one, many = DemandWindow(window_ms=300 * S, max_samples=10_000), DemandWindow(window_ms=300 * S, max_samples=10_000)
+    one, many = DemandWindow(window_us=300 * SU, max_samples=10_000), DemandWindow(window_us=300 * SU, max_samples=10_000)
     for t in sorted(before):
-        one.add(t * S, t * 7, mode)  # type: ignore[arg-type]
-        many.add(t * S, t * 7, mode)  # type: ignore[arg-type]
+        one.add(t * SU, t * 7, mode)  # type: ignore[arg-type]
+        many.add(t * SU, t * 7, mode)  # type: ignore[arg-type]
     if sort_run:
         run = sorted(run)
     for t in run:
-        one.add(t * S, t * 7 + 1, run_mode)  # type: ignore[arg-type]
-    many.add_run([t * S for t in run], [t * 7 + 1 for t in run], run_mode)  # type: ignore[arg-type]
+        one.add(t * SU, t * 7 + 1, run_mode)  # type: ignore[arg-type]
+    many.add_run([t * SU for t in run], [t * 7 + 1 for t in run], run_mode)  # type: ignore[arg-type]
     assert many.samples() == one.samples()
     assert many.average_kw() == one.average_kw()
 
 
 def test_add_run_thins_to_the_bound_and_keeps_the_newest_reading() -> None:
-    w = DemandWindow(window_ms=300 * S, max_samples=16)
+    w = DemandWindow(window_us=300 * SU, max_samples=16)
     w.add(0, 0, "interval")
-    w.add_run([i * S for i in range(1, 101)], [10] * 100, "interval")
+    w.add_run([i * SU for i in range(1, 101)], [10] * 100, "interval")
     assert len(w) <= 16
-    assert w.samples()[-1][0] == 100 * S
+    assert w.samples()[-1][0] == 100 * SU
     assert sum(wh for _, wh in w.samples()[1:]) == 1000  # thinning folds energy, never drops it

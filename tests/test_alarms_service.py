@@ -21,7 +21,7 @@ from meterd.alarms import Alarms, UnknownAlarm
 from meterd.directory import Directory
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
-from meterd.readings import Outcome, Reading
+from meterd.readings import US_PER_MS, Outcome, Reading
 from meterd.store.base import Customer
 from meterd.store.sqlite import SqliteStore
 
@@ -71,7 +71,7 @@ class Rig:
 
     async def feed(self, readings: Sequence[tuple[int, int]], meter_id: int = 1, cid: str = CID) -> list[Outcome]:
         """Store (ts_ms, wh) readings as one flush received now, then tell the service."""
-        batch = [Reading(cid, meter_id, ts, wh, None) for ts, wh in readings]
+        batch = [Reading(cid, meter_id, ts * US_PER_MS, wh, None) for ts, wh in readings]
         received = self.now_ms()
         outcomes = await self.store.ingest(batch, received)
         self.alarms.observe(batch, outcomes, received)

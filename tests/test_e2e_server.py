@@ -150,6 +150,22 @@ def test_bad_option_values_are_usage_errors(tmp_path: Path, args: tuple[str, ...
     assert names in message and "\n" not in message
 
 
+@pytest.mark.parametrize(("args", "mode"), [
+    ((), "register"),
+    (("--no-auth",), "interval"),  # the assignment's compatibility mode: its meters send each interval's energy
+    (("--no-auth", "--meter-mode", "register"), "register"),
+    (("--meter-mode", "interval"), "interval"),
+])
+def test_the_default_meter_mode_follows_no_auth(tmp_path: Path, args: tuple[str, ...], mode: str) -> None:
+    from meterd.options import Options
+
+    config = Options()
+    config.parseOptions(["--data-dir", str(tmp_path / "data"), *args])
+    assert config["meter-mode"] == mode
+    help_text = " ".join(config.getUsage(width=80).split())
+    assert "compatibility mode" in help_text and "interval with --no-auth" in help_text
+
+
 def test_bad_options_fail_at_start_with_one_clear_line(tmp_path: Path) -> None:
     """The real twistd: all at once (each is a Python start-up), then one verdict per option."""
     (tmp_path / "bad.toml").write_text(BAD_TARIFF)

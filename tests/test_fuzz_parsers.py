@@ -30,7 +30,7 @@ from meterd.datagram import (
     split_signature,
     verify,
 )
-from meterd.readings import InvalidField, as_int, kwh_to_wh, parse_reading, timestamp_ms
+from meterd.readings import InvalidField, as_int, kwh_to_wh, parse_reading, timestamp_us
 from meterd.taxid import make_cpf
 from meterd.web import params
 from meterd.web.errors import ApiError
@@ -161,11 +161,11 @@ def test_csv_readings_validate_like_json_ones(fields: dict[str, Any]) -> None:
 
 
 @FUZZ
-@given(valid_ids, st.integers(min_value=1, max_value=2**31 - 1), st.integers(min_value=0, max_value=10**15), st.integers(min_value=946_684_800_000, max_value=int(NOW_S * 1000)))
-def test_a_valid_reading_survives_the_csv_wire_exactly(cid: str, meter: int, wh: int, ts_ms: int) -> None:
-    payload = f"{cid},{meter},{wh // 1000}.{wh % 1000:03d},{ts_ms // 1000}.{ts_ms % 1000:03d}".encode()
+@given(valid_ids, st.integers(min_value=1, max_value=2**31 - 1), st.integers(min_value=0, max_value=10**15), st.integers(min_value=946_684_800_000_000, max_value=int(NOW_S * 1_000_000)))
+def test_a_valid_reading_survives_the_csv_wire_exactly(cid: str, meter: int, wh: int, ts_us: int) -> None:
+    payload = f"{cid},{meter},{wh // 1000}.{wh % 1000:03d},{ts_us // 1_000_000}.{ts_us % 1_000_000:06d}".encode()
     reading = parse_reading(parse_payload(payload), NOW_S)
-    assert (reading.customer_id, reading.meter_id, reading.wh, reading.ts, reading.seq) == (cid, meter, wh, ts_ms, None)
+    assert (reading.customer_id, reading.meter_id, reading.wh, reading.ts, reading.seq) == (cid, meter, wh, ts_us, None)
 
 
 @FUZZ
@@ -197,7 +197,7 @@ def test_acks_round_trip_in_signed_datagrams_that_fit(cid: str, meter: int, seqs
 @example("-1e999999999")
 @example("9" * 5000)
 def test_numeric_coercions_raise_only_invalid_field_and_fast(value: Any) -> None:
-    for convert in (lambda v: as_int("n", v), lambda v: as_int("n", v, minimum=1, maximum=2**31 - 1), lambda v: kwh_to_wh("valor", v), lambda v: timestamp_ms(v, NOW_S)):
+    for convert in (lambda v: as_int("n", v), lambda v: as_int("n", v, minimum=1, maximum=2**31 - 1), lambda v: kwh_to_wh("valor", v), lambda v: timestamp_us(v, NOW_S)):
         try:
             result = convert(value)
         except InvalidField as e:

@@ -65,7 +65,7 @@ def test_parse_reading_fast_path_matches_the_general_path(cid, meter, ts, kwh, s
 
 def test_parse_reading_fast_path_result_is_a_reading():
     r = parse_reading({"id": C, "id_medidor": 3, "timestamp": 1_764_000_000.5, "valor": 1.5, "seq": 7}, NOW)
-    assert (r.customer_id, r.meter_id, r.ts, r.wh, r.seq) == (C, 3, 1_764_000_000_500, 1500, 7)
+    assert (r.customer_id, r.meter_id, r.ts, r.wh, r.seq) == (C, 3, 1_764_000_000_500_000, 1500, 7)
     assert r == _parse_general({"id": C, "id_medidor": 3, "timestamp": 1_764_000_000.5, "valor": 1.5, "seq": 7}, NOW)
 
 

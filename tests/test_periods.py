@@ -159,6 +159,21 @@ def test_sao_paulo_historical_dst_end_day_has_25_hours() -> None:
     assert iso(end, SP) == "2019-02-17T00:00:00-03:00"
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_period_starts_before_1970(kind: str) -> None:
+    """The earliest period of each kind is the one holding 1970-01-01 in UTC; one more back is refused."""
+    now = utc(2026, 12, 6, 12)
+    back = {"D": (date(2026, 12, 6) - date(1970, 1, 1)).days, "M": (2026 - 1970) * 12 + 11, "Y": 2026 - 1970}[kind]
+    start, _ = period_range(kind, back, now, UTC)
+    assert start == utc(1970, 1, 1) == 0
+    with pytest.raises(ValueError, match="1970"):
+        period_range(kind, back + 1, now, UTC)
+    if kind == "M":
+        assert months_back(now, UTC, back) == (1970, 1)
+        with pytest.raises(ValueError, match="1970"):
+            months_back(now, UTC, back + 1)
+
+
 def test_invalid_arguments() -> None:
     now = utc(2026, 1, 1)
     with pytest.raises(ValueError):
@@ -171,6 +186,8 @@ def test_invalid_arguments() -> None:
         period_range("M", True, now, UTC)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         period_range("Y", 5000, now, UTC)  # before year 1
+    with pytest.raises(ValueError):
+        months_back(now, UTC, 10**6)
     with pytest.raises(ValueError):
         period_range("D", 10**7, now, UTC)
     with pytest.raises(ValueError):
@@ -236,7 +253,7 @@ ZONES = [
 ]
 
 zones = st.sampled_from(ZONES).map(ZoneInfo)
-instants = st.integers(utc(1990, 1, 1), utc(2040, 1, 1))
+instants = st.integers(utc(2010, 1, 1), utc(2040, 1, 1))  # 40 years back stays after 1970
 
 
 @settings(max_examples=300, deadline=None)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample
-from meterd.store.plan import HOUR_MS, MeterKey, MeterState, Rollup, plan_ingest
+from meterd.readings import HOUR_US
+from meterd.store.plan import MeterKey, MeterState, Rollup, plan_ingest
 
 C = "12345678909"
 M1: MeterKey = (C, 1)
@@ -206,14 +207,14 @@ def test_rollups_hold_first_last_and_sum_per_meter_hour():
         r(T0 + 1_800_000, 30),
         r(T0 + 60_000, 10),
         r(T0 + 3_599_999, 40),
-        r(T0 + HOUR_MS, 50),  # the next hour starts exactly here
+        r(T0 + HOUR_US, 50),  # the next hour starts exactly here
         r(T0 + 1_000, 5, meter=2),
     ]
     p = plan(readings, fake, {M1: "register", M2: "register"})
     assert p.outcomes == [Outcome.STORED] * 5
     assert p.rollups == {
         (C, 1, T0): Rollup(3, T0 + 60_000, 10, T0 + 3_599_999, 40, 80),
-        (C, 1, T0 + HOUR_MS): Rollup(1, T0 + HOUR_MS, 50, T0 + HOUR_MS, 50, 50),
+        (C, 1, T0 + HOUR_US): Rollup(1, T0 + HOUR_US, 50, T0 + HOUR_US, 50, 50),
         (C, 2, T0): Rollup(1, T0 + 1_000, 5, T0 + 1_000, 5, 5),
     }
 
@@ -316,7 +317,7 @@ def _reference_plan(readings: list[Reading], states: dict[MeterKey, MeterState],
             changed = True
             p.outcomes[i] = Outcome.STORED
             p.rows.append((rd.customer_id, rd.meter_id, rd.ts, rd.wh, received_ms))
-            hour = rd.ts - rd.ts % HOUR_MS
+            hour = rd.ts - rd.ts % HOUR_US
             rollup = p.rollups.get((*key, hour))
             if rollup is None:
                 p.rollups[(*key, hour)] = Rollup(1, rd.ts, rd.wh, rd.ts, rd.wh, rd.wh)

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from meterd.periods import bucket_edges, month_range, period_range
+from meterd.readings import us_edges
 from meterd.registers import (
-    MAX_GAP_MS,
+    MAX_GAP_US,
     Sample,
     bucket_deltas,
     check_monotonic,
@@ -57,9 +58,9 @@ def test_interpolation_rounds_half_up() -> None:
 
 
 def test_gap_exactly_an_hour_is_not_estimated_one_ms_more_is() -> None:
-    assert register_at(1, Sample(0, 0), Sample(MAX_GAP_MS, 10)) == (0, False)
-    assert register_at(1, Sample(0, 0), Sample(MAX_GAP_MS + 1, 10)) == (0, True)
-    assert MAX_GAP_MS == 3_600_000
+    assert register_at(1, Sample(0, 0), Sample(MAX_GAP_US, 10)) == (0, False)
+    assert register_at(1, Sample(0, 0), Sample(MAX_GAP_US + 1, 10)) == (0, True)
+    assert MAX_GAP_US == 3_600_000_000  # an hour, in microseconds
 
 
 def test_hold_outside_the_readings() -> None:
@@ -83,7 +84,7 @@ def test_after_exactly_at_t_is_treated_as_exact() -> None:
 
 @given(
     st.integers(0, 10**13),
-    st.integers(2, 10 * MAX_GAP_MS),
+    st.integers(2, 10 * MAX_GAP_US),
     st.integers(0, 10**9),
     st.integers(0, 10**7),
     st.data(),
@@ -97,13 +98,13 @@ def test_interpolation_matches_exact_rational(
     exact = wh0 + Fraction(dwh * offset, span)
     assert value == floor(exact + Fraction(1, 2))
     assert wh0 <= value <= wh0 + dwh
-    assert estimated == (span > MAX_GAP_MS)
+    assert estimated == (span > MAX_GAP_US)
 
 
 # --- neighbours / registers_at over unsorted input ------------------------
 
 samples_st = st.lists(
-    st.tuples(st.integers(0, 10 * MAX_GAP_MS), st.integers(0, 10**6)),
+    st.tuples(st.integers(0, 10 * MAX_GAP_US), st.integers(0, 10**6)),
     max_size=40,
     unique_by=lambda x: x[0],
 ).map(lambda xs: sorted(xs))
@@ -126,7 +127,7 @@ def naive_neighbours(samples: list[Sample], t: int) -> tuple[Sample | None, Samp
     return (before[-1] if before else None, after[0] if after else None)
 
 
-@given(samples_st, st.lists(st.integers(-MAX_GAP_MS, 11 * MAX_GAP_MS), max_size=20), st.randoms())
+@given(samples_st, st.lists(st.integers(-MAX_GAP_US, 11 * MAX_GAP_US), max_size=20), st.randoms())
 def test_unsorted_input_gives_the_same_values(
     pairs: list[tuple[int, int]], ts: list[int], rnd: random.Random
 ) -> None:
@@ -167,7 +168,7 @@ def test_bucket_deltas() -> None:
 
 
 @settings(max_examples=300)
-@given(samples_st, st.lists(st.integers(-MAX_GAP_MS, 11 * MAX_GAP_MS), min_size=1, max_size=30, unique=True))
+@given(samples_st, st.lists(st.integers(-MAX_GAP_US, 11 * MAX_GAP_US), min_size=1, max_size=30, unique=True))
 def test_bucket_deltas_telescope_exactly(pairs: list[tuple[int, int]], ts: list[int]) -> None:
     readings = monotone(pairs)
     edges = sorted(ts)
@@ -236,9 +237,10 @@ def test_lost_readings_lose_resolution_not_energy() -> None:
     # A meter at a steady 1 kW reports every 15 minutes; dropping most
     # readings must not change the day's total.
     day0 = utc(2026, 3, 1, 3)  # local midnight in São Paulo
-    full = [Sample(day0 - 900_000 + i * 900_000, 250 * i) for i in range(0, 100)]
+    quarter = 900_000_000  # 15 minutes in microseconds, the unit of reading times
+    full = [Sample(day0 * 1000 - quarter + i * quarter, 250 * i) for i in range(0, 100)]
     sparse = [full[0], full[37], full[-1]]
-    edges = bucket_edges("D", day0, day0 + 24 * 3_600_000, SP)
+    edges = us_edges(bucket_edges("D", day0, day0 + 24 * 3_600_000, SP))
     full_hours = bucket_deltas(registers_at(edges, full))
     sparse_hours = bucket_deltas(registers_at(edges, sparse))
     assert sum(h for h, _ in full_hours) == sum(h for h, _ in sparse_hours) == 24_000

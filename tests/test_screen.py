@@ -24,7 +24,7 @@ def screen(keys: dict[tuple[str, int], bytes] | None = None, *, require_signatur
 
 
 def test_a_signed_reading_of_a_known_meter_passes() -> None:
-    assert screen().reading(sign(PAYLOAD, KEY), NOW) == Reading(C, 1, 1_764_000_000_500, 1500, 7)
+    assert screen().reading(sign(PAYLOAD, KEY), NOW) == Reading(C, 1, 1_764_000_000_500_000, 1500, 7)
 
 
 def test_an_unknown_meter_is_rejected_with_its_id_so_it_can_be_looked_up() -> None:

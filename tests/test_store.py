@@ -31,15 +31,17 @@ SP = ZoneInfo("America/Sao_Paulo")
 C1 = "12345678909"
 C2 = "98765432100"
 KEY = "ab" * 32
-HOUR = 3_600_000
-MIN = 60_000
+# Reading times are microseconds (meterd.readings).
+HOUR = 3_600_000_000
+MIN = 60_000_000
+SECOND = 1_000_000
 
 
-def local_ms(*args: int, tz: ZoneInfo = SP) -> int:
-    return int(datetime(*args, tzinfo=tz).timestamp() * 1000)
+def local_us(*args: int, tz: ZoneInfo = SP) -> int:
+    return int(datetime(*args, tzinfo=tz).timestamp()) * 1_000_000
 
 
-D0 = local_ms(2025, 11, 24)  # a midnight in São Paulo (03:00 UTC, on the hour)
+D0 = local_us(2025, 11, 24)  # a midnight in São Paulo (03:00 UTC, on the hour)
 
 
 def customer(cid: str = C1, token_hash: str | None = None) -> Customer:
@@ -342,9 +344,9 @@ def synthetic_register(rng: random.Random, start: int, end: int) -> list[tuple[i
 @pytest_twisted.ensureDeferred
 async def test_days_and_months_are_sums_of_hours_exactly(store):
     await setup_meters(store, "register")
-    oct30 = local_ms(2025, 10, 30)
-    dec1 = local_ms(2025, 12, 1)
-    history = synthetic_register(random.Random(7), oct30, local_ms(2025, 11, 3))
+    oct30 = local_us(2025, 10, 30)
+    dec1 = local_us(2025, 12, 1)
+    history = synthetic_register(random.Random(7), oct30, local_us(2025, 11, 3))
     # Arrive in shuffled flushes: out of order across and within flushes.
     shuffled = history[:]
     random.Random(8).shuffle(shuffled)
@@ -352,9 +354,9 @@ async def test_days_and_months_are_sums_of_hours_exactly(store):
         outcomes = await store.ingest([rd(ts, wh) for ts, wh in shuffled[i : i + 97]], D0)
         assert set(outcomes) == {Outcome.STORED}
 
-    hourly_edges = list(range(oct30, local_ms(2025, 11, 4) + 1, HOUR))
-    days = [local_ms(2025, 10, 30) + i * 24 * HOUR for i in range(6)]  # no DST change in these days
-    months = [local_ms(2025, 10, 1), local_ms(2025, 11, 1), dec1]
+    hourly_edges = list(range(oct30, local_us(2025, 11, 4) + 1, HOUR))
+    days = [local_us(2025, 10, 30) + i * 24 * HOUR for i in range(6)]  # no DST change in these days
+    months = [local_us(2025, 10, 1), local_us(2025, 11, 1), dec1]
 
     hourly = await usage_of(store, 1, "register", hourly_edges)
     daily = await usage_of(store, 1, "register", days)
@@ -423,10 +425,10 @@ async def test_interval_meters_sum_their_readings(store):
 async def test_interval_usage_matches_the_sum_of_readings_over_a_month(store):
     await setup_meters(store, "interval")
     rng = random.Random(3)
-    start = local_ms(2025, 10, 31, 20)
+    start = local_us(2025, 10, 31, 20)
     samples = [(start + i * 5 * MIN + rng.randrange(0, 1000), rng.randrange(0, 50)) for i in range(200)]
     await store.ingest([rd(ts, wh) for ts, wh in samples], D0)
-    months = [local_ms(2025, 10, 1), local_ms(2025, 11, 1), local_ms(2025, 12, 1)]
+    months = [local_us(2025, 10, 1), local_us(2025, 11, 1), local_us(2025, 12, 1)]
     expected = interval_sums(months, [Sample(*s) for s in samples])
     assert expected[0] and expected[1]  # the data straddles the month edge
     assert await usage_of(store, 1, "interval", months) == [(wh, False) for wh in expected]
@@ -556,6 +558,14 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
 # -- SQLite specifics -------------------------------------------------------------------
 
 
+def _back_to_milliseconds(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
+    """Rewrite reading times as a database before schema version 5 held them: milliseconds."""
+    for table in tables:
+        conn.execute(f"UPDATE {table} SET ts = ts / 1000")
+    conn.execute("UPDATE rollups SET hour = hour / 1000, first_ts = first_ts / 1000, last_ts = last_ts / 1000")
+    conn.execute("UPDATE meters SET last_ts = last_ts / 1000")
+
+
 @pytest_twisted.ensureDeferred
 async def test_sqlite_migration_4_keeps_the_readings_a_version_3_database_holds(tmp_path):
     """A database from before the write logs: its readings stay where they are and are still found."""
@@ -565,23 +575,63 @@ async def test_sqlite_migration_4_keeps_the_readings_a_version_3_database_holds(
     await setup_meters(store, "register")
     await store.ingest([rd(D0, 100), rd(D0 + MIN, 110)], D0)
     await store.stop()
-    with sqlite3.connect(path) as conn:  # back to version 3: every reading in readings, no logs
+    with sqlite3.connect(path) as conn:  # back to version 3: every reading in readings, no logs, milliseconds
         conn.execute(f"INSERT INTO readings SELECT * FROM {readings_log.LOGS[0]}")
         for table in ("readings_logs", *readings_log.LOGS):
             conn.execute(f"DROP TABLE {table}")
+        _back_to_milliseconds(conn, ["readings"])
         conn.execute("UPDATE schema_version SET version = 3")
     store = SqliteStore(path)
     await store.start()
     try:
-        assert await store.ingest([rd(D0 + MIN, 110), rd(D0 + 30_000, 120), rd(D0 + 2 * MIN, 130)], D0) == [
+        assert await store.ingest([rd(D0 + MIN, 110), rd(D0 + 30 * SECOND, 120), rd(D0 + 2 * MIN, 130)], D0) == [
             Outcome.DUPLICATE, Outcome.BACKWARDS, Outcome.STORED,
         ]
-        assert await usage_of(store, 1, "register", [D0, D0 + 90_000]) == [(20, False)]  # 100 -> 120 at D0 + 90 s (110 at 60 s, 130 at 120 s)
+        assert await usage_of(store, 1, "register", [D0, D0 + 90 * SECOND]) == [(20, False)]  # 100 -> 120 at D0 + 90 s (110 at 60 s, 130 at 120 s)
     finally:
         await store.stop()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (schema.LATEST,)
         assert conn.execute("SELECT COUNT(*) FROM readings").fetchone() == (2,)
+
+
+@pytest_twisted.ensureDeferred
+async def test_migration_5_moves_every_reading_time_to_microseconds(tmp_path, monkeypatch):
+    """A version-4 database, its readings in milliseconds in all three tables mid-move, comes out
+    the same history in microseconds: resends are duplicates, and two readings a fraction of a
+    millisecond apart are then two readings."""
+    monkeypatch.setattr(readings_log, "MOVE_MIN_ROWS", 2)
+    path = str(tmp_path / "db.sqlite3")
+    store = SqliteStore(path, log_rows=3)
+    await store.start()
+    await setup_meters(store, "register", "interval")
+    stored = [(D0 + i * 7 * MIN, 1000 + 17 * i) for i in range(12)]
+    for ts, wh in stored:
+        assert await store.ingest([rd(ts, wh), rd(ts, wh // 10, meter=2)], D0) == [Outcome.STORED] * 2
+    edges = [D0 + i * 15 * MIN for i in range(7)]
+    before = await store.usage(C1, [(1, "register"), (2, "interval")], edges)
+    assert all(u.buckets[0][0] > 0 for u in before)
+    await store.stop()
+    with sqlite3.connect(path) as conn:
+        unmoved = conn.execute("SELECT unmoved_ts FROM readings_logs").fetchone()[0]
+        counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in readings_log.TABLES]
+        assert sum(1 for n in counts if n) >= 2, counts  # readings in more than one table
+        _back_to_milliseconds(conn, readings_log.TABLES)
+        conn.execute("UPDATE readings_logs SET unmoved_ts = unmoved_ts / 1000")
+        conn.execute("UPDATE schema_version SET version = 4")
+    store = SqliteStore(path, log_rows=3)
+    await store.start()
+    try:
+        assert await store.usage(C1, [(1, "register"), (2, "interval")], edges) == before
+        assert await store.ingest([rd(ts, wh) for ts, wh in stored], D0) == [Outcome.DUPLICATE] * len(stored)
+        last_ts, last_wh = stored[-1]
+        assert await store.ingest([rd(last_ts + 200, last_wh + 1), rd(last_ts + 400, last_wh + 2)], D0) == [Outcome.STORED] * 2
+        assert (await store.meter_status(C1))[0].last_ts == last_ts + 400
+    finally:
+        await store.stop()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (schema.LATEST,)
+        assert conn.execute("SELECT unmoved_ts FROM readings_logs").fetchone()[0] in (unmoved, 0)
 
 
 @pytest_twisted.ensureDeferred

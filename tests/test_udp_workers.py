@@ -149,7 +149,7 @@ def test_one_frame_per_turn_with_the_readings_and_the_counted_drops(worker: Any)
     clock.advance(0)
     [message] = frames(transport.value())
     assert message == {
-        "readings": [[C, 1, 1_764_000_001_000, 1001, 1], [C, 1, 1_764_000_004_000, 1004, 4]],
+        "readings": [[C, 1, 1_764_000_001_000_000, 1001, 1], [C, 1, 1_764_000_004_000_000, 1004, 4]],
         "from": [list(ADDR), list(ADDR)],
         "received": 4,
         "dropped": {"bad_signature": 1, "unknown_meter": 1},
@@ -385,13 +385,13 @@ def test_readings_from_a_worker_are_ingested_and_acked_through_a_worker() -> Non
     link, transport = p.connect()
     link.childDataReceived(1, frame({"ready": True}))
     transport.clear()
-    data = frame({"readings": [[C, 1, 1_764_000_001_000, 1001, 5]], "from": [list(ADDR)], "received": 3,
+    data = frame({"readings": [[C, 1, 1_764_000_001_000_000, 1001, 5]], "from": [list(ADDR)], "received": 3,
                   "dropped": {"bad_signature": 2}, "acks_sent": 4, "acks_unsent": 2})
     link.childDataReceived(1, data[:7])  # frames may arrive in pieces
     link.childDataReceived(1, data[7:])
     assert p.ingest.pending == 1
     p.reactor.advance(1)  # the flush commits and its acks go to the worker at once
-    assert p.store.readings == [Reading(C, 1, 1_764_000_001_000, 1001, 5)]
+    assert p.store.readings == [Reading(C, 1, 1_764_000_001_000_000, 1001, 5)]
     assert frames(transport.value()) == [{"acks": [[C, 1, [5], *ADDR]]}]
     assert p.port.written == []  # not sent by the reactor
     get = p.metrics.registry.get_sample_value
@@ -422,7 +422,7 @@ def test_a_flush_acks_are_in_the_workers_pipe_before_its_observers_run(piped: An
     link.childDataReceived(1, frame({"ready": True}))
     in_pipe_when_observed: list[Any] = []
     p.ingest.observers.append(lambda *_: in_pipe_when_observed.append(transport.in_pipe()))
-    rows = [[C, 1, 1_764_000_001_000 + i, 1001 + i, i] for i in range(3)]
+    rows = [[C, 1, 1_764_000_001_000_000 + i, 1001 + i, i] for i in range(3)]
     link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
     p.reactor.advance(1)
     assert in_pipe_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
@@ -601,7 +601,7 @@ def test_a_worker_ignores_sigterm_and_ends_when_its_stdin_closes(tmp_path: Path)
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sender.sendto(reading(1), sock.getsockname())
         message = next_frame()
-        assert message["readings"] == [[C, 1, 1_764_000_001_000, 1001, 1]] and message["from"] == [["127.0.0.1", sender.getsockname()[1]]]
+        assert message["readings"] == [[C, 1, 1_764_000_001_000_000, 1001, 1]] and message["from"] == [["127.0.0.1", sender.getsockname()[1]]]
         sender.close()
         proc.stdin.close()
         assert proc.wait(10) == 0

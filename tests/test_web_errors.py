@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from twisted.internet.threads import deferToThread
 
 from meterd.taxid import make_cpf
 from tests.support import LiveServer
-from tests.web_support import call, dump_store, local_ts, raw_exchange, yesterday
+from tests.web_support import SAO_PAULO, call, dump_store, local_ts, raw_exchange, yesterday
 
 CPF = "12345678909"
 UNKNOWN_CPF = make_cpf("987654321")
@@ -58,9 +59,9 @@ BAD_READINGS = [
     ({"data": b"id=12345678909&valor=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415, "unsupported_media_type"),
     ({"data": b"<reading/>", "headers": {"Content-Type": "application/xml"}}, 415, "unsupported_media_type"),
     ({"data": b'"just a string"'}, 415, "unsupported_media_type"),
-    ({"json_body": reading(valor="NaN")}, 400, "not_finite"),
+    ({"json_body": reading(valor="NaN")}, 400, "invalid_number"),
     ({"data": b'{"id": "12345678909", "id_medidor": 1, "valor": 1e400, "timestamp": 1700000000}'}, 400, "not_finite"),
-    ({"json_body": reading(valor="-Infinity")}, 400, "not_finite"),
+    ({"json_body": reading(valor="-Infinity")}, 400, "invalid_number"),
     ({"json_body": reading(valor=-1)}, 400, "negative"),
     ({"json_body": reading(valor="-0.001")}, 400, "negative"),
     ({"json_body": reading(valor=True)}, 400, "invalid_type"),
@@ -77,11 +78,11 @@ BAD_READINGS = [
     ({"json_body": reading(id_medidor=1.5)}, 400, "invalid_integer"),
     ({"json_body": reading(id_medidor="one")}, 400, "invalid_number"),
     ({"json_body": reading(id_medidor=2**31)}, 400, "out_of_range"),
-    ({"json_body": reading(id_medidor="1e999999999")}, 400, "out_of_range"),  # never built as an int
-    ({"json_body": reading(seq="9e999999999")}, 400, "out_of_range"),
-    ({"json_body": reading(valor="1e999999999")}, 400, "out_of_range"),
-    ({"json_body": reading(timestamp="1e999999999")}, 400, "timestamp_in_future"),
-    ({"json_body": reading(timestamp="-1e999999999")}, 400, "timestamp_too_old"),
+    ({"json_body": reading(id_medidor="1e999999999")}, 400, "invalid_number"),  # never built as an int
+    ({"json_body": reading(seq="9e999999999")}, 400, "invalid_number"),
+    ({"json_body": reading(valor="1e999999999")}, 400, "invalid_number"),
+    ({"json_body": reading(timestamp="1e999999999")}, 400, "invalid_number"),
+    ({"json_body": reading(timestamp="-1e999999999")}, 400, "invalid_number"),
     ({"json_body": reading(id_medidor=DROP)}, 400, "missing_field"),
     ({"json_body": reading(id_medidor=9)}, 404, "unknown_meter"),
     ({"json_body": reading(id=UNKNOWN_CPF)}, 404, "unknown_customer"),
@@ -143,7 +144,7 @@ BAD_QUERIES = [
     ("POST", "/cadCliente", {"json_body": {"id": UNKNOWN_CPF, "name": "B", "tz": "../../etc/passwd"}}, 400, "invalid_tz"),
     ("POST", "/cadCliente", {"json_body": {"id": UNKNOWN_CPF, "name": "B", "limite_kw": -1}}, 400, "negative"),
     ("POST", "/cadCliente", {"json_body": {"id": UNKNOWN_CPF, "name": "B", "limite_kwh": 0}}, 400, "out_of_range"),
-    ("POST", "/cadCliente", {"json_body": {"id": UNKNOWN_CPF, "name": "B", "limite_kwh": "NaN"}}, 400, "not_finite"),
+    ("POST", "/cadCliente", {"json_body": {"id": UNKNOWN_CPF, "name": "B", "limite_kwh": "NaN"}}, 400, "invalid_number"),
     ("POST", "/cadCliente", {"json_body": {"id": "00000000000", "name": "B"}}, 400, "invalid_id"),
     ("POST", "/cadMedidor", {"json_body": {"id": UNKNOWN_CPF}}, 404, "unknown_customer"),
     ("POST", "/cadMedidor", {"json_body": {"id": CPF, "mode": "cumulative"}}, 400, "invalid_value"),
@@ -153,14 +154,14 @@ BAD_QUERIES = [
     ("GET", "/getConsumoHist", {"json_body": {"id": CPF, "kind": 5}}, 400, "invalid_value"),
     ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "M", "periodo": "-1"}}, 400, "out_of_range"),
     ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "M", "periodo": "1.5"}}, 400, "invalid_integer"),
-    ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "M", "periodo": "NaN"}}, 400, "not_finite"),
+    ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "M", "periodo": "NaN"}}, 400, "invalid_number"),
     ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "Y", "periodo": "10001"}}, 400, "out_of_range"),
     ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "Y", "periodo": "10000"}}, 400, "out_of_range"),
     ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "D", "id_medidor": "7"}}, 404, "unknown_meter"),
     ("GET", "/getConsumoHist", {"params": {"id": UNKNOWN_CPF, "kind": "D"}}, 404, "unknown_customer"),
     ("GET", "/getConsumoHist", {"params": {"id": CPF, "kind": "D"}, "json_body": {"kind": "M"}}, 400, "conflicting_parameter"),
     ("GET", "/getFatura", {"params": {"id": CPF, "periodo": "1201"}}, 400, "out_of_range"),
-    ("GET", "/getFatura", {"params": {"id": CPF, "periodo": "1e999999999"}}, 400, "out_of_range"),
+    ("GET", "/getFatura", {"params": {"id": CPF, "periodo": "1e999999999"}}, 400, "invalid_number"),
     ("GET", "/getFatura", {"json_body": {"id": CPF, "periodo": "last"}}, 400, "invalid_number"),
     ("GET", "/getFatura", {"json_body": {"id": CPF, "periodo": [0]}}, 400, "invalid_type"),
     ("GET", "/getFatura", {"params": {"id": UNKNOWN_CPF}}, 404, "unknown_customer"),
@@ -300,3 +301,58 @@ async def test_junk_is_never_a_500(server: LiveServer, path: str) -> None:
         status, body, _ = await call(server, method, path, params=query)
         assert 400 <= status < 500, (query, status, body)
     assert dump_store(server.data_dir) == before
+
+
+def test_every_status_meterd_sends_has_its_standard_reason_phrase() -> None:
+    from meterd.web.exchange import reason
+    from meterd.web.openapi import openapi_document
+
+    statuses = {int(s) for path in openapi_document()["paths"].values() for op in path.values() for s in op["responses"]}
+    assert {200, 201, 400, 401, 403, 404, 413, 422, 503} <= statuses
+    assert all(reason(s) != b"Unknown Status" for s in statuses)
+    assert (reason(413), reason(414), reason(422), reason(431)) == (
+        b"Content Too Large", b"URI Too Long", b"Unprocessable Content", b"Request Header Fields Too Large",
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_422_goes_out_with_its_reason_phrase(server: LiveServer) -> None:
+    await seed(server)
+    body = json.dumps({"id": CPF, "id_medidor": 1, "valor": 105, "timestamp": T12 + 60}).encode()  # below 110: backwards
+    host = server.url.removeprefix("http://")
+    request = (f"POST /postConsumo HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {server.token}\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+    def status_line() -> bytes:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", int(host.rpartition(":")[2])), timeout=10) as sock:
+            sock.sendall(request)
+            data = b""
+            while b"\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return data.partition(b"\r\n")[0]
+
+    assert await deferToThread(status_line) == b"HTTP/1.1 422 Unprocessable Content"
+
+
+@pytest.mark.parametrize(("kind", "back", "allowed"), [("Y", 56, True), ("Y", 57, False), ("Y", 2025, False), ("M", 56 * 12 + 11, True), ("M", 57 * 12 + 11, False)])
+@pytest_twisted.ensureDeferred
+async def test_no_period_before_1970(server: LiveServer, kind: str, back: int, allowed: bool) -> None:
+    """A period that starts before 1970 gets a clear 400, never the year 0001 with a local mean time offset."""
+    await seed(server)
+    now = datetime.now(SAO_PAULO)  # the customer's calendar
+    back += now.year - 2026  # the bound is a calendar year, whatever year the test runs in
+    if kind == "M":
+        back += now.month - 12
+    status, body, _ = await call(server, "GET", "/getConsumoHist", params={"id": CPF, "kind": kind, "periodo": str(back)})
+    if allowed:
+        assert status == 200 and body["start"].startswith("1970-01-01T00:00:00"), body
+    else:
+        assert (status, body["error"]["code"]) == (400, "out_of_range") and "1970" in body["error"]["message"]
+    if kind == "M":
+        status, body, _ = await call(server, "GET", "/getFatura", params={"id": CPF, "periodo": str(back)})
+        assert status == (200 if allowed else 400), body

@@ -221,7 +221,7 @@ class AlarmSql:
 
         return self._read(query)
 
-    def first_reading_ms(self, customer_id: str) -> Deferred[int | None]:
+    def first_reading_us(self, customer_id: str) -> Deferred[int | None]:
         """When the customer's data begins (earliest hourly rollup): the anomaly
         rule counts only days fully after it as days of history."""
 

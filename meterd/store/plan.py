@@ -12,8 +12,7 @@ import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meterd.periods import HOUR_MS
-from meterd.readings import Outcome, Reading
+from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, check_monotonic
 
 
@@ -131,7 +130,7 @@ def plan_ingest(
             prev_ts, prev_wh = ts, wh
             outcomes[i] = stored
             rows.append((customer_id, meter_id, ts, wh, received_ms))
-            hour = ts - ts % HOUR_MS
+            hour = ts - ts % HOUR_US
             if rollup is not None and hour == rollup_hour:
                 rollup.add(ts, wh)
             else:

@@ -21,6 +21,12 @@ READINGS = """CREATE TABLE {table} (
     PRIMARY KEY (customer_id, meter_id, ts)
 )"""
 
+_TO_MICROSECONDS = [
+    "UPDATE readings SET ts = ts * 1000",
+    "UPDATE rollups SET hour = hour * 1000, first_ts = first_ts * 1000, last_ts = last_ts * 1000",
+    "UPDATE meters SET last_ts = last_ts * 1000 WHERE last_ts IS NOT NULL",
+]
+
 MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
     # 1: customers, meters, readings and hourly rollups
     [
@@ -117,6 +123,19 @@ MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
             "INSERT INTO readings_logs VALUES (1, 0, '', 0, 0)",
         ],
         "postgresql": [],
+    },
+    # 5: readings are timed to the microsecond, not the millisecond (meterd.readings):
+    # every stored reading time moves to the new unit. Distinct readings stay
+    # distinct and in order, and no time in microseconds can equal one still
+    # in milliseconds (those are below 10^13, these above 9 x 10^14), so the
+    # keys never collide while the rows are rewritten.
+    {
+        "sqlite": [
+            *_TO_MICROSECONDS,
+            *(f"UPDATE {log} SET ts = ts * 1000" for log in readings_log.LOGS),
+            "UPDATE readings_logs SET unmoved_ts = unmoved_ts * 1000",
+        ],
+        "postgresql": _TO_MICROSECONDS,
     },
 ]
 

@@ -16,8 +16,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from meterd.periods import HOUR_MS
-from meterd.readings import Outcome, Reading
+from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
@@ -303,7 +302,7 @@ class SqlStore(AlarmSql):
         otherwise the previous rollup's last reading is the one before ``t``.
         Either way two index seeks, however many readings the period holds.
         """
-        if t % HOUR_MS:
+        if t % HOUR_US:
             return self._neighbours(txn, key, t)
         c, m = key
         row = self._one(
@@ -323,7 +322,7 @@ class SqlStore(AlarmSql):
 
     def _interval_sums(self, txn: Any, key: MeterKey, edges: Sequence[int]) -> list[int]:
         c, m = key
-        if all(t % HOUR_MS == 0 for t in edges):
+        if all(t % HOUR_US == 0 for t in edges):
             statement = "SELECT hour, sum_wh FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?"
             args: tuple[Any, ...] = (c, m, edges[0], edges[-1])
         else:

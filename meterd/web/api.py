@@ -29,7 +29,7 @@ from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
 from meterd.ingest import Ingest, Overloaded
 from meterd.metrics import Metrics
-from meterd.readings import InvalidField, Outcome, kwh_to_wh, parse_reading
+from meterd.readings import US_PER_MS, InvalidField, Outcome, kwh_to_wh, parse_reading, parse_rounding, us_edges
 from meterd.registers import kwh
 from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
 from meterd.tariff import LIGACOES, Tariff
@@ -293,12 +293,18 @@ class Api:
     # -- readings ----------------------------------------------------------
 
     async def post_reading(self, call: Call) -> tuple[int, dict[str, Any]]:
+        rounded = False
         try:
-            reading = parse_reading(call.params, self.clock.seconds())
+            if self.settings.no_auth and call.incoming.authorization is None:  # the assignment's clients: see parse_rounding
+                reading, rounded = parse_rounding(call.params, self.clock.seconds())
+            else:
+                reading = parse_reading(call.params, self.clock.seconds())
         except InvalidField as e:
             raise bad_request(e.code, str(e)) from None
         await self.customer(reading.customer_id)
         await self.meter_ids(reading.customer_id, reading.meter_id)
+        if rounded:
+            self.metrics.rounded.labels("http").inc()
         try:
             outcome = await self.ingest.submit_waiting(reading)
         except Overloaded:
@@ -316,8 +322,9 @@ class Api:
     # -- queries -------------------------------------------------------------
 
     async def _usage(self, customer: Customer, meter_ids: list[int], edges: list[int]) -> list[Usage]:
+        """Consumption between calendar edges (ms), read at the store's reading times (us)."""
         meters = [(m, self.directory.meters[(customer.id, m)].meter.mode) for m in meter_ids]
-        return await self.store.usage(customer.id, meters, edges)
+        return await self.store.usage(customer.id, meters, us_edges(edges))
 
     async def history(self, call: Call) -> tuple[int, dict[str, Any]]:
         params = call.params
@@ -330,7 +337,7 @@ class Api:
         try:
             start, end = periods.period_range(kind, periodo, self.now_ms(), tz)
         except ValueError:
-            raise bad_request("out_of_range", "periodo reaches before the calendar's first year") from None
+            raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
         edges = periods.bucket_edges(kind, start, end, tz)
         usages = await self._usage(customer, meter_ids, edges)
         buckets = []
@@ -359,7 +366,7 @@ class Api:
         try:
             year, month = periods.months_back(self.now_ms(), tz, periodo)
         except ValueError:
-            raise bad_request("out_of_range", "periodo reaches before the calendar's first year") from None
+            raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
         status = "aberta" if periodo == 0 else "fechada"
         cached = self.bills.get(customer.id, year, month)
         if cached is not None and cached["status"] == status:  # this month's bill, cached while open, is now closed
@@ -397,7 +404,7 @@ class Api:
                     "id_medidor": s.meter_id,
                     "mode": s.mode,
                     "last_seen": None if s.last_seen_ms is None else periods.iso(s.last_seen_ms, tz),
-                    "last_reading_at": None if s.last_ts is None else periods.iso(s.last_ts, tz),
+                    "last_reading_at": None if s.last_ts is None else periods.iso(s.last_ts // US_PER_MS, tz),
                     "last_kwh": None if s.last_wh is None else kwh(s.last_wh),
                 }
                 for s in statuses

@@ -11,9 +11,22 @@ body, even one that is not UTF-8, arrives exactly as it was sent.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, NamedTuple
 
 from twisted.web.server import Request
+
+#: RFC 9110's names where Python's table still has RFC 7231's (twisted.web has
+#: none at all for 422 and would send "Unknown Status").
+_RFC_9110 = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
+
+
+def reason(status: int) -> bytes:
+    """The standard reason phrase of ``status``."""
+    try:
+        return _RFC_9110.get(status, HTTPStatus(status).phrase).encode("ascii")
+    except ValueError:
+        return b"Unknown Status"
 
 
 class Incoming(NamedTuple):
@@ -53,7 +66,7 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
     """Write the answer and finish; ``close`` (and every 413) closes the connection after it."""
     if request.finished or request._disconnected:
         return
-    request.setResponseCode(answer.status)
+    request.setResponseCode(answer.status, reason(answer.status))
     for name, value in answer.headers.items():
         request.setHeader(name, value)
     request.setHeader(b"content-type", answer.content_type)

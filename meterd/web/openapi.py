@@ -16,6 +16,7 @@ from typing import Any
 
 from meterd import periods
 from meterd.alarm_rules import RULES
+from meterd.numbers import PATTERN as NUMBER_PATTERN
 from meterd.tariff import LIGACOES
 
 __all__ = ["openapi_document"]
@@ -64,11 +65,12 @@ _PARAMS_NOTE = (
     " Numbers may be sent as strings (`\"id_medidor\": \"1\"`)."
 )
 
+# Numbers may be strings spelled as JSON numbers in ASCII (meterd.numbers).
 _INT_OR_STRING = {
-    "oneOf": [{"type": "integer"}, {"type": "string", "pattern": "^\\s*[0-9]+\\s*$"}],
+    "oneOf": [{"type": "integer"}, {"type": "string", "pattern": NUMBER_PATTERN}],
 }
 _NUMBER_OR_STRING = {
-    "oneOf": [{"type": "number"}, {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*$"}],
+    "oneOf": [{"type": "number"}, {"type": "string", "pattern": NUMBER_PATTERN}],
 }
 _ISO = {"type": "string", "format": "date-time", "description": "ISO 8601 local time with offset"}
 _ISO_OR_NULL = {**_ISO, "nullable": True}
