@@ -26,8 +26,7 @@ ID    field                                       value written
 Why a *static* code: a dynamic one needs a PSP API call per bill, a
 certificate and a location URL; the static code is computed from the bill
 alone, offline, and the txid in it still lets the utility match the credit
-notice from its bank to the bill.  The code carries the amount, so the payer
-cannot change it.
+notice from its bank to the bill.
 
 Pure module: no Twisted, no I/O.  ``qr_svg`` uses segno, a maintained QR
 library, rather than a hand-written QR encoder.
@@ -47,10 +46,10 @@ from typing import Final
 import segno
 
 from meterd import taxid
+from meterd.paycodes import BILL_NUMBER_DIGITS, PaymentCodeError, check_bill_number, whole_cents
 
 __all__ = [
     "BRCode",
-    "PixError",
     "brcode",
     "crc16",
     "normalize_text",
@@ -71,12 +70,10 @@ MAX_AMOUNT_CHARS: Final = 13
 MAX_KEY: Final = 77
 #: A bill number written into a txid: "FAT" + 17 digits, 20 characters.
 TXID_PREFIX: Final = "FAT"
-TXID_BILL_DIGITS: Final = 17
 
 _MCC: Final = "0000"
 _CURRENCY: Final = "986"
 _COUNTRY: Final = "BR"
-_CENT: Final = Decimal("0.01")
 _MAX_AMOUNT: Final = Decimal("9999999999.99")  # the most that fits in 13 characters
 _TXID_RE: Final = re.compile(r"[A-Za-z0-9]{1,25}")
 _AMOUNT_RE: Final = re.compile(r"\d+(?:\.\d{1,2})?")
@@ -91,19 +88,6 @@ _EVP_RE: Final = re.compile(
 _DIGITS: Final = frozenset("0123456789")
 # EMV's common character set: printable ASCII.
 _PRINTABLE: Final = frozenset(chr(c) for c in range(0x20, 0x7F))
-
-
-class PixError(ValueError):
-    """A Pix key, BR Code or one of its inputs that must not be used.
-
-    ``str()`` is ``"<field>: <reason>"``; ``field`` and ``reason`` are also
-    attributes, so callers (the tariff loader, an API) can re-wrap the message.
-    """
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -131,8 +115,9 @@ def brcode(*, key: str, name: str, city: str, amount: Decimal, txid: str) -> str
 
     ``name`` and ``city`` go through :func:`normalize_text` (accents removed,
     cut to 25 and 15 characters); everything else is refused with a
-    :class:`PixError` rather than changed, because a wrong key or amount must
-    never reach a bill.  ``txid`` is usually ``txid_for_bill(number)``.
+    :class:`~meterd.paycodes.PaymentCodeError` rather than changed, because a
+    wrong key or amount must never reach a bill.  ``txid`` is usually
+    ``txid_for_bill(number)``.
     """
     key = validate_key(key)
     fields = [
@@ -170,21 +155,14 @@ def txid_for_bill(bill_number: int) -> str:
     digits are also the room the FEBRABAN barcode leaves the bill number, so one
     bill number fits both codes.
     """
-    if isinstance(bill_number, bool) or not isinstance(bill_number, int):
-        raise PixError("bill_number", f"must be an integer, not {type(bill_number).__name__}")
-    if not 1 <= bill_number < 10**TXID_BILL_DIGITS:
-        raise PixError(
-            "bill_number",
-            f"must be between 1 and {10**TXID_BILL_DIGITS - 1} (got {bill_number})",
-        )
-    return f"{TXID_PREFIX}{bill_number:0{TXID_BILL_DIGITS}d}"
+    return f"{TXID_PREFIX}{check_bill_number(bill_number):0{BILL_NUMBER_DIGITS}d}"
 
 
 def normalize_text(text: str, limit: int, field: str = "text") -> str:
     """``text`` as the BR Code can carry it: ASCII, single-spaced, at most ``limit``.
 
-    The layout allows only printable ASCII in the name and city, and many
-    banking apps show mojibake for anything else, so accents are removed
+    The layout allows only EMV's common character set (printable ASCII) in the
+    name and city, so accents are removed
     (Unicode NFKD, then the combining marks dropped: ``"São Paulo"`` becomes
     ``"Sao Paulo"``, ``"Ç"`` becomes ``"C"``); runs of whitespace become one
     space.  Case is kept as written: the manual's own example is ``"Fulano de
@@ -195,19 +173,21 @@ def normalize_text(text: str, limit: int, field: str = "text") -> str:
     silently dropped.
     """
     if not isinstance(text, str):
-        raise PixError(field, f"must be a string, not {type(text).__name__}")
+        raise PaymentCodeError(field, f"must be a string, not {type(text).__name__}")
     decomposed = unicodedata.normalize("NFKD", " ".join(text.split()))
     ascii_text = "".join(c for c in decomposed if not unicodedata.combining(c))
     for c in ascii_text:
         if c not in _PRINTABLE:
-            raise PixError(field, f"character {c!r} cannot be written in a Pix code (ASCII only)")
+            raise PaymentCodeError(
+                field, f"character {c!r} cannot be written in a Pix code (ASCII only)"
+            )
     if not ascii_text:
-        raise PixError(field, "must not be empty")
+        raise PaymentCodeError(field, "must not be empty")
     return ascii_text[:limit].rstrip()
 
 
 def validate_key(key: str) -> str:
-    """``key`` if it is a Pix key written the way the DICT stores it, else PixError.
+    """``key`` if it is a Pix key written the way the DICT stores it, else PaymentCodeError.
 
     The five kinds: CPF (11 digits) and CNPJ (14 digits), check digits verified;
     a mobile phone as ``+55`` DDD ``9XXXXXXXX``; an e-mail in lower case, at most
@@ -217,33 +197,37 @@ def validate_key(key: str) -> str:
     numbers without ``+55`` are also valid CPFs).
     """
     if not isinstance(key, str):
-        raise PixError("key", f"must be a string, not {type(key).__name__}")
+        raise PaymentCodeError("key", f"must be a string, not {type(key).__name__}")
     if not key:
-        raise PixError("key", "must not be empty")
+        raise PaymentCodeError("key", "must not be empty")
     if len(key) > MAX_KEY:
-        raise PixError("key", f"longer than {MAX_KEY} characters ({len(key)})")
+        raise PaymentCodeError("key", f"longer than {MAX_KEY} characters ({len(key)})")
     if all(c in _DIGITS for c in key):
         if len(key) == 11:
             ok, kind = taxid.is_cpf(key), "CPF"
         elif len(key) == 14:
             ok, kind = taxid.is_cnpj(key), "CNPJ"
         else:
-            raise PixError(
+            raise PaymentCodeError(
                 "key", f"{len(key)} digits is neither a CPF (11) nor a CNPJ (14)"
             )
         if not ok:
-            raise PixError("key", f"not a valid {kind} (check digits)")
+            raise PaymentCodeError("key", f"not a valid {kind} (check digits)")
         return key
     if key.startswith("+"):
         if _PHONE_RE.fullmatch(key) is None:
-            raise PixError("key", "a phone key is +55, the 2-digit DDD and a 9-digit mobile number")
+            raise PaymentCodeError(
+                "key", "a phone key is +55, the 2-digit DDD and a 9-digit mobile number"
+            )
         return key
     if "@" in key:
         if _EMAIL_RE.fullmatch(key) is None:
-            raise PixError("key", "not an e-mail key (lower case, no spaces, user@domain.tld)")
+            raise PaymentCodeError(
+                "key", "not an e-mail key (lower case, no spaces, user@domain.tld)"
+            )
         return key
     if _EVP_RE.fullmatch(key) is None:
-        raise PixError(
+        raise PaymentCodeError(
             "key",
             "not a Pix key: expected a CPF, a CNPJ, +55 phone, an e-mail "
             "or a random key (lower-case UUID)",
@@ -252,30 +236,20 @@ def validate_key(key: str) -> str:
 
 
 def _tlv(tag: str, value: str) -> str:
-    if len(value) > 99:
-        raise PixError(f"field {tag}", f"value longer than 99 characters ({len(value)})")
+    # Every value written fits the 2-digit length: the longest is field 26,
+    # and MAX_KEY is what makes it at most 99.
     return f"{tag}{len(value):02d}{value}"
 
 
 def _format_amount(amount: Decimal) -> str:
     """Exactly two decimals with a dot; refused, never rounded, if not whole cents."""
-    if isinstance(amount, bool) or not isinstance(amount, Decimal):
-        raise PixError("amount", f"must be a Decimal, not {type(amount).__name__}")
-    if not amount.is_finite():
-        raise PixError("amount", f"must be a finite number (got {amount})")
-    if amount <= 0:
-        raise PixError("amount", f"must be positive (got {amount})")
-    if amount > _MAX_AMOUNT:
-        raise PixError("amount", f"more than {MAX_AMOUNT_CHARS} characters (max {_MAX_AMOUNT})")
-    cents = amount.quantize(_CENT)
-    if cents != amount:
-        raise PixError("amount", f"has fractions of a cent (got {amount})")
-    return f"{cents:.2f}"
+    cents = whole_cents(amount, "amount", _MAX_AMOUNT)
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def _check_txid(txid: str) -> str:
     if not isinstance(txid, str) or _TXID_RE.fullmatch(txid) is None:
-        raise PixError("txid", f"must be 1 to {MAX_TXID} letters or digits (got {txid!r})")
+        raise PaymentCodeError("txid", f"must be 1 to {MAX_TXID} letters or digits (got {txid!r})")
     return txid
 
 
@@ -284,7 +258,7 @@ def _check_txid(txid: str) -> str:
 
 
 def parse_brcode(payload: str) -> BRCode:
-    """Split and check a static Pix BR Code; raises PixError naming the bad field.
+    """Split and check a static Pix BR Code; raises PaymentCodeError naming the bad field.
 
     Checks: printable ASCII only; every TLV's length fits; ``00`` = ``01`` comes
     first and ``63`` (4 upper-case hex digits) last, with the CRC matching; the
@@ -296,25 +270,25 @@ def parse_brcode(payload: str) -> BRCode:
     ...) are allowed and ignored, so codes from other generators validate.
     """
     if not isinstance(payload, str):
-        raise PixError("payload", f"must be a string, not {type(payload).__name__}")
+        raise PaymentCodeError("payload", f"must be a string, not {type(payload).__name__}")
     for c in payload:
         if c not in _PRINTABLE:
-            raise PixError("payload", f"character {c!r} is not printable ASCII")
+            raise PaymentCodeError("payload", f"character {c!r} is not printable ASCII")
     fields = list(_split(payload, "payload"))
     if not fields or fields[0] != ("00", "01"):
-        raise PixError("field 00", "the payload must start with 000201")
+        raise PaymentCodeError("field 00", "the payload must start with 000201")
     tag, crc = fields[-1]
     if tag != "63":
-        raise PixError("field 63", "the CRC must be the last field")
+        raise PaymentCodeError("field 63", "the CRC must be the last field")
     if re.fullmatch(r"[0-9A-F]{4}", crc) is None:
-        raise PixError("field 63", f"the CRC must be 4 upper-case hex digits (got {crc!r})")
+        raise PaymentCodeError("field 63", f"the CRC must be 4 upper-case hex digits (got {crc!r})")
     expected = f"{crc16(payload[:-4]):04X}"
     if crc != expected:
-        raise PixError("field 63", f"CRC is {crc}, the payload's is {expected}")
+        raise PaymentCodeError("field 63", f"CRC is {crc}, the payload's is {expected}")
     top: dict[str, str] = {}
     for tag, value in fields:
         if tag in top:
-            raise PixError(f"field {tag}", "appears twice")
+            raise PaymentCodeError(f"field {tag}", "appears twice")
         top[tag] = value
 
     key = _pix_key(top)
@@ -327,7 +301,7 @@ def parse_brcode(payload: str) -> BRCode:
     if "54" in top:
         text = top["54"]
         if len(text) > MAX_AMOUNT_CHARS or _AMOUNT_RE.fullmatch(text) is None:
-            raise PixError(
+            raise PaymentCodeError(
                 "field 54", f"amount must be digits, a dot and up to 2 decimals, "
                 f"at most {MAX_AMOUNT_CHARS} characters (got {text!r})"
             )
@@ -340,21 +314,25 @@ def _split(text: str, where: str) -> Iterator[tuple[str, str]]:
     while pos < len(text):
         head = text[pos : pos + 4]
         if len(head) < 4 or not head.isdigit():
-            raise PixError(where, f"expected a 2-digit ID and 2-digit length at position {pos}")
+            raise PaymentCodeError(
+                where, f"expected a 2-digit ID and 2-digit length at position {pos}"
+            )
         tag, size = head[:2], int(head[2:])
         value = text[pos + 4 : pos + 4 + size]
         if len(value) != size:
-            raise PixError(f"field {tag}", f"declares {size} characters but only {len(value)} follow")
+            raise PaymentCodeError(
+                f"field {tag}", f"declares {size} characters but only {len(value)} follow"
+            )
         yield tag, value
         pos += 4 + size
 
 
 def _expect(top: dict[str, str], tag: str, pattern: str, what: str) -> str:
     if tag not in top:
-        raise PixError(f"field {tag}", "missing")
+        raise PaymentCodeError(f"field {tag}", "missing")
     value = top[tag]
     if re.fullmatch(pattern, value) is None:
-        raise PixError(f"field {tag}", f"must be {what} (got {value!r})")
+        raise PaymentCodeError(f"field {tag}", f"must be {what} (got {value!r})")
     return value
 
 
@@ -367,23 +345,26 @@ def _pix_key(top: dict[str, str]) -> str:
         if sub.get("00", "").lower() != GUI:
             continue
         if "01" not in sub:
-            raise PixError(f"field {tag}.01", "the Pix key is missing")
+            raise PaymentCodeError(f"field {tag}.01", "the Pix key is missing")
         try:
             return validate_key(sub["01"])
-        except PixError as e:
-            raise PixError(f"field {tag}.01", e.reason) from e
-    raise PixError("field 26", f"no merchant account with GUI {GUI}")
+        except PaymentCodeError as e:
+            raise PaymentCodeError(f"field {tag}.01", e.reason) from e
+    raise PaymentCodeError("field 26", f"no merchant account with GUI {GUI}")
 
 
 def _parsed_txid(top: dict[str, str]) -> str:
     if "62" not in top:
-        raise PixError("field 62", "missing (the txid is mandatory; *** when none)")
+        raise PaymentCodeError("field 62", "missing (the txid is mandatory; *** when none)")
     sub = dict(_split(top["62"], "field 62"))
     txid = sub.get("05")
     if txid is None:
-        raise PixError("field 62.05", "the txid is missing")
+        raise PaymentCodeError("field 62.05", "the txid is missing")
     if txid != "***" and _TXID_RE.fullmatch(txid) is None:
-        raise PixError("field 62.05", f"txid must be 1 to {MAX_TXID} letters or digits, or *** (got {txid!r})")
+        raise PaymentCodeError(
+            "field 62.05",
+            f"txid must be 1 to {MAX_TXID} letters or digits, or *** (got {txid!r})",
+        )
     return txid
 
 
