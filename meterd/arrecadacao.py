@@ -20,9 +20,9 @@ position   size    content
 =========  ======  ==========================================================
 
 The free field this module writes (:func:`bill_free_field`): the due date as
-``AAAAMMDD`` (positions 20-27, where FEBRABAN's layout and common readers
-expect a date when there is one) followed by the bill number zero-padded to 17
-digits (positions 28-44).  The bank's return file carries the barcode back, so
+``AAAAMMDD`` (positions 20-27, where decoders of this layout, such as the
+febraban_barcode library, look for a date) followed by the bill number
+zero-padded to 17 digits (positions 28-44).  The bank's return file carries the barcode back, so
 the bill number in it is what reconciles a payment with its bill.
 
 The linha digitável is what a payer types when the bars do not scan: the
