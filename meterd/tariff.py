@@ -1,10 +1,13 @@
-"""The tariff: what a kWh costs, which taxes apply and which flag each month has.
+"""The tariff: what a kWh costs, which taxes apply and which flag each month has,
+and who the utility is on its bills (the optional ``[empresa]`` section).
 
-Pure module (standard library only), so the rules are unit-tested without a
-reactor.  The file format is the TOML of DESIGN §6; ``default_tariff()`` loads
-the copy shipped inside the package (``meterd/default_tariff.toml``), so the
-built-in default and an operator's ``--tariff`` file go through exactly the same
-parser and the same checks.
+Pure module (no Twisted, no I/O beyond reading the file), so the rules are
+unit-tested without a reactor.  The file format is the TOML of DESIGN §6 plus
+``[empresa]``, checked with the payment-code modules' own rules
+(``meterd.pix``, ``meterd.taxid``); ``default_tariff()`` loads the copy
+shipped inside the package (``meterd/default_tariff.toml``), so the built-in
+default and an operator's ``--tariff`` file go through exactly the same parser
+and the same checks.
 
 Why so strict: a tariff is read once, at start, and then every bill depends on
 it.  A typo (``tsud = 0.45``) that silently dropped a rate would bill zero for
@@ -27,10 +30,15 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+from meterd import taxid
+from meterd.paycodes import PaymentCodeError
+from meterd.pix import MAX_CITY, MAX_NAME, normalize_text, validate_key
+
 __all__ = [
     "FLAGS",
     "FLAG_LABELS",
     "LIGACOES",
+    "Empresa",
     "Tariff",
     "TariffError",
     "default_tariff",
@@ -55,6 +63,18 @@ FLAGS: tuple[str, ...] = tuple(FLAG_LABELS)
 LIGACOES: tuple[str, ...] = ("mono", "bi", "tri")
 
 _SECTIONS = ("tarifa", "tributos", "bandeiras", "calendario", "disponibilidade")
+#: Optional: a file without it (DESIGN §6 shows none) still loads, with
+#: ``Tariff.empresa`` None.
+_EMPRESA = "empresa"
+_EMPRESA_KEYS = (
+    "nome",
+    "cnpj",
+    "endereco",
+    "chave_pix",
+    "cidade",
+    "codigo_febraban",
+    "vencimento_dias",
+)
 _TARIFA_KEYS = ("te", "tusd")
 _TRIBUTO_KEYS = ("icms", "pis", "cofins")
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
@@ -81,12 +101,33 @@ class TariffError(ValueError):
 
 
 @dataclass(frozen=True)
+class Empresa:
+    """The utility as its bills name it and its payment codes pay it.
+
+    ``nome`` and ``cidade`` are as written in the file (the bill prints them
+    with accents; the Pix code gets its own ASCII, cut copy); ``cnpj`` is its
+    14 digits; ``chave_pix`` the Pix key exactly as registered;
+    ``codigo_febraban`` the 4-digit company code of the arrecadação barcode;
+    ``vencimento_dias`` how many days after issue a bill falls due.
+    """
+
+    nome: str
+    cnpj: str
+    endereco: str
+    chave_pix: str
+    cidade: str
+    codigo_febraban: str
+    vencimento_dias: int
+
+
+@dataclass(frozen=True)
 class Tariff:
     """A validated tariff.  Build it with ``load_tariff``/``default_tariff``.
 
     Rates are ``Decimal`` exactly as written in the file; taxes are fractions
     (``0.25`` is 25 %); bandeira rates are R$ per 100 kWh, as ANEEL publishes
-    them.  The mappings are read-only views.
+    them.  The mappings are read-only views.  ``empresa`` is the optional
+    ``[empresa]`` section.
     """
 
     te: Decimal
@@ -98,6 +139,10 @@ class Tariff:
     calendario: Mapping[str, str]
     padrao: str
     disponibilidade: Mapping[str, int]
+    #: None when the file has no ``[empresa]``: such a tariff prices bills but
+    #: cannot give them payment codes.  Never a made-up default company, whose
+    #: Pix key would send customers' money to nobody (or to somebody else).
+    empresa: Empresa | None = None
 
     def flag_for(self, year: int, month: int) -> str:
         """The flag of a calendar month: listed in ``calendario`` or ``padrao``."""
@@ -223,10 +268,11 @@ class _Validator:
         return TariffError(self._source, name, reason, line)
 
     def tariff(self, raw: dict[str, Any]) -> Tariff:
+        known = (*_SECTIONS, _EMPRESA)
         for name in raw:
-            if name not in _SECTIONS:
+            if name not in known:
                 raise self._fail(
-                    name, None, f"unknown section (expected {', '.join(_SECTIONS)})"
+                    name, None, f"unknown section (expected {', '.join(known)})"
                 )
         sections: dict[str, dict[str, Any]] = {}
         for name in _SECTIONS:
@@ -249,6 +295,11 @@ class _Validator:
         bandeiras = self._bandeiras(sections["bandeiras"])
         calendario, padrao = self._calendario(sections["calendario"])
         disponibilidade = self._disponibilidade(sections["disponibilidade"])
+        empresa = None
+        if _EMPRESA in raw:
+            if not isinstance(raw[_EMPRESA], dict):
+                raise self._fail(_EMPRESA, None, "must be a table")
+            empresa = self._empresa(raw[_EMPRESA])
         return Tariff(
             te=tarifa["te"],
             tusd=tarifa["tusd"],
@@ -259,6 +310,7 @@ class _Validator:
             calendario=MappingProxyType(calendario),
             padrao=padrao,
             disponibilidade=MappingProxyType(disponibilidade),
+            empresa=empresa,
         )
 
     def _number(self, section: str, key: str, value: object) -> Decimal:
@@ -351,6 +403,87 @@ class _Validator:
                 )
             out[key] = value
         return out
+
+    def _empresa(self, table: dict[str, Any]) -> Empresa:
+        """The company, every field required once the section is there.
+
+        Checked with the payment-code modules' own rules (the CNPJ's check
+        digits, the Pix key's form, a name and city the Pix code can carry),
+        so a typo stops the server at start instead of the first billing run.
+        """
+        self._known_keys(_EMPRESA, table, _EMPRESA_KEYS)
+        for key in _EMPRESA_KEYS:
+            self._required(_EMPRESA, table, key)
+        nome = self._string("nome", table["nome"])
+        cidade = self._string("cidade", table["cidade"])
+        for key, value, limit in (("nome", nome, MAX_NAME), ("cidade", cidade, MAX_CITY)):
+            try:
+                normalize_text(value, limit, key)
+            except PaymentCodeError as e:
+                raise self._fail(_EMPRESA, key, e.reason) from e
+        chave = self._string("chave_pix", table["chave_pix"])
+        try:
+            validate_key(chave)
+        except PaymentCodeError as e:
+            raise self._fail(_EMPRESA, "chave_pix", e.reason) from e
+        return Empresa(
+            nome=nome,
+            cnpj=self._cnpj(table["cnpj"]),
+            endereco=self._string("endereco", table["endereco"]),
+            chave_pix=chave,
+            cidade=cidade,
+            codigo_febraban=self._codigo_febraban(table["codigo_febraban"]),
+            vencimento_dias=self._vencimento_dias(table["vencimento_dias"]),
+        )
+
+    def _string(self, key: str, value: object) -> str:
+        """A non-blank string, without the spaces around it."""
+        if not isinstance(value, str):
+            raise self._fail(_EMPRESA, key, f"must be a string, not {_describe(value)}")
+        if not value.strip():
+            raise self._fail(_EMPRESA, key, "must not be empty")
+        return value.strip()
+
+    def _cnpj(self, value: object) -> str:
+        """The CNPJ's 14 digits; written with or without its dots, slash and hyphen.
+
+        A string, because a TOML integer would lose a CNPJ's leading zeros.
+        """
+        if not isinstance(value, str):
+            raise self._fail(
+                _EMPRESA, "cnpj", f"must be a string in quotes, not {_describe(value)}"
+            )
+        try:
+            digits = taxid.normalize(value)
+        except taxid.InvalidTaxId as e:
+            raise self._fail(_EMPRESA, "cnpj", str(e)) from e
+        if not taxid.is_cnpj(digits):
+            raise self._fail(_EMPRESA, "cnpj", "must be a CNPJ (14 digits), not a CPF")
+        return digits
+
+    def _codigo_febraban(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise self._fail(
+                _EMPRESA,
+                "codigo_febraban",
+                f"must be 4 digits in quotes (leading zeros count), not {_describe(value)}",
+            )
+        if len(value) != 4 or not all(c in "0123456789" for c in value):
+            raise self._fail(_EMPRESA, "codigo_febraban", f"must be exactly 4 digits (got {value!r})")
+        return value
+
+    def _vencimento_dias(self, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(
+                _EMPRESA,
+                "vencimento_dias",
+                f"must be a whole number of days, not {_describe(value)}",
+            )
+        if value < 1:
+            raise self._fail(
+                _EMPRESA, "vencimento_dias", f"must be at least 1 day after issue (got {value})"
+            )
+        return value
 
 
 def _show_key(key: str) -> str:

@@ -1,15 +1,21 @@
-"""Tariff file parsing and validation (meterd.tariff), DESIGN §6."""
+"""Tariff file parsing and validation (meterd.tariff), DESIGN §6, and its
+optional ``[empresa]`` section (the company on the bill and its payment codes)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from meterd.arrecadacao import bill_free_field, build_barcode, parse_code
+from meterd.pix import brcode, parse_brcode, txid_for_bill
 from meterd.tariff import (
     FLAGS,
+    Empresa,
     Tariff,
     TariffError,
     default_tariff,
@@ -39,6 +45,31 @@ mono = 30
 bi = 50
 tri = 100
 """
+
+
+# The [empresa] section as the built-in tariff has it, appended to DESIGN_TOML
+# (so its lines are 20-27).
+EMPRESA_TOML = """\
+[empresa]         # who bills, on the bill and in its payment codes (fictitious)
+nome = "Companhia Fictícia de Energia S.A."
+cnpj = "12.345.678/0001-95"
+endereco = "Rua Exemplo, 100 - Centro, Cidade Fictícia - XX, 00000-000"
+chave_pix = "pix@energia-ficticia.example"
+cidade = "Cidade Fictícia"
+codigo_febraban = "0000"   # FEBRABAN assigns the real one
+vencimento_dias = 10       # due date: days after issue
+"""
+FULL_TOML = DESIGN_TOML + EMPRESA_TOML
+
+EMPRESA = Empresa(
+    nome="Companhia Fictícia de Energia S.A.",
+    cnpj="12345678000195",
+    endereco="Rua Exemplo, 100 - Centro, Cidade Fictícia - XX, 00000-000",
+    chave_pix="pix@energia-ficticia.example",
+    cidade="Cidade Fictícia",
+    codigo_febraban="0000",
+    vencimento_dias=10,
+)
 
 
 def _write(tmp_path: Path, text: str, name: str = "tarifa.toml") -> Path:
@@ -80,8 +111,16 @@ def test_design_file_loads_with_exact_decimals(tmp_path: Path) -> None:
     assert all(type(v) is int for v in tariff.disponibilidade.values())
 
 
-def test_default_tariff_is_the_design_file(tmp_path: Path) -> None:
-    assert default_tariff() == load_tariff(_write(tmp_path, DESIGN_TOML))
+def test_default_tariff_is_the_design_file_plus_empresa(tmp_path: Path) -> None:
+    assert default_tariff() == load_tariff(_write(tmp_path, FULL_TOML))
+    assert default_tariff().empresa == EMPRESA
+
+
+def test_file_without_empresa_still_loads(tmp_path: Path) -> None:
+    """DESIGN §6's file has no [empresa]: it prices bills, with no company."""
+    tariff = load_tariff(_write(tmp_path, DESIGN_TOML))
+    assert tariff.empresa is None
+    assert tariff == replace(default_tariff(), empresa=None)
 
 
 def test_default_tariff_is_read_only() -> None:
@@ -321,6 +360,144 @@ def test_hand_built_tariff_equals_loaded() -> None:
         calendario={"2026-11": "amarela"},
         padrao="verde",
         disponibilidade={"mono": 30, "bi": 50, "tri": 100},
+        empresa=EMPRESA,
     )
     # MappingProxyType compares equal to a dict with the same items.
     assert built == default_tariff()
+
+
+# ---------------------------------------------------------------------------
+# [empresa]
+
+
+def test_default_empresa_can_issue_both_payment_codes() -> None:
+    """The built-in company is fictitious but complete: a Pix code and a
+    barcode can be made from it, and they validate."""
+    empresa = default_tariff().empresa
+    assert empresa is not None
+    pix = brcode(
+        key=empresa.chave_pix,
+        name=empresa.nome,
+        city=empresa.cidade,
+        amount=Decimal("187.43"),
+        txid=txid_for_bill(1),
+    )
+    parsed = parse_brcode(pix)
+    assert parsed.key == "pix@energia-ficticia.example"
+    assert parsed.name == "Companhia Ficticia de Ene"
+    assert parsed.city == "Cidade Ficticia"
+    barcode = build_barcode(
+        Decimal("187.43"), empresa.codigo_febraban, bill_free_field(1, date(2026, 12, 10))
+    )
+    assert parse_code(barcode).company_code == "0000"
+
+
+def test_empresa_is_read_only() -> None:
+    empresa = default_tariff().empresa
+    with pytest.raises(AttributeError):
+        empresa.cnpj = "1"  # type: ignore[misc, union-attr]
+
+
+@pytest.mark.parametrize(
+    "old, new, value",
+    [
+        ('cnpj = "12.345.678/0001-95"', 'cnpj = "12345678000195"', "12345678000195"),
+        ('cnpj = "12.345.678/0001-95"', 'cnpj = " 12.345.678/0001-95 "', "12345678000195"),
+        ('nome = "Companhia Fictícia de Energia S.A."', 'nome = "  Energia  "', "Energia"),
+        ("vencimento_dias = 10 ", "vencimento_dias = 1 ", 1),
+        ('chave_pix = "pix@energia-ficticia.example"', 'chave_pix = "12345678000195"',
+         "12345678000195"),
+        ('chave_pix = "pix@energia-ficticia.example"', 'chave_pix = "+5561912345678"',
+         "+5561912345678"),
+        ('chave_pix = "pix@energia-ficticia.example"',
+         'chave_pix = "123e4567-e12b-12d1-a456-426655440000"',
+         "123e4567-e12b-12d1-a456-426655440000"),
+    ],
+)
+def test_good_empresa_values(old: str, new: str, value: object) -> None:
+    assert old in FULL_TOML
+    empresa = loads_tariff(FULL_TOML.replace(old, new, 1)).empresa
+    assert empresa is not None
+    key = new.split("=")[0].strip()
+    assert getattr(empresa, key) == value
+
+
+# (replace this, with that, expected key, expected line, reason fragment)
+BAD_EMPRESA = [
+    pytest.param('nome = "Companhia Fictícia de Energia S.A."', 'nome = ""', "empresa.nome", 21,
+                 "must not be empty", id="nome-empty"),
+    pytest.param('nome = "Companhia Fictícia de Energia S.A."', "nome = 1", "empresa.nome", 21,
+                 "must be a string", id="nome-number"),
+    pytest.param('nome = "Companhia Fictícia de Energia S.A."', 'nome = "Energia € S.A."',
+                 "empresa.nome", 21, "ASCII only", id="nome-not-in-pix-charset"),
+    pytest.param('cnpj = "12.345.678/0001-95"', 'cnpj = "12.345.678/0001-96"', "empresa.cnpj",
+                 22, "check digits", id="cnpj-check-digits"),
+    pytest.param('cnpj = "12.345.678/0001-95"', "cnpj = 12345678000195", "empresa.cnpj", 22,
+                 "must be a string in quotes", id="cnpj-integer"),
+    pytest.param('cnpj = "12.345.678/0001-95"', 'cnpj = "123.456.789-09"', "empresa.cnpj", 22,
+                 "must be a CNPJ", id="cnpj-is-a-cpf"),
+    pytest.param('cnpj = "12.345.678/0001-95"', 'cnpj = "CNPJ 12.345.678/0001-95"',
+                 "empresa.cnpj", 22, "only digits", id="cnpj-letters"),
+    pytest.param('cnpj = "12.345.678/0001-95"', 'cnpj = "11.111.111/1111-11"', "empresa.cnpj",
+                 22, "all digits equal", id="cnpj-repeated"),
+    pytest.param('endereco = "Rua Exemplo, 100 - Centro, Cidade Fictícia - XX, 00000-000"',
+                 'endereco = "   "', "empresa.endereco", 23, "must not be empty",
+                 id="endereco-blank"),
+    pytest.param('chave_pix = "pix@energia-ficticia.example"',
+                 'chave_pix = "Pix@Energia-Ficticia.example"', "empresa.chave_pix", 24,
+                 "e-mail key", id="chave-email-upper-case"),
+    pytest.param('chave_pix = "pix@energia-ficticia.example"', 'chave_pix = "61912345678"',
+                 "empresa.chave_pix", 24, "not a valid CPF", id="chave-phone-without-55"),
+    pytest.param('chave_pix = "pix@energia-ficticia.example"', 'chave_pix = "chave"',
+                 "empresa.chave_pix", 24, "not a Pix key", id="chave-garbage"),
+    pytest.param('chave_pix = "pix@energia-ficticia.example"', 'chave_pix = ""',
+                 "empresa.chave_pix", 24, "must not be empty", id="chave-empty"),
+    pytest.param('cidade = "Cidade Fictícia"', 'cidade = ""', "empresa.cidade", 25,
+                 "must not be empty", id="cidade-empty"),
+    pytest.param('cidade = "Cidade Fictícia"', 'cidade = "Cidade \u2603"', "empresa.cidade",
+                 25, "ASCII only", id="cidade-not-in-pix-charset"),
+    pytest.param('codigo_febraban = "0000"', "codigo_febraban = 42", "empresa.codigo_febraban",
+                 26, "in quotes", id="codigo-integer"),
+    pytest.param('codigo_febraban = "0000"', 'codigo_febraban = "042"',
+                 "empresa.codigo_febraban", 26, "exactly 4 digits", id="codigo-3-digits"),
+    pytest.param('codigo_febraban = "0000"', 'codigo_febraban = "12345"',
+                 "empresa.codigo_febraban", 26, "exactly 4 digits", id="codigo-5-digits"),
+    pytest.param('codigo_febraban = "0000"', 'codigo_febraban = "12a4"',
+                 "empresa.codigo_febraban", 26, "exactly 4 digits", id="codigo-letter"),
+    pytest.param("vencimento_dias = 10 ", "vencimento_dias = 0 ", "empresa.vencimento_dias", 27,
+                 "at least 1 day", id="vencimento-zero"),
+    pytest.param("vencimento_dias = 10 ", "vencimento_dias = -5 ", "empresa.vencimento_dias",
+                 27, "at least 1 day", id="vencimento-negative"),
+    pytest.param("vencimento_dias = 10 ", "vencimento_dias = 10.5 ",
+                 "empresa.vencimento_dias", 27, "whole number of days", id="vencimento-fraction"),
+    pytest.param("vencimento_dias = 10 ", 'vencimento_dias = "10" ',
+                 "empresa.vencimento_dias", 27, "whole number of days", id="vencimento-string"),
+    pytest.param("vencimento_dias = 10 ", "vencimento_dias = true ",
+                 "empresa.vencimento_dias", 27, "whole number of days", id="vencimento-bool"),
+    pytest.param('cnpj = "12.345.678/0001-95"\n', "", "empresa.cnpj", 20, "missing",
+                 id="missing-key-points-at-section"),
+    pytest.param("vencimento_dias = 10 ", "vencimento = 10 ", "empresa.vencimento", 27,
+                 "unknown key", id="typo-in-empresa"),
+    pytest.param("[empresa]", "[empresas]", "empresas", 20, "expected tarifa, tributos, "
+                 "bandeiras, calendario, disponibilidade, empresa", id="section-typo"),
+]
+
+
+@pytest.mark.parametrize("old, new, key, line, reason", BAD_EMPRESA)
+def test_bad_empresa_names_file_line_key_and_reason(
+    tmp_path: Path, old: str, new: str, key: str, line: int, reason: str
+) -> None:
+    assert old in FULL_TOML
+    error = _error(tmp_path, FULL_TOML.replace(old, new, 1))
+    path = str(tmp_path / "tarifa.toml")
+    message = str(error)
+    assert message.startswith(f"{path}:{line}: {key}: "), message
+    assert reason in message, message
+    assert "\n" not in message
+    assert (error.source, error.key, error.line) == (path, key, line)
+
+
+def test_empresa_must_be_a_table() -> None:
+    with pytest.raises(TariffError) as info:
+        loads_tariff('empresa = "Energia S.A."\n' + DESIGN_TOML, "f")
+    assert str(info.value) == "f:1: empresa: must be a table"
