@@ -1,3 +1,3 @@
 """meterd: smart-meter head-end and billing server."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

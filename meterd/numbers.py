@@ -23,14 +23,11 @@ import math
 import re
 from typing import Any, NamedTuple
 
-__all__ = ["MAX_EXPONENT", "MAX_DIGITS", "PATTERN", "Exact", "NotExact", "NumberError", "exact"]
+__all__ = ["MAX_EXPONENT", "PATTERN", "Exact", "NotExact", "NumberError", "exact"]
 
 #: Exponents beyond this either way are refused: no field of meterd needs them,
 #: and they are how ``1e-999999999`` or ``1e999999999`` would cost time or vanish.
 MAX_EXPONENT = 30
-#: Significant digits beyond this are refused: the widest field (a timestamp in
-#: microseconds, rounded from a longer spelling) needs far fewer.
-MAX_DIGITS = 40
 
 _BLANKS = " \t\r\n"
 _GRAMMAR = re.compile(r"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?")
@@ -120,6 +117,4 @@ def _parse(name: str, text: str) -> Exact:
     exponent -= len(fraction)
     stripped = digits.rstrip("0")
     exponent += len(digits) - len(stripped)
-    if len(stripped) > MAX_DIGITS:
-        raise NumberError("invalid_number", f"{name} has more than {MAX_DIGITS} significant digits")
     return Exact(sign == "-" and bool(stripped), stripped, exponent if stripped else 0)

@@ -59,7 +59,8 @@ def us_edges(edges_ms: Iterable[int]) -> list[int]:
     return [t * US_PER_MS for t in edges_ms]
 
 
-def _exact(name: str, value: Any) -> Exact:
+def number(name: str, value: Any) -> Exact:
+    """A field's value by the one number grammar (:mod:`meterd.numbers`), as exact decimal digits."""
     if isinstance(value, bool):  # a JSON true is not the number 1
         raise InvalidField("invalid_type", f"{name} must be a number")
     try:
@@ -72,12 +73,12 @@ def as_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_SEQ) -
     """An integer field that may arrive as a JSON number or a string (``"1"``, ``1.0``)."""
     if type(value) is int and minimum <= value <= maximum:
         return value  # the common case
-    number = _exact(name, value)
+    exact_value = number(name, value)
     # The magnitude first: int("1e30") is cheap, but a bound on digits keeps every field small.
-    if number.magnitude > len(str(max(abs(minimum), abs(maximum)))):
+    if exact_value.magnitude > len(str(max(abs(minimum), abs(maximum)))):
         raise InvalidField("out_of_range", f"{name} must be between {minimum} and {maximum}")
     try:
-        result = number.scaled(0)
+        result = exact_value.scaled(0)
     except NotExact:
         raise InvalidField("invalid_integer", f"{name} must be an integer") from None
     if not minimum <= result <= maximum:
@@ -91,13 +92,23 @@ def kwh_to_wh(name: str, value: Any, *, round_to_wh: bool = False) -> int:
         wh = round(value * 1000)
         if wh / 1000 == value:  # exactly the double nearest to a 3-decimal number: what the exact path accepts
             return wh
-    number = _exact(name, value)
-    if number.negative:
+    return wh_of(name, kwh_exact(name, value), round_to_wh=round_to_wh)
+
+
+def kwh_exact(name: str, value: Any) -> Exact:
+    """An energy in kWh, checked but for its precision: a number, not negative, not implausibly large."""
+    energy = number(name, value)
+    if energy.negative:
         raise InvalidField("negative", f"{name} must not be negative")
-    if number.magnitude > len(str(MAX_KWH)) or number.scaled(0, round_half_up=True) > MAX_KWH:
+    if energy.magnitude > len(str(MAX_KWH)) or energy.scaled(0, round_half_up=True) > MAX_KWH:
         raise InvalidField("out_of_range", f"{name} is implausibly large")
+    return energy
+
+
+def wh_of(name: str, kwh: Exact, *, round_to_wh: bool = False) -> int:
+    """A checked energy (:func:`kwh_exact`) in whole Wh: ``too_precise`` past 3 decimals, unless rounded half up."""
     try:
-        return number.scaled(3, round_half_up=round_to_wh)
+        return kwh.scaled(3, round_half_up=round_to_wh)
     except NotExact:
         raise InvalidField("too_precise", f"{name} has more than 3 decimals (the store keeps whole Wh)") from None
 
@@ -111,9 +122,23 @@ def timestamp_us(value: Any, now_s: float) -> int:
         us = round(value * US_PER_S)
         if us / US_PER_S == value:  # whole microseconds: exact, no rounding rule involved
             return us
-    number = _exact("timestamp", value)
+    return timestamp_at(number("timestamp", value), now_s)
+
+
+def timestamp_exact(name: str, value: Any) -> Exact:
+    """A timestamp in unix seconds, checked but for the window's end, which moves with the clock (:func:`timestamp_at`)."""
+    seconds = number(name, value)
+    if seconds.negative or seconds.magnitude < len(str(MIN_TIMESTAMP_S)) or (
+        seconds.magnitude == len(str(MIN_TIMESTAMP_S)) and seconds.scaled(6, round_half_up=True) < MIN_TIMESTAMP_S * US_PER_S
+    ):
+        raise InvalidField("timestamp_too_old", f"{name} is before 2000-01-01")
+    return seconds
+
+
+def timestamp_at(seconds: Exact, now_s: float) -> int:
+    """A timestamp in seconds (:func:`number`) as microseconds, if it lies in the accepted window."""
     # Bounded before it is scaled: "1e30" is far in the future, and never a 37-digit integer.
-    us = 0 if number.negative else number.scaled(6, round_half_up=True) if number.magnitude <= 12 else None
+    us = 0 if seconds.negative else seconds.scaled(6, round_half_up=True) if seconds.magnitude <= 12 else None
     if us is not None and us < MIN_TIMESTAMP_S * US_PER_S:
         raise InvalidField("timestamp_too_old", "timestamp is before 2000-01-01")
     if us is None or us > (now_s + MAX_FUTURE_S) * US_PER_S:

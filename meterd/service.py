@@ -26,6 +26,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from meterd.alarms import Alarms
+from meterd.bill_cache import BillCache
 from meterd.credentials import operator_token
 from meterd.directory import Directory
 from meterd.http_workers import HttpWorkers
@@ -207,7 +208,6 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
     directory = Directory()
     ingest = Ingest(store, clock, metrics)
     settings = Settings(
-        operator_token=token,
         no_auth=bool(config.get("no-auth")),
         tz=config["tz"],
         limit_w=config["limit-w"],
@@ -215,7 +215,10 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> se
         meter_mode=config["meter-mode"],
     )
     alarms = Alarms(store, directory, ingest, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
-    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], alarms)
+    bills = BillCache(max_entries=0 if store.shared else 50_000)  # other processes' late readings never reach its observer
+    ingest.observers.append(lambda readings, outcomes, _: bills.readings_stored(readings, outcomes))
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
+    api.operator_token = token
     site = make_site(partial(serve, api))
 
     core = Core(store, directory, ingest)

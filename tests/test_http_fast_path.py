@@ -26,7 +26,8 @@ from twisted.logger import globalLogPublisher
 from bench.http_load import parse_response
 from meterd import periods
 from meterd.web import params as p
-from meterd.web.api import Route, run_now
+from meterd.web.api import run_now
+from meterd.web.routes import Route
 from meterd.web.errors import ApiError
 from tests.support import LiveServer
 
@@ -240,8 +241,8 @@ async def test_a_crash_with_or_without_waiting_is_a_logged_500(server: LiveServe
     routes = server.core.api.routes
     saved = dict(routes)
     try:
-        routes["/getAlarme"] = Route(("GET",), "public", at_once)
-        routes["/getFatura"] = Route(("GET",), "public", after_waiting)
+        routes["/getAlarme"] = (Route("GET", "/getAlarme", "public", (), "crashes at once"), at_once)
+        routes["/getFatura"] = (Route("GET", "/getFatura", "public", (), "crashes after waiting"), after_waiting)
         for path in ("/getAlarme", "/getFatura"):
             status, body, _ = await server.call("GET", path, token=None)
             assert (status, body["error"]["code"]) == (500, "internal_error")

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest_twisted
 
-from meterd.web.openapi import openapi_document
+from meterd.web.api import openapi_document
 from tests.support import LiveServer
 from tests.web_support import call, resolve, schema_errors
 
@@ -19,7 +19,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 def api_routes(server: LiveServer) -> dict[str, tuple[str, ...]]:
     """The routes and methods the live API has."""
-    return {path: route.methods for path, route in server.core.api.routes.items()}
+    return {path: (route.method,) for path, (route, _) in server.core.api.routes.items()}
 
 
 def walk(node: Any, where: str = "#") -> Iterator[tuple[str, Any]]:
@@ -95,8 +95,8 @@ def test_openapi3_shape() -> None:
 
 def test_security_matches_the_routes_access(server: LiveServer) -> None:
     doc = openapi_document()
-    for path, route in server.core.api.routes.items():
-        operation = doc["paths"][path][route.methods[0].lower()]
+    for path, (route, _) in server.core.api.routes.items():
+        operation = doc["paths"][path][route.method.lower()]
         security = operation.get("security", doc["security"])
         responses = operation["responses"]
         if route.access == "public":

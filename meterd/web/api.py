@@ -1,18 +1,20 @@
 """The HTTP API of DESIGN §3 as a thin adapter over the domain modules.
 
-One leaf resource routes by path; each route names the methods it allows and
-who may call it, and its handler returns ``(status, body)`` or raises
-:class:`ApiError`. Anything unexpected becomes a logged 500, never a traceback
-on the wire; bad input never gets that far.
+One leaf resource routes by path. Each handler is declared with its route
+(:mod:`meterd.web.routes`: method, path, who may call it, its fields, its
+answers) and returns ``(status, body)`` or raises :class:`ApiError`; the
+same declarations are ``/openapi.json``. Anything unexpected becomes a logged
+500, never a traceback on the wire; bad input never gets that far.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 from prometheus_client import Counter
@@ -29,25 +31,30 @@ from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
 from meterd.ingest import Ingest, Overloaded
 from meterd.metrics import Metrics
-from meterd.readings import US_PER_MS, InvalidField, Outcome, kwh_to_wh, parse_reading, parse_rounding, us_edges
+from meterd.readings import (
+    MAX_KWH, MAX_METER_ID, MAX_SEQ, US_PER_MS, InvalidField, Outcome, Reading, timestamp_at, us_edges, wh_of,
+)
 from meterd.registers import kwh
 from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
 from meterd.tariff import LIGACOES, Tariff
+from meterd.web import openapi, routes
 from meterd.web import params as p
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
 from meterd.web.exchange import Answer, Incoming, incoming_of, write_answer
-from meterd.web.openapi import openapi_document
+from meterd.web.routes import Route, route
 
 log = Logger()
 T = TypeVar("T")
 
 JSON = b"application/json; charset=utf-8"
 MODES = ("register", "interval")
+MAX_HISTORY_PERIODS = 30_000  # days back to 1970 for decades to come; months and years meet 1970 first
+MAX_BILL_MONTHS = 1_200
+MAX_CURSOR = 2**63 - 1  # alarm and event ids are BIGINT
 
 
 @dataclass(frozen=True)
 class Settings:
-    operator_token: str
     no_auth: bool = False
     tz: str = "America/Sao_Paulo"
     limit_w: int = 10_000
@@ -58,22 +65,27 @@ class Settings:
 @dataclass(frozen=True)
 class Call:
     incoming: Incoming
-    params: dict[str, Any]
+    params: dict[str, Any]  # as sent: the query string and the JSON body, merged
+    args: dict[str, Any]  # the route's fields, parsed (routes.Route.parse)
     principal: Principal | None
 
 
 Handler = Callable[[Call], Awaitable[tuple[int, dict[str, Any]]]]
 
+# -- the fields the routes share --------------------------------------------------
 
-@dataclass(frozen=True)
-class Route:
-    methods: tuple[str, ...]
-    access: str  # "public", "operator", "customer" (own id) or "meter" (own meter)
-    handler: Handler
+ID = routes.taxid()
+METER = routes.integer("id_medidor", "the meter, numbered per customer from 1", minimum=1, maximum=MAX_METER_ID)
+PERIODO = "periods back (0 = the current one); no period starts before 1970"
 
 
 class Api:
-    """Route handlers; everything they need is given, nothing is global."""
+    """Route handlers; everything they need is given, nothing is global.
+
+    Each handler is declared with :func:`meterd.web.routes.route`: its
+    fields are parsed before it runs (``call.args``) and its declaration is
+    also its entry in ``/openapi.json``.
+    """
 
     def __init__(
         self,
@@ -84,6 +96,7 @@ class Api:
         metrics: Metrics,
         clock: IReactorTime,
         tariff: Tariff,
+        bills: BillCache,
         alarms: Alarms | None = None,
     ) -> None:
         self.settings = settings
@@ -93,24 +106,12 @@ class Api:
         self.metrics = metrics
         self.clock = clock
         self.tariff = tariff
+        self.bills = bills
         self.alarm_service = alarms
+        #: Read from the data dir when meterd starts (meterd.service.Core), not when it is built.
+        self.operator_token = ""
         self._counters: dict[tuple[str, int], Counter] = {}
-        # Other processes' late readings never reach this cache's observer: no caching on a shared store.
-        self.bills = BillCache(max_entries=0 if store.shared else 50_000)
-        ingest.observers.append(lambda readings, outcomes, _: self.bills.readings_stored(readings, outcomes))
-        self.routes: dict[str, Route] = {
-            "/cadCliente": Route(("POST",), "operator", self.register_customer),
-            "/cadMedidor": Route(("POST",), "operator", self.register_meter),
-            "/postConsumo": Route(("POST",), "meter", self.post_reading),
-            "/getConsumoHist": Route(("GET",), "customer", self.history),
-            "/getFatura": Route(("GET",), "customer", self.bill),
-            "/getAlarme": Route(("GET",), "customer", self.alarms),
-            "/ackAlarme": Route(("POST",), "customer", self.ack_alarm),
-            "/getMedidores": Route(("GET",), "customer", self.meters),
-            "/health": Route(("GET",), "public", self.health),
-            "/metrics": Route(("GET",), "public", self.prometheus),
-            "/openapi.json": Route(("GET",), "public", self.openapi),
-        }
+        self.routes: dict[str, tuple[Route, Handler]] = {r.path: (r, getattr(self, r.handler)) for r in routes.routes_of(Api)}
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -124,45 +125,52 @@ class Api:
         if header is None:
             return None
         token = bearer_token(header)
-        if credentials.same_secret(token, self.settings.operator_token):
+        if self.operator_token and credentials.same_secret(token, self.operator_token):
             return OPERATOR
         return self.directory.principal(token)
 
-    async def authorize(self, route: Route, call: Call) -> None:
-        principal = call.principal
+    async def identify(self, route: Route, incoming: Incoming, params: dict[str, Any]) -> Principal | None:
+        """The caller, or 401 when the route needs credentials and these are none."""
+        principal = self.authenticate(incoming.authorization)
+        if route.access == "public" or principal is not None:
+            return principal
+        token_given = incoming.authorization is not None
+        if token_given and self.store.shared:
+            # The token may belong to a customer or meter another process registered.
+            await self._refresh(params)
+            principal = self.authenticate(incoming.authorization)
+        if principal is None:
+            raise unauthorized("no valid credentials" if token_given else "a bearer token is required")
+        return principal
+
+    def authorize(self, route: Route, principal: Principal | None, args: dict[str, Any]) -> None:
+        """403 unless ``principal`` may call ``route`` for the customer (and meter) it names."""
         if route.access == "public" or principal is OPERATOR:
             return
-        token_given = call.incoming.authorization is not None
-        if principal is None:
-            if token_given and self.store.shared:
-                # The token may belong to a customer or meter another process registered.
-                await self._refresh(call.params)
-                principal = self.authenticate(call.incoming.authorization)
-            if principal is None:
-                raise unauthorized("no valid credentials" if token_given else "a bearer token is required")
+        assert principal is not None  # identify() raised 401 otherwise
         if route.access == "operator":
             raise forbidden("only the operator may do this")
-        cid = p.customer(call.params)
-        if principal.customer_id != cid:
+        if principal.customer_id != args["id"]:
             raise forbidden("these credentials belong to another customer")
         if route.access == "customer" and principal.kind != "customer":
             raise forbidden("a meter key only authorises posting that meter's readings")
-        if route.access == "meter" and principal.kind != "meter":
-            raise forbidden("only the meter's key (or the operator) may post its readings")
-        if route.access == "meter" and principal.kind == "meter":
-            if principal.meter_id != p.integer(call.params, "id_medidor", minimum=1):
+        if route.access == "meter":
+            if principal.kind != "meter":
+                raise forbidden("only the meter's key (or the operator) may post its readings")
+            if principal.meter_id != args["id_medidor"]:
                 raise forbidden("this key belongs to another meter")
 
     async def _refresh(self, params: dict[str, Any]) -> None:
         """Load a customer (and the named meter) that this process has not seen yet."""
         try:
-            cid = p.customer(params)
+            cid = ID.value(params)
+            meter_id = METER.optional().value(params)
         except ApiError:
             return
         await self.customer(cid, refresh_only=True)
-        if "id_medidor" in params:
+        if meter_id is not None:
             try:
-                await self.meter_ids(cid, p.integer(params, "id_medidor", minimum=1))
+                await self.meter_ids(cid, meter_id)
             except ApiError:
                 return
 
@@ -209,21 +217,24 @@ class Api:
             return self._answer("error", error.status, orjson.dumps(error.body()), error.headers)
 
     async def _respond(self, incoming: Incoming) -> Answer:
+        """In the order the API promises: 404 route, 405, 413, 400/415 body, 401, 400 fields, 403, then the handler."""
         path = incoming.path
-        route = self.routes.get(path)
-        label = path if route else "unknown"
+        found = self.routes.get(path)
+        label = path if found else "unknown"
         try:
-            if route is None:
+            if found is None:
                 raise not_found("unknown_route", f"no route {path}")
-            allowed = route.methods + (("HEAD",) if "GET" in route.methods else ())
+            route, handler = found
+            allowed = (route.method, "HEAD") if route.method == "GET" else (route.method,)
             if incoming.method not in allowed:
                 raise ApiError(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
             if incoming.too_large:
                 raise ApiError(413, "body_too_large", "the body is larger than 64 KiB")
-            principal = self.authenticate(incoming.authorization)
-            call = Call(incoming, p.parse(incoming.body, incoming.content_type, incoming.query), principal)
-            await self.authorize(route, call)
-            status, payload = await route.handler(call)
+            params = p.parse(incoming.body, incoming.content_type, incoming.query)
+            principal = await self.identify(route, incoming, params)
+            args = route.parse(params)
+            self.authorize(route, principal, args)
+            status, payload = await handler(Call(incoming, params, args, principal))
         except ApiError as e:
             return self._answer(label, e.status, orjson.dumps(e.body()), e.headers)
         except StoreError:
@@ -254,31 +265,49 @@ class Api:
 
     # -- registration ------------------------------------------------------
 
+    @route(
+        "POST", "/cadCliente", "operator",
+        ID,
+        routes.text("name", "the customer's name as it is written (accents and all)"),
+        routes.choice("ligacao", "the connection: single-, two- or three-phase", LIGACOES).optional("mono"),
+        routes.kilo("limite_kw", "demand alarm limit, kW (default --limit-kw)", maximum=MAX_KWH).optional(),
+        routes.kilo("limite_kwh", "monthly alarm limit, kWh (default --limit-kwh)", maximum=MAX_KWH).optional(),
+        routes.zone("tz", "IANA time zone of the customer's calendar (default --tz)").optional(),
+        summary="Register a customer (operator token)",
+        description="Returns the customer's bearer token, once; only its hash is stored.",
+        tag="registration", ok=((201, "registered", "CustomerCreated"),), errors=(409, 503),
+    )
     async def register_customer(self, call: Call) -> tuple[int, dict[str, Any]]:
-        params, s = call.params, self.settings
-        cid = p.customer(params)
-        name = p.text(params, "name")
-        ligacao = p.choice(params, "ligacao", LIGACOES, default="mono")
-        limit_w = _kilo(params, "limite_kw", s.limit_w)
-        limit_wh = _kilo(params, "limite_kwh", s.limit_wh)
-        tz = p.text(params, "tz", default=s.tz)
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise bad_request("invalid_tz", f"{tz} is not an IANA time zone") from None
+        a, s = call.args, self.settings
         token = credentials.new_token()
-        record = Customer(cid, name, ligacao, limit_w, limit_wh, tz, credentials.token_hash(token), self.now_ms())
+        record = Customer(
+            a["id"], a["name"], a["ligacao"], a["limite_kw"] or s.limit_w, a["limite_kwh"] or s.limit_wh,
+            a["tz"] or s.tz, credentials.token_hash(token), self.now_ms(),
+        )
         try:
             await self.store.create_customer(record)
         except AlreadyExists:
-            raise ApiError(409, "customer_exists", f"customer {cid} is already registered") from None
+            raise ApiError(409, "customer_exists", f"customer {record.id} is already registered") from None
         self.directory.add_customer(record)
-        log.info("registered customer {id}", id=cid)
+        log.info("registered customer {id}", id=record.id)
         return 201, {**_customer_json(record), "token": token}
 
+    @route(
+        "POST", "/cadMedidor", "operator",
+        ID,
+        routes.choice(
+            "mode", "register: valor is the cumulative register; interval: kWh since the previous reading (default --meter-mode)", MODES,
+        ).optional(),
+        summary="Register a meter of a customer (operator token)",
+        description=(
+            "Meter ids are numbered per customer 1, 2, 3... The returned `key` (64 hex chars)"
+            " signs the meter's datagrams and authorises `/postConsumo`; it is shown once."
+        ),
+        tag="registration", ok=((201, "registered", "MeterCreated"),), errors=(404, 503),
+    )
     async def register_meter(self, call: Call) -> tuple[int, dict[str, Any]]:
-        cid = p.customer(call.params)
-        mode = p.choice(call.params, "mode", MODES, default=self.settings.meter_mode)
+        cid = call.args["id"]
+        mode = call.args["mode"] or self.settings.meter_mode
         await self.customer(cid)
         key = credentials.new_meter_key()
         try:
@@ -292,15 +321,38 @@ class Api:
 
     # -- readings ----------------------------------------------------------
 
+    @route(
+        "POST", "/postConsumo", "meter",
+        ID,
+        METER,
+        routes.kwh("valor", "kWh: the register (register meters) or the energy since the previous reading (interval meters); at most 3 decimals", maximum=MAX_KWH),
+        routes.timestamp("timestamp", "unix seconds, fractions allowed (to the microsecond)"),
+        routes.integer("seq", "the meter's sequence number (acknowledged over UDP)", maximum=MAX_SEQ).optional(),
+        summary="Store one reading (the meter's key, or the operator token)",
+        description=(
+            "Answered after the reading is committed. The same (customer, meter, timestamp)"
+            " with the same value is a duplicate (200); with another value a 409 `conflict`."
+            " A register reading that would make the register go backwards is a 422"
+            " `register_backwards`. 503 `overloaded` when too many readings wait to be stored."
+            " With `--no-auth`, a request without credentials has its `valor` rounded half up to the Wh."
+        ),
+        tag="readings", ok=((201, "stored", "ReadingStored"), (200, "already stored with the same value", "ReadingStored")),
+        errors=(404, 409, 422, 503),
+    )
     async def post_reading(self, call: Call) -> tuple[int, dict[str, Any]]:
-        rounded = False
+        a = call.args
+        unauthenticated = self.settings.no_auth and call.incoming.authorization is None  # the assignment's clients
         try:
-            if self.settings.no_auth and call.incoming.authorization is None:  # the assignment's clients: see parse_rounding
-                reading, rounded = parse_rounding(call.params, self.clock.seconds())
-            else:
-                reading = parse_reading(call.params, self.clock.seconds())
+            ts = timestamp_at(a["timestamp"], self.clock.seconds())
+            try:
+                wh, rounded = wh_of("valor", a["valor"]), False
+            except InvalidField:
+                if not unauthenticated:
+                    raise
+                wh, rounded = wh_of("valor", a["valor"], round_to_wh=True), True
         except InvalidField as e:
             raise bad_request(e.code, str(e)) from None
+        reading = Reading(a["id"], a["id_medidor"], ts, wh, a["seq"])
         await self.customer(reading.customer_id)
         await self.meter_ids(reading.customer_id, reading.meter_id)
         if rounded:
@@ -326,13 +378,26 @@ class Api:
         meters = [(m, self.directory.meters[(customer.id, m)].meter.mode) for m in meter_ids]
         return await self.store.usage(customer.id, meters, us_edges(edges))
 
+    @route(
+        "GET", "/getConsumoHist", "customer",
+        ID,
+        routes.choice("kind", "D: a day by hours, M: a month by days, Y: a year by months", periods.KINDS, fold=str.upper),
+        routes.integer("periodo", PERIODO, maximum=MAX_HISTORY_PERIODS).optional(0),
+        METER.optional(description="only this meter (default: all of the customer's)"),
+        summary="Consumption history of a calendar day, month or year",
+        description=(
+            "Periods are calendar periods in the customer's time zone. `D` has hourly buckets,"
+            " `M` daily, `Y` monthly. Register meters: consumption is the difference of the"
+            " linearly interpolated register; a bucket interpolated across a gap longer than"
+            " an hour is `estimated`."
+        ),
+        ok=((200, "the history", "History"),), errors=(404, 503),
+    )
     async def history(self, call: Call) -> tuple[int, dict[str, Any]]:
-        params = call.params
-        customer = await self.customer(p.customer(params))
-        kind = p.choice({"kind": str(params.get("kind", "")).upper() or None}, "kind", periods.KINDS)
-        periodo = p.integer(params, "periodo", default=0, maximum=10_000)
-        meter_id = p.integer(params, "id_medidor", default=None, minimum=1)
-        meter_ids = await self.meter_ids(customer.id, meter_id)
+        a = call.args
+        customer = await self.customer(a["id"])
+        kind, periodo = a["kind"], a["periodo"]
+        meter_ids = await self.meter_ids(customer.id, a["id_medidor"])
         tz = ZoneInfo(customer.tz)
         try:
             start, end = periods.period_range(kind, periodo, self.now_ms(), tz)
@@ -359,9 +424,22 @@ class Api:
             "meters": [{"id_medidor": u.meter_id, "total_kwh": kwh(sum(wh for wh, _ in u.buckets))} for u in usages],
         }
 
+    @route(
+        "GET", "/getFatura", "customer",
+        ID,
+        routes.integer("periodo", "months back (0 = the current month); no month before 1970", maximum=MAX_BILL_MONTHS).optional(0),
+        summary="The bill of a calendar month",
+        description=(
+            "A Brazilian group-B bill: energy (TE, TUSD) and bandeira lines on"
+            " `faturado_kwh = max(consumo_kwh, disponibilidade)`, taxes 'por dentro'."
+            " Money is a string with exactly 2 decimals, kWh a number. The current month is"
+            " `aberta`, earlier ones `fechada`."
+        ),
+        ok=((200, "the bill", "Bill"),), errors=(404, 503),
+    )
     async def bill(self, call: Call) -> tuple[int, dict[str, Any]]:
-        customer = await self.customer(p.customer(call.params))
-        periodo = p.integer(call.params, "periodo", default=0, maximum=1200)
+        customer = await self.customer(call.args["id"])
+        periodo = call.args["periodo"]
         tz = ZoneInfo(customer.tz)
         try:
             year, month = periods.months_back(self.now_ms(), tz, periodo)
@@ -393,8 +471,14 @@ class Api:
         self.bills.put(customer.id, year, month, body, {u.meter_id: u.spans for u in usages}, begun)
         return 200, body
 
+    @route(
+        "GET", "/getMedidores", "customer",
+        ID,
+        summary="The customer's meters and their latest readings",
+        ok=((200, "the meters", "Meters"),), errors=(404, 503),
+    )
     async def meters(self, call: Call) -> tuple[int, dict[str, Any]]:
-        customer = await self.customer(p.customer(call.params))
+        customer = await self.customer(call.args["id"])
         statuses = await self.store.meter_status(customer.id)
         tz = ZoneInfo(customer.tz)
         return 200, {
@@ -416,15 +500,30 @@ class Api:
             raise ApiError(503, "alarms_unavailable", "alarms are not running in this process")
         return self.alarm_service
 
+    @route(
+        "GET", "/getAlarme", "customer",
+        ID,
+        routes.integer("cursor", "the `cursor` of the previous answer", maximum=MAX_CURSOR).optional(),
+        summary="Active alarms and the alarm events after a cursor",
+        description="`events` are those after the `cursor` sent (all recent ones without a cursor); polling with the returned `cursor` misses nothing.",
+        ok=((200, "alarms and events", "Alarms"),), errors=(404, 503),
+    )
     async def alarms(self, call: Call) -> tuple[int, dict[str, Any]]:
-        customer = await self.customer(p.customer(call.params))
-        cursor = p.integer(call.params, "cursor", default=None, maximum=2**63 - 1)
-        view = await self._alarm_service().view(customer.id, cursor)
+        customer = await self.customer(call.args["id"])
+        view = await self._alarm_service().view(customer.id, call.args["cursor"])
         return 200, view_json(customer.id, view, ZoneInfo(customer.tz))
 
+    @route(
+        "POST", "/ackAlarme", "customer",
+        ID,
+        routes.integer("alarm_id", "the alarm to acknowledge", minimum=1, maximum=MAX_CURSOR),
+        summary="Acknowledge an alarm",
+        description="Answers the alarm after the acknowledgement.",
+        ok=((200, "the acknowledged alarm", "Alarm"),), errors=(404, 503),
+    )
     async def ack_alarm(self, call: Call) -> tuple[int, dict[str, Any]]:
-        customer = await self.customer(p.customer(call.params))
-        alarm_id = p.integer(call.params, "alarm_id", minimum=1, maximum=2**63 - 1)
+        customer = await self.customer(call.args["id"])
+        alarm_id = call.args["alarm_id"]
         try:
             alarm = await self._alarm_service().ack(customer.id, alarm_id)
         except UnknownAlarm:
@@ -433,6 +532,11 @@ class Api:
 
     # -- operations --------------------------------------------------------
 
+    @route(
+        "GET", "/health", "public",
+        summary="Liveness and store status", tag="operations",
+        ok=((200, "the server and its store work", "Health"), (503, "the store is unavailable", "HealthDegraded")),
+    )
     async def health(self, call: Call) -> tuple[int, dict[str, Any]]:
         try:
             await self.store.ping()
@@ -440,11 +544,27 @@ class Api:
             return 503, {"status": "degraded", "db": "unavailable"}
         return 200, {"status": "ok", "db": "ok", "pending": self.ingest.pending}
 
+    @route(
+        "GET", "/metrics", "public",
+        summary="Prometheus metrics", tag="operations", media="text/plain",
+        ok=((200, "Prometheus text exposition format 0.0.4", None),),
+    )
     async def prometheus(self, call: Call) -> tuple[int, dict[str, Any]]:
         raise _Raw(b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
 
+    @route(
+        "GET", "/openapi.json", "public",
+        summary="This document", tag="operations",
+        ok=((200, "an OpenAPI 3 document", None),),
+    )
     async def openapi(self, call: Call) -> tuple[int, dict[str, Any]]:
         return 200, openapi_document()
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """``/openapi.json``: the routes' declarations and the schemas of their answers; built once."""
+    return openapi.document(routes.routes_of(Api))
 
 
 def bearer_token(header: str) -> str:
@@ -454,19 +574,6 @@ def bearer_token(header: str) -> str:
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("use Authorization: Bearer <token>")
     return token
-
-
-def _kilo(params: dict[str, Any], name: str, default: int) -> int:
-    """A limit in kW or kWh (3 decimals at most) to integer W or Wh."""
-    if params.get(name) in (None, ""):
-        return default
-    try:
-        value = kwh_to_wh(name, params[name])
-    except InvalidField as e:
-        raise bad_request(e.code, str(e)) from None
-    if value <= 0:
-        raise bad_request("out_of_range", f"{name} must be positive")
-    return value
 
 
 def _customer_json(c: Customer) -> dict[str, Any]:
