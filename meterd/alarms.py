@@ -68,7 +68,6 @@ from meterd.alarm_rules import (
     silent_decision,
 )
 from meterd.directory import Directory
-from meterd.ingest import Ingest
 from meterd.periods import HOUR_MS
 from meterd.readings import US_PER_MS, Outcome, Reading, us_edges
 from meterd.store.base import Store, StoreError
@@ -138,7 +137,6 @@ class Alarms(Service):
         self,
         store: Store,
         directory: Directory,
-        ingest: Ingest,
         clock: IReactorTime,
         *,
         window_s: float = 300,
@@ -151,7 +149,6 @@ class Alarms(Service):
     ) -> None:
         self.store = store
         self.directory = directory
-        self.ingest = ingest
         self.clock = clock
         self.window_us = max(1, int(window_s * 1_000_000))
         self.window_s = window_s
@@ -194,7 +191,6 @@ class Alarms(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.ingest.observers.append(self.observe)
         Deferred.fromCoroutine(self._load()).addErrback(self._load_failed)
 
     async def _load(self) -> None:
@@ -247,8 +243,6 @@ class Alarms(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self.observe in self.ingest.observers:
-            self.ingest.observers.remove(self.observe)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:

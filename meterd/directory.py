@@ -41,7 +41,7 @@ class Directory:
         self._tokens: dict[str, Principal] = {}
         # Told of every meter added or replaced: the UDP workers hold copies of the keys.
         self.meter_listeners: list[Callable[[MeterEntry], None]] = []
-        # Told of every customer added: the HTTP workers hold copies of their token hashes.
+        # Told of every customer added or changed (credentials included): answers kept elsewhere go stale.
         self.customer_listeners: list[Callable[[Customer], None]] = []
 
     def add_customer(self, customer: Customer) -> None:

@@ -1,12 +1,13 @@
-"""A counter in shared memory that meterd bumps and its HTTP workers read.
+"""The answers generation: a counter in shared memory that meterd bumps and its HTTP workers read.
 
-An HTTP worker answers ``/getAlarme`` from views it cached, each tagged with
-the counter's value when it was read from the store. meterd bumps the counter
-right after every alarm settlement, before it answers anything that
-settlement decided (an acknowledgement's answer, say), so any request a
-client sends after that answer finds the new value and is read afresh. A
-frame on the worker's pipe could arrive after such a request; the shared page
-is read in the same instant the request is handled, without a syscall.
+An HTTP worker repeats meterd's answer to a ``/getAlarme`` poll it sees again
+(:mod:`meterd.http_worker`), each answer tagged with the counter's value when
+the poll was sent. meterd bumps the counter right after every alarm
+settlement and every change of credentials, before it answers anything that
+change decided (an acknowledgement's answer, say), so any request a client
+sends after that answer finds the new value and goes to meterd. A frame on
+the worker's pipe could arrive after such a request; the shared page is read
+in the same instant the request is handled, without a syscall.
 
 Linux's ``memfd_create``: one 8-byte aligned word, written whole by one writer.
 """

@@ -1,31 +1,37 @@
 """An HTTP worker process, ``python -m meterd.http_worker``, spawned by ``meterd --http-workers N``.
 
-twisted.web's HTTP parsing, request objects and writes took ~60 % of the
-reactor's time under request load, meterd's own handlers ~10 % (py-spy,
-issue 8), and the reactor also runs ingest's flushes and the alarms. A
-worker does the HTTP part on another core: it accepts connections on the
+twisted.web's HTTP parsing, request objects and writes are most of the
+reactor's time under request load (``docs/performance.md``), and the
+reactor also runs ingest's flushes and the alarms. A worker does the HTTP
+part on another core: it accepts connections on the
 HTTP socket, which it inherits from meterd as fd 3 (the kernel hands each
 new connection to one accepting process), parses each request with
 twisted.web (keep-alive, pipelining, HEAD, the body limit: all as in
 meterd's own port) and passes it to meterd as an
 :class:`~meterd.web.exchange.Incoming`; meterd decides the answer with the
-same code as for its own port and the worker writes it. The worker holds no
-state: authentication, every route, caches and metrics stay in meterd.
+same code as for its own port and the worker writes it. The worker decides
+nothing: authentication, every route, caches and metrics stay in meterd.
 
 stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 
 meterd to worker
-  ``{"alarms": null}`` first, or, when the worker may answer ``/getAlarme``
-  itself (:mod:`meterd.http_alarms`; SQLite, authentication on):
-  ``{"alarms": {"db": path, "recent_events": n, "customers": [[id, tz, token_hash], ...]}}``
-  with the first few thousand customers, then ``{"customers": [...]}`` with the rest, a few
-  thousand at a time, and for each customer added; and
+  ``{"settings": true}`` first (the worker serves the port from then on), then
   ``{"answers": [[id, status, content_type, body, {header: value}], ...]}``
 worker to meterd
   ``{"ready": true}`` once the socket is being accepted on; then, after each
   reactor turn that parsed requests to forward, and each second it answered some itself:
   ``{"requests": [[id, method, path, query, authorization, content_type, body, too_large], ...], "answered": n}``
-  (``answered``: the ``/getAlarme`` requests it answered itself since its last frame, for meterd's metrics)
+  (``answered``: the ``/getAlarme`` polls it answered from what meterd answered before, for meterd's metrics)
+
+Customers poll ``/getAlarme`` with the same request over and over. A worker
+keeps meterd's 200 answer to a plain poll (a GET without a body) under the
+exact request target and Authorization header it answered, and answers the
+same poll again from it while meterd's *answers generation*
+(:mod:`meterd.generation`, a word of shared memory) has not moved: meterd
+bumps it after every alarm settlement and every change of credentials,
+before it answers anything that change decided. Every decision (who the
+token is, whether it may read that customer) is meterd's; the worker only
+repeats an answer to the very request it was given for.
 
 Bytes travel as latin-1 strings (:mod:`meterd.web.exchange`). When stdin
 closes (meterd stops, or dies) the worker stops accepting, answers what is
@@ -35,18 +41,17 @@ it may still be stored, and its resend is then a duplicate) and exits.
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from twisted.internet.task import LoopingCall
 from twisted.web.server import Request
 
 from meterd.generation import Generation
-from meterd.http_alarms import LocalReads, RawRequest, WorkerAlarms
-from meterd.web.api import JSON, run_now
+from meterd.twisted_internals import accept_one_per_wakeup
+from meterd.web.api import JSON
 from meterd.web.errors import ApiError
-from meterd.web.exchange import Answer, Incoming, answer_from_row, incoming_of, incoming_row, write_answer
+from meterd.web.exchange import Answer, answer_from_row, incoming_of, incoming_row, write_answer
 from meterd.web.request import make_site
 from meterd.worker_process import GENERATION_FD, SOCKET_FD, ParentLink, run
 
@@ -56,10 +61,23 @@ CLOSE_GRACE = 1.0  # seconds for those 503s to leave before the reactor stops
 # worker whose frame passes 16 MB, and each body (up to 64 KiB) may grow 6-fold
 # as JSON (a control byte is written \u00XX).
 FRAME_BODIES = 512 * 1024
-# The requests a worker answered itself reach meterd's metrics with the next
+# The polls a worker answered itself reach meterd's metrics with the next
 # forwarded requests or after this many seconds, not in a frame of their own
 # per reactor turn (thousands a second, each waking meterd's reactor).
 REPORT_INTERVAL = 1.0
+MAX_POLLS = 20_000  # polls whose answers are kept; past this the memory starts over
+MAX_POLL_BYTES = 512  # a longer request target and token than any client's poll is not kept
+
+#: A poll as its client sent it: the request target and the Authorization header.
+Poll = tuple[bytes, bytes]
+
+
+class Waiting(NamedTuple):
+    """A request meterd is answering; for a poll, the generation when it was sent."""
+
+    request: Request
+    poll: Poll | None
+    generation: int
 
 
 class HttpWorker(ParentLink):
@@ -68,13 +86,14 @@ class HttpWorker(ParentLink):
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         super().__init__(reactor, fd)
         self.site = make_site(self.forward)  # every request: answered here or passed to meterd
-        self.waiting: dict[int, Request] = {}  # sent to meterd, not yet answered
+        self.waiting: dict[int, Waiting] = {}  # sent to meterd, not yet answered
         self.batch: list[list[Any]] = []
         self.batch_bodies = 0  # bytes of body in the batch
         self.pending: Any = None  # the DelayedCall of the next send
         self.next_id = 0
-        self.alarms: WorkerAlarms | None = None
-        self.answered = 0  # requests answered here since the last frame
+        self.generation: Generation | None = None
+        self.polls: dict[Poll, tuple[int, bytes]] = {}  # -> (generation when sent, meterd's 200 body)
+        self.answered = 0  # polls answered here since the last frame
         self.reporting = LoopingCall(self._report)
         self.reporting.clock = reactor
 
@@ -84,55 +103,43 @@ class HttpWorker(ParentLink):
         if answers is not None:
             waiting = self.waiting
             for id_, *row in answers:
-                request = waiting.pop(id_, None)
-                if request is not None:
-                    write_answer(request, answer_from_row(row))
+                sent = waiting.pop(id_, None)
+                if sent is not None:
+                    answer = answer_from_row(row)
+                    if sent.poll is not None and answer.status == 200:
+                        self._keep(sent.poll, sent.generation, answer.body)
+                    write_answer(sent.request, answer)
             return
-        if "customers" in message and self.alarms is not None:
-            self.alarms.add_customers(message["customers"])
-            return
-        if self.port is None:
-            alarms = message.get("alarms")
-            if alarms is not None:
-                self.alarms = WorkerAlarms(LocalReads(alarms["db"]), Generation(GENERATION_FD), alarms["recent_events"])
-                self.alarms.add_customers(alarms["customers"])
+        if self.port is None and "settings" in message:
+            self.generation = Generation(GENERATION_FD)
             self.adopt(self.reactor.adoptStreamPort, self.site)
-            self.port.doRead = partial(_accept_one, self.port, self.port.doRead)
+            accept_one_per_wakeup(self.port)
             self.reporting.start(REPORT_INTERVAL, now=False)
             self.sendString(b'{"ready":true}')
 
+    def _keep(self, poll: Poll, generation: int, body: bytes) -> None:
+        if len(poll[0]) + len(poll[1]) > MAX_POLL_BYTES:
+            return
+        if len(self.polls) >= MAX_POLLS:
+            self.polls.clear()
+        self.polls[poll] = (generation, body)
+
     def forward(self, request: Request) -> None:
-        alarms = self.alarms
-        if alarms is not None and request.path == b"/getAlarme":
-            raw = _plain_get(request)
-            if raw is not None:
-                body = alarms.repeat(raw)
-                if body is not None:
-                    self._write_own_answer(request, body)
-                    return
-            incoming = incoming_of(request)
-            run_now(alarms.answer(incoming, raw), partial(self._answered_here, request, incoming))
-        else:
-            self._to_meterd(request, incoming_of(request))
-
-    def _answered_here(self, request: Request, incoming: Incoming, body: bytes | None) -> None:
-        if body is None:
-            self._to_meterd(request, incoming)
-        else:
-            self._write_own_answer(request, body)
-
-    def _write_own_answer(self, request: Request, body: bytes) -> None:
-        write_answer(request, Answer(200, JSON, body, {}))
-        self.answered += 1
-
-    def _report(self) -> None:
-        if self.answered:
-            self._send_soon()
-
-    def _to_meterd(self, request: Request, incoming: Incoming) -> None:
+        """Answer a poll meterd answered before, while nothing has changed since; else pass it to meterd."""
+        poll = _poll(request) if request.path == b"/getAlarme" else None
+        generation = 0
+        if poll is not None:
+            assert self.generation is not None
+            generation = self.generation.value()  # before the request leaves: a later change makes its answer stale
+            kept = self.polls.get(poll)
+            if kept is not None and kept[0] == generation:
+                write_answer(request, Answer(200, JSON, kept[1], {}))
+                self.answered += 1
+                return
         id_ = self.next_id
         self.next_id += 1
-        self.waiting[id_] = request
+        self.waiting[id_] = Waiting(request, poll, generation)
+        incoming = incoming_of(request)
         self.batch.append([id_, *incoming_row(incoming)])
         self.batch_bodies += len(incoming.body)
         if self.batch_bodies >= FRAME_BODIES:
@@ -140,6 +147,10 @@ class HttpWorker(ParentLink):
                 self.pending.cancel()
             self.send()
         else:
+            self._send_soon()
+
+    def _report(self) -> None:
+        if self.answered:
             self._send_soon()
 
     def _send_soon(self) -> None:
@@ -165,13 +176,13 @@ class HttpWorker(ParentLink):
         if self.answered:
             self.send()  # the count only: meterd will answer none of what was waiting
         waiting, self.waiting = self.waiting, {}
-        for request in waiting.values():
-            write_answer(request, _STOPPING, close=True)
+        for sent in waiting.values():
+            write_answer(sent.request, _STOPPING, close=True)
         self.grace = CLOSE_GRACE if waiting else 0.0
         self.transport.loseConnection()
 
 
-def _plain_get(request: Request) -> RawRequest | None:
+def _poll(request: Request) -> Poll | None:
     """A GET without a body, as ``(request target, Authorization header)``; else None.
 
     Without a body nothing but these two decides a ``/getAlarme`` answer.
@@ -181,18 +192,6 @@ def _plain_get(request: Request) -> RawRequest | None:
         return None
     authorization = request.getHeader(b"authorization")
     return None if authorization is None else (request.uri, authorization)
-
-
-def _accept_one(port: Any, do_read: Any) -> None:
-    """Accept one connection per wakeup (Twisted's port takes up to ``numberAccepts``, 100 at first).
-
-    Every worker waits on the same listening socket and is woken by every new
-    connection; taking one at a time lets them take turns, so connections
-    opened together (a client's pool) spread over the workers instead of all
-    going to whichever woke first, and stay there while they are kept alive.
-    """
-    port.numberAccepts = 1
-    do_read()
 
 
 if __name__ == "__main__":

@@ -3,14 +3,12 @@
 meterd spawns N :mod:`meterd.http_worker` processes and gives each the
 listening HTTP socket. A worker parses each request and sends it over; meterd
 answers it with the same :meth:`~meterd.web.api.Api.respond` as its own port
-and sends the answer back, gathered per reactor turn. On SQLite, with
-authentication on, workers answer customers' own ``/getAlarme`` themselves
-(:mod:`meterd.http_alarms`): meterd gives them every customer's token hash
-and bumps a shared generation (:mod:`meterd.generation`) after each alarm
-settlement. While at least one worker is up meterd's own port stops
-accepting (connections it already has stay with it), so the reactor spends
-its time on ingest, alarms and the answers themselves; while none is, the
-reactor accepts again.
+and sends the answer back, gathered per reactor turn. A worker repeats
+meterd's answer to a ``/getAlarme`` poll it sees again until meterd's
+answers generation (:mod:`meterd.generation`) moves on. While at least one
+worker is up meterd's own port stops accepting (connections it already has
+stay with it), so the reactor spends its time on ingest, alarms and the
+answers themselves; while none is, the reactor accepts again.
 """
 
 from __future__ import annotations
@@ -18,60 +16,43 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from meterd.alarms import Alarms
 from meterd.generation import Generation
-from meterd.store.base import Customer
 from meterd.web.api import Api, run_now
 from meterd.web.exchange import Answer, answer_row, incoming_from_row
 from meterd.worker_process import GENERATION_FD
-from meterd.workers import WorkerLink, WorkerPool, in_frames
+from meterd.workers import WorkerLink, WorkerPool
 
 
 class HttpWorkers(WorkerPool):
     kind = "http"
     module = "meterd.http_worker"
 
-    def __init__(self, count: int, api: Api, listening: Any, reactor: Any, *, sqlite_path: str | None = None) -> None:
-        """``listening()`` is meterd's own HTTP port, once it listens; ``sqlite_path`` the store's file, if SQLite."""
+    def __init__(self, count: int, api: Api, reactor: Any) -> None:
         super().__init__(count, reactor)
         self.api = api
-        self._listening = listening
-        self.alarms: Alarms | None = api.alarm_service
-        self.sqlite_path = sqlite_path
-        # Workers answer /getAlarme from the file only where no other process settles alarms and a token is needed.
-        self.local_alarms = self.alarms is not None and sqlite_path is not None and not api.settings.no_auth
-        self.generation: Generation | None = None  # while started with local alarms
+        self.listening: Any = None  # meterd's own HTTP port, once it listens
+        self.generation: Generation | None = None  # while started
         self._answers: dict[WorkerLink, list[list[Any]]] = {}  # this turn's, per worker
         self._sending: Any = None  # the DelayedCall that sends them
 
     def port(self) -> Any:
-        return self._listening()
+        return self.listening
 
     def child_fds(self) -> dict[int, int]:
-        return {} if self.generation is None else {GENERATION_FD: self.generation.fd}
+        assert self.generation is not None
+        return {GENERATION_FD: self.generation.fd}
 
     def first_messages(self) -> list[dict[str, Any]]:
-        """The settings with the first customers' token hashes, then the rest.
+        return [{"settings": True}]
 
-        The worker serves the port from the first frame on: until the others
-        arrive, a customer it does not know yet is answered by meterd, as
-        every request it does not answer itself.
-        """
-        if not self.local_alarms:
-            return [{"alarms": None}]
-        first, *rest = in_frames([_customer_row(c) for c in self.api.directory.customers.values()])
-        alarms = {"db": self.sqlite_path, "recent_events": self.alarms.recent_events, "customers": first}
-        return [{"alarms": alarms}, *({"customers": customers} for customers in rest)]
+    def answers_changed(self) -> None:
+        """An alarm settled or credentials changed: the workers' kept answers are stale."""
+        if self.generation is not None:
+            self.generation.bump()
 
     def startService(self) -> None:
-        if self.local_alarms:
-            self.generation = Generation()
-            self.alarms.settled_listeners.append(self.generation.bump)
-            self.api.directory.customer_listeners.append(self._customer_added)
+        self.generation = Generation()
         super().startService()
-
-    def _customer_added(self, customer: Customer) -> None:
-        self.send_all({"customers": [_customer_row(customer)]})
 
     def ready_count_changed(self, ready: int) -> None:
         self.api.metrics.http_workers.set(ready)
@@ -101,18 +82,11 @@ class HttpWorkers(WorkerPool):
         if self._sending is not None:
             self._sending.cancel()
             self._send()
-        if self.generation is not None:
-            self.alarms.settled_listeners.remove(self.generation.bump)
-            self.api.directory.customer_listeners.remove(self._customer_added)
         stopped = super().stopService()
         if self.generation is not None:
             stopped.addBoth(_close, self.generation)
             self.generation = None
         return stopped
-
-
-def _customer_row(customer: Customer) -> list[str]:
-    return [customer.id, customer.tz, customer.token_hash]
 
 
 def _close(result: Any, generation: Generation) -> Any:

@@ -6,14 +6,18 @@ a traceback and never a server that runs with a value it misread.
 
 from __future__ import annotations
 
+import platform
 import socket
+import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import twisted
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+import meterd
 from meterd.reuseport import SharedTCPEndpoint
 from meterd.tariff import TariffError, default_tariff, load_tariff
 
@@ -80,6 +84,11 @@ class Options(usage.Options):
         if self._failed:
             return "Run 'twistd meterd --help' for the options.\n"
         return super().getUsage(width)
+
+    def opt_version(self) -> None:
+        """print meterd's version and exit"""
+        sys.stdout.write(f"meterd {meterd.__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})\n")
+        sys.exit(0)
 
     def opt_http(self, value: str) -> None:
         """HTTP endpoint string (default tcp:8888; ssl:... works too)"""
@@ -160,11 +169,9 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["meter-mode"] is None:  # the assignment's meters send the energy of each interval
             self["meter-mode"] = "interval" if self["no-auth"] else "register"
-        data_dir = Path(self["data-dir"])
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise usage.UsageError(f"--data-dir: cannot create {data_dir}: {e.strerror}") from None
+        data_dir = Path(self["data-dir"])  # created (private) when meterd starts: meterd.data_dir
+        if data_dir.exists() and not data_dir.is_dir():
+            raise usage.UsageError(f"--data-dir: {data_dir} exists and is not a directory")
         self["data-dir"] = data_dir
         db = self["db"] or f"sqlite:{data_dir / 'meterd.sqlite3'}"
         if not (db.startswith("sqlite:") or db.startswith(("postgresql://", "postgres://"))):

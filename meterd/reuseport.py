@@ -19,6 +19,8 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from meterd.twisted_internals import tcp_endpoint_address
+
 __all__ = ["SharedTCPEndpoint", "shared_socket"]
 
 
@@ -60,9 +62,7 @@ class SharedTCPEndpoint:
         endpoint = serverFromString(reactor, description)
         if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
             raise ValueError(f"{description!r} is not a tcp: endpoint; --reuse-port shares plain TCP ports only")
-        # what serverFromString parsed, kept by Twisted under its constructor's argument names
-        interface = endpoint._interface or ("::" if isinstance(endpoint, TCP6ServerEndpoint) else "")
-        return cls(reactor, endpoint._port, interface, endpoint._backlog)
+        return cls(reactor, *tcp_endpoint_address(endpoint))
 
     def listen(self, factory: Factory) -> Deferred[IListeningPort]:
         try:

@@ -1,9 +1,17 @@
-"""``makeService``: the MultiService of DESIGN §1, from small services.
+"""``makeService``: meterd assembled from small parts (DESIGN §1).
 
-The store must be open and the directory loaded before a single request or
-datagram is accepted, so the listening services are children of a
-:class:`Core` service that starts them only once the store is ready, and on
-stop closes them first, drains ingest, and closes the store last.
+Three steps, each in one place:
+
+* :func:`makeService` only builds objects: nothing is opened, bound, written
+  or changed in the process until the service starts;
+* :func:`connect` wires them, in a written order (who observes a committed
+  flush, who sends the meters' acks, who is told of new credentials);
+* :meth:`Meterd.startService` does the side effects, in order: tunes the
+  process, prepares the data dir and the operator token, opens the store and
+  loads the directory, starts ingest and the alarms, then listens on HTTP
+  and UDP and starts the worker processes. Any step that fails ends the
+  process with one line naming what failed, no traceback, and nothing left
+  running: meterd starts whole or not at all.
 """
 
 from __future__ import annotations
@@ -12,22 +20,24 @@ import gc
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from twisted.application import internet, service
+from twisted.application import service
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
-from zope.interface import implementer
+from twisted.python.failure import Failure
 
 from meterd.alarms import Alarms
 from meterd.bill_cache import BillCache
 from meterd.credentials import operator_token
+from meterd.data_dir import prepare as data_dir_prepare
 from meterd.directory import Directory
 from meterd.http_workers import HttpWorkers
 from meterd.ingest import Ingest
@@ -37,23 +47,30 @@ from meterd.options import Options
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
 from meterd.store.sqlite import SqliteStore
+from meterd.twisted_internals import datagram_socket
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.request import make_site
 from meterd.worker_process import GC_THRESHOLDS
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Meterd", "Options", "makeService"]
 
 log = Logger()
 
 # The meters' socket's receive buffer: what arrives while the readers are
-# short of CPU waits here, and what does not fit is lost before any reader sees
-# it. At 62,000-64,000 readings/s on 2 busy cores 8 MB overflowed in 7 of 24
-# runs (3,700-43,000 readings lost in a 30 s run); 32 MB in none of six in
-# the hour after. The kernel allocates it only as datagrams queue up.
+# short of CPU waits here, and what does not fit is lost before any reader
+# sees it (docs/performance.md). The kernel allocates it only as datagrams
+# queue up.
 UDP_RECEIVE_BUFFER = 32 * 1024 * 1024
+# The store's writer thread hands the GIL back and forth with a reactor that is
+# never idle under load; each hand-back waits up to one switch interval (5 ms by
+# default), which caps durable ingest far below what SQLite does.
 SWITCH_INTERVAL = 0.001
+
+
+class StartError(Exception):
+    """A step of the start failed; the message is the one line the operator sees."""
 
 
 def make_store(db: str, durability: str) -> Store:
@@ -68,20 +85,98 @@ def make_store(db: str, durability: str) -> Store:
     raise usage.UsageError(f"--db: {db!r} is neither sqlite:PATH nor postgresql://...")
 
 
-class Core(service.MultiService):
-    """Opens the store, loads the directory, then starts its children."""
+@dataclass
+class Parts:
+    """What meterd is made of, built by :func:`makeService` and wired by :func:`connect`."""
 
-    def __init__(self, store: Store, directory: Directory, ingest: Ingest) -> None:
+    config: dict[str, Any]
+    clock: IReactorTime
+    metrics: Metrics
+    store: Store
+    directory: Directory
+    ingest: Ingest
+    bills: BillCache
+    alarms: Alarms
+    api: Api
+    meters: MeterProtocol
+    udp_workers: UdpWorkers | None
+    http_workers: HttpWorkers | None
+
+
+def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Meterd:
+    """Build meterd from its options; nothing starts until the service does."""
+    clock = clock or default_reactor
+    metrics = Metrics()
+    store = make_store(config["db"], config["durability"])
+    directory = Directory()
+    ingest = Ingest(store, clock, metrics)
+    # Other processes' late readings never reach this cache's observer: no caching on a shared store.
+    bills = BillCache(max_entries=0 if store.shared else 50_000)
+    alarms = Alarms(store, directory, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
+    settings = Settings(
+        no_auth=bool(config.get("no-auth")), tz=config["tz"], limit_w=config["limit-w"], limit_wh=config["limit-wh"],
+        meter_mode=config["meter-mode"],
+    )
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
+    meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
+    parts = Parts(
+        config, clock, metrics, store, directory, ingest, bills, alarms, api, meters,
+        UdpWorkers(config["udp-workers"], meters, directory, ingest, metrics, default_reactor) if config.get("udp-workers") else None,
+        HttpWorkers(config["http-workers"], api, default_reactor) if config.get("http-workers") else None,
+    )
+    connect(parts)
+    return Meterd(parts)
+
+
+def connect(parts: Parts) -> None:
+    """Wire the parts, in this order.
+
+    1. A committed flush is observed first by the bill cache, which evicts
+       the bills its readings change, then by the alarm rules, which decide
+       on the readings: ingest answers the flush's HTTP readings only after
+       both, so a request behind a POST sees its effects.
+    2. The meters' acks of each flush go to the UDP workers when any is up
+       (they sign and send them from the shared socket), else to the
+       reactor's own port.
+    3. The HTTP workers' answers generation moves on with every alarm
+       settlement and every change of credentials: a poll they answered
+       before is answered by meterd again.
+    4. The UDP workers are told every new meter's key.
+    """
+    ingest, bills, alarms = parts.ingest, parts.bills, parts.alarms
+    ingest.observers.append(lambda readings, outcomes, _: bills.readings_stored(readings, outcomes))
+    ingest.observers.append(alarms.observe)
+    ingest.send_acks = parts.udp_workers.send_acks if parts.udp_workers else parts.meters.send_acks
+    if parts.http_workers is not None:
+        bump = parts.http_workers.answers_changed
+        alarms.settled_listeners.append(bump)
+        parts.directory.customer_listeners.append(lambda _: bump())
+    if parts.udp_workers is not None:
+        parts.directory.meter_listeners.append(parts.udp_workers.meter_added)
+
+
+class Meterd(service.MultiService):
+    """meterd: starts its parts in order once the store is ready, stops them in reverse."""
+
+    def __init__(self, parts: Parts) -> None:
         super().__init__()
-        self.store = store
-        self.directory = directory
-        self.ingest = ingest
+        self.parts = parts
         self.ready: Deferred[None] = Deferred()
-        self.api: Api
-        self.http: Any  # StreamServerEndpointService
-        self.udp: Any  # internet.UDPServer
-        self.workers: UdpWorkers | None = None
-        self.http_workers: HttpWorkers | None = None
+        self.http_port: IListeningPort | None = None
+        self.udp_port: Any = None
+        self._tuning: tuple[Any, ...] | None = None
+        self._umask: int | None = None
+        self._stopping: Deferred[None] | None = None
+        for child in (parts.ingest, parts.alarms, Notices(parts.metrics.recent)):
+            child.setServiceParent(self)
+
+    # the parts tests and the bench reach for
+    api = property(lambda self: self.parts.api)
+    store = property(lambda self: self.parts.store)
+    directory = property(lambda self: self.parts.directory)
+    ingest = property(lambda self: self.parts.ingest)
+    workers = property(lambda self: self.parts.udp_workers)
+    http_workers = property(lambda self: self.parts.http_workers)
 
     def privilegedStartService(self) -> None:
         """Bind nothing yet: the ports open only once the store is ready."""
@@ -91,62 +186,139 @@ class Core(service.MultiService):
         Deferred.fromCoroutine(self._start()).addErrback(self._failed)
 
     async def _start(self) -> None:
-        await self.store.start()
-        customers, meters = await self.store.load_directory()
+        parts, config = self.parts, self.parts.config
+        self._tune_process()
+        data_dir = Path(config["data-dir"])
+        self._umask, tightened = _step(f"the data dir {data_dir}", data_dir_prepare, data_dir)
+        for warning in tightened:
+            log.warn("{warning}: the data dir holds the operator token and every meter's key", warning=warning)
+        token, token_path, created = _step("the operator token", operator_token, data_dir)
+        parts.api.operator_token = token
+        log.info("operator token {state} {path}", state="created in" if created else "read from", path=str(token_path))
+        if config.get("no-auth"):
+            log.warn("AUTHENTICATION IS OFF (--no-auth, the assignment's compatibility mode): anyone can register, read any bill "
+                     "and post readings; unsigned datagrams are accepted and their valor rounded half up to the Wh")
+        log.info("meters registered without a mode are {mode} meters (--meter-mode)", mode=config["meter-mode"])
+        await parts.store.start()
+        customers, meters = await parts.store.load_directory()
         for customer in customers:
-            self.directory.add_customer(customer)
+            parts.directory.add_customer(customer)
         for meter in meters:
-            self.directory.add_meter(meter)
+            parts.directory.add_meter(meter)
         log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
         # What is loaded by now lives as long as the process, and a full
-        # collection traverses every tracked object with the GIL held: 88 ms
-        # for a directory of 100,000 meters, a pause the reactor cannot
+        # collection traverses every tracked object with the GIL held (88 ms
+        # for a directory of 100,000 meters), a pause the reactor cannot
         # afford under load. Frozen, the collector skips it.
         gc.collect()
         gc.freeze()
-        self.ingest.startService()
         for child in self:
-            child.privilegedStartService()
             child.startService()
+        self.http_port = await self._listen_http()
+        self.udp_port = self._listen_udp()
+        for pool in (parts.http_workers, parts.udp_workers):
+            if pool is not None:
+                pool.startService()
         self.ready.callback(None)
 
-    def _failed(self, failure: Any) -> None:
-        log.critical("meterd cannot start: {error}", error=failure.getErrorMessage())
+    def _tune_process(self) -> None:
+        """Every datagram and request allocates a few containers that die within a flush:
+        with CPython's default thresholds a young collection ran every few hundred
+        datagrams, and full ones, with the GIL held, every second or so. Restored at stop."""
+        self._tuning = (sys.getswitchinterval(), gc.get_threshold())
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        gc.set_threshold(*GC_THRESHOLDS)
+
+    async def _listen_http(self) -> IListeningPort:
+        config, parts = self.parts.config, self.parts
+        description = config["http"]
+        endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
+            else serverFromString(default_reactor, description)
+        try:
+            port: IListeningPort = await endpoint.listen(make_site(partial(serve, parts.api)))
+        except Exception as e:
+            raise StartError(f"cannot listen for HTTP on {description}: {_reason(e)}") from None
+        log.info("HTTP on {description}", description=description)
+        if parts.http_workers is not None:
+            parts.http_workers.listening = port
+        return port
+
+    def _listen_udp(self) -> Any:
+        config, meters = self.parts.config, self.parts.meters
+        interface, number = config["udp-interface"], config["udp"]
+        where = f"{interface or '*'}:{number}"
+        try:
+            if config.get("reuse-port"):
+                sock = shared_socket(socket.SOCK_DGRAM, interface, number)
+                try:
+                    port = default_reactor.adoptDatagramPort(sock.fileno(), sock.family, meters)
+                finally:
+                    sock.close()
+            else:
+                port = default_reactor.listenUDP(number, meters, interface=interface)
+        except Exception as e:
+            raise StartError(f"cannot listen for UDP on {where}: {_reason(e)}") from None
+        set_receive_buffer(datagram_socket(port), UDP_RECEIVE_BUFFER)
+        log.info("UDP on {where}", where=where)
+        return port
+
+    def _failed(self, failure: Failure) -> None:
+        reason = failure.getErrorMessage() if failure.check(StartError) else _reason(failure.value)
+        log.critical("meterd cannot start: {reason}", reason=reason)
         self.ready.errback(failure)
+        self.stopService()  # whatever did start: ports, workers, the store
         if default_reactor.running:
             default_reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             default_reactor.stop()
 
     def stopService(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._stop())
+        """Stop once: a failed start stops what it started, and twistd asks again at shutdown."""
+        if self._stopping is None:
+            self._stopping = Deferred.fromCoroutine(self._stop())
+        stopping: Deferred[None] = Deferred()
+        self._stopping.addBoth(lambda result: (stopping.callback(None), result)[1])
+        return stopping
 
     async def _stop(self) -> None:
-        await super().stopService()
-        if self.ingest.running:
-            await self.ingest.stopService()
-        await self.store.stop()
-        gc.unfreeze()  # a stopped Core's objects are the collector's again (tests run many in one process)
+        service.Service.stopService(self)
+        parts = self.parts
+        for pool in (parts.udp_workers, parts.http_workers):  # first: they send what they hold
+            if pool is not None and pool.running:
+                await pool.stopService()
+        for port in (self.udp_port, self.http_port):
+            if port is not None:
+                await port.stopListening()
+        self.udp_port = self.http_port = None
+        for child in reversed(list(self)):  # notices, alarms, then ingest, which flushes what is pending
+            if child.running:
+                await child.stopService()
+        await parts.store.stop()
+        gc.unfreeze()  # a stopped meterd's objects are the collector's again (tests run many in one process)
+        if self._tuning is not None:
+            switch, thresholds = self._tuning
+            sys.setswitchinterval(switch)
+            gc.set_threshold(*thresholds)
+            self._tuning = None
+        if self._umask is not None:
+            os.umask(self._umask)
+            self._umask = None
         log.info("meterd stopped")
 
 
-def _udp_port(config: dict[str, Any], protocol: MeterProtocol) -> service.Service:
-    """The UDP server, with a large receive buffer (and SO_REUSEPORT if asked)."""
+def _step(what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (OSError, ValueError) as e:
+        raise StartError(f"{what}: {_reason(e)}") from None
 
-    class UDPServer(internet.UDPServer):
-        def _getPort(self) -> Any:
-            if not config.get("reuse-port"):
-                port = super()._getPort()
-            else:
-                sock = shared_socket(socket.SOCK_DGRAM, config["udp-interface"], config["udp"])
-                try:
-                    reactor = internet._maybeGlobalReactor(self.reactor)
-                    port = reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol)
-                finally:
-                    sock.close()
-            set_receive_buffer(port.socket, UDP_RECEIVE_BUFFER)
-            return port
 
-    return UDPServer(config["udp"], protocol, interface=config["udp-interface"])
+def _reason(error: BaseException) -> str:
+    """One line for an operator: the OS's words where there are some."""
+    error = getattr(error, "socketError", error)  # twisted's CannotListenError carries the OS error
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
@@ -162,87 +334,3 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
         log.warn("the UDP receive buffer is {granted} bytes, not the {size} asked for: under load datagrams will be lost "
                  "before meterd reads them; raise the limit (sysctl -w net.core.rmem_max={size})", granted=granted, size=size)
     return granted
-
-
-@implementer(IStreamServerEndpoint)
-class _KeepsPort:
-    """An endpoint that remembers the port it listens on: the HTTP workers share its socket."""
-
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
-        self.endpoint = endpoint
-        self.port: IListeningPort | None = None
-
-    def listen(self, factory: Any) -> Deferred[IListeningPort]:
-        return self.endpoint.listen(factory).addCallback(self._listening)
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        return port
-
-
-def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> service.MultiService:
-    clock = clock or default_reactor
-    # The store's writer thread hands the GIL back and forth with a reactor that
-    # is never idle under load; each hand-back waits up to one switch interval
-    # (5 ms by default), which capped durable ingest far below what SQLite does.
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    # Every datagram allocates a few containers (a dict, tuples, a Reading)
-    # that die within a flush, but CPython's default thresholds (700, 10, 10)
-    # ran a young collection every few hundred datagrams and, as pending
-    # readings and the alarms' windows kept surviving, a full collection every
-    # second or so: 80-120 ms each with the GIL held, some 15 % of the process's
-    # time at 40,000 readings/s, each pause long enough to overflow the socket
-    # buffer. Counts are net of frees, so with these a young collection comes
-    # only once garbage really accumulates.
-    gc.set_threshold(*GC_THRESHOLDS)
-    data_dir = Path(config["data-dir"])
-    token, token_path, created = operator_token(data_dir)
-    log.info("operator token {state} {path}", state="created in" if created else "read from", path=str(token_path))
-    if config.get("no-auth"):
-        log.warn("AUTHENTICATION IS OFF (--no-auth, the assignment's compatibility mode): anyone can register, read any bill "
-                 "and post readings; unsigned datagrams are accepted and their valor rounded half up to the Wh")
-    log.info("meters registered without a mode are {mode} meters (--meter-mode)", mode=config["meter-mode"])
-
-    metrics = Metrics()
-    store = make_store(config["db"], config["durability"])
-    directory = Directory()
-    ingest = Ingest(store, clock, metrics)
-    settings = Settings(
-        no_auth=bool(config.get("no-auth")),
-        tz=config["tz"],
-        limit_w=config["limit-w"],
-        limit_wh=config["limit-wh"],
-        meter_mode=config["meter-mode"],
-    )
-    alarms = Alarms(store, directory, ingest, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
-    bills = BillCache(max_entries=0 if store.shared else 50_000)  # other processes' late readings never reach its observer
-    ingest.observers.append(lambda readings, outcomes, _: bills.readings_stored(readings, outcomes))
-    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
-    api.operator_token = token
-    site = make_site(partial(serve, api))
-
-    core = Core(store, directory, ingest)
-    core.api = api
-    alarms.setServiceParent(core)  # started by Core once the store is open, before the ports
-    Notices(metrics.recent).setServiceParent(core)
-    if config.get("reuse-port"):
-        endpoint = SharedTCPEndpoint.from_string(default_reactor, config["http"])
-    else:
-        endpoint = serverFromString(default_reactor, config["http"])
-    endpoint = _KeepsPort(endpoint)
-    core.http = internet.StreamServerEndpointService(endpoint, site)
-    core.http.setServiceParent(core)
-    if config.get("http-workers"):
-        # After the port: they start with the socket listening, and stop first.
-        sqlite_path = os.path.abspath(store.path) if isinstance(store, SqliteStore) else None
-        core.http_workers = HttpWorkers(config["http-workers"], api, lambda: endpoint.port, default_reactor,
-                                        sqlite_path=sqlite_path)
-        core.http_workers.setServiceParent(core)
-    protocol = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
-    core.udp = _udp_port(config, protocol)
-    core.udp.setServiceParent(core)
-    if config.get("udp-workers"):
-        # After the port: it starts with the socket open, and stops first.
-        core.workers = UdpWorkers(config["udp-workers"], protocol, directory, ingest, metrics, default_reactor)
-        core.workers.setServiceParent(core)
-    return core

@@ -28,6 +28,7 @@ from meterd.ingest import AckRow, Address, Ingest, Overloaded
 from meterd.metrics import Metrics
 from meterd.screen import Rejected, Screen
 from meterd.store.base import Meter
+from meterd.twisted_internals import datagram_socket, limit_reads_per_turn
 
 log = Logger()
 
@@ -60,8 +61,8 @@ class MeterProtocol(DatagramProtocol):
         (``service.UDP_RECEIVE_BUFFER``) or is dropped by the kernel, as under
         any overload.
         """
-        if self.transport is not None and hasattr(self.transport, "maxThroughput"):
-            self.transport.maxThroughput = READ_BYTES_PER_TURN
+        if self.transport is not None and hasattr(self.transport, "maxThroughput"):  # a real port, not a test's
+            limit_reads_per_turn(self.transport, READ_BYTES_PER_TURN)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
         self.metrics.datagrams_received += 1
@@ -131,8 +132,7 @@ class MeterProtocol(DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
-        sock = getattr(transport, "socket", None)
-        write = transport.write if sock is None else sock.sendto
+        write = datagram_socket(transport).sendto if hasattr(transport, "socket") else transport.write
         sent, unsent = send_ack_rows(write, self.screen.key_for, acks)
         self.metrics.acks_sent += sent
         self.metrics.acks_unsent += unsent

@@ -45,6 +45,7 @@ from zope.interface import implementer
 
 from meterd.datagram import send_ack_rows
 from meterd.screen import MeterId, Rejected, Screen
+from meterd.twisted_internals import datagram_socket, limit_reads_per_turn
 from meterd.worker_process import SOCKET_FD, ParentLink, run
 
 # Bytes read from the socket per reactor turn (Twisted's default: 256 KB, some
@@ -64,7 +65,7 @@ class Receiver(DatagramProtocol):
         self.clock = clock
 
     def startProtocol(self) -> None:
-        self.transport.maxThroughput = READ_BYTES_PER_TURN
+        limit_reads_per_turn(self.transport, READ_BYTES_PER_TURN)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         worker = self.worker
@@ -119,7 +120,7 @@ class Worker(ParentLink):
     def _send_acks(self, acks: list[list[Any]]) -> None:
         if self.port is None:
             return
-        sent, unsent = send_ack_rows(self.port.socket.sendto, self.screen.key_for, acks)
+        sent, unsent = send_ack_rows(datagram_socket(self.port).sendto, self.screen.key_for, acks)
         self.acks_sent += sent
         self.acks_unsent += unsent
         if self.pending is None:

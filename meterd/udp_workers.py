@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 
 from meterd.directory import Directory, MeterEntry
 from meterd.ingest import AckRow, Ingest
@@ -46,12 +45,8 @@ class UdpWorkers(WorkerPool):
         *head, last = in_frames([_key_row(entry) for entry in self.directory.meters.values()])
         return [*({"keys": keys} for keys in head), {"require_signature": self.protocol.screen.require_signature, "keys": last}]
 
-    def startService(self) -> None:
-        self.ingest.send_acks = self.send_acks
-        self.directory.meter_listeners.append(self._meter_added)
-        super().startService()
-
-    def _meter_added(self, entry: MeterEntry) -> None:
+    def meter_added(self, entry: MeterEntry) -> None:
+        """A meter was registered (or its key changed): every worker needs its key."""
         self.send_all({"keys": [_key_row(entry)]})
 
     def send_acks(self, acks: list[AckRow]) -> None:
@@ -89,12 +84,6 @@ class UdpWorkers(WorkerPool):
     def ready_count_changed(self, ready: int) -> None:
         self.metrics.udp_workers.set(ready)
         super().ready_count_changed(ready)
-
-    def stopService(self) -> Deferred[Any]:
-        self.ingest.send_acks = self.protocol.send_acks
-        if self._meter_added in self.directory.meter_listeners:
-            self.directory.meter_listeners.remove(self._meter_added)
-        return super().stopService()
 
 
 def _key_row(entry: MeterEntry) -> list[Any]:

@@ -23,7 +23,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
 SOCKET_FD = 3
-GENERATION_FD = 4  # an HTTP worker's: meterd's alarm generation (meterd.generation)
+GENERATION_FD = 4  # an HTTP worker's: meterd's answers generation (meterd.generation)
 PIPE_SIZE = 1024 * 1024
 GC_THRESHOLDS = (50_000, 20, 100)  # meterd's and its workers' (meterd.service says why): every datagram or request allocates, little survives
 

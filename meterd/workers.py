@@ -26,6 +26,7 @@ from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.protocols.basic import Int32StringReceiver
 
 import meterd
+from meterd.twisted_internals import write_now
 from meterd.worker_process import SOCKET_FD
 
 log = Logger()
@@ -87,9 +88,8 @@ class WorkerLink(ProcessProtocol):
         pipe on what that last write returns.
         """
         self._frames.sendString(orjson.dumps(message))
-        stdin = self.transport.pipes.get(0) if at_once else None
-        if stdin is not None and not stdin.disconnecting:
-            stdin.doWrite()
+        if at_once:
+            write_now(self.transport)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == 1:

@@ -24,7 +24,7 @@ from twisted.internet import reactor
 
 from bench.common import ROOT, free_port, http, subprocess_env
 from meterd.options import Options
-from meterd.service import Core, makeService
+from meterd.service import Meterd, makeService
 
 
 
@@ -32,7 +32,7 @@ from meterd.service import Core, makeService
 class LiveServer:
     """A meterd service running in this process's reactor."""
 
-    core: Core
+    core: Meterd
     url: str
     udp_port: int
     token: str
@@ -140,10 +140,9 @@ async def start_server(data_dir: Path, *args: str) -> LiveServer:
     core = makeService(config)
     core.startService()
     await core.ready
-    http_port = await core.http._waitingForPort
-    udp_port = core.udp._port.getHost().port
+    assert core.http_port is not None
     token = (data_dir / "operator.token").read_text().strip()
-    return LiveServer(core, f"http://127.0.0.1:{http_port.getHost().port}", udp_port, token, data_dir)
+    return LiveServer(core, f"http://127.0.0.1:{core.http_port.getHost().port}", core.udp_port.getHost().port, token, data_dir)
 
 
 class Twistd:

@@ -40,7 +40,8 @@ class Rig:
         self.store = SqliteStore(str(path))
         self.directory = Directory()
         self.ingest = Ingest(self.store, clock, Metrics())
-        self.alarms = Alarms(self.store, self.directory, self.ingest, clock, **alarm_options)
+        self.alarms = Alarms(self.store, self.directory, clock, **alarm_options)
+        self.ingest.observers.append(self.alarms.observe)
 
     async def start(self) -> None:
         await self.store.start()

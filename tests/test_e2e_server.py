@@ -4,6 +4,7 @@ still there; bad option values stop it at start with one clear line."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,42 @@ def test_bad_options_fail_at_start_with_one_clear_line(tmp_path: Path) -> None:
         last = [line for line in output.splitlines() if line.strip()][-1]
         assert names in last, (args, output)
         assert not (data_dir / "meterd.sqlite3").exists()  # it stopped before opening anything
+
+
+@pytest.mark.parametrize("busy", ["http", "udp", "both"])
+def test_a_busy_port_ends_the_start_with_one_line_and_nothing_left_running(tmp_path: Path, busy: str) -> None:
+    """meterd starts whole or not at all: a port it cannot bind ends it non-zero, in one line, no traceback,
+    with no worker process left behind (both kinds of worker are asked for)."""
+    http_holder = socket.socket()
+    http_holder.bind(("127.0.0.1", 0))
+    http_holder.listen()
+    udp_holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_holder.bind(("127.0.0.1", 0))
+    http_port = http_holder.getsockname()[1] if busy in ("http", "both") else free_port()
+    udp_port = udp_holder.getsockname()[1] if busy in ("udp", "both") else free_port(socket.SOCK_DGRAM)
+    cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "meterd", "--http", f"tcp:{http_port}:interface=127.0.0.1",
+           "--udp", str(udp_port), "--udp-interface", "127.0.0.1", "--data-dir", str(tmp_path / "data"),
+           "--http-workers", "1", "--udp-workers", "1"]
+    try:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        http_holder.close()
+        udp_holder.close()
+    assert proc.returncode != 0, output
+    assert "Traceback" not in output and "Unhandled Error" not in output, output
+    failures = [line for line in output.splitlines() if "cannot start" in line]
+    what = "HTTP" if busy in ("http", "both") else "UDP"
+    assert len(failures) == 1 and f"cannot listen for {what}" in failures[0] and "Address already in use" in failures[0], output
+    assert "worker" not in output  # none was started, so none is left
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True)
+    assert left.stdout.strip() == "", left.stdout
+
+
+def test_twistd_meterd_version_prints_meterds_version(tmp_path: Path) -> None:
+    import meterd
+
+    done = subprocess.run([str(Path(sys.executable).parent / "twistd"), "-n", "meterd", "--version"], cwd=tmp_path,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"meterd {meterd.__version__} (Twisted ")

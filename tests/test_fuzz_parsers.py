@@ -32,7 +32,8 @@ from meterd.datagram import (
 )
 from meterd.readings import InvalidField, as_int, kwh_to_wh, parse_reading, timestamp_us
 from meterd.taxid import make_cpf
-from meterd.web import params
+from meterd.web import params, routes
+from meterd.web.api import Api
 from meterd.web.errors import ApiError
 
 NOW_S = 1_764_000_000.0
@@ -244,20 +245,12 @@ def test_params_parse_raises_only_400_or_415(body: bytes, content_type: str | No
 @FUZZ
 @given(field_maps | near_readings)
 def test_typed_accessors_raise_only_400(fields: dict[str, Any]) -> None:
-    accessors = (
-        lambda f: params.customer(f),
-        lambda f: params.integer(f, "id_medidor", minimum=1),
-        lambda f: params.integer(f, "periodo", default=0, maximum=10_000),
-        lambda f: params.text(f, "name"),
-        lambda f: params.text(f, "tz", default="America/Sao_Paulo"),
-        lambda f: params.choice(f, "kind", ("D", "M", "Y")),
-        lambda f: params.choice(f, "ligacao", ("mono", "bi", "tri"), default="mono"),
-    )
-    for accessor in accessors:
-        try:
-            accessor(fields)
-        except ApiError as e:
-            assert e.status == 400 and e.code and all(c in string.ascii_lowercase + "_" for c in e.code)
+    for route in routes.routes_of(Api):  # every field of every route
+        for field in route.fields:
+            try:
+                field.value(fields)
+            except ApiError as e:
+                assert e.status == 400 and e.code and all(c in string.ascii_lowercase + "_" for c in e.code)
 
 
 @FUZZ

@@ -91,7 +91,7 @@ def test_run_hands_what_waits_to_twisted_and_loses_nothing() -> None:
 
 def raw_request(server: LiveServer, raw: bytes) -> bytes:
     """Feed one request to a channel of the real site; what it wrote without any reactor turn."""
-    channel = server.core.http.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    channel = server.core.http_port.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     transport = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8888), peerAddress=IPv4Address("TCP", "127.0.0.1", 50000)
     )

@@ -398,20 +398,27 @@ async def test_stop_drains_into_a_real_store(tmp_path: Path):
         await store.stop()
 
 
-def test_the_server_runs_the_garbage_collector_less_often(tmp_path: Path) -> None:
+@pytest_twisted.ensureDeferred
+async def test_building_changes_nothing_and_starting_tunes_the_collector_until_stop(tmp_path: Path) -> None:
+    """makeService only builds: the process's GC and switch interval change at start, and come back at stop."""
     import gc
+    import sys
 
-    from meterd.service import GC_THRESHOLDS, Options, makeService
+    from meterd.service import GC_THRESHOLDS, SWITCH_INTERVAL, Options, makeService
+    from tests.support import start_server
 
-    before = gc.get_threshold()  # another in-process server may have set it already
+    before = (gc.get_threshold(), sys.getswitchinterval())
+    config = Options()
+    config.parseOptions(["--data-dir", str(tmp_path / "built")])
+    makeService(config)
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
+    assert not (tmp_path / "built" / "operator.token").exists()  # nothing written either
+    server = await start_server(tmp_path / "started")
     try:
-        gc.set_threshold(700, 10, 10)  # CPython's defaults
-        config = Options()
-        config.parseOptions(["--data-dir", str(tmp_path)])
-        makeService(config)
-        assert gc.get_threshold() == GC_THRESHOLDS
+        assert (gc.get_threshold(), sys.getswitchinterval()) == (GC_THRESHOLDS, SWITCH_INTERVAL)
     finally:
-        gc.set_threshold(*before)
+        await server.stop()
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
 
 
 @pytest_twisted.ensureDeferred

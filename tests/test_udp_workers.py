@@ -348,6 +348,8 @@ class Pool:
         self.port = SocketPort()
         self.protocol.makeConnection(self.port)
         self.pool = UdpWorkers(1, self.protocol, self.directory, self.ingest, self.metrics, self.reactor)
+        self.ingest.send_acks = self.pool.send_acks  # as meterd.service.connect wires it
+        self.directory.meter_listeners.append(self.pool.meter_added)
         self.pool.startService()
 
     def connect(self, index: int = -1) -> tuple[Any, ProcessTransport]:

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 from twisted.web.server import Request
 
+from meterd.twisted_internals import request_gone
+
 #: RFC 9110's names where Python's table still has RFC 7231's (twisted.web has
 #: none at all for 422 and would send "Unknown Status").
 _RFC_9110 = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
@@ -64,7 +66,7 @@ def incoming_of(request: Request) -> Incoming:
 
 def write_answer(request: Request, answer: Answer, *, close: bool = False) -> None:
     """Write the answer and finish; ``close`` (and every 413) closes the connection after it."""
-    if request.finished or request._disconnected:
+    if request.finished or request_gone(request):
         return
     request.setResponseCode(answer.status, reason(answer.status))
     for name, value in answer.headers.items():

@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
-from meterd.readings import InvalidField, as_int, customer_id, require
 from meterd.web.errors import ApiError, bad_request
 
 _CACHED_QUERY = 256  # longest query string remembered, in bytes: a bounded cache, whatever clients send
@@ -66,50 +65,3 @@ def _reject_constant(name: str) -> Any:
 
 def _scalar(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def field(params: dict[str, Any], name: str) -> Any:
-    try:
-        return require(params, name)
-    except InvalidField as e:
-        raise bad_request(e.code, str(e)) from None
-
-
-_REQUIRED: Any = object()  # integer()'s default when the parameter must be given
-
-
-def integer(params: dict[str, Any], name: str, *, default: Any = _REQUIRED, minimum: int = 0, maximum: int = 2**31 - 1) -> Any:
-    """The parameter as an int in range; ``default`` (``None`` included) when it is absent or empty."""
-    if default is not _REQUIRED and params.get(name) in (None, ""):
-        return default
-    try:
-        return as_int(name, field(params, name), minimum=minimum, maximum=maximum)
-    except InvalidField as e:
-        raise bad_request(e.code, str(e)) from None
-
-
-def text(params: dict[str, Any], name: str, *, default: str | None = None, max_length: int = 200) -> str:
-    value = params.get(name)
-    if value in (None, "") and default is not None:
-        return default
-    value = field(params, name)
-    if not isinstance(value, str):
-        raise bad_request("invalid_type", f"{name} must be a string")
-    value = value.strip()
-    if not value or len(value) > max_length or not value.isprintable():
-        raise bad_request("invalid_value", f"{name} must be 1 to {max_length} printable characters")
-    return value
-
-
-def choice(params: dict[str, Any], name: str, options: tuple[str, ...], *, default: str | None = None) -> str:
-    value = text(params, name, default=default)
-    if value not in options:
-        raise bad_request("invalid_value", f"{name} must be one of {', '.join(options)}")
-    return value
-
-
-def customer(params: dict[str, Any]) -> str:
-    try:
-        return customer_id(field(params, "id"))
-    except InvalidField as e:
-        raise bad_request(e.code, str(e)) from None
