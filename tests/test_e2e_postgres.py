@@ -172,7 +172,7 @@ async def test_per_customer_locking_used_on_citus_gives_the_same_outcomes(stores
     a, b = stores
     await a.start()
     await b.start()
-    a.citus = b.citus = True  # what _started sets when the citus extension is present
+    a.engine.citus = b.engine.citus = True  # what the engine learns at start when the citus extension is present
     for cid in (C1, "98765432100"):
         await a.create_customer(customer(cid))
         await a.create_meter(cid, "register", "ab" * 32, 0)

@@ -722,22 +722,22 @@ async def test_sqlite_remembered_edges_survive_in_order_readings_and_go_with_lat
         await store.ingest([rd(D0, 1000, meter=2), rd(D0 + 2 * HOUR, 1400, meter=2)], 0)
         assert await usage_of(store, 1, "register", edges) == [(200, True)]  # 1200 at D0 + 1 h, across a 90 min gap
         await usage_of(store, 2, "register", edges)
-        assert store._remembered_edge((C1, 1), D0 + HOUR) is not None
+        assert store.memory.edge((C1, 1), D0 + HOUR) is not None
 
         # Newer than everything stored: no remembered span holds it, the edges stay.
         await store.ingest([rd(D0 + 3 * HOUR, 1500), rd(D0 + 4 * HOUR, 1600)], 0)
-        assert store._remembered_edge((C1, 1), D0 + HOUR) is not None
+        assert store.memory.edge((C1, 1), D0 + HOUR) is not None
 
         # Late, inside the span around D0 + 1 h of meter 1 only: that edge goes, meter 2's stays.
         await store.ingest([rd(D0 + 90 * MIN, 1150), rd(D0 + 5 * HOUR, 1700)], 0)
-        assert store._remembered_edge((C1, 1), D0 + HOUR) is None
-        assert store._remembered_edge((C1, 1), D0) is not None  # a reading sits on D0: nothing changes it
-        assert store._remembered_edge((C1, 2), D0 + HOUR) is not None
+        assert store.memory.edge((C1, 1), D0 + HOUR) is None
+        assert store.memory.edge((C1, 1), D0) is not None  # a reading sits on D0: nothing changes it
+        assert store.memory.edge((C1, 2), D0 + HOUR) is not None
         assert await usage_of(store, 1, "register", edges) == [(125, False)]  # 1125 at D0 + 1 h, from the late reading
 
         # A span is open at both ends: a late reading 1 ms before its end still changes the edge.
         await store.ingest([rd(D0 + 2 * HOUR - 1, 1399, meter=2), rd(D0 + 3 * HOUR, 1500, meter=2)], 0)
-        assert store._remembered_edge((C1, 2), D0 + HOUR) is None
+        assert store.memory.edge((C1, 2), D0 + HOUR) is None
     finally:
         await store.stop()
 
@@ -751,9 +751,9 @@ async def test_sqlite_an_edge_remembered_past_the_newest_reading_goes_with_the_n
     try:
         await setup_meters(store, "register")
         await store.ingest([rd(D0, 1000)], 0)
-        store._remember_edge((C1, 1), D0 + 2 * HOUR, (Sample(D0, 1000), None), store._generation())
+        store.memory.remember({((C1, 1), D0 + 2 * HOUR): (Sample(D0, 1000), None)}, store.memory.flushes)
         await store.ingest([rd(D0 + HOUR, 1100)], 0)
-        assert store._edges.get((C1, 1)) is None
+        assert store.memory._edges.get((C1, 1)) is None
     finally:
         await store.stop()
 
@@ -777,7 +777,7 @@ async def test_sqlite_remembered_edges_agree_with_a_fresh_store_after_random_lat
             await store.ingest(batch, 0)
             remembered = await usage_of(store, 1, "register", edges)
             fresh = SqliteStore(str(tmp_path / "db.sqlite3"))
-            fresh._take_lock = lambda: None  # type: ignore[method-assign]  # a second reader of the same file
+            fresh.engine._take_lock = lambda: None  # type: ignore[method-assign]  # a second reader of the same file
             await fresh.start()
             try:
                 assert remembered == await usage_of(fresh, 1, "register", edges)
@@ -845,7 +845,7 @@ async def test_sqlite_a_flush_seeks_by_primary_key_and_never_scans_a_table(tmp_p
 @pytest_twisted.ensureDeferred
 async def test_a_flush_of_any_size_is_written_whole(store):
     """Sizes around the statement size: every reading lands once, rollups and state agree."""
-    from meterd.store.sql import ROWS_PER_STATEMENT
+    from meterd.store.sqlite import ROWS_PER_STATEMENT
 
     await setup_meters(store, "interval")
     start = D0
@@ -878,7 +878,7 @@ async def test_sqlite_flushes_of_ever_new_sizes_reuse_a_few_statement_shapes(tmp
             await store.ingest([rd(ts + i * 1000, 1) for i in range(n)], ts)
             ts += n * 1000
         for log in readings_log.LOGS:  # readings land in either log, so each has its shapes
-            shapes = [key for key in store._sql if isinstance(key, tuple) and key[0].startswith(f"INSERT INTO {log} ")]
+            shapes = [key for key in store.engine._statements if key[0].startswith(f"INSERT INTO {log} ")]
             assert 0 < len(shapes) <= 79  # 1,024 rows, multiples of 64 below it, and 1 to 63
     finally:
         await store.stop()

@@ -30,15 +30,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from meterd.readings import Reading
-from meterd.store.base import AlreadyExists, Customer, Meter
 from meterd.store.plan import MeterKey, MeterState
 from meterd.store.sql import SqlStore
 
 log = Logger()
 
 READER_CONNECTIONS = 3
-CREATE_METER_TRIES = 5
 
 # pg_advisory_xact_lock key for schema migrations: any constant shared by every
 # meterd (this one spells "meterd" in ASCII).
@@ -53,7 +50,7 @@ MIGRATION_LOCK = 0x6D6574657264
 _LOCK_STATES = """
 SELECT m.customer_id, m.meter_id, m.mode, m.last_ts, m.last_wh
 FROM meters AS m
-JOIN unnest(?::text[], ?::bigint[]) AS k (customer_id, meter_id)
+JOIN unnest(%s::text[], %s::bigint[]) AS k (customer_id, meter_id)
   ON m.customer_id = k.customer_id AND m.meter_id = k.meter_id
 ORDER BY m.customer_id, m.meter_id
 FOR UPDATE OF m
@@ -65,28 +62,30 @@ FOR UPDATE OF m
 _LOCK_STATES_OF_CUSTOMER = """
 SELECT customer_id, meter_id, mode, last_ts, last_wh
 FROM meters
-WHERE customer_id = ? AND meter_id = ANY(?::bigint[])
+WHERE customer_id = %s AND meter_id = ANY(%s::bigint[])
 ORDER BY meter_id
 FOR UPDATE
 """
 
 
-class PostgresStore(SqlStore):
-    backend = "postgresql"
-    placeholder = "%s"
+class PostgresEngine:
+    """PostgreSQL's side of :class:`~meterd.store.sql.Engine`."""
+
+    name = "postgresql"
     # Other processes write to this database too: caches of what the store
     # holds (the directory's meter lists, closed months' bills) must be
     # checked against it rather than trusted (see docs/scale-out.md).
     shared = True
-    unavailable_errors = (psycopg.OperationalError, psycopg.InterfaceError, adbapi.ConnectionLost)
+    reading_tables = ("readings",)
+    unavailable_errors: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError, adbapi.ConnectionLost)
 
     def __init__(self, dsn: str, *, durability: str = "full") -> None:
-        super().__init__()
         self.dsn = dsn
         self.durability = durability
         self.citus = False
+        self._statements: dict[Any, str] = {}  # translated statements (any thread: a dict's set is atomic, the value the same)
 
-    def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
+    def open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
         return self._pool(1, self._configure_writer), self._pool(READER_CONNECTIONS, None)
 
     def _pool(self, size: int, openfun: Any) -> adbapi.ConnectionPool:
@@ -115,7 +114,16 @@ class PostgresStore(SqlStore):
             conn.execute("SET synchronous_commit TO off")
             conn.commit()
 
-    def _migrate(self, txn: Any) -> int:
+    def close(self) -> None:
+        pass
+
+    def sql(self, statement: str) -> str:
+        translated = self._statements.get(statement)
+        if translated is None:
+            translated = self._statements[statement] = statement.replace("?", "%s")
+        return translated
+
+    def lock_for_migration(self, txn: Any) -> None:
         """Migrate under a transaction-scoped advisory lock.
 
         Two processes starting together on an empty database would otherwise
@@ -124,41 +132,40 @@ class PostgresStore(SqlStore):
         schema current. PostgreSQL's DDL is transactional, so a failed
         migration leaves nothing half-done.
         """
-        txn.execute(self.sql("SELECT pg_advisory_xact_lock(?)"), (MIGRATION_LOCK,))
-        return super()._migrate(txn)
+        txn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
-    def _started(self) -> Deferred[None]:
+    def started(self, writer: adbapi.ConnectionPool) -> Deferred[Any]:
         def remember(rows: list[tuple[Any, ...]]) -> None:
             self.citus = bool(rows)
             if self.citus:
                 log.info("Citus detected: meters are locked per customer shard in each flush")
 
-        assert self._writer is not None
-        return self._writer.runQuery("SELECT 1 FROM pg_extension WHERE extname = 'citus'").addCallback(remember)
+        return writer.runQuery("SELECT 1 FROM pg_extension WHERE extname = 'citus'").addCallback(remember)
 
-    # -- readings ----------------------------------------------------------
-
-    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
+    def rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
         """The shared multi-row statements, with one array per column through ``unnest``.
 
         psycopg caches its placeholder parsing only for short statements; a
-        VALUES list with thousands of ``%s`` was parsed anew in Python on every
-        flush, holding the GIL. ``unnest`` keeps the statement short (one
+        VALUES list with thousands of ``%s`` would be parsed anew in Python on
+        every flush, holding the GIL. ``unnest`` keeps the statement short (one
         parameter per column) whatever the number of rows.
         """
         if not rows:
             return
         types = tuple("text" if isinstance(value, str) else "bigint" for value in rows[0])
         key = ("unnest", head, tail, types)
-        statement = self._sql.get(key)
+        statement = self._statements.get(key)
         if statement is None:
             before, _, after = head.rpartition("VALUES")
             names = ", ".join(f"column{i}" for i in range(1, len(types) + 1))
             arrays = ", ".join(f"%s::{t}[]" for t in types)
-            statement = self._sql[key] = f"{self.sql(before)}SELECT * FROM unnest({arrays}) AS u({names}){after} {self.sql(tail)}"
+            statement = self._statements[key] = f"{self.sql(before)}SELECT * FROM unnest({arrays}) AS u({names}){after} {self.sql(tail)}"
         txn.execute(statement, [list(column) for column in zip(*rows)])
 
-    def _states_for(self, txn: Any, readings: Sequence[Reading]) -> Mapping[MeterKey, MeterState]:
+    def write_readings(self, txn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        self.rows(txn, "INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES", rows)
+
+    def locked_states(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
         """The meters' newest readings as committed, their rows locked until this flush commits.
 
         Why no reading can hit the readings' primary key even when two
@@ -173,7 +180,6 @@ class PostgresStore(SqlStore):
         transaction holding their meter's lock, so the check and the insert
         cannot interleave with another writer.
         """
-        keys = {r[:2] for r in readings}  # (customer_id, meter_id)
         if not keys:
             return {}
         if self.citus:
@@ -182,38 +188,25 @@ class PostgresStore(SqlStore):
             for c, m in keys:
                 by_customer.setdefault(c, []).append(m)
             for c in sorted(by_customer):
-                txn.execute(self.sql(_LOCK_STATES_OF_CUSTOMER), (c, sorted(by_customer[c])))
+                txn.execute(_LOCK_STATES_OF_CUSTOMER, (c, sorted(by_customer[c])))
                 rows.extend(txn.fetchall())
         else:
             ordered = sorted(keys)
-            txn.execute(self.sql(_LOCK_STATES), ([c for c, _ in ordered], [m for _, m in ordered]))
+            txn.execute(_LOCK_STATES, ([c for c, _ in ordered], [m for _, m in ordered]))
             rows = txn.fetchall()
         return {(c, m): MeterState(mode, ts, wh) for c, m, mode, ts, wh in rows}
 
-    # -- registration races between processes ------------------------------
+    def violated(self, failure: Failure) -> str | None:
+        """Another process inserted the same customer, or took the same next meter id, meanwhile."""
+        if failure.check(pg_errors.UniqueViolation):
+            name: str | None = failure.value.diag.constraint_name
+            return name
+        return None
 
-    def create_customer(self, customer: Customer) -> Deferred[Customer]:
-        """As the shared one; a concurrent insert of the same id elsewhere is AlreadyExists too."""
 
-        def taken(failure: Failure) -> Failure:
-            failure.trap(pg_errors.UniqueViolation)
-            if failure.value.diag.constraint_name == "customers_pkey":
-                raise AlreadyExists(customer.id)
-            return failure
+class PostgresStore(SqlStore):
+    """The PostgreSQL store: :class:`SqlStore` with the PostgreSQL engine, nothing kept in memory."""
 
-        return super().create_customer(customer).addErrback(taken)
-
-    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]:
-        """As the shared one, retried when another process took the same next meter id."""
-
-        def attempt(tries: int) -> Deferred[Meter]:
-            def raced(failure: Failure) -> Any:
-                failure.trap(pg_errors.UniqueViolation)
-                if tries <= 1 or failure.value.diag.constraint_name != "meters_pkey":
-                    return failure
-                log.debug("meter id race for {customer}; retrying", customer=customer_id)
-                return attempt(tries - 1)
-
-            return SqlStore.create_meter(self, customer_id, mode, key_hex, created_ms).addErrback(raced)
-
-        return attempt(CREATE_METER_TRIES)
+    def __init__(self, dsn: str, *, durability: str = "full") -> None:
+        super().__init__(PostgresEngine(dsn, durability=durability))
+        self.dsn = dsn

@@ -1,75 +1,111 @@
-"""The SQL every backend shares, written once against DB-API cursors.
+"""The SQL every backend shares, written once against DB-API cursors, and the store built on it.
 
-Statements use ``?`` placeholders; a backend whose driver wants ``%s``
-translates them in :meth:`SqlStore.sql`. Backends differ only in how they
-connect, how they guard the meters' newest-reading state across processes
-(:meth:`SqlStore._states_for`) and which errors mean "unavailable".
+What differs between SQLite and PostgreSQL lives in one :class:`Engine`
+object (:mod:`meterd.store.sqlite`, :mod:`meterd.store.postgres`): how to
+connect, how to write many rows in one statement, where readings land, how a
+flush learns and locks its meters' newest readings, which errors mean
+"unavailable". A store that is its database's only writer also keeps a
+:class:`~meterd.store.memory.MeterMemory`.
+
+Which thread runs what:
+
+* the reactor thread calls every public method (each returns a Deferred),
+  runs every callback, and alone reads and writes the ``MeterMemory``;
+* the writer thread (one connection) runs the transactions that write:
+  migrations, registrations, each flush (``plan_ingest`` included) and each
+  alarm settlement;
+* the reader threads run every query.
+
+A transaction's function gets from the reactor whatever in-memory state it
+needs as an argument, and returns what it found; it never touches the
+store's attributes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
 from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.memory import Around, MeterMemory
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
 log = Logger()
 
 _CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
 _METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
-#: Rows per statement of a flush's writes; what is left goes in at most two
-#: more statements, a multiple of ROW_GRANULE rows and the rest. 9 columns x
-#: 1,024 rows stay under SQLite's 32,766 parameters.
-ROWS_PER_STATEMENT = 1024
-ROW_GRANULE = 64
-#: The statement shapes a table's rows can take (79): full, multiples of the granule, the rest.
-STATEMENT_SHAPES = 1 + (ROWS_PER_STATEMENT // ROW_GRANULE - 1) + (ROW_GRANULE - 1)
+CREATE_METER_TRIES = 5  # another process may take the same next meter id (engines whose store is shared)
+
+
+class Engine(Protocol):
+    """What differs between the backends, in one object (as synapse's ``BaseDatabaseEngine``)."""
+
+    name: str  # the key of its own migrations in schema.MIGRATIONS
+    shared: bool  # other processes write the same database: nothing about it may be kept in memory
+    reading_tables: tuple[str, ...]  # stored readings are the union of these
+    unavailable_errors: tuple[type[BaseException], ...]
+
+    def open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
+        """The writer pool (one connection) and the readers'."""
+
+    def close(self) -> None:
+        """Release what ``open_pools`` took beyond the pools (a lock file, say)."""
+
+    def sql(self, statement: str) -> str:
+        """A statement written with ``?`` placeholders, in the driver's own."""
+
+    def lock_for_migration(self, txn: Any) -> None:
+        """Make the migrations' transaction exclusive (writer thread)."""
+
+    def started(self, writer: adbapi.ConnectionPool) -> Deferred[Any]:
+        """Learn what the database is, once the schema is current."""
+
+    def rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
+        """Run ``head VALUES ... tail`` over many rows (writer thread)."""
+
+    def write_readings(self, txn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Store a flush's new readings, columns ``customer_id, meter_id, ts, wh, received_ms`` (writer thread)."""
+
+    def locked_states(self, txn: Any, keys: set[MeterKey]) -> Mapping[MeterKey, MeterState]:
+        """The newest stored reading of these meters, locked until the flush commits (writer thread)."""
+
+    def violated(self, failure: Failure) -> str | None:
+        """The unique constraint a failed insert violated (a race with another process), or None."""
 
 
 class SqlStore(AlarmSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
-    backend: ClassVar[str]  # names its own schema migrations (schema.MIGRATIONS)
-    placeholder: ClassVar[str] = "?"
-    #: Where stored readings are: the union of these tables (a row in two of them is the same reading).
-    reading_tables: ClassVar[tuple[str, ...]] = ("readings",)
-    shared: ClassVar[bool] = False  # True when other processes write the same database
-    unavailable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
-
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine, memory: MeterMemory | None = None) -> None:
+        self.engine = engine
+        self.memory = memory
+        self.shared = engine.shared
         self._writer: adbapi.ConnectionPool | None = None
         self._reader: adbapi.ConnectionPool | None = None
-        self._sql: dict[Any, str] = {}
 
     def sql(self, statement: str) -> str:
-        if self.placeholder == "?":
-            return statement
-        translated = self._sql.get(statement)
-        if translated is None:
-            translated = self._sql[statement] = statement.replace("?", self.placeholder)
-        return translated
+        return self.engine.sql(statement)
 
     # -- lifecycle ---------------------------------------------------------
-
-    def _open_pools(self) -> tuple[adbapi.ConnectionPool, adbapi.ConnectionPool]:
-        raise NotImplementedError
 
     @inlineCallbacks
     def start(self) -> Any:
         try:
-            self._writer, self._reader = self._open_pools()
+            self._writer, self._reader = self.engine.open_pools()
             version = yield self._writer.runInteraction(self._migrate)
-            yield self._started()
+            yield self.engine.started(self._writer)
+            if self.memory is not None:
+                rows = yield self._writer.runQuery("SELECT customer_id, meter_id, mode, last_ts, last_wh FROM meters")
+                self.memory.load(rows)
         except Exception as e:
             yield self.stop()
             if isinstance(e, StoreError):
@@ -77,17 +113,16 @@ class SqlStore(AlarmSql):
             raise StoreError(f"cannot open the store: {e}") from e
         log.info("store at schema version {version}", version=version)
 
-    def _started(self) -> Deferred[None]:
-        return succeed(None)
-
     def stop(self) -> Deferred[None]:
         for pool in (self._writer, self._reader):
             if pool is not None:
                 pool.close()
         self._writer = self._reader = None
+        self.engine.close()
         return succeed(None)
 
     def _migrate(self, txn: Any) -> int:
+        self.engine.lock_for_migration(txn)
         txn.execute(schema.VERSION_TABLE)
         txn.execute("SELECT version FROM schema_version")
         row = txn.fetchone()
@@ -98,7 +133,7 @@ class SqlStore(AlarmSql):
             raise StoreError(f"the database is at schema version {version}, newer than this meterd ({schema.LATEST})")
         for number in range(version + 1, schema.LATEST + 1):
             migration = schema.MIGRATIONS[number - 1]
-            for statement in migration if isinstance(migration, list) else migration[self.backend]:
+            for statement in migration if isinstance(migration, list) else migration[self.engine.name]:
                 txn.execute(statement)
             txn.execute(self.sql("UPDATE schema_version SET version = ?"), (number,))
             log.info("migrated the schema to version {number}", number=number)
@@ -116,7 +151,7 @@ class SqlStore(AlarmSql):
         return self._run(self._reader, fn, *args)
 
     def _unavailable(self, failure: Any) -> Any:
-        if failure.check(*self.unavailable_errors):
+        if failure.check(*self.engine.unavailable_errors):
             log.failure("store error", failure)
             raise StoreError(str(failure.value))
         return failure
@@ -124,36 +159,6 @@ class SqlStore(AlarmSql):
     def _one(self, txn: Any, statement: str, args: Sequence[Any]) -> Any:
         txn.execute(self.sql(statement), args)
         return txn.fetchone()
-
-    def _rows(self, txn: Any, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
-        """Run ``head (?, ...), (?, ...) tail`` over many rows, in statements of a few fixed sizes.
-
-        Many rows per statement, not one (executemany): the driver releases
-        the GIL around every statement, and while the reactor thread is busy
-        each re-acquisition can wait a whole switch interval, so per-row
-        statements made durable ingest crawl under load. Fixed sizes
-        (ROWS_PER_STATEMENT rows, then two for what is left) because
-        compiling a statement of thousands of rows costs more than running it
-        (4,000 rows: 4.3 of 6.6 ms), and each flush has a size of its own: one
-        statement per flush sized to it was compiled anew nearly every time,
-        and kept, so the statement caches grew with every new size (under the
-        overload test the server's RSS grew ~190 MB; now ~77 MB). Two
-        statements at most for the rest, not a power-of-two split: each
-        statement must win the GIL back from a busy reactor thread.
-        """
-        width = len(rows[0]) if rows else 0
-        start, end = 0, len(rows)
-        while start < end:
-            left = end - start
-            size = ROWS_PER_STATEMENT if left >= ROWS_PER_STATEMENT else left - left % ROW_GRANULE or left
-            key = (head, tail, width, size)
-            statement = self._sql.get(key)
-            if statement is None:
-                group = "(" + ", ".join("?" * width) + ")"
-                statement = self._sql[key] = self.sql(f"{head} {', '.join([group] * size)} {tail}")
-            # flattened in C: this thread holds the GIL here
-            txn.execute(statement, list(chain.from_iterable(rows[start : start + size])))
-            start += size
 
     def ping(self) -> Deferred[None]:
         return self._read(lambda txn: self._one(txn, "SELECT 1", ()))
@@ -171,9 +176,16 @@ class SqlStore(AlarmSql):
             )
             return customer
 
-        return self._write(insert)
+        def raced(failure: Failure) -> Failure:
+            if self.engine.violated(failure) == "customers_pkey":  # inserted by another process meanwhile
+                raise AlreadyExists(customer.id)
+            return failure
+
+        return self._write(insert).addErrback(raced)
 
     def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]:
+        """The customer's next meter id; retried when another process took the same id meanwhile."""
+
         def insert(txn: Any) -> Meter:
             if not self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
                 raise NotFound(customer_id)
@@ -185,9 +197,20 @@ class SqlStore(AlarmSql):
             )
             return meter
 
-        return self._write(insert).addCallback(self._meter_created)
+        def attempt(tries: int) -> Deferred[Meter]:
+            def raced(failure: Failure) -> Any:
+                if tries > 1 and self.engine.violated(failure) == "meters_pkey":
+                    log.debug("meter id race for {customer}; retrying", customer=customer_id)
+                    return attempt(tries - 1)
+                return failure
+
+            return self._write(insert).addErrback(raced)
+
+        return attempt(CREATE_METER_TRIES).addCallback(self._meter_created)
 
     def _meter_created(self, meter: Meter) -> Meter:
+        if self.memory is not None:
+            self.memory.meter_added((meter.customer_id, meter.meter_id), meter.mode)
         return meter
 
     def load_directory(self) -> Deferred[tuple[list[Customer], list[Meter]]]:
@@ -227,31 +250,16 @@ class SqlStore(AlarmSql):
 
     # -- readings ----------------------------------------------------------
 
-    def _states_for(self, txn: Any, readings: Sequence[Reading]) -> Mapping[MeterKey, MeterState]:
-        """The newest stored reading of the meters of ``readings``, as this transaction sees it."""
-        raise NotImplementedError
-
-    def _committed(self, plan: Plan) -> None:
-        """Called on the reactor thread once a flush has committed."""
-
-    def _remembered_edge(self, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None] | None:
-        """The readings around an edge if known without a query (a backend that sees every write)."""
-        return None
-
-    def _remember_edge(self, key: MeterKey, t: int, around: tuple[Sample | None, Sample | None], generation: int) -> None:
-        """Offer a queried edge for remembering; ``generation`` is :meth:`_generation` before the query."""
-
-    def _generation(self) -> int:
-        return 0
-
     def ingest(self, readings: Sequence[Reading], received_ms: int) -> Deferred[list[Outcome]]:
         """One transaction for the whole flush: readings, rollups and meter state."""
+        keys = {r[:2] for r in readings}  # (customer_id, meter_id)
+        known = None if self.memory is None else self.memory.states_of(keys)
 
         def write(txn: Any) -> Plan:
-            states = self._states_for(txn, readings)
+            states = known if known is not None else self.engine.locked_states(txn, keys)
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
-            self._write_readings(txn, plan.rows)
-            self._rows(
+            self.engine.write_readings(txn, plan.rows)
+            self.engine.rows(
                 txn,
                 f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
                 [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
@@ -261,7 +269,7 @@ class SqlStore(AlarmSql):
             # (plan.states' meters are among plan.seen's). A row-value IN list
             # instead made SQLite scan the whole meters table on every flush.
             states = plan.states
-            self._rows(
+            self.engine.rows(
                 txn,
                 "UPDATE meters SET last_ts = COALESCE(v.column3, meters.last_ts), last_wh = COALESCE(v.column4, meters.last_wh),"
                 " last_seen_ms = v.column5 FROM (VALUES",
@@ -271,19 +279,17 @@ class SqlStore(AlarmSql):
             return plan
 
         def committed(plan: Plan) -> list[Outcome]:
-            self._committed(plan)
+            if self.memory is not None:
+                self.memory.committed(plan)
             return plan.outcomes
 
         return self._write(write).addCallback(committed)
 
-    def _write_readings(self, txn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        self._rows(txn, "INSERT INTO readings (customer_id, meter_id, ts, wh, received_ms) VALUES", rows)
-
-    def _neighbours(self, txn: Any, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None]:
+    def _neighbours(self, txn: Any, key: MeterKey, t: int) -> Around:
         """Stored readings at-or-before and after ``t``: two index seeks per table of readings."""
         c, m = key
         before = after = None
-        for table in self.reading_tables:
+        for table in self.engine.reading_tables:
             row = self._one(
                 txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1", (c, m, t)
             )
@@ -294,7 +300,7 @@ class SqlStore(AlarmSql):
                 after = Sample(*row)
         return before, after
 
-    def _edge(self, txn: Any, key: MeterKey, t: int) -> tuple[Sample | None, Sample | None]:
+    def _edge(self, txn: Any, key: MeterKey, t: int) -> Around:
         """Neighbours of a bucket edge; from the hourly rollups when the edge is on the hour.
 
         The rollup of the hour starting at ``t`` holds its first reading; when
@@ -322,66 +328,67 @@ class SqlStore(AlarmSql):
 
     def _interval_sums(self, txn: Any, key: MeterKey, edges: Sequence[int]) -> list[int]:
         c, m = key
+        tables = self.engine.reading_tables
         if all(t % HOUR_US == 0 for t in edges):
             statement = "SELECT hour, sum_wh FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?"
             args: tuple[Any, ...] = (c, m, edges[0], edges[-1])
         else:
             # UNION, not UNION ALL: a reading in two tables is one reading
             statement = " UNION ".join(
-                f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?" for table in self.reading_tables
+                f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?" for table in tables
             ) + " ORDER BY ts"
-            args = (c, m, edges[0], edges[-1]) * len(self.reading_tables)
+            args = (c, m, edges[0], edges[-1]) * len(tables)
         txn.execute(self.sql(statement), args)
         return interval_sums(edges, (Sample(*row) for row in txn.fetchall()))
 
     def usage(self, customer_id: str, meters: Sequence[tuple[int, str]], edges: Sequence[int]) -> Deferred[list[Usage]]:
-        """Per-meter consumption between consecutive edges (DESIGN §5).
+        """Per-meter consumption between consecutive edges (DESIGN §5), edges in microseconds.
 
-        When every edge is already known (typically this month's bill: its
-        start remembered, its end after the newest reading) the answer is
-        computed right here, without a trip to a database thread.
+        Edges the memory knows are not asked again. When every edge is known
+        (typically this month's bill: its start remembered, its end after the
+        newest reading) the answer is computed right here, without a trip to
+        a database thread; the edges a query finds are remembered for next time.
         """
-        known = self._usage_from_memory(customer_id, meters, edges)
-        if known is not None:
-            return succeed(known)
-        generation = self._generation()
+        memory = self.memory
+        known: dict[tuple[MeterKey, int], Around] = {}
+        if memory is not None:
+            for meter_id, mode in meters:
+                if mode == "register":
+                    for t in edges:
+                        around = memory.edge((customer_id, meter_id), t)
+                        if around is not None:
+                            known[((customer_id, meter_id), t)] = around
+            if len(known) == len(meters) * len(edges):
+                return succeed([_register_usage(m, edges, [known[((customer_id, m), t)] for t in edges]) for m, _ in meters])
+            flushes = memory.flushes
 
-        def query(txn: Any) -> list[Usage]:
-            result = []
+        def query(txn: Any) -> tuple[list[Usage], dict[tuple[MeterKey, int], Around]]:
+            result, found = [], {}
             for meter_id, mode in meters:
                 key = (customer_id, meter_id)
                 if mode == "register":
                     around = []
                     for t in edges:
-                        found = self._remembered_edge(key, t)
-                        if found is None:
-                            found = self._edge(txn, key, t)
-                            self._remember_edge(key, t, found, generation)
-                        around.append(found)
+                        edge = known.get((key, t))
+                        if edge is None:
+                            edge = found[(key, t)] = self._edge(txn, key, t)
+                        around.append(edge)
                     result.append(_register_usage(meter_id, edges, around))
                 else:
                     sums = self._interval_sums(txn, key, edges)
                     result.append(Usage(meter_id, [(wh, False) for wh in sums], [(edges[0] - 1, edges[-1])]))
+            return result, found
+
+        def remember(answer: tuple[list[Usage], dict[tuple[MeterKey, int], Around]]) -> list[Usage]:
+            result, found = answer
+            if memory is not None:
+                memory.remember(found, flushes)
             return result
 
-        return self._read(query)
-
-    def _usage_from_memory(self, customer_id: str, meters: Sequence[tuple[int, str]], edges: Sequence[int]) -> list[Usage] | None:
-        result = []
-        for meter_id, mode in meters:
-            if mode != "register":
-                return None
-            around = []
-            for t in edges:
-                found = self._remembered_edge((customer_id, meter_id), t)
-                if found is None:
-                    return None
-                around.append(found)
-            result.append(_register_usage(meter_id, edges, around))
-        return result
+        return self._read(query).addCallback(remember)
 
 
-def _register_usage(meter_id: int, edges: Sequence[int], around: Sequence[tuple[Sample | None, Sample | None]]) -> Usage:
+def _register_usage(meter_id: int, edges: Sequence[int], around: Sequence[Around]) -> Usage:
     values = [register_at(t, *n) for t, n in zip(edges, around)]
     spans = [span for t, n in zip(edges, around) for span in sensitive_span(t, *n)]
     return Usage(meter_id, bucket_deltas(values), spans)
