@@ -45,28 +45,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from meterd import periods
-from meterd.alarm_rules import (
-    ANOMALY_FACTOR,
-    Acknowledgement,
-    Alarm,
-    AlarmBook,
-    AlarmKey,
-    Change,
-    Decision,
-    DemandWindow,
-    Event,
-    Number,
-    Settled,
-    Transition,
-    anomaly_baseline_wh,
-    anomaly_decision,
-    demand_decision,
-    is_backfill,
-    local_month_start_ms,
-    message_for,
-    monthly_decision,
-    silent_decision,
-)
+from meterd.alarm_book import Acknowledgement, Alarm, AlarmBook, AlarmKey, Change, Event, Settled, Transition
+from meterd.alarm_rules import ANOMALY_FACTOR, Decision, DemandWindow, Number, anomaly_baseline_wh, anomaly_decision, demand_decision, is_backfill, local_month_start_ms, monthly_decision, silent_decision
+from meterd.alarm_text import message_for
 from meterd.directory import Directory
 from meterd.periods import HOUR_MS
 from meterd.readings import US_PER_MS, Outcome, Reading, us_edges

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from meterd import tuning
 from meterd.alarms import Alarms
 from meterd.bill_cache import BillCache
 from meterd.credentials import operator_token
@@ -52,7 +52,6 @@ from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.request import make_site
-from meterd.worker_process import GC_THRESHOLDS
 
 __all__ = ["Meterd", "Options", "makeService"]
 
@@ -63,10 +62,6 @@ log = Logger()
 # sees it (docs/performance.md). The kernel allocates it only as datagrams
 # queue up.
 UDP_RECEIVE_BUFFER = 32 * 1024 * 1024
-# The store's writer thread hands the GIL back and forth with a reactor that is
-# never idle under load; each hand-back waits up to one switch interval (5 ms by
-# default), which caps durable ingest far below what SQLite does.
-SWITCH_INTERVAL = 0.001
 
 
 class StartError(Exception):
@@ -164,7 +159,7 @@ class Meterd(service.MultiService):
         self.ready: Deferred[None] = Deferred()
         self.http_port: IListeningPort | None = None
         self.udp_port: Any = None
-        self._tuning: tuple[Any, ...] | None = None
+        self._tuning: tuning.Tuning | None = None
         self._umask: int | None = None
         self._stopping: Deferred[None] | None = None
         for child in (parts.ingest, parts.alarms, Notices(parts.metrics.recent)):
@@ -187,7 +182,7 @@ class Meterd(service.MultiService):
 
     async def _start(self) -> None:
         parts, config = self.parts, self.parts.config
-        self._tune_process()
+        self._tuning = tuning.tune()
         data_dir = Path(config["data-dir"])
         self._umask, tightened = _step(f"the data dir {data_dir}", data_dir_prepare, data_dir)
         for warning in tightened:
@@ -220,14 +215,6 @@ class Meterd(service.MultiService):
             if pool is not None:
                 pool.startService()
         self.ready.callback(None)
-
-    def _tune_process(self) -> None:
-        """Every datagram and request allocates a few containers that die within a flush:
-        with CPython's default thresholds a young collection ran every few hundred
-        datagrams, and full ones, with the GIL held, every second or so. Restored at stop."""
-        self._tuning = (sys.getswitchinterval(), gc.get_threshold())
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        gc.set_threshold(*GC_THRESHOLDS)
 
     async def _listen_http(self) -> IListeningPort:
         config, parts = self.parts.config, self.parts
@@ -295,9 +282,7 @@ class Meterd(service.MultiService):
         await parts.store.stop()
         gc.unfreeze()  # a stopped meterd's objects are the collector's again (tests run many in one process)
         if self._tuning is not None:
-            switch, thresholds = self._tuning
-            sys.setswitchinterval(switch)
-            gc.set_threshold(*thresholds)
+            tuning.restore(self._tuning)
             self._tuning = None
         if self._umask is not None:
             os.umask(self._umask)

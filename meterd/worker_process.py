@@ -8,7 +8,6 @@ stdin and writes frames to it on stdout, and logs to stderr, one
 from __future__ import annotations
 
 import fcntl
-import gc
 import signal
 import socket
 import sys
@@ -22,10 +21,11 @@ from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
 from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
+from meterd import tuning
+
 SOCKET_FD = 3
 GENERATION_FD = 4  # an HTTP worker's: meterd's answers generation (meterd.generation)
 PIPE_SIZE = 1024 * 1024
-GC_THRESHOLDS = (50_000, 20, 100)  # meterd's and its workers' (meterd.service says why): every datagram or request allocates, little survives
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -98,7 +98,7 @@ def run(link: Callable[[Any], Protocol]) -> None:
     """Run a worker whose link to meterd over stdio is ``link(reactor)``, until it stops the reactor."""
     from twisted.internet import reactor
 
-    gc.set_threshold(*GC_THRESHOLDS)
+    tuning.tune()
     _widen_pipe(sys.stdout.fileno())
     # stderr, not stdout (the frames): meterd logs each line under the worker's number
     globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, _as_line)], redirectStandardIO=False)

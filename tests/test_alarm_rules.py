@@ -19,24 +19,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
 
+from meterd import alarm_book as ab
 from meterd import alarm_rules as ar
+from meterd import alarm_text
+from meterd.alarm_book import Alarm, AlarmBook, Event
 from meterd.alarm_rules import (
-    Alarm,
-    AlarmBook,
     Decision,
     DemandWindow,
-    Event,
     anomaly_baseline_wh,
     anomaly_decision,
     demand_decision,
-    format_br,
-    format_duration,
     is_backfill,
     local_month_start_ms,
-    message_for,
     monthly_decision,
     silent_decision,
 )
+from meterd.alarm_text import format_br, format_duration, message_for
 
 T = 1_764_000_000_000  # 2025-11-24T16:00:00Z, an arbitrary instant in ms (the server's clock)
 S = 1000  # one second in ms
@@ -48,10 +46,11 @@ def _ms(*args: int) -> int:
     return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1000
 
 
-def test_module_is_pure() -> None:
+@pytest.mark.parametrize("module", [ar, ab, alarm_text])
+def test_module_is_pure(module: object) -> None:
     import ast
 
-    tree = ast.parse(open(ar.__file__, encoding="utf-8").read())
+    tree = ast.parse(open(module.__file__, encoding="utf-8").read())  # type: ignore[attr-defined]
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
@@ -864,16 +863,16 @@ def test_book_against_a_model(ops: list[tuple[str, tuple[int | None, str], str]]
 # -- settlement against the stored alarms, and the book absorbing it ---------
 
 
-def _raise(customer: str, meter: int | None, rule: str, at: int, value: int = 5, threshold: int = 2) -> ar.Transition:
-    return ar.Transition(customer, meter, rule, Decision.RAISE, at, value, threshold, f"{rule} at {at}")
+def _raise(customer: str, meter: int | None, rule: str, at: int, value: int = 5, threshold: int = 2) -> ab.Transition:
+    return ab.Transition(customer, meter, rule, Decision.RAISE, at, value, threshold, f"{rule} at {at}")
 
 
-def _clear(customer: str, meter: int | None, rule: str, at: int) -> ar.Transition:
-    return ar.Transition(customer, meter, rule, Decision.CLEAR, at, 0, 0, "")
+def _clear(customer: str, meter: int | None, rule: str, at: int) -> ab.Transition:
+    return ab.Transition(customer, meter, rule, Decision.CLEAR, at, 0, 0, "")
 
 
 def test_a_raise_decided_twice_stores_one_alarm_with_the_stores_ids() -> None:
-    settled = ar.settle([], [_raise("c", 1, "demand", 1_000), _raise("c", 1, "demand", 1_500)], 7, 40)
+    settled = ab.settle([], [_raise("c", 1, "demand", 1_000), _raise("c", 1, "demand", 1_500)], 7, 40)
     [alarm] = settled.alarms
     [event] = settled.events
     assert (alarm.alarm_id, alarm.raised_at, alarm.message, event.event_id, event.type) == (7, 1_000, "demand at 1000", 40, "raised")
@@ -881,33 +880,33 @@ def test_a_raise_decided_twice_stores_one_alarm_with_the_stores_ids() -> None:
 
 
 def test_settling_against_an_alarm_another_process_raised() -> None:
-    theirs = ar.settle([], [_raise("c", 1, "silent", 1_000)], 1, 1).alarms[0]
+    theirs = ab.settle([], [_raise("c", 1, "silent", 1_000)], 1, 1).alarms[0]
     # our stale view said "not active": the raise is a no-op, nothing is stored, no id is used
-    again = ar.settle([theirs], [_raise("c", 1, "silent", 2_000)], 2, 2)
+    again = ab.settle([theirs], [_raise("c", 1, "silent", 2_000)], 2, 2)
     assert (again.alarms, again.events, again.next_alarm_id, again.next_event_id) == ([], [], 2, 2)
     # a clear ends their alarm, whatever id our book had in mind
-    cleared = ar.settle([theirs], [_clear("c", 1, "silent", 3_000)], 2, 2)
+    cleared = ab.settle([theirs], [_clear("c", 1, "silent", 3_000)], 2, 2)
     assert [(a.alarm_id, a.cleared_at) for a in cleared.alarms] == [(theirs.alarm_id, 3_000)]
     assert [(e.event_id, e.alarm_id, e.type) for e in cleared.events] == [(2, theirs.alarm_id, "cleared")]
     # clearing what is not active changes nothing
-    assert ar.settle([], [_clear("c", 1, "silent", 3_000)], 2, 2).events == []
+    assert ab.settle([], [_clear("c", 1, "silent", 3_000)], 2, 2).events == []
 
 
 def test_settled_acknowledgements() -> None:
-    first = ar.settle([], [_raise("c", None, "monthly", 1_000), _clear("c", None, "monthly", 2_000)], 1, 1)
+    first = ab.settle([], [_raise("c", None, "monthly", 1_000), _clear("c", None, "monthly", 2_000)], 1, 1)
     [old] = first.alarms
     assert (old.raised_at, old.cleared_at, [e.type for e in first.events]) == (1_000, 2_000, ["raised", "cleared"])
-    acked = ar.settle([old], [ar.Acknowledgement("c", old.alarm_id, 3_000), ar.Acknowledgement("c", old.alarm_id, 4_000)], 2, 3)
+    acked = ab.settle([old], [ab.Acknowledgement("c", old.alarm_id, 3_000), ab.Acknowledgement("c", old.alarm_id, 4_000)], 2, 3)
     assert acked.alarm("c", old.alarm_id).acked_at == 3_000  # type: ignore[union-attr]
     assert [(e.event_id, e.type, e.at) for e in acked.events] == [(3, "acked", 3_000)]
-    foreign = ar.settle([old], [ar.Acknowledgement("other", old.alarm_id, 3_000)], 2, 3)
+    foreign = ab.settle([old], [ab.Acknowledgement("other", old.alarm_id, 3_000)], 2, 3)
     assert (foreign.alarm("other", old.alarm_id), foreign.alarm("c", old.alarm_id), foreign.events) == (None, None, [])
-    assert ar.settle([], [ar.Acknowledgement("c", 99, 3_000)], 2, 3).alarm("c", 99) is None
+    assert ab.settle([], [ab.Acknowledgement("c", 99, 3_000)], 2, 3).alarm("c", 99) is None
 
 
 def test_the_book_absorbs_what_was_settled() -> None:
     book = AlarmBook()
-    first = ar.settle([], [_raise("c", 1, "demand", 1_000), _raise("c", None, "monthly", 1_000)], 5, 10)
+    first = ab.settle([], [_raise("c", 1, "demand", 1_000), _raise("c", None, "monthly", 1_000)], 5, 10)
     book.absorb(first.alarms, first.events)
     book.absorb(first.alarms, first.events)  # twice: nothing more
     assert [a.alarm_id for a in book.active("c")] == [5, 6]
@@ -916,7 +915,7 @@ def test_the_book_absorbs_what_was_settled() -> None:
     demand = book.active_alarm("c", 1, "demand")
     assert demand is not None
     # another process cleared it and raised a new one for the same key
-    later = ar.settle(
+    later = ab.settle(
         [demand], [_clear("c", 1, "demand", 2_000), _raise("c", 1, "demand", 3_000)], 8, 20
     )
     book.absorb(later.alarms, later.events)

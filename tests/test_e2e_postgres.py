@@ -112,7 +112,8 @@ async def test_two_writers_receiving_the_same_readings_store_each_once(stores: l
 
 @pytest_twisted.ensureDeferred
 async def test_two_processes_deciding_the_same_alarms_store_each_once(stores: list[Any]) -> None:
-    from meterd.alarm_rules import Decision, Transition
+    from meterd.alarm_book import Transition
+    from meterd.alarm_rules import Decision
 
     a, b = stores
     await a.start()

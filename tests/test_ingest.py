@@ -404,7 +404,8 @@ async def test_building_changes_nothing_and_starting_tunes_the_collector_until_s
     import gc
     import sys
 
-    from meterd.service import GC_THRESHOLDS, SWITCH_INTERVAL, Options, makeService
+    from meterd.service import Options, makeService
+    from meterd.tuning import GC_THRESHOLDS, SWITCH_INTERVAL
     from tests.support import start_server
 
     before = (gc.get_threshold(), sys.getswitchinterval())

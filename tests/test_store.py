@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_twisted
 
-from meterd.alarm_rules import Acknowledgement, Decision, Transition
+from meterd.alarm_book import Acknowledgement, Transition
+from meterd.alarm_rules import Decision
 from meterd.readings import Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, registers_at
 from meterd.store import readings_log, schema

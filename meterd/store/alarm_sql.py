@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from meterd.alarm_rules import Acknowledgement, Alarm, Change, Event, Settled, settle
+from meterd.alarm_book import Acknowledgement, Alarm, Change, Event, Settled, settle
 
 __all__ = ["AlarmSql", "AlarmState", "AlarmView"]
 

@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 
-from meterd.alarm_rules import Alarm, Change, Event, Settled
+from meterd.alarm_book import Alarm, Change, Event, Settled
 from meterd.readings import Outcome, Reading
 from meterd.registers import Span
 
