@@ -409,7 +409,9 @@ class PortalFixtureSite(Resource):
     def _events(self, request: Request) -> int:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-store")
-        ctx = _ctx("pt", routes.ALARMS, CUSTOMER)
+        # A session knows its language; this site reads the subscribing page's.
+        referer = (request.getHeader(b"referer") or b"").decode()
+        ctx = _ctx("en" if "lang=en" in referer else "pt", routes.ALARMS, CUSTOMER)
         request.write(sse.event("alarm", alarm_item_html(LIVE_ALARM, ctx), 106))
         self.events.append(request)
         return NOT_DONE_YET
@@ -536,7 +538,8 @@ def _check_page(browser: Any, base: str, name: str, path: str, lang: str, artifa
     browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}-full.png", full=True)
     browser.viewport(*PHONE, mobile=True)
     _load(browser, driver.current_url)
-    result["phone_overflow"] = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    # Against the phone's width itself: a mobile viewport zooms out to fit wider content.
+    result["phone_overflow"] = driver.execute_script("return document.documentElement.scrollWidth") - PHONE[0]
     browser.screenshot(artifacts / f"{stem}-{PHONE[0]}x{PHONE[1]}.png")
     browser.screenshot(artifacts / f"{stem}-{PHONE[0]}-full.png", full=True)
     browser.viewport(*DESKTOP)

@@ -374,9 +374,7 @@ class BillPage(PortalPage):
         sections: list[Flattenable] = [header, tags.div(customer, key_facts, class_="bill-top"), *notices]
         sections.append(self._readings())
         sections.append(self._items())
-        sections.append(self._taxes())
-        if b.get("historico"):
-            sections.append(self._months())
+        sections.append(tags.div(self._taxes(), *([self._months()] if b.get("historico") else []), class_="bill-columns"))
         if b.get("pix") or b.get("codigo_barras"):
             sections.append(self._payment())
         actions = tags.p(tags.button(t("bill.print"), type="button", class_="button", hidden="hidden", **{"data-print": ""}), class_="bill-actions no-print")

@@ -38,6 +38,7 @@ __all__ = [
     "hidden_table",
     "render_bytes",
     "render_fragment",
+    "scroll_region",
     "select_field",
     "svg",
 ]
@@ -186,6 +187,14 @@ def hidden_table(caption: str, headers: Sequence[str], rows: Sequence[Sequence[s
         tags.thead(tags.tr(*(tags.th(h, scope="col") for h in headers))),
         tags.tbody(*(tags.tr(tags.th(row[0], scope="row"), *(tags.td(c) for c in row[1:])) for row in rows)),
     )
+
+
+def scroll_region(content: Tag, label: str) -> Tag:
+    """A wide table that scrolls sideways on a phone instead of widening the page.
+
+    Focusable and labelled, so a keyboard user can scroll it too.
+    """
+    return tags.div(content, class_="table-scroll", tabindex="0", role="region", **{"aria-label": label})
 
 
 def _nav(ctx: PageContext) -> Tag | str:

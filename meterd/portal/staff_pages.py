@@ -18,7 +18,7 @@ from twisted.web.template import Flattenable, Tag, tags
 from meterd import taxid
 from meterd.portal import routes
 from meterd.portal.fmt import Fmt
-from meterd.portal.layout import PageContext, PortalPage, csrf_field, field, select_field
+from meterd.portal.layout import PageContext, PortalPage, csrf_field, field, scroll_region, select_field
 
 __all__ = ["CustomerPage", "FleetPage", "NewCustomerPage", "NewMeterPage", "SearchPage", "meter_state"]
 
@@ -78,12 +78,16 @@ class SearchPage(PortalPage):
                     )
                     for r in results
                 ]
+                caption = t("staff.search.results", count=len(results))
                 out.append(
-                    tags.table(
-                        tags.caption(t("staff.search.results", count=len(results))),
-                        tags.thead(tags.tr(*(tags.th(x, scope="col") for x in (t("staff.taxid"), t("staff.name"), t("bill.class"), t("staff.meters"))))),
-                        tags.tbody(*rows),
-                        class_="data",
+                    scroll_region(
+                        tags.table(
+                            tags.caption(caption),
+                            tags.thead(tags.tr(*(tags.th(x, scope="col") for x in (t("staff.taxid"), t("staff.name"), t("bill.class"), t("staff.meters"))))),
+                            tags.tbody(*rows),
+                            class_="data",
+                        ),
+                        caption,
                     )
                 )
         return out
@@ -163,11 +167,14 @@ class CustomerPage(PortalPage):
         )
         meters = d["meters"]
         table: Flattenable = (
-            tags.table(
-                tags.caption(t("staff.meters")),
-                _meter_head(fmt, with_customer=False),
-                tags.tbody(*_meter_rows(fmt, meters, d["now"], d["silent_after_s"], with_customer=False)),
-                class_="data",
+            scroll_region(
+                tags.table(
+                    tags.caption(t("staff.meters"), class_="visually-hidden"),
+                    _meter_head(fmt, with_customer=False),
+                    tags.tbody(*_meter_rows(fmt, meters, d["now"], d["silent_after_s"], with_customer=False)),
+                    class_="data",
+                ),
+                t("staff.meters"),
             )
             if meters
             else tags.p(t("staff.no_meters"))
@@ -212,8 +219,8 @@ class NewCustomerPage(PortalPage):
                 _secret_once(self.ctx, t("staff.token"), created["token"], "new-token"),
                 tags.p(
                     tags.a(t("staff.add_meter"), href=routes.href(routes.STAFF_NEW_METER, id=created["id"]), class_="button"),
-                    " ",
                     tags.a(t("staff.see_customer"), href=routes.href(routes.STAFF_CUSTOMER, id=created["id"]), class_="button secondary"),
+                    class_="actions",
                 ),
             ]
         v, e = _values(d), _errors(d)
@@ -298,16 +305,13 @@ class FleetPage(PortalPage):
             tags.h1(self.title()),
             tags.p(t("staff.fleet.lede", count=len(meters), at=fmt.datetime(d["now"])), class_="lede"),
             summary,
-            tags.div(
+            scroll_region(
                 tags.table(
                     tags.caption(t("staff.fleet.table")),
                     _meter_head(fmt, with_customer=True),
                     tags.tbody(*_meter_rows(fmt, meters, d["now"], d["silent_after_s"], with_customer=True)),
                     class_="data",
                 ),
-                class_="table-scroll",
-                tabindex="0",
-                role="region",
-                **{"aria-label": t("staff.fleet.table")},
+                t("staff.fleet.table"),
             ),
         ]
