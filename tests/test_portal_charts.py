@@ -20,7 +20,7 @@ def _history(kind: str, starts: list[str], kwh: list[float], estimated: set[int]
     return {
         "kind": kind,
         "start": starts[0],
-        "buckets": [{"start": s, "kwh": k, "estimated": i in estimated} for i, (s, k) in enumerate(zip(starts, kwh))],
+        "buckets": [{"start": s, "kwh": k, "estimated": i in estimated} for i, (s, k) in enumerate(zip(starts, kwh, strict=True))],
     }
 
 
@@ -53,7 +53,7 @@ def test_nice_ticks_cover_the_maximum_in_round_equal_steps(maximum: Decimal) -> 
     ticks = nice_ticks(maximum)
     assert ticks[0] == 0 and ticks[-1] >= maximum
     assert 3 <= len(ticks) <= 5
-    steps = {b - a for a, b in zip(ticks, ticks[1:])}
+    steps = {b - a for a, b in zip(ticks, ticks[1:], strict=False)}
     assert len(steps) == 1
     (step,) = steps
     mantissa = step.scaleb(-step.adjusted()).normalize()

@@ -15,14 +15,11 @@ saved to ``$METERD_ARTIFACTS`` (default: a temporary directory).
 
 from __future__ import annotations
 
-import base64
 import html.parser
-import os
 import random
 import re
-import tempfile
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -123,7 +120,7 @@ def issued_bill() -> dict[str, Any]:
     monthly = [287.3, 301.9, 276.4, 254.8, 240.1, 228.7, 219.5, 231.2, 249.9, 268.4, 295.0]
     historico = [
         {"referencia": f"{y:04d}-{m:02d}", "consumo_kwh": kwh, "estimado": (y, m) == (2026, 4)}
-        for (y, m), kwh in zip([(2025, 12)] + [(2026, m) for m in range(1, 11)], monthly)
+        for (y, m), kwh in zip([(2025, 12)] + [(2026, m) for m in range(1, 11)], monthly, strict=True)
     ]
     historico.append({"referencia": "2026-11", "consumo_kwh": 312.457, "estimado": False})
     return {
@@ -554,7 +551,7 @@ def _check_page(browser: Any, base: str, name: str, path: str, lang: str, artifa
 async def test_page_in_browser(browser: Any, site: Any, artifacts: Path, name: str, path: str) -> None:
     base, _ = site
     for lang in ("pt", "en"):
-        result = await in_thread(lambda: _check_page(browser, base, name, path, lang, artifacts))
+        result = await in_thread(lambda lang=lang: _check_page(browser, base, name, path, lang, artifacts))
         assert result["errors"] == [], (lang, result["errors"])
         assert result["csp"] == [], (lang, result["csp"])
         assert result["unlabelled"] == [], lang

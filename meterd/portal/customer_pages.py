@@ -262,7 +262,7 @@ class HistoryPage(PortalPage):
             if bar.kwh is None:
                 cells += [tags.td("—", class_="num")] + ([tags.td("—", class_="num")] if rate is not None else [])
             else:
-                mark = [" ", tags.abbr("*", title=t("chart.estimated"), class_="est-mark")] if bar.estimated else []
+                mark = _estimated_mark(fmt) if bar.estimated else []
                 cells.append(tags.td(fmt.kwh(bar.kwh, places), *mark, class_="num"))
                 if rate is not None:
                     cells.append(tags.td(fmt.money(estimates.bucket_cost(bar.kwh, rate)), class_="num"))
@@ -291,6 +291,11 @@ class HistoryPage(PortalPage):
             ),
             tags.p(tags.a(t("history.csv"), href=csv, download="", class_="button secondary")),
         ]
+
+
+def _estimated_mark(fmt: Fmt) -> list[Flattenable]:
+    """The asterisk that marks an estimated figure, explained on hover and to screen readers."""
+    return [" ", tags.abbr("*", title=fmt.t("chart.estimated"), class_="est-mark")]
 
 
 def _joined(items: Sequence[Flattenable], sep: str) -> list[Flattenable]:
@@ -399,7 +404,7 @@ class BillPage(PortalPage):
             rows = [
                 tags.tr(
                     tags.th(str(m["id_medidor"]), scope="row"),
-                    tags.td(fmt.kwh(m["consumo_kwh"], 3), *([" ", tags.abbr("*", title=t("chart.estimated"))] if m["estimado"] else []), class_="num"),
+                    tags.td(fmt.kwh(m["consumo_kwh"], 3), *(_estimated_mark(fmt) if m["estimado"] else []), class_="num"),
                 )
                 for m in b["medidores"]
             ]

@@ -21,13 +21,17 @@ from __future__ import annotations
 import string
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from meterd.portal.catalog import CATALOG, LANGS
 
 __all__ = ["DEFAULT_LANG", "LANGS", "Fmt", "decimal_of", "placeholders"]
 
 DEFAULT_LANG: Final = "pt"
+
+#: A moment or a day as the API writes it (ISO 8601) or as Python holds it.
+#: Named here because ``Fmt`` has methods called ``date`` and ``datetime``.
+When: TypeAlias = "str | date"
 
 _MONTHS_SHORT: Final = {
     "pt": ("jan", "fev", "mar", "abr", "mai", "jun", "jul", "ago", "set", "out", "nov", "dez"),
@@ -76,7 +80,7 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
 
 
-def _parse_when(value: str | date) -> datetime:
+def _parse_when(value: When) -> datetime:
     if isinstance(value, datetime):
         return value
     if isinstance(value, date):
@@ -84,7 +88,7 @@ def _parse_when(value: str | date) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _month_parts(value: str | date) -> tuple[int, int]:
+def _month_parts(value: When) -> tuple[int, int]:
     """``"2026-12"`` (a bill's ``referencia``), an ISO date-time or a date → (year, month)."""
     if isinstance(value, str) and len(value) == 7:
         year, month = value.split("-")
@@ -114,7 +118,7 @@ class Fmt:
         """``value`` rounded half up to ``places`` decimals, digits grouped by thousands."""
         d = decimal_of(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
         whole, _, fraction = f"{abs(d):f}".partition(".")
-        groups = []
+        groups: list[str] = []
         while len(whole) > 3:
             groups.insert(0, whole[-3:])
             whole = whole[:-3]
@@ -151,49 +155,49 @@ class Fmt:
 
     # -- time ------------------------------------------------------------------
 
-    def date(self, value: str | date) -> str:
+    def date(self, value: When) -> str:
         """``06/12/2026`` / ``6 Dec 2026`` (English spells the month: 06/12 is ambiguous there)."""
         d = _parse_when(value)
         if self.lang == "pt":
             return f"{d.day:02d}/{d.month:02d}/{d.year}"
         return f"{d.day} {_MONTHS_SHORT['en'][d.month - 1]} {d.year}"
 
-    def datetime(self, value: str | datetime) -> str:
+    def datetime(self, value: When) -> str:
         """``06/12/2026 14:30`` / ``6 Dec 2026, 14:30``."""
         d = _parse_when(value)
         sep = " " if self.lang == "pt" else ", "
         return f"{self.date(d)}{sep}{d.hour:02d}:{d.minute:02d}"
 
-    def hour(self, value: str | datetime) -> str:
+    def hour(self, value: When) -> str:
         """An hourly bucket's label: ``14h`` / ``14:00``."""
         d = _parse_when(value)
         return f"{d.hour}h" if self.lang == "pt" else f"{d.hour:02d}:00"
 
-    def day(self, value: str | date) -> str:
+    def day(self, value: When) -> str:
         """A daily bucket's label: ``06/12`` / ``6 Dec``."""
         d = _parse_when(value)
         if self.lang == "pt":
             return f"{d.day:02d}/{d.month:02d}"
         return f"{d.day} {_MONTHS_SHORT['en'][d.month - 1]}"
 
-    def month(self, value: str | date) -> str:
+    def month(self, value: When) -> str:
         """A bill's reference month: ``dez/2026`` / ``Dec 2026``."""
         year, month = _month_parts(value)
         name = _MONTHS_SHORT[self.lang][month - 1]
         return f"{name}/{year}" if self.lang == "pt" else f"{name} {year}"
 
-    def month_name(self, value: str | date, *, long: bool = False) -> str:
+    def month_name(self, value: When, *, long: bool = False) -> str:
         """The month alone: ``dez`` / ``Dec``, or ``dezembro`` / ``December``."""
         _, month = _month_parts(value)
         return (_MONTHS_LONG if long else _MONTHS_SHORT)[self.lang][month - 1]
 
-    def month_long(self, value: str | date) -> str:
+    def month_long(self, value: When) -> str:
         """``dezembro de 2026`` / ``December 2026``."""
         year, _ = _month_parts(value)
         name = self.month_name(value, long=True)
         return f"{name} de {year}" if self.lang == "pt" else f"{name} {year}"
 
-    def period(self, kind: str, start: str | date) -> str:
+    def period(self, kind: str, start: When) -> str:
         """A history period by its kind (D, M, Y) and start: ``06/12/2026``, ``dezembro de 2026``, ``2026``."""
         if kind == "D":
             return self.date(start)

@@ -30,6 +30,7 @@ from meterd.portal.sessions import Who
 
 __all__ = [
     "CSP",
+    "HTML_CONTENT_TYPE",
     "SECURITY_HEADERS",
     "PageContext",
     "PortalPage",
@@ -92,7 +93,8 @@ def svg(markup: str, **attributes: str) -> Tag:
     root = ET.fromstring(markup)
 
     def build(element: ET.Element) -> Tag:
-        tag = Tag(_local(element.tag), attributes={_local(k): v for k, v in element.attrib.items()})
+        attributes: dict[bytes | str, Flattenable] = {_local(k): v for k, v in element.attrib.items()}
+        tag = Tag(_local(element.tag), attributes=attributes)
         if element.text:
             tag(element.text)
         for child in element:
@@ -146,7 +148,9 @@ def field(
 ) -> Tag:
     """A labelled input with its hint and error, tied together for screen readers."""
     aria, extra = _described(name, hint, error)
-    attributes = {"id": f"f-{name}", "name": name, "type": type, **aria, **attrs}
+    attributes: dict[bytes | str, Flattenable] = {"id": f"f-{name}", "name": name, "type": type}
+    attributes.update(aria)
+    attributes.update(attrs)
     if value is not None:
         attributes["value"] = value
     if required:
@@ -171,7 +175,7 @@ def select_field(
     ]
     return tags.div(
         tags.label(label, for_=f"f-{name}"),
-        Tag("select", attributes={"id": f"f-{name}", "name": name, **aria})(*choices),
+        Tag("select", attributes={"id": f"f-{name}", "name": name, **aria})(*choices),  # type: ignore[dict-item]
         *extra,
         class_="field",
     )
@@ -179,7 +183,7 @@ def select_field(
 
 def hidden_table(caption: str, headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str | None = None) -> Tag:
     """A data table that only screen readers see: the text alternative of a chart."""
-    attrs = {"class": "visually-hidden"}
+    attrs: dict[bytes | str, Flattenable] = {"class": "visually-hidden"}
     if table_id:
         attrs["id"] = table_id
     return Tag("table", attributes=attrs)(
@@ -298,11 +302,12 @@ class PortalPage(Element):
         return _document(self.ctx, self.title(), self.main(), self.page_class)
 
 
-def _flatten_now(thing: Flattenable) -> bytes:
+def _flatten_now(thing: Flattenable | Element) -> bytes:
     """Flatten synchronously: portal markup never waits on a Deferred."""
     result: list[bytes] = []
     failures: list[Any] = []
-    d: Deferred[bytes] = flattenString(None, thing)
+    # An Element is IRenderable, which mypy cannot see through zope.interface.
+    d: Deferred[bytes] = flattenString(None, thing)  # type: ignore[arg-type]
     d.addCallbacks(result.append, failures.append)
     if failures:
         failures[0].raiseException()

@@ -32,4 +32,4 @@ def comment(text: str = "") -> bytes:
     """A comment line: keeps an idle connection from being closed by proxies."""
     if any(c in text for c in "\r\n"):
         raise ValueError("a comment is one line")
-    return f": {text}\n\n".encode("utf-8")
+    return f": {text}\n\n".encode()

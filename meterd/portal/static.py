@@ -52,5 +52,6 @@ def static_resource() -> Resource:
     directory = Resource()
     files = resources.files("meterd.portal") / "static"
     for name, content_type in ASSETS.items():
-        directory.putChild(name.encode("ascii"), StaticAsset((files / name).read_bytes(), content_type))
+        asset = StaticAsset((files / name).read_bytes(), content_type)
+        directory.putChild(name.encode("ascii"), asset)  # type: ignore[arg-type]  # IResource, via zope.interface
     return directory
