@@ -51,3 +51,33 @@ def test_stylesheet_prints_a4_and_script_has_no_eval() -> None:
     assert "url(" not in css.replace("url(#", "")  # nothing fetched from elsewhere
     for forbidden in ("eval(", "new Function", "innerHTML", "document.write", "http://", "https://"):
         assert forbidden not in js, forbidden
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+# (text, background) pairs the stylesheet sets on text: custom properties or #hex.
+TEXT_PAIRS = [
+    ("--ink", "--page"), ("--ink", "#ffffff"), ("--muted", "--page"), ("--muted", "#ffffff"),
+    ("#ffffff", "--brand"), ("#ffffff", "--brand-dark"), ("--brand", "#ffffff"), ("--brand-dark", "--brand-soft"),
+    ("--ok", "--ok-soft"), ("--bad", "--bad-soft"), ("--bad", "#ffffff"), ("--ink", "--warn-soft"),
+    ("--ink", "--bad-soft"), ("--muted", "--soft"),
+]
+
+
+def test_text_colours_meet_wcag_aa_contrast() -> None:
+    css = (resources.files("meterd.portal") / "static" / "portal.css").read_text()
+    root = re.search(r":root\s*\{([^}]*)\}", css)
+    assert root is not None
+    colours = {name: value.lower() for name, value in re.findall(r"(--[\w-]+):\s*(#[0-9a-fA-F]{6})", root.group(1))}
+    for text, background in TEXT_PAIRS:
+        fg, bg = colours.get(text, text), colours.get(background, background)
+        assert _contrast(fg, bg) >= 4.5, (text, background, round(_contrast(fg, bg), 2))
