@@ -462,6 +462,11 @@ def _load(browser: Any, url: str) -> None:
     _wait(browser.driver, lambda d: d.execute_script("return document.readyState") == "complete")
 
 
+def _heading(driver: Any) -> str:
+    """The page's <h1> text, read in one step: the script may swap the element at any moment."""
+    return str(driver.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : ''"))
+
+
 def _errors(entries: list[dict[str, Any]]) -> list[str]:
     return [e["message"] for e in entries if e["level"] == "SEVERE"]
 
@@ -605,9 +610,9 @@ async def test_live_alarm_is_inserted_without_reload(browser: Any, site: Any) ->
         driver = browser.driver
         _load(browser, base + routes.ALARMS)
         driver.execute_script("window.loadedOnce = true")
-        item = _wait(driver, lambda d: d.execute_script("return document.querySelector('#active-alarms > #alarm-42')"))
+        text = _wait(driver, lambda d: d.execute_script("const li = document.querySelector('#active-alarms > #alarm-42'); return li && li.textContent"))
         first = driver.execute_script("return document.querySelector('#active-alarms').firstElementChild.id")
-        return first, driver.execute_script("return window.loadedOnce === true"), "Consumo" in item.text
+        return first, driver.execute_script("return window.loadedOnce === true"), "Consumo" in text
 
     first, same_page, text = await in_thread(watch)
     assert first == "alarm-42"
@@ -626,7 +631,7 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
         _load(browser, base + routes.OVERVIEW)
         driver.execute_script("window.loadedOnce = true")
         driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.HISTORY}"]').click()
-        _wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Consumo"))
+        _wait(driver, lambda d: _heading(d).startswith("Consumo"))
         after = {
             "url": driver.current_url,
             "same_page": driver.execute_script("return window.loadedOnce === true"),
@@ -634,7 +639,7 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
             "focused": driver.execute_script("return document.activeElement.id"),
         }
         driver.back()
-        _wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Olá"))
+        _wait(driver, lambda d: _heading(d).startswith("Olá"))
         after["back_same_page"] = driver.execute_script("return window.loadedOnce === true")
         after["errors"] = _errors(browser.read_console())
         return after
@@ -680,7 +685,7 @@ async def test_without_javascript_links_and_forms_still_work(site: Any) -> None:
             _load(b, base + routes.BILL)
             hidden = b.driver.find_element(By.CSS_SELECTOR, "[data-copy=pix-code]").is_displayed()
             b.driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.ALARMS}"]').click()
-            _wait(b.driver, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Alarmes")
+            _wait(b.driver, lambda d: _heading(d) == "Alarmes")
             return {"copy_visible": hidden, "url": b.driver.current_url}
 
     result = await in_thread(plain)
