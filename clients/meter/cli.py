@@ -30,7 +30,7 @@ from .faults import FaultInjector
 from .fleet import AckProtocol, Simulator
 from .load import LoadModel
 from .outbox import Outbox
-from .status import StatusLine
+from .status import StatusLine, terminal_width, wrap_message
 
 __all__ = ["main", "build_parser", "Credentials", "provision", "Fatal"]
 
@@ -430,8 +430,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Everything after option parsing; returns the exit status."""
     from twisted.internet import stdio
 
+    tty = sys.stdout.isatty()
+
     def out(text: str) -> None:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write((wrap_message(text, terminal_width() - 1) if tty else text) + "\n")
         sys.stdout.flush()
 
     host, port = udp_target(args)
@@ -466,7 +468,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
         if cmd_box and cmd_box[0].transport is not None:
             cmd_box[0].transport.write(data)
 
-    status = StatusLine(write, tty=sys.stdout.isatty(), log_every=args.log_every)
+    status = StatusLine(write, tty=tty, log_every=args.log_every)
     sim = Simulator(
         meters,
         transmit,

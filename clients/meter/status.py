@@ -4,7 +4,9 @@ On a terminal the status is redrawn in place (carriage return + erase to end of
 line) and messages are printed above it. The status never wraps: a line longer
 than the terminal would scroll the screen by one line per redraw, so it keeps
 as many of its parts as fit the terminal's current width (one column spare,
-where the cursor rests), most important first. When stdout is a pipe or a file
+where the cursor rests), most important first; messages are broken between
+words to the same width, a long word (a key) kept whole on its own line so it
+can be copied. When stdout is a pipe or a file
 every update is a plain, timestamped line with all its parts, throttled so a
 log stays readable.
 """
@@ -12,13 +14,14 @@ log stays readable.
 from __future__ import annotations
 
 import shutil
+import textwrap
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from rich.cells import cell_len, set_cell_size
 
-__all__ = ["StatusLine", "RateMeter", "progress_bar", "fit", "SEPARATOR"]
+__all__ = ["StatusLine", "RateMeter", "progress_bar", "fit", "wrap_message", "terminal_width", "SEPARATOR"]
 
 SEPARATOR = " | "
 
@@ -46,8 +49,14 @@ def fit(parts: Sequence[str], width: int) -> str:
     return line
 
 
-def _terminal_width() -> int:
+def terminal_width() -> int:
     return shutil.get_terminal_size().columns
+
+
+def wrap_message(text: str, width: int) -> str:
+    """``text`` broken between words to ``width`` cells; a longer word (a key,
+    a token) is kept whole on its own line, so it can be copied."""
+    return "\n".join(textwrap.wrap(text, max(1, width), break_long_words=False, break_on_hyphens=False))
 
 
 class RateMeter:
@@ -75,7 +84,7 @@ class StatusLine:
         tty: bool,
         log_every: float = 5.0,
         wall: Callable[[], float] = time.time,
-        columns: Callable[[], int] = _terminal_width,
+        columns: Callable[[], int] = terminal_width,
     ) -> None:
         self._write = write
         self.tty = tty
@@ -105,8 +114,9 @@ class StatusLine:
             self._write(f"{self._stamp()} {SEPARATOR.join(parts)}\n".encode())
 
     def say(self, text: str) -> None:
-        """Print a message on its own line, keeping the status line below it."""
+        """Print a message on its own line(s), keeping the status line below it."""
         if self.tty:
+            text = wrap_message(text, self._columns() - 1)
             self._write(("\r" + _ERASE + text + "\n" + self._current + _ERASE).encode())
         else:
             self._write(f"{self._stamp()} {text}\n".encode())
