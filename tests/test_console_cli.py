@@ -66,7 +66,7 @@ def test_human_output_and_errors() -> Any:
     d, out, err = run(fake, "cliente", "--id", CPF, "--name", "Ana")
     assert (yield d) == EXIT_API
     assert out.getvalue() == ""
-    assert err.getvalue() == f"Erro do servidor (409, customer_exists): cliente {CPF} já existe\n"
+    assert err.getvalue() == "Recusado pelo servidor (409): já existe um cliente com este CPF/CNPJ.\n"
     d, out, err = run(fake, "--json", "medidores", "--id", CPF, token="bad")
     assert (yield d) == EXIT_API
     assert json.loads(err.getvalue()) == {"error": {"code": "unauthorized", "message": "token inválido"}}
