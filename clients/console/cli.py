@@ -244,24 +244,31 @@ async def run_command(
     except Invalid as e:
         stderr.write(str(e) + "\n")
         return EXIT_INPUT
-    if waiting is not None:
-        waiting.start(m("wait.connecting", server=client.server))
     try:
-        doc = await call
+        doc = await _waiting_for(call, waiting, m("wait.connecting", server=client.server))
     except ApiError as e:
         if args.json:
             stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
         else:
             stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
         return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
-    finally:
-        if waiting is not None:
-            waiting.stop()
     if args.json:
         stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
     else:
         stdout.write(view(doc))
     return EXIT_OK
+
+
+async def _waiting_for(call: Deferred[dict[str, Any]], waiting: Spinner | None, text: str) -> dict[str, Any]:
+    """The answer to ``call``, with ``waiting`` turning meanwhile; it is erased
+    before the caller prints anything, answer or error."""
+    if waiting is None:
+        return await call
+    waiting.start(text)
+    try:
+        return await call
+    finally:
+        waiting.stop()
 
 
 def _terminal(stream: TextIO) -> bool:
@@ -290,18 +297,14 @@ async def _reachable(reactor: Any, args: argparse.Namespace, m: Messages, ascii_
     a server is there: the menus' own requests report what it says.
     """
     waiting = _stream_spinner(sys.stdout, reactor, ascii_only)
-    if waiting is not None:
-        waiting.start(m("wait.connecting", server=args.server))
+    health = MeterdClient(args.server, None, reactor=reactor, timeout=args.timeout).health()
     try:
-        await MeterdClient(args.server, None, reactor=reactor, timeout=args.timeout).health()
+        await _waiting_for(health, waiting, m("wait.connecting", server=args.server))
     except ServerUnreachable as e:
         sys.stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
         return False
     except ApiError:
         pass
-    finally:
-        if waiting is not None:
-            waiting.stop()
     return True
 
 

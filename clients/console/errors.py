@@ -24,6 +24,8 @@ class Invalid(Exception):
 
 def api_text(err: ApiError, m: Messages) -> str:
     """The catalog's sentence for an error code (a generic one for unknown codes)."""
+    if err.code == f"http_{err.status}":  # no error body from meterd: a proxy's page, say
+        return m("api.no_details")
     if m.has(f"api.{err.code}"):
         return m(f"api.{err.code}")
     return m("api.unknown_code", code=err.code, status=err.status)

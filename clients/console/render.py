@@ -292,18 +292,16 @@ class Renderer:
             head.add_row(m("bill.flag"), Text(m("flag." + flag), style=_FLAG_STYLES.get(flag, "") if self.color else ""))
         consumo = doc.get("consumo_kwh")
         faturado = doc.get("faturado_kwh")
-        head.add_row(m("bill.measured"), f"{self.kwh(consumo)} kWh")
+        measured = f"{self.kwh(consumo)} kWh"
+        meters = _meter_totals(doc.get("medidores"))
+        if len(meters) > 1:  # each meter's share; one meter's is the whole
+            measured += " (" + "; ".join(m("bill.meter_share", id_medidor=i, kwh=self.kwh(v)) for i, v in meters) + ")"
+        head.add_row(m("bill.measured"), measured)
         billed = f"{self.kwh(faturado)} kWh"
         c, f = decimal_of(consumo), decimal_of(faturado)
         if c is not None and f is not None and f > c:
             billed = m("bill.minimum", kwh=billed, ligacao=m("ligacao." + lig) if lig else "")
         head.add_row(m("bill.billed"), billed)
-        meters = _meter_totals(doc.get("medidores"))
-        if len(meters) > 1:  # one meter's consumption is the measured consumption above
-            head.add_row(
-                m("bill.meters"),
-                ", ".join(f"{m('hist.meter', id_medidor=i)}: {self.kwh(v)} kWh" for i, v in meters),
-            )
         parts.append(head)
 
         # No outer edge: the bill stays within a 24-line screen with its prompt.
