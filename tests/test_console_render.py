@@ -99,6 +99,14 @@ def test_bill_plain_is_itemised() -> None:
     assert "amarela" in row("Bandeira tarifária")
 
 
+def test_bill_lines_in_english() -> None:
+    out = Renderer(Messages("en"), width=100).bill(BILL)
+    assert "Energy (TE)" in out and "Distribution system use (TUSD)" in out and "Tariff flag: yellow" in out
+    assert "Energia" not in out and "Bandeira" not in out
+    odd = {**BILL, "itens": [{"descricao": "Ajuste", "quantidade_kwh": 1, "tarifa": "1", "valor": "1.00"}]}
+    assert "Ajuste" in Renderer(Messages("en"), width=100).bill(odd)  # unknown: shown as written
+
+
 def test_bill_minimum_and_estimated() -> None:
     doc = {**BILL, "consumo_kwh": 12.5, "faturado_kwh": 30.0, "estimado": True}
     out = Renderer(Messages("en")).bill(doc)

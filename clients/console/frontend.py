@@ -63,16 +63,18 @@ class LineFrontend(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         self._at_prompt = False
-        self._set_echo(True)
+        if self._echo_back_on():
+            self.transport.write(b"\n")  # the Enter the terminal did not echo
         assert self.menu is not None
         self.menu.feed(line.decode("utf-8", errors="replace"))
 
-    def _set_echo(self, on: bool) -> None:
-        if self._echo is not None and self._echo_off == on:
-            self._echo_off = not on
-            self._echo(on)
-            if on:
-                self.transport.write(b"\n")  # the Enter the terminal did not echo
+    def _echo_back_on(self) -> bool:
+        """Turn the terminal's echo back on if a secret turned it off; whether it did."""
+        if self._echo is None or not self._echo_off:
+            return False
+        self._echo_off = False
+        self._echo(True)
+        return True
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # A runaway paste should not close the console; drop it as one bad line.
@@ -88,7 +90,7 @@ class LineFrontend(LineReceiver):
         self.quit()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._set_echo(True)
+        self._echo_back_on()
         if not self.done.called:
             self.done.callback(None)
 
@@ -101,8 +103,9 @@ class LineFrontend(LineReceiver):
         self._prompt = text
         self._at_prompt = True
         self.transport.write(text.encode("utf-8"))
-        if secret:
-            self._set_echo(False)
+        if secret and self._echo is not None and not self._echo_off:
+            self._echo_off = True
+            self._echo(False)
 
     def busy(self, text: str | None) -> None:
         """Nothing to animate on a pipe: the answer follows."""

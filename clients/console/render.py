@@ -42,6 +42,8 @@ _FLAG_STYLES = {
 }
 _BAR_FULL = "█"
 _BAR_PARTS = " ▏▎▍▌▋▊▉"
+#: meterd's descriptions of the bill lines every bill has (the flag's aside).
+_BILL_ITEMS = {"Energia (TE)": "bill.item.te", "Uso do sistema (TUSD)": "bill.item.tusd"}
 #: Below this many cells the alarm message column is too narrow to read, and
 #: the alarms table folds value/limit and raised/acknowledged into one column each.
 _MESSAGE_MIN_WIDTH = 24
@@ -316,7 +318,7 @@ class Renderer:
             if valor is not None:
                 subtotal += valor
             table.add_row(
-                str(item.get("descricao", "")),
+                self._item(item, doc),
                 self.kwh(item.get("quantidade_kwh")),
                 self._rate(item.get("tarifa")),
                 brl(item.get("valor")),
@@ -339,6 +341,22 @@ class Renderer:
         if doc.get("estimado"):
             parts.append(Text(m("bill.estimated"), style="yellow" if self.color else ""))
         return self._render(*parts)
+
+    def _item(self, item: Mapping[str, Any], bill: Mapping[str, Any]) -> str:
+        """A bill line's description in the screen's language.
+
+        meterd writes them in :data:`~clients.console.messages.SERVER_TEXT_LANG`;
+        elsewhere the three lines every bill has (energy, distribution, the
+        month's flag) come from the catalog, and any other is shown as written.
+        """
+        text = str(item.get("descricao", ""))
+        if self.m.lang == SERVER_TEXT_LANG:
+            return text
+        flag = f"flag.{bill.get('bandeira')}"
+        if text.startswith("Bandeira ") and self.m.has(flag):
+            return self.m("bill.item.flag", flag=self.m(flag))
+        key = _BILL_ITEMS.get(text)
+        return self.m(key) if key else text
 
     def _end_day(self, value: Any, tz: str | None) -> str:
         """``fim`` is exclusive (the next month's first instant); people expect
