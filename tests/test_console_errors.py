@@ -88,3 +88,10 @@ def test_invalid_input_and_bugs() -> None:
     m = Messages("en")
     assert describe_error(Invalid("Type a whole number."), m) == "Type a whole number."
     assert describe_error(KeyError("x"), m) == "Unexpected error: KeyError: 'x'"
+
+
+def test_every_reason_for_no_answer_has_a_sentence() -> None:
+    from clients.api import UNREACHABLE_REASONS
+
+    for lang in ("pt", "en"):
+        assert [r for r in UNREACHABLE_REASONS if f"error.unreachable.{r}" not in CATALOG[lang]] == []

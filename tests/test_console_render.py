@@ -336,3 +336,17 @@ def test_meter_modes_are_translated() -> None:
     assert "interval" in Renderer(Messages("en")).meters(doc)
     created = Renderer(Messages("pt")).meter_created({"id": "52998224725", "id_medidor": 2, "mode": "register", "key": "k"})
     assert "(modo registrador)" in created
+
+
+def test_every_choice_and_rule_has_its_words_in_both_languages() -> None:
+    from clients.console.choices import KIND, LIGACAO, METER_MODE
+    from clients.console.render import _RULE_UNITS
+
+    for lang in ("pt", "en"):
+        m = Messages(lang)
+        for choice in (KIND, LIGACAO, METER_MODE):
+            labels = choice.labels(m)
+            assert all(m.has(f"choice.{choice.name}.{v}") for v in choice.values), (lang, choice.name)
+            assert len({label.casefold() for label in labels}) == len(labels)  # each label names one value
+            assert [choice.parse(m, label) for label in labels] == list(choice.values)
+        assert all(m.has(f"alarm.message.{rule}") and m.has(f"rule.{rule}") for rule in _RULE_UNITS)
