@@ -78,9 +78,13 @@ def test_invalid_input_is_not_sent() -> Any:
     d, out, err = run(fake, "--lang", "en", "fatura", "--id", "123.456.789-00")
     assert (yield d) == EXIT_INPUT
     assert "check digits" in err.getvalue()
-    d, out, err = run(fake, "fatura", "--id", CPF, "--periodo", "-1")
-    assert (yield d) == EXIT_INPUT
     assert fake.requests == []
+    # numbers out of range stop at the command line, with the same exit status
+    for argv in (["fatura", "--id", CPF, "--periodo", "-1"], ["ack", "--id", CPF, "--alarm", "0"],
+                 ["historico", "--id", CPF, "--kind", "D", "--medidor", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            parse(*argv)
+        assert e.value.code == EXIT_INPUT
 
 
 @pytest_twisted.inlineCallbacks
@@ -159,6 +163,8 @@ def test_help_in_english_wherever_lang_is(capsys: pytest.CaptureFixture[str]) ->
         (["--lang", "xx"], "argumento --lang: escolha inválida: 'xx' (escolha entre 'pt', 'en')"),
         (["historico", "--id", CPF, "--kind", "W"], "argumento --kind: Escolha uma destas opções: D, M, A."),
         (["fatura", "--id", CPF, "--periodo", "x"], "argumento --periodo: Digite um número inteiro, não 'x'."),
+        (["fatura", "--id", CPF, "--periodo", "-2"], "argumento --periodo: O número não pode ser negativo."),
+        (["ack", "--id", CPF, "--alarm", "0"], "argumento --alarm: Digite um número inteiro maior que zero, não '0'."),
         (["fatura", "--id", CPF, "--timeout", "0"], "argumento --timeout: Digite um número positivo"),
         (["fatura", "--id"], "argumento --id: espera um valor"),
     ],

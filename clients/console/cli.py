@@ -22,7 +22,7 @@ import os
 import shutil
 import signal
 import sys
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -33,7 +33,7 @@ from clients.version import version
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_taxid
+from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
 from .messages import LANGS, Messages
 from .render import Renderer
 from .waiting import Spinner
@@ -44,6 +44,8 @@ EXIT_OK = 0
 EXIT_API = 1
 EXIT_INPUT = 2
 EXIT_UNREACHABLE = 3
+
+T = TypeVar("T")
 
 LANG_ENV = "METERD_LANG"
 SERVER_ENV = "METERD_SERVER"
@@ -66,39 +68,30 @@ def _lang_from(argv: Sequence[str]) -> str:
     return lang if lang in LANGS else "pt"
 
 
-def _positive_float(m: Messages) -> Callable[[str], float]:
-    def convert(text: str) -> float:
+def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A field parser (:mod:`.fields`) as an argparse type: a value refused
+    there is argparse's one-line error here, in the same words."""
+
+    def convert(text: str) -> T:
         try:
-            value = float(text.replace(",", "."))
-        except ValueError:
-            value = -1.0
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(m("invalid.number", value=text))
-        return value
+            return parse(text)
+        except Invalid as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     return convert
 
 
-def _whole(m: Messages) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(m("invalid.integer", value=text)) from None
+def _seconds(m: Messages) -> Callable[[str], float]:
+    return _arg(lambda t: float(parse_positive_number(m, t)))
 
-    return convert
+
+def _whole(m: Messages, minimum: int) -> Callable[[str], int]:
+    return _arg(lambda t: parse_int(m, t, minimum=minimum))
 
 
 def _choice_arg(m: Messages, choice: Choice) -> Callable[[str], str]:
     """A flag taking a choice's label in the screen's language, or the API's value."""
-
-    def convert(text: str) -> str:
-        value = choice.parse(m, text)
-        if value is None:
-            raise argparse.ArgumentTypeError(m("invalid.choice", choices=", ".join(choice.labels(m))))
-        return value
-
-    return convert
+    return _arg(lambda t: parse_choice(m, choice, t))
 
 
 def _choice_metavar(m: Messages, choice: Choice) -> str:
@@ -119,7 +112,7 @@ def _global_options(p: argparse.ArgumentParser, m: Messages, *, main: bool) -> N
     p.add_argument("--lang", choices=LANGS, default=default(m.lang), help=m("help.lang"))
     p.add_argument(
         "--timeout",
-        type=_positive_float(m),
+        type=_seconds(m),
         default=default(DEFAULT_TIMEOUT),
         metavar=m("metavar.seconds"),
         help=m("help.timeout", default=m.number(DEFAULT_TIMEOUT)),
@@ -136,7 +129,7 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     _global_options(p, m, main=True)
     p.add_argument(
         "--poll",
-        type=_positive_float(m),
+        type=_seconds(m),
         default=DEFAULT_POLL,
         metavar=m("metavar.seconds"),
         help=m("help.poll", default=m.number(DEFAULT_POLL)),
@@ -164,8 +157,8 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c = command("cliente")
     c.add_argument("--name", required=True, metavar=m("metavar.name"), help=m("help.name"))
     choice_option(c, "--ligacao", LIGACAO, "help.ligacao")
-    c.add_argument("--limite-kw", type=_positive_float(m), metavar=m("metavar.kw"), help=m("help.limite_kw"))
-    c.add_argument("--limite-kwh", type=_positive_float(m), metavar=m("metavar.kwh"), help=m("help.limite_kwh"))
+    c.add_argument("--limite-kw", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kw"), help=m("help.limite_kw"))
+    c.add_argument("--limite-kwh", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kwh"), help=m("help.limite_kwh"))
     c.add_argument("--tz", metavar=m("metavar.tz"), help=m("help.tz"))
 
     c = command("medidor")
@@ -174,20 +167,20 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     command("medidores")
 
     c = command("fatura")
-    c.add_argument("--periodo", type=_whole(m), default=0, metavar=m("metavar.months"), help=m("help.periodo_bill"))
+    c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.months"), help=m("help.periodo_bill"))
 
     c = command("historico")
     c.add_argument(
         "--kind", required=True, type=_choice_arg(m, KIND), metavar=_choice_metavar(m, KIND), help=m("help.kind")
     )
-    c.add_argument("--periodo", type=_whole(m), default=0, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
-    c.add_argument("--medidor", type=_whole(m), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
+    c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
+    c.add_argument("--medidor", type=_whole(m, 1), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
 
     c = command("alarmes")
-    c.add_argument("--cursor", type=_whole(m), default=None, metavar=m("metavar.cursor"), help=m("help.cursor"))
+    c.add_argument("--cursor", type=_whole(m, 0), default=None, metavar=m("metavar.cursor"), help=m("help.cursor"))
 
     c = command("ack")
-    c.add_argument("--alarm", type=_whole(m), required=True, metavar=m("metavar.alarm"), help=m("help.alarm"))
+    c.add_argument("--alarm", type=_whole(m, 1), required=True, metavar=m("metavar.alarm"), help=m("help.alarm"))
 
     for parser in sub.choices.values():
         _global_options(parser, m, main=False)
@@ -214,8 +207,6 @@ async def run_command(
     """
     try:
         cid = parse_taxid(m, args.id)
-        if getattr(args, "periodo", 0) is not None and getattr(args, "periodo", 0) < 0:
-            raise Invalid(m("invalid.nonnegative"))
         cmd = args.command
         if cmd == "cliente":
             call = client.register_customer(
@@ -229,14 +220,10 @@ async def run_command(
         elif cmd == "fatura":
             call, view = client.bill(cid, args.periodo), renderer.bill
         elif cmd == "historico":
-            if args.medidor is not None and args.medidor < 1:
-                raise Invalid(m("invalid.positive_int", value=str(args.medidor)))
             call, view = client.history(cid, args.kind, args.periodo, id_medidor=args.medidor), renderer.history
         elif cmd == "alarmes":
             call, view = client.alarms(cid, args.cursor), renderer.alarms
         elif cmd == "ack":
-            if args.alarm < 1:
-                raise Invalid(m("invalid.positive_int", value=str(args.alarm)))
             call = client.ack_alarm(cid, args.alarm)
             view = lambda doc: m("result.acked", alarm_id=doc.get("alarm_id", args.alarm)) + "\n"  # noqa: E731
         else:  # pragma: no cover - argparse restricts the choices

@@ -24,7 +24,7 @@ from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachabl
 from clients.version import version
 from meterd.taxid import InvalidTaxId, make_cpf, normalize
 
-from .commands import MAX_INTERVAL, MAX_KW, MIN_INTERVAL, CommandProtocol
+from .commands import MAX_INTERVAL, MIN_INTERVAL, CommandProtocol, parse_kw
 from .device import SimMeter
 from .faults import FaultInjector
 from .fleet import AckProtocol, Simulator
@@ -98,12 +98,9 @@ def _count(text: str) -> int:
 
 def _kw(text: str) -> float:
     try:
-        kw = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of kW: {text!r}") from None
-    if not 0 <= kw <= MAX_KW:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_KW:g} kW")
-    return kw
+        return parse_kw(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _key(text: str) -> str:

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
-__all__ = ["Command", "CommandError", "Controller", "CommandProtocol", "parse_command", "HELP"]
+__all__ = ["Command", "CommandError", "Controller", "CommandProtocol", "parse_command", "parse_kw", "HELP"]
 
 MIN_INTERVAL = 0.001
 MAX_INTERVAL = 86400.0
@@ -41,15 +41,23 @@ class Command:
     meter: int | None = None  # spike: the meter's number, None for all
 
 
-def _kw(text: str, usage: str) -> float:
-    """A demand in kW; a decimal comma is accepted as well as a point."""
+def parse_kw(text: str) -> float:
+    """A demand in kW (``--load-kw``, ``load``, ``spike``); a decimal comma is
+    accepted as well as a point. :class:`ValueError` says what is wrong."""
     try:
         kw = float(text.replace(",", "."))
     except ValueError:
-        raise CommandError(f"not a number of kW: {text!r} ({usage})") from None
+        raise ValueError(f"not a number of kW: {text!r}") from None
     if not 0 <= kw <= MAX_KW:  # also rejects nan and inf
-        raise CommandError(f"kW must be between 0 and {MAX_KW:g} ({usage})")
+        raise ValueError(f"kW must be between 0 and {MAX_KW:g}")
     return kw
+
+
+def _kw(text: str, usage: str) -> float:
+    try:
+        return parse_kw(text)
+    except ValueError as e:
+        raise CommandError(f"{e} ({usage})") from None
 
 
 def parse_command(line: str) -> Command:
