@@ -22,9 +22,21 @@ from pathlib import Path
 
 from rich.cells import cell_len
 
-__all__ = ["PtyProcess", "strip_escapes", "lines_of"]
+from tests.support import subprocess_env
+
+__all__ = ["PtyProcess", "strip_escapes", "lines_of", "client_env"]
+
+#: What the clients read from the environment, which a test must not inherit.
+CLIENT_VARIABLES = ("METERD_LANG", "METERD_SERVER", "METERD_UDP", "METERD_TOKEN", "NO_COLOR")
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>c78]")
+
+
+def client_env(**overrides: str) -> dict[str, str]:
+    """The environment for a client under test: the checkout first on the
+    path, and none of the clients' variables except those given."""
+    env = {k: v for k, v in subprocess_env().items() if k not in CLIENT_VARIABLES}
+    return {**env, **overrides}
 
 
 def strip_escapes(text: str) -> str:

@@ -17,6 +17,13 @@ from clients.console.render import Renderer
 from tests.console_fakes import CPF, OPERATOR, FakeMeterd, stub_client_factory
 
 
+@pytest.fixture(autouse=True)
+def _no_console_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults under test are those of an environment that sets none."""
+    for name in ("METERD_LANG", "METERD_SERVER", "METERD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def parse(*argv: str) -> Any:
     return build_parser(Messages("pt")).parse_args(list(argv))
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.pty_terminal import PtyProcess, lines_of, strip_escapes
-from tests.support import ROOT, Twistd, subprocess_env
+from tests.pty_terminal import PtyProcess, client_env, lines_of, strip_escapes
+from tests.support import ROOT, Twistd
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def console(server: Twistd, *args: str, cols: int = 80, rows: int = 24) -> PtyPr
         [sys.executable, "-m", "clients.console", "--server", server.url, *args],
         cols=cols,
         rows=rows,
-        env=subprocess_env(),
+        env=client_env(),
         cwd=ROOT,
     )
 
@@ -194,7 +194,7 @@ def test_server_down_is_reported_before_anything_is_asked(tmp_path: Path) -> Non
     from tests.support import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    term = PtyProcess([sys.executable, "-m", "clients.console", "--server", url], env=subprocess_env(), cwd=ROOT)
+    term = PtyProcess([sys.executable, "-m", "clients.console", "--server", url], env=client_env(), cwd=ROOT)
     try:
         assert term.wait() == 3
         term.expect(re.escape(f"Servidor indisponível: {url} recusou a conexão."))

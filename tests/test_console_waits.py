@@ -15,8 +15,8 @@ from twisted.internet.task import Clock
 
 from clients.api import MeterdClient, ServerUnreachable
 from clients.console.waiting import ERASE_LINE, Spinner
-from tests.pty_terminal import PtyProcess
-from tests.support import ROOT, free_port, subprocess_env
+from tests.pty_terminal import PtyProcess, client_env
+from tests.support import ROOT, free_port
 
 
 def test_spinner_shows_only_after_its_delay_and_erases_itself() -> None:
@@ -72,7 +72,7 @@ async def test_nobody_listening_is_refused() -> None:
 def console(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "clients.console", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, env=subprocess_env(),
+        input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, env=client_env(),
     )  # fmt: skip
 
 
@@ -95,7 +95,7 @@ def test_a_server_that_is_down_is_reported_before_the_menu() -> None:
 def test_a_terminal_sees_a_spinner_while_the_server_is_silent(silent_server: str) -> None:
     term = PtyProcess(
         [sys.executable, "-m", "clients.console", "--server", silent_server, "--timeout", "2"],
-        env=subprocess_env(),
+        env=client_env(),
         cwd=ROOT,
     )
     try:

@@ -50,14 +50,17 @@ def test_bad_options_are_one_line(argv: list[str], message: str, capsys: pytest.
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def test_defaults_and_formatted_ids() -> None:
+def test_defaults_and_formatted_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("METERD_SERVER", raising=False)
+    monkeypatch.delenv("METERD_UDP", raising=False)
     args = _args("--id", "529.982.247-25", "--meter", "2", "--key", KEY.upper())
     assert args.id == "52998224725" and args.key == KEY and args.meter == 2
     assert args.interval == 1.0 and args.drain_timeout == 10.0 and args.server == "http://127.0.0.1:8888"
     assert udp_target(args) == ("127.0.0.1", 8080)
 
 
-def test_udp_target() -> None:
+def test_udp_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("METERD_UDP", raising=False)
     assert udp_target(_args("--provision", "--server", "http://meters.example:9000")) == ("meters.example", 8080)
     assert udp_target(_args("--provision", "--udp", "10.0.0.1:9999")) == ("10.0.0.1", 9999)
     assert udp_target(_args("--provision", "--udp", "[::1]:7")) == ("::1", 7)

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from rich.cells import cell_len
 
-from tests.pty_terminal import PtyProcess, lines_of, strip_escapes
-from tests.support import ROOT, Twistd, subprocess_env
+from tests.pty_terminal import PtyProcess, client_env, lines_of, strip_escapes
+from tests.support import ROOT, Twistd
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_live_output_never_wraps_at_80_columns(server: Twistd) -> None:
         "--udp", f"127.0.0.1:{server.udp_port}", "--data-dir", str(server.data_dir),
         "--interval", "1", "--backfill", "0.1", "--seed", "7",
     ]  # fmt: skip
-    term = PtyProcess(argv, cols=80, rows=24, env=subprocess_env(), cwd=ROOT)
+    term = PtyProcess(argv, cols=80, rows=24, env=client_env(), cwd=ROOT)
     try:
         term.expect(r"backfill \[", timeout=30)
         term.expect(r"backfill done", timeout=60)

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Twistd, subprocess_env
+from tests.pty_terminal import client_env
+from tests.support import ROOT, Twistd
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def beside_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tw
     home = tmp_path_factory.mktemp("clone")
     (home / ".venv").symlink_to(Path(sys.executable).parent.parent)
     server = Twistd(home / "meterd-data").start()
-    env = {**subprocess_env(), "METERD_SERVER": server.url, "METERD_UDP": f"127.0.0.1:{server.udp_port}"}
+    env = client_env(METERD_SERVER=server.url, METERD_UDP=f"127.0.0.1:{server.udp_port}")
     yield server, home, env
     server.stop()
 
