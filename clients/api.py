@@ -24,6 +24,7 @@ from meterd.credentials import OPERATOR_TOKEN_FILE
 __all__ = [
     "ApiError",
     "ServerUnreachable",
+    "UNREACHABLE_REASONS",
     "MeterdClient",
     "find_token",
     "DEFAULT_SERVER",
@@ -34,6 +35,10 @@ __all__ = [
 DEFAULT_SERVER = "http://127.0.0.1:8888"
 DEFAULT_DATA_DIR = "meterd-data"
 TOKEN_ENV = "METERD_TOKEN"
+
+#: Why nothing answered: connection refused, no answer in time, host name
+#: not found, or the connection failed some other way (reset, closed).
+UNREACHABLE_REASONS = ("refused", "timeout", "dns", "failed")
 
 #: Failures that mean "no server answered", as opposed to "the server said no".
 _UNREACHABLE = (
@@ -67,11 +72,16 @@ class ServerUnreachable(ApiError):
     """No HTTP answer at all: refused, reset, DNS failure or timeout.
 
     A separate type lets pollers report "server went away" once and keep trying,
-    while real API errors are shown as they are.
+    while real API errors are shown as they are. ``reason`` is one of
+    :data:`UNREACHABLE_REASONS`, so a client can word each case in its own
+    language (a timeout is not a refusal) instead of showing ``message``.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str = "failed", server: str = "", timeout: float | None = None) -> None:
         super().__init__(0, "unreachable", message)
+        self.reason = reason
+        self.server = server
+        self.timeout = timeout
 
 
 def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,7 +188,10 @@ class MeterdClient:
             response = yield self._http.request(method, url, **kwargs)
             raw = yield self._http.content(response)
         except _UNREACHABLE as e:
-            raise ServerUnreachable(self._describe(e)) from None
+            reason = _reason(e)
+            raise ServerUnreachable(
+                self._describe(e, reason), reason=reason, server=self.server, timeout=self.timeout
+            ) from None
         status = int(response.code)
         if not 200 <= status < 300:
             raise _decode_error(status, raw)
@@ -192,8 +205,8 @@ class MeterdClient:
             raise ApiError(status, "bad_response", "expected a JSON object")
         return doc
 
-    def _describe(self, e: BaseException) -> str:
-        if isinstance(e, CancelledError):
+    def _describe(self, e: BaseException, reason: str) -> str:
+        if reason == "timeout":
             return f"{self.server}: no answer within {self.timeout:g} s"
         if isinstance(e, (webclient.ResponseNeverReceived, webclient.ResponseFailed)):
             reasons = getattr(e, "reasons", None) or []
@@ -274,6 +287,27 @@ class MeterdClient:
 
     def health(self) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/health")
+
+
+def _reason(e: BaseException) -> str:
+    """Which of :data:`UNREACHABLE_REASONS` a transport failure is.
+
+    treq's timeout cancels the request: before the connection is made that is
+    a ``CancelledError``; once the request is sent, twisted.web wraps it in
+    ``ResponseNeverReceived``. Both are a server that did not answer in time.
+    """
+    if isinstance(e, (webclient.ResponseNeverReceived, webclient.ResponseFailed)):
+        reasons = getattr(e, "reasons", None) or []
+        if any(r.check(CancelledError) for r in reasons):
+            return "timeout"
+        return "failed"
+    if isinstance(e, (CancelledError, ierror.TimeoutError, ierror.TCPTimedOutError)):
+        return "timeout"
+    if isinstance(e, ierror.ConnectionRefusedError):
+        return "refused"
+    if isinstance(e, ierror.DNSLookupError):
+        return "dns"
+    return "failed"
 
 
 def find_token(explicit: str | None, data_dir: str | None) -> str | None:

@@ -17,6 +17,13 @@ from clients.console.render import Renderer
 from tests.console_fakes import CPF, OPERATOR, FakeMeterd, stub_client_factory
 
 
+@pytest.fixture(autouse=True)
+def _no_console_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults under test are those of an environment that sets none."""
+    for name in ("METERD_LANG", "METERD_SERVER", "METERD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def parse(*argv: str) -> Any:
     return build_parser(Messages("pt")).parse_args(list(argv))
 
@@ -66,7 +73,7 @@ def test_human_output_and_errors() -> Any:
     d, out, err = run(fake, "cliente", "--id", CPF, "--name", "Ana")
     assert (yield d) == EXIT_API
     assert out.getvalue() == ""
-    assert err.getvalue() == f"Erro do servidor (409, customer_exists): cliente {CPF} já existe\n"
+    assert err.getvalue() == "Recusado pelo servidor (409): já existe um cliente com este CPF/CNPJ.\n"
     d, out, err = run(fake, "--json", "medidores", "--id", CPF, token="bad")
     assert (yield d) == EXIT_API
     assert json.loads(err.getvalue()) == {"error": {"code": "unauthorized", "message": "token inválido"}}
@@ -78,9 +85,13 @@ def test_invalid_input_is_not_sent() -> Any:
     d, out, err = run(fake, "--lang", "en", "fatura", "--id", "123.456.789-00")
     assert (yield d) == EXIT_INPUT
     assert "check digits" in err.getvalue()
-    d, out, err = run(fake, "fatura", "--id", CPF, "--periodo", "-1")
-    assert (yield d) == EXIT_INPUT
     assert fake.requests == []
+    # numbers out of range stop at the command line, with the same exit status
+    for argv in (["fatura", "--id", CPF, "--periodo", "-1"], ["ack", "--id", CPF, "--alarm", "0"],
+                 ["historico", "--id", CPF, "--kind", "D", "--medidor", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            parse(*argv)
+        assert e.value.code == EXIT_INPUT
 
 
 @pytest_twisted.inlineCallbacks
@@ -94,3 +105,120 @@ def test_unreachable_exit_status() -> Any:
     code = yield ensureDeferred(run_command(args, client, m, Renderer(m), out, err))
     assert code == EXIT_UNREACHABLE
     assert err.getvalue().startswith("Servidor indisponível: http://127.0.0.1:1")
+
+
+# -- options anywhere, one language, --version ---------------------------------
+
+
+def test_global_options_before_or_after_the_subcommand() -> None:
+    before = parse("--server", "http://h:1", "--token", "t", "--json", "--lang", "en", "--timeout", "3", "fatura", "--id", CPF)
+    after = parse("fatura", "--id", CPF, "--server", "http://h:1", "--token", "t", "--json", "--lang", "en", "--timeout", "3")
+    mixed = parse("--json", "--token", "t", "fatura", "--lang", "en", "--id", CPF, "--server", "http://h:1", "--timeout", "3")
+    assert before == after == mixed
+    assert (after.server, after.token, after.json, after.lang, after.timeout) == ("http://h:1", "t", True, "en", 3.0)
+    # given after the subcommand, an option overrides the same one given before it
+    assert parse("--token", "a", "fatura", "--id", CPF, "--token", "b").token == "b"
+    # and one not given after it keeps its value from before, or its default
+    assert parse("--token", "a", "fatura", "--id", CPF).token == "a"
+    assert parse("fatura", "--id", CPF).server == "http://127.0.0.1:8888"
+
+
+def test_choice_values_are_typed_in_the_screens_language_or_the_apis() -> None:
+    assert parse("medidor", "--id", CPF, "--mode", "intervalo").mode == "interval"
+    assert parse("medidor", "--id", CPF, "--mode", "INTERVAL").mode == "interval"
+    assert parse("historico", "--id", CPF, "--kind", "a").kind == "Y"  # ano
+    assert parse("cliente", "--id", CPF, "--name", "Ana", "--ligacao", "tri").ligacao == "tri"
+    en = build_parser(Messages("en"))
+    assert en.parse_args(["cliente", "--id", CPF, "--name", "Ana", "--ligacao", "three"]).ligacao == "tri"
+    with pytest.raises(SystemExit):
+        en.parse_args(["historico", "--id", CPF, "--kind", "A"])
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from clients.console.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exit_.value.code or 0), out, err
+
+
+#: argparse's own English, which must not show on a Portuguese screen.
+ARGPARSE_ENGLISH = ("usage:", "options:", "show this help", "positional arguments", "error:", "unrecognized", "invalid choice", "required")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fatura", "--help"], ["historico", "-h"]])
+def test_help_is_entirely_portuguese(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _main(capsys, *argv)
+    assert code == 0
+    assert out.startswith("uso: python -m clients.console") and "opções:" in out and "mostra esta ajuda e sai" in out
+    assert not [w for w in ARGPARSE_ENGLISH if w in out]
+    assert "{registrador,intervalo}" in _main(capsys, "medidor", "--help")[1]
+
+
+def test_help_in_english_wherever_lang_is(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _main(capsys, "fatura", "--help", "--lang", "en")
+    assert code == 0 and out.startswith("usage: python -m clients.console fatura") and "show this help message" in out
+    assert "{register,interval}" in _main(capsys, "--lang=en", "medidor", "--help")[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fatura", "--id", CPF, "--bogus"], "erro: argumentos não reconhecidos: --bogus"),
+        (["fatura"], "erro: faltam os argumentos obrigatórios: --id"),
+        (["--lang", "xx"], "argumento --lang: escolha inválida: 'xx' (escolha entre 'pt', 'en')"),
+        (["historico", "--id", CPF, "--kind", "W"], "argumento --kind: Escolha uma destas opções: D, M, A."),
+        (["fatura", "--id", CPF, "--periodo", "x"], "argumento --periodo: Digite um número inteiro, não 'x'."),
+        (["fatura", "--id", CPF, "--periodo", "-2"], "argumento --periodo: O número não pode ser negativo."),
+        (["ack", "--id", CPF, "--alarm", "0"], "argumento --alarm: Digite um número inteiro maior que zero, não '0'."),
+        (["fatura", "--id", CPF, "--timeout", "0"], "argumento --timeout: Digite um número positivo"),
+        (["fatura", "--id"], "argumento --id: espera um valor"),
+    ],
+)
+def test_argparse_errors_in_portuguese(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _main(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("uso: ") and expected in err
+    assert not [w for w in ARGPARSE_ENGLISH if w in err.replace("erro:", "")]
+
+
+def test_argparse_is_english_again_after_the_console_parsed(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    _main(capsys, "--help")
+    p = argparse.ArgumentParser(prog="other")
+    assert p.format_help().startswith("usage: other")
+
+
+def test_every_translated_argparse_message_is_one_argparse_writes() -> None:
+    import argparse
+    import inspect
+
+    from clients.console.argparse_i18n import PORTUGUESE, PORTUGUESE_PLURALS
+
+    source = inspect.getsource(argparse)
+    for msgid in [*PORTUGUESE, *(m for pair in PORTUGUESE_PLURALS for m in pair)]:
+        assert repr(msgid)[1:-1] in source or msgid.replace("\n", "\\n") in source, msgid
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from clients.version import version
+
+    code, out, _ = _main(capsys, "--version")
+    assert code == 0 and out == f"python -m clients.console {version()}\n"
+
+
+def test_version_falls_back_to_setup_cfg(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from importlib.metadata import PackageNotFoundError
+
+    import clients.version
+    from tests.support import ROOT
+
+    def not_installed(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(clients.version, "_installed_version", not_installed)
+    declared = re.search(r"^version = (\S+)$", (ROOT / "setup.cfg").read_text(), re.M)
+    assert declared is not None and clients.version.version() == declared.group(1)

@@ -47,7 +47,14 @@ class Session:
         return self.tr.value().decode()
 
 
-def session(fake: FakeMeterd | None = None, *, lang: str = "pt", make_client: Any = None, **menu_kw: Any) -> Session:
+def session(
+    fake: FakeMeterd | None = None,
+    *,
+    lang: str = "pt",
+    make_client: Any = None,
+    renderer: Renderer | None = None,
+    **menu_kw: Any,
+) -> Session:
     fake = fake or FakeMeterd()
     stub, make = stub_client_factory(fake)
     clock = Clock()
@@ -58,7 +65,7 @@ def session(fake: FakeMeterd | None = None, *, lang: str = "pt", make_client: An
         return Menu(
             out,
             msgs=msgs,
-            renderer=Renderer(msgs),
+            renderer=renderer or Renderer(msgs),
             make_client=make_client or make,
             clock=clock,
             poll_interval=30,
@@ -159,11 +166,11 @@ def test_server_error_is_one_line_and_menu_returns() -> None:
     s = session()
     s.type("1", "1", CPF, "Ana", "", "", "")
     out = s.type("1", CPF, "Ana de novo", "", "", "")
-    assert "Erro do servidor (409, customer_exists): cliente 52998224725 já existe" in out
-    assert "Traceback" not in out
+    assert "Recusado pelo servidor (409): já existe um cliente com este CPF/CNPJ." in out
+    assert "Traceback" not in out and "já existe\n" not in out  # the server's own message is not shown
     assert out.rstrip().endswith(">") and "Cadastrar cliente" in out
     out = s.type("3", CPF2)
-    assert "(404, unknown_customer)" in out
+    assert "Recusado pelo servidor (404): não há cliente cadastrado com este CPF/CNPJ." in out
 
 
 def test_store_down_503() -> None:
@@ -171,14 +178,15 @@ def test_store_down_503() -> None:
     s = session(fake)
     fake.down = True
     out = s.type("1", "3", CPF)
-    assert "Erro do servidor (503, store_unavailable): banco indisponível" in out
+    assert "Erro no servidor (503): o banco de dados está indisponível; tente de novo em instantes." in out
+    assert "banco indisponível" not in out
 
 
 def test_operator_without_token_is_asked_for_one() -> None:
     s = session(operator_token=None)
     out = s.type("1")
     assert "Sem token do operador" in out
-    assert out.endswith("Token de acesso: ")
+    assert out.endswith("Token de acesso (não aparece ao digitar): ")
     out = s.type(OPERATOR)
     assert "Cadastrar cliente" in out
 
@@ -187,7 +195,7 @@ def test_customer_login_wrong_token_goes_back_to_mode_menu() -> None:
     s = session()
     with_customer(s)
     out = s.type("2", CPF, "wrong")
-    assert "(401, unauthorized)" in out
+    assert "Recusado pelo servidor (401): token de acesso ausente ou inválido." in out
     assert "1) Operador" in out
 
 
@@ -205,7 +213,7 @@ def test_customer_bill_history_alarms_ack() -> None:
     assert s.fake.calls("/getFatura")[-1] == {"id": CPF, "periodo": "2"}
 
     out = s.type("2", "x")
-    assert "D, M, Y" in out
+    assert "D, M, A" in out
     out = s.type("m", "1", "1")
     assert s.fake.calls("/getConsumoHist")[-1] == {"id": CPF, "kind": "M", "periodo": "1", "id_medidor": "1"}
     assert "Consumo por dia (kWh)" in out
@@ -222,7 +230,8 @@ def test_customer_bill_history_alarms_ack() -> None:
     assert "Alarme 1 reconhecido." in out
     assert s.fake.calls("/ackAlarme") == [{"id": CPF, "alarm_id": 1}]
     out = s.type("4", "99")
-    assert "(404, unknown_alarm)" in out
+    assert "Recusado pelo servidor (404): o cliente não tem este alarme." in out
+    assert "não existe" not in out  # the fake server's own words
 
 
 def test_bill_not_implemented_is_readable() -> None:
@@ -232,7 +241,7 @@ def test_bill_not_implemented_is_readable() -> None:
     token = with_customer(s)
     s.type("2", CPF, token)
     out = s.type("1", "0")
-    assert "Este servidor ainda não oferece esta função (/getFatura ainda não implementado)." in out
+    assert "Erro no servidor (501): este servidor ainda não oferece esta função." in out
     assert "Traceback" not in out
     assert "1) Fatura" in out
 
@@ -436,9 +445,232 @@ def test_terminal_frontend_redraws_half_typed_line_after_banner() -> None:
     assert out[:banner_at].startswith(b"\r")  # the input line was erased first
     assert out.endswith(b"> ab")  # prompt and half-typed text redrawn
     tr.clear()
-    proto.dataReceived(b"\x7f\x7f7\r")  # edit and submit
-    assert "Opção inválida: '7'" in tr.value().decode()
+    proto.dataReceived(b"\x7f\x7f8\r")  # edit and submit
+    assert "Opção inválida: '8'" in tr.value().decode()
     tr.clear()
     proto.dataReceived(b"\x03")  # ^C quits
     assert tr.disconnecting
     assert b"\x1bc" not in tr.value()  # without wiping the screen
+
+
+# -- the operator sees a customer's data ---------------------------------------
+
+
+def test_operator_sees_a_customers_bill_history_alarms_and_acks() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    s.type("2", CPF, "")
+    out = s.type("4", "529.982.247-25", "1")
+    assert "CONTA DE ENERGIA ELÉTRICA" in out and "R$ 1.111,08" in out
+    assert s.fake.calls("/getFatura")[-1] == {"id": CPF, "periodo": "1"}
+    out = s.type("5", CPF, "a", "", "")
+    assert "Consumo por mês (kWh)" in out  # "A" (ano) asked for the year
+    assert s.fake.calls("/getConsumoHist")[-1] == {"id": CPF, "kind": "Y", "periodo": "0"}
+    s.fake.raise_alarm()
+    out = s.type("6", CPF)
+    assert "Alarmes ativos" in out and "Demanda acima do limite" in out  # the alarm's own message
+    out = s.type("7", CPF, "1")
+    assert "Alarme 1 reconhecido." in out
+    assert s.fake.calls("/ackAlarme") == [{"id": CPF, "alarm_id": 1}]
+    out = s.type("6", CPF2)
+    assert "não há cliente cadastrado com este CPF/CNPJ" in out
+    assert "Cadastrar cliente" in out  # back at the operator's menu
+    assert s.fake.calls("/getAlarme")[-1] == {"id": CPF2}
+
+
+# -- choices, secrets, Unicode ---------------------------------------------------
+
+
+def test_choices_are_offered_and_typed_in_the_screens_language() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("2", CPF)
+    assert out.endswith("Modo do medidor (registrador/intervalo) [registrador]: ")
+    out = s.type("interval")  # the API's word is understood too
+    assert "(modo intervalo)" in out
+    s.type("2", CPF, "INTERVALO")
+    assert [c["mode"] for c in s.fake.calls("/cadMedidor")] == ["interval", "interval"]
+    out = s.type("3", CPF)
+    assert "intervalo" in out and "interval " not in out
+    en = session(lang="en")
+    out = en.type("1", "2", CPF)
+    assert out.endswith("Meter mode (register/interval) [register]: ")
+    out = session(lang="en").type("1", "1", CPF, "Ana")
+    assert out.endswith("Connection phases (single/two/three) [single]: ")
+
+
+def test_a_decomposed_accent_is_stored_composed() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Joa\u0303o da Conceic\u0327a\u0303o", "", "", "")
+    assert s.fake.calls("/cadCliente")[0]["name"] == "João da Conceição"
+
+
+def test_a_token_is_asked_without_echo() -> None:
+    switched: list[bool] = []
+    fake = FakeMeterd()
+    stub, make = stub_client_factory(fake)
+    msgs = Messages("pt")
+
+    def factory(out: Any) -> Menu:
+        return Menu(out, msgs=msgs, renderer=Renderer(msgs), make_client=make, clock=Clock(), operator_token=None)
+
+    proto = LineFrontend(factory, echo=switched.append)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    proto.dataReceived(b"1\n")
+    assert tr.value().decode().endswith("Token de acesso (não aparece ao digitar): ")
+    assert switched == [False]  # the terminal stops echoing for the token
+    proto.dataReceived(OPERATOR.encode() + b"\n")
+    assert switched == [False, True]  # and echoes again once it is typed
+    assert "Cadastrar cliente" in tr.value().decode()
+
+
+# -- views on a screen ----------------------------------------------------------
+
+
+def screen_session(height: int | None, width: int = 80, **kw: Any) -> tuple[Session, Renderer]:
+    renderer = Renderer(Messages("pt"), width=width, height=height)
+    s = session(renderer=renderer, **kw)
+    return s, renderer
+
+
+def test_a_view_that_fills_the_screen_holds_the_menu_behind_a_prompt() -> None:
+    s, _ = screen_session(height=24)
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("4", CPF, "")
+    bill = out[out.index("CONTA DE ENERGIA") :]
+    assert bill.endswith("Opção (Enter mostra o menu): ")
+    assert "Cadastrar cliente" not in bill
+    assert bill.count("\n") <= 22  # the bill, and the prompt under it, in 24 lines
+    out = s.type("")
+    assert "1) Cadastrar cliente" in out and out.endswith("> ")
+    out = s.type("3", CPF)  # a short view: the menu fits under it
+    assert "não tem medidores" in out and "Cadastrar cliente" in out
+
+
+def test_with_no_screen_the_menu_always_follows() -> None:
+    s, _ = screen_session(height=None)
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("4", CPF, "")
+    assert "CONTA DE ENERGIA" in out and out.endswith("0) Sair\n> ")
+
+
+def test_a_resize_redraws_the_view_on_screen_at_the_new_size() -> None:
+    s, renderer = screen_session(height=24)
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    s.fake.raise_alarm(value=12.5, limit=10)
+    out = s.type("6", CPF)
+    assert "Mensagem" not in out  # 80 columns: the message goes under the rule
+    menu = s.proto.menu
+    assert menu is not None
+    s.tr.clear()
+    menu.resize(160, 40)
+    out = s.tr.value().decode()
+    assert "Mensagem" in out and max(len(line) for line in out.splitlines()) > 80
+    assert out.endswith("> ")
+    s.type("x")  # typed something: the view is no longer what is on screen
+    s.tr.clear()
+    menu.resize(80, 24)
+    assert s.tr.value() == b""
+    assert renderer.width == 80  # the next views are laid out for it all the same
+
+
+class RecordingOutput:
+    """An Output that keeps the order of what the menu asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def show(self, text: str) -> None:
+        self.calls.append(("show", text))
+
+    def prompt(self, text: str, *, secret: bool = False) -> None:
+        self.calls.append(("prompt", text))
+
+    def notify(self, text: str) -> None:
+        self.calls.append(("notify", text))
+
+    def busy(self, text: str | None) -> None:
+        self.calls.append(("busy", text))
+
+    def redraw(self, text: str) -> None:
+        self.calls.append(("redraw", text))
+
+    def quit(self) -> None:
+        self.calls.append(("quit", None))
+
+
+def test_the_menu_says_it_is_waiting_while_a_request_is_out() -> None:
+    slow = SlowClient()
+    out = RecordingOutput()
+    msgs = Messages("pt")
+    menu = Menu(out, msgs=msgs, renderer=Renderer(msgs), make_client=lambda token: slow, clock=Clock(), operator_token=OPERATOR)
+    menu.start()
+    menu.feed("1")
+    menu.feed("3")
+    out.calls.clear()
+    menu.feed(CPF)
+    assert out.calls == [("busy", "Consultando o servidor…")]
+    slow.pending[0][1].callback({"id": CPF, "meters": []})
+    kinds = [kind for kind, _ in out.calls]
+    assert kinds[:3] == ["busy", "show", "busy"] and out.calls[2] == ("busy", None)
+    assert kinds[-1] == "prompt"
+
+
+def terminal_session(make_client: Any, renderer: Renderer | None = None) -> tuple[ServerProtocol, StringTransport, Clock]:
+    msgs = Messages("pt")
+    clock = Clock()
+
+    def factory(out: Any) -> Menu:
+        return Menu(
+            out,
+            msgs=msgs,
+            renderer=renderer or Renderer(msgs),
+            make_client=make_client,
+            clock=clock,
+            operator_token=OPERATOR,
+        )
+
+    proto = ServerProtocol(TerminalFrontend, factory, None, clock)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    return proto, tr, clock
+
+
+def test_terminal_spins_while_the_server_thinks_and_clears_the_line_for_the_answer() -> None:
+    slow = SlowClient()
+    proto, tr, clock = terminal_session(lambda token: slow)
+    proto.dataReceived(b"1\r3\r" + CPF.encode() + b"\r")
+    tr.clear()
+    clock.advance(0.1)
+    assert tr.value() == b""  # a quick answer would not have been preceded by a flash
+    for _ in range(5):
+        clock.advance(0.1)
+    spun = tr.value().decode()
+    assert spun.count("Consultando o servidor…") >= 3 and spun.startswith("\r\x1b[K")
+    tr.clear()
+    slow.pending[0][1].callback({"id": CPF, "meters": []})
+    out = tr.value().decode()
+    assert out.startswith("\r\x1b[KO cliente 529.982.247-25 não tem medidores.")  # the spinner's line erased first
+    tr.clear()
+    clock.advance(1)
+    assert tr.value() == b"" and not clock.getDelayedCalls()  # and it stopped
+
+
+def test_terminal_resize_redraws_the_view_from_the_top_of_the_screen() -> None:
+    fake = FakeMeterd()
+    stub, make = stub_client_factory(fake)
+    renderer = Renderer(Messages("pt"), width=80, height=24)
+    proto, tr, clock = terminal_session(make, renderer)
+    proto.dataReceived(b"1\r1\r" + CPF.encode() + b"\rAna\r\r\r\r")
+    stub.flush()
+    fake.raise_alarm()
+    proto.dataReceived(b"6\r" + CPF.encode() + b"\r")
+    stub.flush()
+    proto.dataReceived("João".encode())  # typing, not yet sent: the view is still what is on screen
+    tr.clear()
+    proto.terminalProtocol.terminalSize(160, 40)
+    out = tr.value().decode()
+    assert out.startswith("\x1b[H\x1b[2J")  # home, clear the screen (the scrollback stays)
+    assert "Mensagem" in out and (renderer.width, renderer.height) == (160, 40)
+    assert out.endswith("> João")  # the prompt and what was being typed, drawn again

@@ -99,6 +99,14 @@ def test_bill_plain_is_itemised() -> None:
     assert "amarela" in row("Bandeira tarifária")
 
 
+def test_bill_lines_in_english() -> None:
+    out = Renderer(Messages("en"), width=100).bill(BILL)
+    assert "Energy (TE)" in out and "Distribution system use (TUSD)" in out and "Tariff flag: yellow" in out
+    assert "Energia" not in out and "Bandeira" not in out
+    odd = {**BILL, "itens": [{"descricao": "Ajuste", "quantidade_kwh": 1, "tarifa": "1", "valor": "1.00"}]}
+    assert "Ajuste" in Renderer(Messages("en"), width=100).bill(odd)  # unknown: shown as written
+
+
 def test_bill_minimum_and_estimated() -> None:
     doc = {**BILL, "consumo_kwh": 12.5, "faturado_kwh": 30.0, "estimado": True}
     out = Renderer(Messages("en")).bill(doc)
@@ -179,3 +187,166 @@ def test_secret_line_never_wrapped() -> None:
         {"id": "52998224725", "name": "Ana", "ligacao": "mono", "limite_kw": 10, "limite_kwh": 1000, "tz": "UTC", "token": token}
     )
     assert token in out
+
+
+# -- views that fit the screen ---------------------------------------------------
+
+from datetime import datetime, timezone  # noqa: E402
+
+from rich.cells import cell_len  # noqa: E402
+
+
+def _alarm(aid: int, rule: str, value: float, limit: float, message: str, meter: int | None = 1) -> dict[str, object]:
+    return {
+        "alarm_id": aid,
+        "rule": rule,
+        "id_medidor": meter,
+        "raised_at": "2026-11-05T14:03:00-03:00",
+        "cleared_at": None,
+        "acked_at": "2026-11-05T15:10:00-03:00" if aid % 2 else None,
+        "value": value,
+        "threshold": limit,
+        "message": message,
+    }
+
+
+ALARMS = {
+    "active": [
+        _alarm(1, "demand", 12.5, 10, "Demanda média de 12,5 kW acima do limite de 10 kW nos últimos 5 min"),
+        _alarm(2, "monthly", 1200.5, 1000, "Consumo do mês de 1.200,5 kWh acima do limite de 1.000 kWh", None),
+        _alarm(3, "silent", 5400, 3600, "Medidor 1 sem leituras há 1 h 30 min"),
+        _alarm(14, "anomaly", 30.25, 20, "Consumo das últimas 24 h 51 % acima da média diária", None),
+    ],
+    "events": [{"event_id": i, "alarm_id": 1, "type": "raised", "at": "2026-11-05T14:03:00-03:00"} for i in range(1, 4)],
+}
+
+
+def _column(out: str, index: int, columns: int, bar: str = "|") -> str:
+    """Column ``index`` (from 1) of the drawn table with ``columns`` columns, its lines joined."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    return " ".join(
+        cell for line in plain.splitlines() if line.count(bar) == columns + 1 if (cell := line.split(bar)[index].strip())
+    )
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_alarms_fit_80_columns_with_every_message(color: bool) -> None:
+    out = Renderer(Messages("pt"), color=color, width=80).alarms(ALARMS)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert max(cell_len(line) for line in plain.splitlines()) <= 80
+    alarm_column = _column(out, 2, 5, "│" if color else "|")
+    for alarm in ALARMS["active"]:  # each message whole, wrapped in the alarm's column
+        assert " ".join(str(alarm["message"]).split()) in alarm_column, alarm["message"]
+    assert "…" not in plain  # nothing cut
+    values = _column(out, 4, 5, "│" if color else "|")
+    assert "12,50 kW 10,00 kW" in values and "1.200,50 kWh 1.000,00 kWh" in values and "90 min 60 min" in values
+
+
+def test_alarms_get_a_message_column_when_wide_enough() -> None:
+    out = Renderer(Messages("pt"), width=160).alarms(ALARMS)
+    header = next(line for line in out.splitlines() if "Mensagem" in line)
+    assert header.index("Reconhecido em") < header.index("Mensagem")
+    assert max(len(line) for line in out.splitlines()) <= 160
+    messages = _column(out, 8, 8)
+    assert all(" ".join(str(a["message"]).split()) in messages for a in ALARMS["active"])
+
+
+def test_alarm_messages_follow_the_screens_language() -> None:
+    out = Renderer(Messages("en"), width=160).alarms(ALARMS)
+    messages = _column(out, 8, 8)
+    assert "Average demand of 12.50 kW, above the limit of 10.00 kW" in messages
+    assert "No readings from the meter for 90 min" in messages
+    assert "Demanda" not in out and "leituras" not in out  # the server's Portuguese stays out
+
+
+def test_durations() -> None:
+    r = Renderer(Messages("pt"))
+    assert [r.duration(s) for s in (45, 119, 120, 5400, 7199, 7200, 172_800)] == [
+        "45 s", "119 s", "2 min", "90 min", "119 min", "2 h", "2 dias",
+    ]  # fmt: skip
+
+
+def _month(days: int = 30) -> dict[str, object]:
+    buckets = [
+        {"start": f"2026-11-{d:02d}T00:00:00-03:00", "kwh": 0.0 if d >= 21 else float(d % 7), "estimated": d == 3}
+        for d in range(1, days + 1)
+    ]
+    return {"kind": "M", "tz": "America/Sao_Paulo", "start": "2026-11-01T00:00:00-03:00", "total_kwh": 57.0,
+            "estimated": True, "buckets": buckets, "meters": [{"id_medidor": 1, "total_kwh": 57.0}]}  # fmt: skip
+
+
+NOON_20TH = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)  # 12:00 in São Paulo
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_a_month_fits_80_by_24_and_days_to_come_are_blank(color: bool) -> None:
+    r = Renderer(Messages("pt"), color=color, width=80, height=24, now=lambda: NOON_20TH)
+    out = r.history(_month())
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    lines = plain.rstrip("\n").split("\n")
+    assert len(lines) <= 22  # and the prompt, and the question above, in 24
+    assert max(cell_len(line) for line in lines) <= 80
+    shown = _bars(plain, r"\d\d/11")
+    assert len(shown) == 30
+    assert shown["07/11"].endswith("0,000")  # a day with no consumption is a zero
+    assert shown["20/11"].endswith("6,000")  # today, so far
+    assert all(shown[f"{d}/11"] == "" for d in range(21, 31))  # days to come: nothing drawn
+
+
+def _bars(out: str, label: str) -> dict[str, str]:
+    """What each bar's cell shows after its label (``label`` a regex), by label."""
+    return {k: v.strip() for k, v in re.findall(rf"({label}) \|(.*?)(?=\s+{label} \||$)", out, re.M)}
+
+
+def test_a_year_and_a_day_fit_80_by_24() -> None:
+    r = Renderer(Messages("en"), width=80, height=24, now=lambda: NOON_20TH)
+    year = {"kind": "Y", "tz": "UTC", "start": "2026-01-01T00:00:00+00:00", "total_kwh": 11.0, "meters": [],
+            "buckets": [{"start": f"2026-{m:02d}-01T00:00:00+00:00", "kwh": 1.0} for m in range(1, 13)]}  # fmt: skip
+    out = r.history(year)
+    assert len(out.splitlines()) <= 22 and max(cell_len(line) for line in out.splitlines()) <= 80
+    bars = _bars(out, r"[A-Z][a-z]{2} 2026")
+    assert len(bars) == 12 and bars["Nov 2026"].endswith("1.000") and bars["Dec 2026"] == ""
+    day = {"kind": "D", "tz": "UTC", "start": "2026-11-20T00:00:00+00:00", "total_kwh": 8.0, "meters": [],
+           "buckets": [{"start": f"2026-11-20T{h:02d}:00:00+00:00", "kwh": 0.5} for h in range(24)]}  # fmt: skip
+    out = r.history(day)
+    assert len(out.splitlines()) <= 22 and max(cell_len(line) for line in out.splitlines()) <= 80
+    bars = _bars(out, r"\d\d:00")
+    assert len(bars) == 24
+    assert all(bars[f"{h:02d}:00"].endswith("0.500") for h in range(16))  # 15:00 has begun
+    assert all(bars[f"{h:02d}:00"] == "" for h in range(16, 24))
+
+
+def test_without_a_screen_the_chart_is_one_column() -> None:
+    out = Renderer(Messages("pt"), width=100, now=lambda: NOON_20TH).history(_month())
+    assert len(re.findall(r"^\d\d/11 \|", out, re.M)) == 30
+
+
+def test_the_bill_fits_a_24_line_screen_at_80_columns() -> None:
+    doc = {**BILL, "estimado": True, "medidores": [{"id_medidor": 1, "consumo_kwh": 60}, {"id_medidor": 2, "consumo_kwh": 40}]}
+    out = Renderer(Messages("pt"), color=True, width=80, height=24).bill(doc)
+    assert len(out.rstrip("\n").split("\n")) <= 22
+    assert "100,000 kWh (medidor 1: 60,000; medidor 2: 40,000)" in out  # two meters: each one's share
+    single = Renderer(Messages("pt"), width=80).bill(BILL)
+    assert "100,000 kWh\n" in single  # one meter's share is the measured consumption
+
+
+def test_meter_modes_are_translated() -> None:
+    doc = {"id": "52998224725", "meters": [{"id_medidor": 1, "mode": "interval", "last_seen": None, "last_kwh": None}]}
+    assert "intervalo" in Renderer(Messages("pt")).meters(doc)
+    assert "interval" in Renderer(Messages("en")).meters(doc)
+    created = Renderer(Messages("pt")).meter_created({"id": "52998224725", "id_medidor": 2, "mode": "register", "key": "k"})
+    assert "(modo registrador)" in created
+
+
+def test_every_choice_and_rule_has_its_words_in_both_languages() -> None:
+    from clients.console.choices import KIND, LIGACAO, METER_MODE
+    from clients.console.render import _RULE_UNITS
+
+    for lang in ("pt", "en"):
+        m = Messages(lang)
+        for choice in (KIND, LIGACAO, METER_MODE):
+            labels = choice.labels(m)
+            assert all(m.has(f"choice.{choice.name}.{v}") for v in choice.values), (lang, choice.name)
+            assert len({label.casefold() for label in labels}) == len(labels)  # each label names one value
+            assert [choice.parse(m, label) for label in labels] == list(choice.values)
+        assert all(m.has(f"alarm.message.{rule}") and m.has(f"rule.{rule}") for rule in _RULE_UNITS)

@@ -50,14 +50,17 @@ def test_bad_options_are_one_line(argv: list[str], message: str, capsys: pytest.
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def test_defaults_and_formatted_ids() -> None:
+def test_defaults_and_formatted_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("METERD_SERVER", raising=False)
+    monkeypatch.delenv("METERD_UDP", raising=False)
     args = _args("--id", "529.982.247-25", "--meter", "2", "--key", KEY.upper())
     assert args.id == "52998224725" and args.key == KEY and args.meter == 2
     assert args.interval == 1.0 and args.drain_timeout == 10.0 and args.server == "http://127.0.0.1:8888"
     assert udp_target(args) == ("127.0.0.1", 8080)
 
 
-def test_udp_target() -> None:
+def test_udp_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("METERD_UDP", raising=False)
     assert udp_target(_args("--provision", "--server", "http://meters.example:9000")) == ("meters.example", 8080)
     assert udp_target(_args("--provision", "--udp", "10.0.0.1:9999")) == ("10.0.0.1", 9999)
     assert udp_target(_args("--provision", "--udp", "[::1]:7")) == ("::1", 7)
@@ -170,3 +173,40 @@ async def test_provision_with_a_rejected_token() -> None:
 
     with pytest.raises(Fatal, match="operator token was refused"):
         await resolve_credentials(None, _args("--provision", "--token", "bad"), lambda s: None, http=StubTreq(Unauthorized()))
+
+
+def test_help_shows_every_default() -> None:
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps no public list of them
+        if action.default not in (None, False, argparse.SUPPRESS) and action.help != argparse.SUPPRESS:
+            assert "(default" in (action.help or ""), action.option_strings
+    text = parser.format_help()
+    for option, default in (("--backfill-rate", "2000"), ("--window", "2000"), ("--buffer", "10000"),
+                            ("--drain-timeout", "10"), ("--ack-warning", "5"), ("--concurrency", "16")):  # fmt: skip
+        block = text[text.index("\n  " + option) :]  # its line in the list, not the usage
+        assert f"(default {default})" in " ".join(block[:200].split()), option
+    assert "--load-kw KW" in text and "load 12" in text
+
+
+def test_load_kw_option() -> None:
+    assert _args("--provision").load_kw == 0.0
+    assert _args("--provision", "--load-kw", "12.5").load_kw == 12.5
+    with pytest.raises(SystemExit):
+        _args("--provision", "--load-kw", "-1")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from clients.version import version
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"python -m clients.meter {version()}\n"
+
+
+def test_server_and_udp_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METERD_SERVER", "http://meters.example:9000")
+    monkeypatch.setenv("METERD_UDP", "10.0.0.2:9999")
+    args = _args("--provision")
+    assert args.server == "http://meters.example:9000" and udp_target(args) == ("10.0.0.2", 9999)
+    assert _args("--provision", "--udp", "10.0.0.3:7").udp == "10.0.0.3:7"  # an option still wins

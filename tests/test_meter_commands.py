@@ -16,7 +16,10 @@ from clients.meter.commands import HELP, Command, CommandError, CommandProtocol,
         ("interval 0.5", Command("interval", 0.5)),
         ("INTERVAL 2", Command("interval", 2.0)),
         ("spike", Command("spike")),
-        ("spike 3", Command("spike", 3.0)),
+        ("spike 12", Command("spike", 12.0)),
+        ("spike 2,5 3", Command("spike", 2.5, 3)),
+        ("load 12", Command("load", 12.0)),
+        ("LOAD 0", Command("load", 0.0)),
         ("status", Command("status")),
         ("help", Command("help")),
         ("quit", Command("quit")),
@@ -37,8 +40,15 @@ def test_parse(line: str, command: Command) -> None:
         ("interval -1", "between"),
         ("interval nan", "between"),
         ("interval inf", "between"),
-        ("spike 0", "usage"),
-        ("spike x", "usage"),
+        ("spike 0", "more than 0 kW"),
+        ("spike x", "not a number of kW"),
+        ("spike 5 0", "usage"),
+        ("spike 5 1 2", "usage"),
+        ("spike 2000", "between 0 and 1000"),
+        ("load", "usage: load KW"),
+        ("load -1", "between 0 and 1000"),
+        ("load nan", "between 0 and 1000"),
+        ("load 1 2", "usage: load KW"),
         ("+ 2", "unknown"),
         ("dance", "unknown"),
     ],
@@ -52,15 +62,20 @@ class FakeController:
     def __init__(self) -> None:
         self.interval = 1.0
         self.said: list[str] = []
-        self.spikes: list[int | None] = []
+        self.spikes: list[tuple[float | None, int | None]] = []
+        self.loads: list[float] = []
         self.quits = 0
 
     def set_interval(self, seconds: float) -> None:
         self.interval = seconds
 
-    def spike(self, meter_number: int | None) -> str:
-        self.spikes.append(meter_number)
+    def spike(self, kw: float | None, meter_number: int | None) -> str:
+        self.spikes.append((kw, meter_number))
         return "spiked"
+
+    def set_load(self, kw: float) -> str:
+        self.loads.append(kw)
+        return "loaded"
 
     def status_text(self) -> str:
         return "all good"
@@ -94,9 +109,9 @@ def test_lines_split_across_reads_and_batched_in_one() -> None:
     p, c = _protocol()
     p.dataReceived(b"inter")
     assert c.interval == 1.0
-    p.dataReceived(b"val 3\nspike\nspike 2\nstatus\n")
-    assert c.interval == 3.0 and c.spikes == [None, 2]
-    assert c.said[-3:] == ["spiked", "spiked", "all good"]
+    p.dataReceived(b"val 3\nspike\nspike 9 2\nload 12\nstatus\n")
+    assert c.interval == 3.0 and c.spikes == [(None, None), (9.0, 2)] and c.loads == [12.0]
+    assert c.said[-4:] == ["spiked", "spiked", "loaded", "all good"]
 
 
 def test_bad_lines_are_answered_not_fatal() -> None:

@@ -7,6 +7,8 @@ import random
 import re
 from typing import Any
 
+import pytest
+
 from twisted.internet.task import Clock
 
 from clients.meter.device import SimMeter
@@ -14,7 +16,7 @@ from clients.meter.faults import FaultInjector
 from clients.meter.fleet import Simulator
 from clients.meter.load import LoadModel
 from clients.meter.outbox import Outbox
-from clients.meter.status import RateMeter, StatusLine, progress_bar
+from clients.meter.status import RateMeter, StatusLine, fit, progress_bar
 from meterd.datagram import encode_acks, parse_payload, split_signature, verify
 
 T0 = 1_764_000_000.0
@@ -250,13 +252,34 @@ def test_backfill_progress_shows_in_status() -> None:
 def test_spike_adds_energy_to_one_or_all_meters() -> None:
     sim, _server, clock, _ = _setup(2, interval=1.0)
     sim.start()
-    assert "2 meter" in sim.spike(None)
-    assert "52998224721" in sim.spike(2)
-    assert "no meter number 3" in sim.spike(3)
+    assert "+7 kW for 60 s on 2 meter" in sim.spike(None, None)
+    assert "+20 kW for 60 s on 52998224721" in sim.spike(20.0, 2)
+    assert "no meter number 3" in sim.spike(None, 3)
     assert len(sim.meters[0].model.spikes) == 1 and len(sim.meters[1].model.spikes) == 2
+    assert [s.watts for s in sim.meters[1].model.spikes] == [7000.0, 20000.0]
     e0 = sim.meters[1].register_wh
     _run(clock, 60.0, step=0.1)
-    assert sim.meters[1].register_wh - e0 >= 2 * 7000 / 60  # 233 Wh from the two spikes
+    assert sim.meters[1].register_wh - e0 >= (7000 + 20000) / 60  # 450 Wh from the two spikes
+
+
+def test_steady_load_holds_until_changed_and_keeps_past_energy() -> None:
+    sim, _server, clock, _ = _setup(1, interval=1.0)
+    sim.start()
+    m = sim.meters[0]
+    household = LoadModel(m.model.params)  # the same home without the extra load
+    _run(clock, 10.0)
+    assert "+12 kW steady on 1 meter" in sim.set_load(12.0)
+    t0, e0 = clock.seconds(), m.register_wh
+    _run(clock, 600.0, step=1.0)  # ten minutes: unlike a spike, the load does not end
+    assert m.model.steady_w == 12000.0
+    assert m.register_wh - e0 >= 12000 * 600 / 3600  # at least 2 kWh from the load alone
+    assert "ended" in sim.set_load(0.0)
+    ended = clock.seconds()
+    assert m.model.steady_w == 0.0
+    # the load's energy up to when it ended stays counted; after it, only the household's
+    extra = m.model.energy_wh(t0, ended) - household.energy_wh(t0, ended)
+    assert extra == pytest.approx(12000 * (ended - t0) / 3600)
+    assert m.model.energy_wh(ended, ended + 600) == pytest.approx(household.energy_wh(ended, ended + 600))
 
 
 def test_status_text_and_plain_log_lines() -> None:
@@ -284,12 +307,40 @@ def test_summary_is_json_serialisable() -> None:
 
 def test_status_line_on_a_terminal_redraws_in_place() -> None:
     out: list[bytes] = []
-    s = StatusLine(out.append, tty=True)
-    s.update("a")
+    s = StatusLine(out.append, tty=True, columns=lambda: 80)
+    s.update(["a"])
     s.say("hello")
-    s.update("b")
+    s.update(["b", "c"])
     s.finish()
-    assert b"".join(out) == b"\ra\x1b[K\r\x1b[Khello\na\x1b[K\rb\x1b[K\n"
+    assert b"".join(out) == b"\ra\x1b[K\r\x1b[Khello\na\x1b[K\rb | c\x1b[K\n"
+
+
+def test_fit_keeps_the_leading_parts_that_fit() -> None:
+    parts = ["sent 10 acked 9", "1.20 kW", "3.000 kWh"]
+    assert fit(parts, 80) == "sent 10 acked 9 | 1.20 kW | 3.000 kWh"
+    assert fit(parts, 27) == "sent 10 acked 9 | 1.20 kW"  # 25 cells; the next part would make 37
+    assert fit(parts, 15) == "sent 10 acked 9"
+    assert fit(parts, 8) == "sent 10…"  # even the first part is cut rather than wrapped
+    assert fit(["ação"], 3) == "aç…"
+
+
+def test_status_line_follows_the_terminal_width_and_never_wraps() -> None:
+    sim, _server, clock, _ = _setup(1, interval=0.1, backfill_s=86400, backfill_rate=500.0)
+    out: list[bytes] = []
+    columns = [80]
+    sim.status = StatusLine(out.append, tty=True, columns=lambda: columns[0])
+    sim.start()
+    _run(clock, 2.0)
+    full = sim.status_text()
+    assert len(full) > 80 and "backfill [" in full  # too long for 80 columns as a whole
+    columns[0] = 50
+    _run(clock, 2.0)
+    redraws = [seg for seg in b"".join(out).decode().replace("\n", "\r").split("\r") if seg.strip()]
+    redraws = [seg.removesuffix("\x1b[K") for seg in redraws if not seg.startswith("\x1b[K")]
+    assert redraws and all(len(seg) <= 79 for seg in redraws)
+    assert any(len(seg) > 49 for seg in redraws)  # used the 80 columns while it had them
+    assert all(len(seg) <= 49 for seg in redraws[-3:])  # then the 50
+    assert all(seg.startswith("backfill [") for seg in redraws)  # the most important part first
 
 
 def test_progress_bar_and_rate() -> None:

@@ -1,12 +1,17 @@
 """Command line of ``python -m clients.console``: interactive menus or subcommands.
 
-Subcommands and flags follow DESIGN §8 exactly (``cliente``, ``medidor``,
+Subcommands and flags follow DESIGN §8 (``cliente``, ``medidor``,
 ``medidores``, ``fatura``, ``historico``, ``alarmes``, ``ack``; global
-``--server --token --json --lang`` before the subcommand) so scripts written
-against the design keep working.
+``--server --token --json --lang``), so scripts written against the design
+keep working. The global options may come before or after the subcommand:
+each subcommand repeats them with a default of ``SUPPRESS``, so a value given
+after it overrides the one before and an absent one leaves it alone.
 
-Exit status of a subcommand: 0 success, 1 the server refused (its error on
-stderr), 2 bad input caught before sending, 3 server unreachable.
+Everything printed, ``--help`` included, is in one language (``--lang``, or
+``METERD_LANG``; Portuguese by default).
+
+Exit status: 0 success, 1 the server refused (its error on stderr), 2 bad
+input caught before sending, 3 server unreachable.
 """
 
 from __future__ import annotations
@@ -15,16 +20,23 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 
 from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, ServerUnreachable, find_token
+from clients.version import version
 
-from .menu import Invalid, describe_error, parse_taxid
+from .argparse_i18n import argparse_language
+from .choices import KIND, LIGACAO, METER_MODE, Choice
+from .errors import Invalid, describe_error
+from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
 from .messages import LANGS, Messages
 from .render import Renderer
+from .waiting import Spinner
 
 __all__ = ["build_parser", "main", "run_command", "EXIT_OK", "EXIT_API", "EXIT_INPUT", "EXIT_UNREACHABLE"]
 
@@ -33,69 +45,145 @@ EXIT_API = 1
 EXIT_INPUT = 2
 EXIT_UNREACHABLE = 3
 
-COMMANDS = ("cliente", "medidor", "medidores", "fatura", "historico", "alarmes", "ack")
+T = TypeVar("T")
+
+LANG_ENV = "METERD_LANG"
+SERVER_ENV = "METERD_SERVER"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_POLL = 30.0
+RESIZE_SETTLE = 0.15  # seconds without a new size before the screen is redrawn
 
 
 def _lang_from(argv: Sequence[str]) -> str:
-    """--lang decides the language of --help itself, so peek at it first."""
+    """--lang decides the language of --help itself, so peek at it first,
+    wherever it is on the line (up to a ``--``)."""
+    lang = os.environ.get(LANG_ENV, "")
     for i, arg in enumerate(argv):
-        if arg in COMMANDS:
+        if arg == "--":
             break
         if arg == "--lang" and i + 1 < len(argv):
-            return argv[i + 1] if argv[i + 1] in LANGS else "pt"
-        if arg.startswith("--lang="):
-            value = arg.split("=", 1)[1]
-            return value if value in LANGS else "pt"
-    env = os.environ.get("METERD_LANG", "")
-    return env if env in LANGS else "pt"
+            lang = argv[i + 1]
+        elif arg.startswith("--lang="):
+            lang = arg.split("=", 1)[1]
+    return lang if lang in LANGS else "pt"
+
+
+def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A field parser (:mod:`.fields`) as an argparse type: a value refused
+    there is argparse's one-line error here, in the same words."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except Invalid as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+def _seconds(m: Messages) -> Callable[[str], float]:
+    return _arg(lambda t: float(parse_positive_number(m, t)))
+
+
+def _whole(m: Messages, minimum: int) -> Callable[[str], int]:
+    return _arg(lambda t: parse_int(m, t, minimum=minimum))
+
+
+def _choice_arg(m: Messages, choice: Choice) -> Callable[[str], str]:
+    """A flag taking a choice's label in the screen's language, or the API's value."""
+    return _arg(lambda t: parse_choice(m, choice, t))
+
+
+def _choice_metavar(m: Messages, choice: Choice) -> str:
+    return "{" + ",".join(choice.labels(m)) + "}"
+
+
+def _global_options(p: argparse.ArgumentParser, m: Messages, *, main: bool) -> None:
+    """The options every subcommand takes too; only the main parser has defaults."""
+
+    def default(value: Any) -> Any:
+        return value if main else argparse.SUPPRESS
+
+    server = os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+    p.add_argument("--server", default=default(server), metavar=m("metavar.server"), help=m("help.server", default=server))
+    p.add_argument("--token", default=default(None), metavar=m("metavar.token"), help=m("help.token", env=TOKEN_ENV))
+    p.add_argument("--data-dir", default=default(None), metavar=m("metavar.dir"), help=m("help.data_dir"))
+    p.add_argument("--json", action="store_true", default=default(False), help=m("help.json"))
+    p.add_argument("--lang", choices=LANGS, default=default(m.lang), help=m("help.lang"))
+    p.add_argument(
+        "--timeout",
+        type=_seconds(m),
+        default=default(DEFAULT_TIMEOUT),
+        metavar=m("metavar.seconds"),
+        help=m("help.timeout", default=m.number(DEFAULT_TIMEOUT)),
+    )
+    p.add_argument("--plain", action="store_true", default=default(False), help=m("help.plain"))
+    p.add_argument("--verbose", "-v", action="store_true", default=default(False), help=m("help.verbose"))
 
 
 def build_parser(m: Messages) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m clients.console", description=m("cli.description"))
-    p.add_argument("--server", default=os.environ.get("METERD_SERVER", DEFAULT_SERVER), help=m("help.server"))
-    p.add_argument("--token", default=None, help=m("help.token", env=TOKEN_ENV))
-    p.add_argument("--data-dir", default=None, help=m("help.data_dir"))
-    p.add_argument("--json", action="store_true", help=m("help.json"))
-    p.add_argument("--lang", choices=LANGS, default=m.lang, help=m("help.lang"))
-    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help=m("help.poll"))
-    p.add_argument("--plain", action="store_true", help=m("help.plain"))
+    """The console's parser, its texts in ``m``'s language (argparse's own words
+    too when built inside :func:`~.argparse_i18n.argparse_language`)."""
+    p = argparse.ArgumentParser(prog="python -m clients.console", description=m("cli.description"), epilog=m("cli.epilog"))
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}", help=m("help.version"))
+    _global_options(p, m, main=True)
+    p.add_argument(
+        "--poll",
+        type=_seconds(m),
+        default=DEFAULT_POLL,
+        metavar=m("metavar.seconds"),
+        help=m("help.poll", default=m.number(DEFAULT_POLL)),
+    )
     who = p.add_mutually_exclusive_group()
     who.add_argument("--operator", action="store_true", help=m("help.operator"))
-    who.add_argument("--customer", metavar="ID", default=None, help=m("help.customer"))
+    who.add_argument("--customer", metavar=m("metavar.id"), default=None, help=m("help.customer"))
 
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    c = sub.add_parser("cliente", help=m("help.cmd.cliente"))
-    c.add_argument("--id", required=True, help=m("help.id"))
-    c.add_argument("--name", required=True, help=m("help.name"))
-    c.add_argument("--ligacao", choices=("mono", "bi", "tri"), help=m("help.ligacao"))
-    c.add_argument("--limite-kw", type=float, help=m("help.limite_kw"))
-    c.add_argument("--limite-kwh", type=float, help=m("help.limite_kwh"))
-    c.add_argument("--tz", help=m("help.tz"))
+    sub = p.add_subparsers(dest="command", metavar=m("metavar.command"))
 
-    c = sub.add_parser("medidor", help=m("help.cmd.medidor"))
-    c.add_argument("--id", required=True, help=m("help.id"))
-    c.add_argument("--mode", choices=("register", "interval"), help=m("help.mode"))
+    def command(name: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=m(f"help.cmd.{name}"), description=m(f"help.cmd.{name}"), epilog=m("cli.epilog"))
+        c.add_argument("--id", required=True, metavar=m("metavar.id"), help=m("help.id"))
+        return c
 
-    c = sub.add_parser("medidores", help=m("help.cmd.medidores"))
-    c.add_argument("--id", required=True, help=m("help.id"))
+    def choice_option(c: argparse.ArgumentParser, flag: str, choice: Choice, help_key: str) -> None:
+        labels = choice.labels(m)
+        c.add_argument(
+            flag,
+            type=_choice_arg(m, choice),
+            metavar=_choice_metavar(m, choice),
+            help=m(help_key, choices=", ".join(labels), default=choice.label(m, choice.default)),
+        )
 
-    c = sub.add_parser("fatura", help=m("help.cmd.fatura"))
-    c.add_argument("--id", required=True, help=m("help.id"))
-    c.add_argument("--periodo", type=int, default=0, help=m("help.periodo_bill"))
+    c = command("cliente")
+    c.add_argument("--name", required=True, metavar=m("metavar.name"), help=m("help.name"))
+    choice_option(c, "--ligacao", LIGACAO, "help.ligacao")
+    c.add_argument("--limite-kw", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kw"), help=m("help.limite_kw"))
+    c.add_argument("--limite-kwh", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kwh"), help=m("help.limite_kwh"))
+    c.add_argument("--tz", metavar=m("metavar.tz"), help=m("help.tz"))
 
-    c = sub.add_parser("historico", help=m("help.cmd.historico"))
-    c.add_argument("--id", required=True, help=m("help.id"))
-    c.add_argument("--kind", required=True, type=str.upper, choices=("D", "M", "Y"), help=m("help.kind"))
-    c.add_argument("--periodo", type=int, default=0, help=m("help.periodo_hist"))
-    c.add_argument("--medidor", type=int, default=None, help=m("help.medidor"))
+    c = command("medidor")
+    choice_option(c, "--mode", METER_MODE, "help.mode")
 
-    c = sub.add_parser("alarmes", help=m("help.cmd.alarmes"))
-    c.add_argument("--id", required=True, help=m("help.id"))
-    c.add_argument("--cursor", type=int, default=None, help=m("help.cursor"))
+    command("medidores")
 
-    c = sub.add_parser("ack", help=m("help.cmd.ack"))
-    c.add_argument("--id", required=True, help=m("help.id"))
-    c.add_argument("--alarm", type=int, required=True, help=m("help.alarm"))
+    c = command("fatura")
+    c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.months"), help=m("help.periodo_bill"))
+
+    c = command("historico")
+    c.add_argument(
+        "--kind", required=True, type=_choice_arg(m, KIND), metavar=_choice_metavar(m, KIND), help=m("help.kind")
+    )
+    c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
+    c.add_argument("--medidor", type=_whole(m, 1), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
+
+    c = command("alarmes")
+    c.add_argument("--cursor", type=_whole(m, 0), default=None, metavar=m("metavar.cursor"), help=m("help.cursor"))
+
+    c = command("ack")
+    c.add_argument("--alarm", type=_whole(m, 1), required=True, metavar=m("metavar.alarm"), help=m("help.alarm"))
+
+    for parser in sub.choices.values():
+        _global_options(parser, m, main=False)
     return p
 
 
@@ -110,12 +198,15 @@ async def run_command(
     renderer: Renderer,
     stdout: TextIO,
     stderr: TextIO,
+    *,
+    waiting: Spinner | None = None,
 ) -> int:
-    """Run one subcommand; print the result; return the exit status."""
+    """Run one subcommand; print the result; return the exit status.
+
+    ``waiting`` (on a terminal) says the server is being asked while it is.
+    """
     try:
         cid = parse_taxid(m, args.id)
-        if getattr(args, "periodo", 0) is not None and getattr(args, "periodo", 0) < 0:
-            raise Invalid(m("invalid.nonnegative"))
         cmd = args.command
         if cmd == "cliente":
             call = client.register_customer(
@@ -129,14 +220,10 @@ async def run_command(
         elif cmd == "fatura":
             call, view = client.bill(cid, args.periodo), renderer.bill
         elif cmd == "historico":
-            if args.medidor is not None and args.medidor < 1:
-                raise Invalid(m("invalid.positive_int", value=str(args.medidor)))
             call, view = client.history(cid, args.kind, args.periodo, id_medidor=args.medidor), renderer.history
         elif cmd == "alarmes":
             call, view = client.alarms(cid, args.cursor), renderer.alarms
         elif cmd == "ack":
-            if args.alarm < 1:
-                raise Invalid(m("invalid.positive_int", value=str(args.alarm)))
             call = client.ack_alarm(cid, args.alarm)
             view = lambda doc: m("result.acked", alarm_id=doc.get("alarm_id", args.alarm)) + "\n"  # noqa: E731
         else:  # pragma: no cover - argparse restricts the choices
@@ -145,12 +232,12 @@ async def run_command(
         stderr.write(str(e) + "\n")
         return EXIT_INPUT
     try:
-        doc = await call
+        doc = await _waiting_for(call, waiting, m("wait.connecting", server=client.server))
     except ApiError as e:
         if args.json:
             stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
         else:
-            stderr.write(describe_error(e, m) + "\n")
+            stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
         return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
     if args.json:
         stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
@@ -159,18 +246,81 @@ async def run_command(
     return EXIT_OK
 
 
-def _interactive(reactor: Any, args: argparse.Namespace, m: Messages, renderer: Renderer) -> Deferred[None]:
+async def _waiting_for(call: Deferred[dict[str, Any]], waiting: Spinner | None, text: str) -> dict[str, Any]:
+    """The answer to ``call``, with ``waiting`` turning meanwhile; it is erased
+    before the caller prints anything, answer or error."""
+    if waiting is None:
+        return await call
+    waiting.start(text)
+    try:
+        return await call
+    finally:
+        waiting.stop()
+
+
+def _terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def _stream_spinner(stream: TextIO, clock: IReactorTime, ascii_only: bool) -> Spinner | None:
+    """A spinner on ``stream`` if a person is watching it, else none."""
+    if not _terminal(stream):
+        return None
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return Spinner(write, clock, ascii_only=ascii_only)
+
+
+async def _reachable(reactor: Any, args: argparse.Namespace, m: Messages, ascii_only: bool) -> bool:
+    """Ask ``/health`` before asking the person anything; say so if nobody answers.
+
+    Any HTTP answer, even an error (a store that is down answers 503), means
+    a server is there: the menus' own requests report what it says.
+    """
+    waiting = _stream_spinner(sys.stdout, reactor, ascii_only)
+    health = MeterdClient(args.server, None, reactor=reactor, timeout=args.timeout).health()
+    try:
+        await _waiting_for(health, waiting, m("wait.connecting", server=args.server))
+    except ServerUnreachable as e:
+        sys.stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+        return False
+    except ApiError:
+        pass
+    return True
+
+
+def _echo_switch(fd: int) -> Callable[[bool], None]:
+    """Turn a cooked terminal's echo on or off (for a secret typed at a LineFrontend)."""
+    import termios
+
+    def switch(on: bool) -> None:
+        attrs = termios.tcgetattr(fd)
+        attrs[3] = attrs[3] | termios.ECHO if on else attrs[3] & ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+    return switch
+
+
+async def _interactive(reactor: Any, args: argparse.Namespace, m: Messages, renderer: Renderer) -> int:
     from twisted.internet import stdio
 
     from .frontend import LineFrontend, TerminalFrontend
     from .menu import Menu, Output
 
-    customer_id = None
-    if args.customer:
-        customer_id = parse_taxid(m, args.customer)
+    ascii_only = args.plain
+    if not await _reachable(reactor, args, m, ascii_only):
+        return EXIT_UNREACHABLE
+
+    customer_id = parse_taxid(m, args.customer) if args.customer else None
 
     def make_client(token: str | None) -> MeterdClient:
-        return MeterdClient(args.server, token, reactor=reactor)
+        return MeterdClient(args.server, token, reactor=reactor, timeout=args.timeout)
 
     def menu_factory(out: Output) -> Menu:
         return Menu(
@@ -184,39 +334,76 @@ def _interactive(reactor: Any, args: argparse.Namespace, m: Messages, renderer: 
             customer_token=(args.token or os.environ.get(TOKEN_ENV, "").strip() or None),
             start_mode="operator" if args.operator else ("customer" if args.customer else None),
             customer_id=customer_id,
+            verbose=args.verbose,
         )
 
     done: Deferred[None] = Deferred()
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        from twisted.conch.insults.insults import ServerProtocol
+    if not (_terminal(sys.stdin) and _terminal(sys.stdout)):
+        echo = _echo_switch(sys.stdin.fileno()) if _terminal(sys.stdin) else None
+        stdio.StandardIO(LineFrontend(menu_factory, done, echo), reactor=reactor)
+        await done
+        return EXIT_OK
 
-        stdio.StandardIO(ServerProtocol(TerminalFrontend, menu_factory, done), reactor=reactor)
-    else:
-        stdio.StandardIO(LineFrontend(menu_factory, done), reactor=reactor)
-    return done
+    import termios
+    import tty
+
+    from twisted.conch.insults.insults import ServerProtocol
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    previous = signal.getsignal(signal.SIGWINCH)
+    try:
+        terminal = ServerProtocol(TerminalFrontend, menu_factory, done, reactor, ascii_only)
+        stdio.StandardIO(terminal, reactor=reactor)
+
+        pending: list[Any] = []
+
+        def resized() -> None:
+            pending.clear()
+            size = os.get_terminal_size(sys.stdout.fileno())
+            terminal.terminalProtocol.terminalSize(size.columns, size.lines)
+
+        def settle() -> None:
+            # A window being dragged sends a burst of SIGWINCH: draw once it rests.
+            if pending:
+                pending[0].reset(RESIZE_SETTLE)
+            else:
+                pending.append(reactor.callLater(RESIZE_SETTLE, resized))
+
+        signal.signal(signal.SIGWINCH, lambda signum, frame: reactor.callFromThread(settle))
+        await done
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+        sys.stdout.write("\n")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     m = Messages(_lang_from(argv))
-    args = build_parser(m).parse_args(argv)
-    m = Messages(args.lang)
+    with argparse_language(m.lang):
+        args = build_parser(m).parse_args(argv)
     if not _check_server(args.server):
         sys.stderr.write(m("error.bad_server", server=args.server) + "\n")
         return EXIT_INPUT
-    if args.poll <= 0:
-        sys.stderr.write(m("invalid.number", value=str(args.poll)) + "\n")
-        return EXIT_INPUT
-    color = sys.stdout.isatty() and not args.plain and not os.environ.get("NO_COLOR")
-    width = shutil.get_terminal_size((100, 24)).columns if color else 100
-    renderer = Renderer(m, color=color, width=width)
+    color = _terminal(sys.stdout) and not args.plain and not os.environ.get("NO_COLOR")
+    if _terminal(sys.stdout):
+        size = shutil.get_terminal_size()
+        renderer = Renderer(m, color=color, width=size.columns, height=size.lines)
+    else:
+        renderer = Renderer(m, color=False, width=100)
 
     if args.command:
-        from twisted.internet import reactor
-
         token = find_token(args.token, args.data_dir)
-        client = MeterdClient(args.server, token, reactor=reactor)
-        return _run_reactor(lambda: ensureDeferred(run_command(args, client, m, renderer, sys.stdout, sys.stderr)))
+
+        def command(reactor: Any) -> Deferred[int]:
+            client = MeterdClient(args.server, token, reactor=reactor, timeout=args.timeout)
+            waiting = _stream_spinner(sys.stderr, reactor, args.plain)
+            return ensureDeferred(run_command(args, client, m, renderer, sys.stdout, sys.stderr, waiting=waiting))
+
+        return _run_reactor(command)
 
     if args.customer:
         try:
@@ -224,32 +411,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Invalid as e:
             sys.stderr.write(str(e) + "\n")
             return EXIT_INPUT
-
-    from twisted.internet import reactor
-
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        import termios
-        import tty
-
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd)
-        tty.setraw(fd)
-        try:
-            return _run_reactor(lambda: _interactive(reactor, args, m, renderer))
-        finally:
-            termios.tcsetattr(fd, termios.TCSANOW, saved)
-            sys.stdout.write("\n")
-    return _run_reactor(lambda: _interactive(reactor, args, m, renderer))
+    return _run_reactor(lambda reactor: ensureDeferred(_interactive(reactor, args, m, renderer)))
 
 
-def _run_reactor(start: Callable[[], Deferred[Any]]) -> int:
-    """Run the reactor until ``start()``'s Deferred fires; return its int (or 0)."""
+def _run_reactor(start: Callable[[Any], Deferred[Any]]) -> int:
+    """Run the reactor until ``start(reactor)``'s Deferred fires; return its int (or 0)."""
     from twisted.internet import reactor
 
     result: dict[str, Any] = {"code": EXIT_OK}
 
     def go() -> None:
-        d = start()
+        d = start(reactor)
 
         def finish(value: Any) -> None:
             if isinstance(value, int) and not isinstance(value, bool):

@@ -1,104 +1,60 @@
-"""The interactive console's state machine and its alarm poller.
+"""The interactive console's state machine: modes, menus and the forms behind them.
 
 The menu knows nothing about terminals: it receives whole lines through
 :meth:`Menu.feed` and talks back through an :class:`Output` (show a block,
-show a prompt, interrupt with a notification, quit). That keeps it drivable
-from a ``StringTransport`` in tests and from either the plain line frontend
-(pipes) or the line-editing terminal frontend.
+show a prompt, say it is waiting, interrupt with a notification, redraw,
+quit). That keeps it drivable from a ``StringTransport`` in tests and from
+either the plain line frontend (pipes) or the line-editing terminal frontend.
 
 Lines that arrive while a request is in flight are queued, not dropped, so a
 script piped into stdin works exactly like a person typing slowly.
+
+An answer the renderer draws (a bill, a history, alarms, meters) is kept as a
+:class:`View` until the next line is typed: when the terminal is resized it is
+drawn again at the new size, and when it and the menu would not fit on the
+screen together, the menu waits behind a one-line prompt instead of pushing
+the view's first lines off the screen.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from clients.api import ApiError, MeterdClient, ServerUnreachable
+from clients.api import ApiError, MeterdClient
 
+from .choices import KIND, LIGACAO, METER_MODE, Choice
+from .errors import Invalid, describe_error
+from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
 from .messages import Messages
+from .poller import AlarmPoller
 from .render import Renderer
 
-__all__ = ["Output", "Menu", "AlarmPoller", "Invalid", "describe_error", "parse_taxid"]
+__all__ = ["Output", "Menu", "View"]
 
 log = Logger()
 
 
 class Output(Protocol):
     def show(self, text: str) -> None: ...
-    def prompt(self, text: str) -> None: ...
+    def prompt(self, text: str, *, secret: bool = False) -> None: ...
     def notify(self, text: str) -> None: ...
+    def busy(self, text: str | None) -> None: ...
+    def redraw(self, text: str) -> None: ...
     def quit(self) -> None: ...
 
 
-class Invalid(Exception):
-    """A field value refused before anything is sent; the text is localized."""
+@dataclass(frozen=True)
+class View:
+    """An answer as the renderer draws it, kept so it can be drawn again at a new size."""
 
-
-def describe_error(err: BaseException, m: Messages) -> str:
-    """One readable line for any failure: people get no tracebacks."""
-    if isinstance(err, Invalid):
-        return str(err)
-    if isinstance(err, ServerUnreachable):
-        return m("error.unreachable", message=err.message)
-    if isinstance(err, ApiError):
-        if err.status == 501 or err.code == "not_implemented":
-            return m("error.not_implemented", message=err.message or err.code)
-        return m("error.api", status=err.status, code=err.code, message=err.message)
-    return m("error.unexpected", message=f"{type(err).__name__}: {err}")
-
-
-# -- field parsers ------------------------------------------------------------
-
-
-def parse_taxid(m: Messages, text: str) -> str:
-    from meterd.taxid import InvalidTaxId, normalize
-
-    try:
-        return normalize(text)
-    except InvalidTaxId as e:
-        digits = "".join(ch for ch in text if ch.isdigit())
-        raise Invalid(m(f"invalid.taxid.{e.reason}", n=len(digits))) from None
-
-
-def _int(m: Messages, text: str, *, minimum: int) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        key = "invalid.positive_int" if minimum > 0 else "invalid.integer"
-        raise Invalid(m(key, value=text)) from None
-    if value < minimum:
-        if minimum > 0:
-            raise Invalid(m("invalid.positive_int", value=text))
-        raise Invalid(m("invalid.nonnegative"))
-    return value
-
-
-def _positive_number(m: Messages, text: str) -> float | int:
-    """Accept the decimal comma people type in Brazil as well as the point."""
-    raw = text.strip().replace(",", ".")
-    try:
-        d = Decimal(raw)
-    except InvalidOperation:
-        raise Invalid(m("invalid.number", value=text)) from None
-    if not d.is_finite() or d <= 0:
-        raise Invalid(m("invalid.number", value=text))
-    return int(d) if d == d.to_integral_value() else float(d)
-
-
-def _choice(m: Messages, text: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
-    value = text.strip().upper() if upper else text.strip().lower()
-    if value not in choices:
-        raise Invalid(m("invalid.choice", choices=", ".join(choices)))
-    return value
+    draw: Callable[[], str]
 
 
 # -- forms --------------------------------------------------------------------
@@ -107,16 +63,17 @@ def _choice(m: Messages, text: str, choices: tuple[str, ...], *, upper: bool = F
 @dataclass
 class Field:
     name: str
-    prompt: str  # catalog key
+    prompt: str  # the text shown, in the screen's language
     parse: Callable[[str], Any]
     required: bool = True
     default: Any = None
+    secret: bool = False  # read without echo (tokens)
 
 
 @dataclass
 class Form:
     fields: list[Field]
-    submit: Callable[[dict[str, Any]], Any]  # returns str, Deferred[str] or None
+    submit: Callable[[dict[str, Any]], Any]  # returns View, str, Deferred of either, or None
     values: dict[str, Any] = field(default_factory=dict)
     index: int = 0
 
@@ -141,6 +98,7 @@ class Menu:
         customer_token: str | None = None,
         start_mode: str | None = None,
         customer_id: str | None = None,
+        verbose: bool = False,
     ) -> None:
         self.out = out
         self.m = msgs
@@ -152,12 +110,15 @@ class Menu:
         self.customer_token = customer_token
         self.start_mode = start_mode
         self.preset_customer = customer_id
+        self.verbose = verbose
         self.state = "mode"
         self.form: Form | None = None
         self.client: MeterdClient | None = None
         self.customer: str | None = None
         self.tz: str | None = None
         self.poller: AlarmPoller | None = None
+        self._view: View | None = None
+        self._view_lines = 0
         self._queue: list[str] = []
         self._busy = False
         self._eof = False
@@ -178,21 +139,34 @@ class Menu:
         """After a handler: wait for its request (lines queue meanwhile), else show what comes next."""
         if isinstance(result, Deferred):
             self._busy = True
+            self.out.busy(self.m("wait.working"))
             result.addErrback(self._report)
             result.addBoth(self._idle)
         else:
             self._after()
 
     def feed(self, line: str) -> None:
+        """One line typed; stored in NFC, so an accent typed as a separate
+        combining mark gives the same name as the precomposed letter."""
         if self._done:
             return
-        self._queue.append(line.rstrip("\r\n"))
+        self._view = None
+        self._queue.append(unicodedata.normalize("NFC", line.rstrip("\r\n")))
         self._drain()
 
     def eof(self) -> None:
         """stdin closed: finish what was queued, then leave."""
         self._eof = True
         self._maybe_finish()
+
+    def resize(self, width: int, height: int | None) -> None:
+        """The terminal changed size: lay out the next views for it, and draw
+        the view on screen again if nothing was typed since it was shown."""
+        self.r.resize(width, height)
+        if self._view is None or self._busy or self.form is not None or self._done:
+            return
+        self._show_view(self._view, redraw=True)
+        self._after()
 
     def _drain(self) -> None:
         while self._queue and not self._busy and not self._done:
@@ -210,6 +184,7 @@ class Menu:
 
     def _idle(self, _: Any) -> None:
         self._busy = False
+        self.out.busy(None)
         if not self._done:
             self._after()
             self._drain()
@@ -217,7 +192,7 @@ class Menu:
     def _report(self, failure: Failure) -> None:
         if not isinstance(failure.value, ApiError):
             log.failure("request failed", failure)
-        self.out.show(describe_error(failure.value, self.m) + "\n")
+        self.out.show(describe_error(failure.value, self.m, verbose=self.verbose) + "\n")
 
     def _maybe_finish(self) -> None:
         if self._eof and not self._queue and not self._busy and not self._done:
@@ -231,19 +206,27 @@ class Menu:
         self.out.show(self.m("menu.bye") + "\n")
         self.out.quit()
 
+    def _menu_text(self) -> str:
+        if self.state == "operator":
+            return self.m("menu.operator")
+        if self.state == "customer":
+            return self.m("menu.customer", id=self._shown_id())
+        return self.m("menu.mode")
+
     def _after(self) -> None:
         """Show what the user answers next: a form field or a menu."""
         if self._done or self._busy:
             return
         if self.form is not None:
-            self.out.prompt(self.m(self.form.current.prompt))
+            current = self.form.current
+            self.out.prompt(current.prompt, secret=current.secret)
             return
-        if self.state == "operator":
-            self.out.show(self.m("menu.operator") + "\n")
-        elif self.state == "customer":
-            self.out.show(self.m("menu.customer", id=self._shown_id()) + "\n")
-        else:
-            self.out.show(self.m("menu.mode") + "\n")
+        menu = self._menu_text()
+        rows = self.r.height
+        if self._view is not None and rows is not None and self._view_lines + menu.count("\n") + 2 > rows:
+            self.out.prompt(self.m("prompt.after_view"))
+            return
+        self.out.show(menu + "\n")
         self.out.prompt(self.m("prompt.choice"))
 
     def _shown_id(self) -> str:
@@ -254,12 +237,22 @@ class Menu:
         except ValueError:
             return self.customer or ""
 
+    def _show_view(self, view: View, *, redraw: bool = False) -> None:
+        text = view.draw()
+        self._view = view
+        self._view_lines = text.count("\n")
+        if redraw:
+            self.out.redraw(text)
+        else:
+            self.out.show(text)
+
     # -- dispatch -----------------------------------------------------------
 
     def _handle(self, line: str) -> Any:
         if self.form is not None:
             return self._form_input(line)
         choice = line.strip()
+        table: dict[str, Callable[[], Any]]
         if self.state == "mode":
             table = {"1": self._enter_operator, "2": self._begin_customer, "0": self._quit}
         elif self.state == "operator":
@@ -267,6 +260,10 @@ class Menu:
                 "1": self._register_customer,
                 "2": self._register_meter,
                 "3": self._list_meters,
+                "4": self._bill,
+                "5": self._history,
+                "6": self._alarms,
+                "7": self._ack,
                 "9": self._switch_mode,
                 "0": self._quit,
             }
@@ -313,16 +310,18 @@ class Menu:
     def _submit(self, form: Form) -> Any:
         result = maybeDeferred(form.submit, form.values)
 
-        def shown(text: Any) -> None:
-            if isinstance(text, str) and text:
-                self.out.show(text if text.endswith("\n") else text + "\n")
+        def shown(answer: Any) -> None:
+            if isinstance(answer, View):
+                self._show_view(answer)
+            elif isinstance(answer, str) and answer:
+                self.out.show(answer if answer.endswith("\n") else answer + "\n")
 
         result.addCallback(shown)
         return result
 
     def _ask(self, fields: list[Field], submit: Callable[[dict[str, Any]], Any]) -> Any:
         """Start a form; a form with no fields submits at once."""
-        self.form = Form([f for f in fields], submit)
+        self.form = Form(list(fields), submit)
         if not self.form.fields:
             self.form = None
             return self._submit(Form([], submit))
@@ -331,7 +330,33 @@ class Menu:
     # -- common fields ------------------------------------------------------
 
     def _f_customer(self) -> Field:
-        return Field("id", "field.customer_id", lambda t: parse_taxid(self.m, t))
+        return Field("id", self.m("field.customer_id"), lambda t: parse_taxid(self.m, t))
+
+    def _f_token(self) -> Field:
+        return Field("token", self.m("field.token"), str.strip, secret=True)
+
+    def _f_choice(self, name: str, prompt_key: str, choice: Choice, default: str | None = None) -> Field:
+        """An optional choice; left empty it sends ``default`` (``None``: the server's)."""
+        m = self.m
+        prompt = m(prompt_key, choices="/".join(choice.labels(m)), default=choice.label(m, choice.default))
+        return Field(name, prompt, lambda t: parse_choice(m, choice, t), required=False, default=default)
+
+    def _f_whose(self) -> list[Field]:
+        """The operator says whose data to see; a customer sees their own."""
+        return [self._f_customer()] if self.state == "operator" else []
+
+    def _whose(self, values: dict[str, Any]) -> str:
+        cid = values.get("id") if self.state == "operator" else self.customer
+        assert cid is not None
+        return str(cid)
+
+    def _shown_zone(self) -> str | None:
+        """The zone times are shown in: the customer's own, learnt at login.
+
+        The server writes times with the customer's UTC offset already, so the
+        operator's views, which never log in, show them as they come.
+        """
+        return self.tz if self.state == "customer" else None
 
     # -- modes --------------------------------------------------------------
 
@@ -345,7 +370,7 @@ class Menu:
             self.operator_token = values["token"]
             self._set_operator(values["token"])
 
-        return self._ask([Field("token", "field.token", str.strip)], got)
+        return self._ask([self._f_token()], got)
 
     def _set_operator(self, token: str) -> None:
         self._stop_polling()
@@ -358,7 +383,7 @@ class Menu:
         if not self.preset_customer:
             fields.append(self._f_customer())
         if not self.customer_token:
-            fields.append(Field("token", "field.token", str.strip))
+            fields.append(self._f_token())
         return self._ask(fields, self._login_customer)
 
     def _login_customer(self, values: dict[str, Any]) -> Deferred[None]:
@@ -421,10 +446,10 @@ class Menu:
         m = self.m
         fields = [
             self._f_customer(),
-            Field("name", "field.name", str.strip),
-            Field("ligacao", "field.ligacao", lambda t: _choice(m, t, ("mono", "bi", "tri")), required=False),
-            Field("limite_kw", "field.limite_kw", lambda t: _positive_number(m, t), required=False),
-            Field("limite_kwh", "field.limite_kwh", lambda t: _positive_number(m, t), required=False),
+            Field("name", m("field.name"), str.strip),
+            self._f_choice("ligacao", "field.ligacao", LIGACAO),
+            Field("limite_kw", m("field.limite_kw"), lambda t: parse_positive_number(m, t), required=False),
+            Field("limite_kwh", m("field.limite_kwh"), lambda t: parse_positive_number(m, t), required=False),
         ]
 
         def submit(v: dict[str, Any]) -> Deferred[str]:
@@ -438,188 +463,77 @@ class Menu:
         return self._ask(fields, submit)
 
     def _register_meter(self) -> Any:
-        m = self.m
-        fields = [
-            self._f_customer(),
-            Field("mode", "field.meter_mode", lambda t: _choice(m, t, ("register", "interval")), required=False),
-        ]
+        fields = [self._f_customer(), self._f_choice("mode", "field.meter_mode", METER_MODE)]
 
         def submit(v: dict[str, Any]) -> Deferred[str]:
             assert self.client is not None
             return self.client.register_meter(v["id"], mode=v["mode"]).addCallback(self.r.meter_created)
 
-        self.out.show(m("menu.cancel_hint") + "\n")
+        self.out.show(self.m("menu.cancel_hint") + "\n")
         return self._ask(fields, submit)
 
     def _list_meters(self) -> Any:
-        def submit(v: dict[str, Any]) -> Deferred[str]:
+        def submit(v: dict[str, Any]) -> Deferred[View]:
             assert self.client is not None
-            return self.client.meters(v["id"]).addCallback(self.r.meters)
+            d = self.client.meters(self._whose(v))
+            return d.addCallback(lambda doc: View(lambda: self.r.meters(doc)))
 
         return self._ask([self._f_customer()], submit)
 
-    # -- customer actions ---------------------------------------------------
+    # -- a customer's data: the customer's own menu, or the operator's ------
 
     def _bill(self) -> Any:
         m = self.m
 
-        def submit(v: dict[str, Any]) -> Deferred[str]:
-            assert self.client is not None and self.customer is not None
-            return self.client.bill(self.customer, v["periodo"]).addCallback(self.r.bill, self.tz)
+        def submit(v: dict[str, Any]) -> Deferred[View]:
+            assert self.client is not None
+            tz = self._shown_zone()
+            d = self.client.bill(self._whose(v), v["periodo"])
+            return d.addCallback(lambda doc: View(lambda: self.r.bill(doc, tz)))
 
-        return self._ask(
-            [Field("periodo", "field.periodo_bill", lambda t: _int(m, t, minimum=0), required=False, default=0)],
-            submit,
+        periodo = Field(
+            "periodo", m("field.periodo_bill"), lambda t: parse_int(m, t, minimum=0), required=False, default=0
         )
+        return self._ask([*self._f_whose(), periodo], submit)
 
     def _history(self) -> Any:
         m = self.m
         fields = [
-            Field("kind", "field.kind", lambda t: _choice(m, t, ("D", "M", "Y"), upper=True), required=False, default="D"),
-            Field("periodo", "field.periodo_hist", lambda t: _int(m, t, minimum=0), required=False, default=0),
-            Field("meter", "field.meter", lambda t: _int(m, t, minimum=1), required=False),
+            *self._f_whose(),
+            self._f_choice("kind", "field.kind", KIND, default=KIND.default),
+            Field("periodo", m("field.periodo_hist"), lambda t: parse_int(m, t, minimum=0), required=False, default=0),
+            Field("meter", m("field.meter"), lambda t: parse_int(m, t, minimum=1), required=False),
         ]
 
-        def submit(v: dict[str, Any]) -> Deferred[str]:
-            assert self.client is not None and self.customer is not None
-            d = self.client.history(self.customer, v["kind"], v["periodo"], id_medidor=v["meter"])
-            return d.addCallback(self.r.history, self.tz)
+        def submit(v: dict[str, Any]) -> Deferred[View]:
+            assert self.client is not None
+            tz = self._shown_zone()
+            d = self.client.history(self._whose(v), v["kind"], v["periodo"], id_medidor=v["meter"])
+            return d.addCallback(lambda doc: View(lambda: self.r.history(doc, tz)))
 
         return self._ask(fields, submit)
 
     def _alarms(self) -> Any:
-        def submit(v: dict[str, Any]) -> Deferred[str]:
-            assert self.client is not None and self.customer is not None
-            d = self.client.alarms(self.customer)
+        def submit(v: dict[str, Any]) -> Deferred[View]:
+            assert self.client is not None
+            cid, tz = self._whose(v), self._shown_zone()
 
-            def shown(doc: dict[str, Any]) -> str:
-                if self.poller is not None:
+            def shown(doc: dict[str, Any]) -> View:
+                if self.poller is not None and cid == self.customer:
                     self.poller.remember(doc)
-                return self.r.alarms(doc, self.tz)
+                return View(lambda: self.r.alarms(doc, tz))
 
-            return d.addCallback(shown)
+            return self.client.alarms(cid).addCallback(shown)
 
-        return self._ask([], submit)
+        return self._ask(self._f_whose(), submit)
 
     def _ack(self) -> Any:
         m = self.m
 
         def submit(v: dict[str, Any]) -> Deferred[str]:
-            assert self.client is not None and self.customer is not None
-            d = self.client.ack_alarm(self.customer, v["alarm_id"])
+            assert self.client is not None
+            d = self.client.ack_alarm(self._whose(v), v["alarm_id"])
             return d.addCallback(lambda doc: m("result.acked", alarm_id=doc.get("alarm_id", v["alarm_id"])))
 
-        return self._ask([Field("alarm_id", "field.alarm_id", lambda t: _int(m, t, minimum=1))], submit)
-
-
-class AlarmPoller:
-    """Polls ``/getAlarme`` with the cursor and announces new raised/cleared events.
-
-    The first answer only sets the baseline (old events are history, not news).
-    A server that goes away is reported once; polling carries on and says so
-    when it is back. Other errors (e.g. 501 before alarms exist) are reported
-    once per error code, not every interval.
-    """
-
-    def __init__(
-        self,
-        client: MeterdClient,
-        customer: str,
-        *,
-        clock: IReactorTime,
-        interval: float,
-        notify: Callable[[str], None],
-        renderer: Renderer,
-        msgs: Messages,
-        tz: str | None = None,
-    ) -> None:
-        self.client = client
-        self.customer = customer
-        self.clock = clock
-        self.interval = interval
-        self.notify = notify
-        self.r = renderer
-        self.m = msgs
-        self.tz = tz
-        self.cursor: int | None = None
-        self.alarms: dict[Any, dict[str, Any]] = {}
-        self._down = False
-        self._last_error: str | None = None
-        self._call: LoopingCall | None = None
-        self._inflight: Deferred[None] | None = None
-        self._stopped = False
-        self._seen: int | None = None  # highest event id already known
-
-    def start(self) -> None:
-        self._call = LoopingCall(self.poll)
-        self._call.clock = self.clock
-        self._call.start(self.interval, now=True)
-
-    def stop(self) -> None:
-        self._stopped = True
-        if self._call is not None and self._call.running:
-            self._call.stop()
-        self._call = None
-        if self._inflight is not None:
-            self._inflight.cancel()
-
-    def remember(self, doc: dict[str, Any]) -> None:
-        for alarm in doc.get("active") or []:
-            if isinstance(alarm, dict) and "alarm_id" in alarm:
-                self.alarms[alarm["alarm_id"]] = alarm
-
-    def poll(self) -> Deferred[None]:
-        """One round; never fails, so the LoopingCall keeps running."""
-        d = self.client.alarms(self.customer, self.cursor)
-        d.addCallbacks(self._got, self._failed)
-        self._inflight = d
-
-        def clear(_: Any) -> None:
-            self._inflight = None
-
-        d.addBoth(clear)
-        return d
-
-    def _got(self, doc: dict[str, Any]) -> None:
-        if self._stopped:
-            return
-        if self._down:
-            self.notify(self.m("poll.back") + "\n")
-        self._down = False
-        self._last_error = None
-        self.remember(doc)
-        first = self._seen is None
-        events = [e for e in doc.get("events") or [] if isinstance(e, dict)]
-        ids = [e["event_id"] for e in events if isinstance(e.get("event_id"), int)]
-        if first:
-            active = [a for a in doc.get("active") or [] if not a.get("acked_at")]
-            if active:
-                self.notify(self.m("poll.active", n=len(active)) + "\n")
-        else:
-            # Event ids increase, so this also guards against a server that
-            # ignores the cursor and repeats old events.
-            for event in events:
-                eid = event.get("event_id")
-                if isinstance(eid, int) and eid <= (self._seen or 0):
-                    continue
-                text = self.r.banner(event, self.alarms.get(event.get("alarm_id")), self.tz)
-                if text:
-                    self.notify(text)
-        self._seen = max([self._seen or 0, *ids])
-        cursor = doc.get("cursor")
-        if isinstance(cursor, int) and not isinstance(cursor, bool):
-            self.cursor = cursor
-
-    def _failed(self, failure: Failure) -> None:
-        if self._stopped:
-            return
-        err = failure.value
-        if isinstance(err, ServerUnreachable):
-            if not self._down:
-                self._down = True
-                self.notify(self.m("poll.lost") + "\n")
-            return
-        code = getattr(err, "code", type(err).__name__)
-        if code != self._last_error:
-            self._last_error = code
-            self.notify(self.m("poll.failed", error=describe_error(err, self.m)) + "\n")
+        alarm = Field("alarm_id", m("field.alarm_id"), lambda t: parse_int(m, t, minimum=1))
+        return self._ask([*self._f_whose(), alarm], submit)

@@ -4,12 +4,20 @@ Every function returns a string, so the same code serves the interactive menu,
 the subcommands and the tests. With ``color=True`` (stdout is a terminal) the
 text is drawn by rich with colours and box lines; otherwise it is plain ASCII
 that survives pipes, logs and ``grep``.
+
+Views are laid out for the renderer's ``width`` and, when it is drawing on a
+terminal, its ``height``: tables pick their columns by width and wrap text
+rather than cut it, and a chart spreads its bars over columns so that a
+month fits on one screen. Both can change between views (the console follows
+a terminal resize).
 """
 
 from __future__ import annotations
 
 import io
-from datetime import datetime, tzinfo
+import math
+from collections.abc import Callable
+from datetime import datetime, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +27,8 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .messages import Messages
+from .choices import METER_MODE
+from .messages import SERVER_TEXT_LANG, Messages
 
 __all__ = ["Renderer", "brl", "decimal_of", "format_number"]
 
@@ -33,6 +42,14 @@ _FLAG_STYLES = {
 }
 _BAR_FULL = "█"
 _BAR_PARTS = " ▏▎▍▌▋▊▉"
+#: meterd's descriptions of the bill lines every bill has (the flag's aside).
+_BILL_ITEMS = {"Energia (TE)": "bill.item.te", "Uso do sistema (TUSD)": "bill.item.tusd"}
+#: Below this many cells the alarm message column is too narrow to read, and
+#: the alarms table folds value/limit and raised/acknowledged into one column each.
+_MESSAGE_MIN_WIDTH = 24
+#: Lines a view leaves free under itself on a terminal: the next prompt, and
+#: the question above the view, so the view's first line stays on screen.
+_PROMPT_LINES = 2
 
 
 def decimal_of(value: Any) -> Decimal | None:
@@ -81,20 +98,42 @@ def brl(value: Any) -> str:
     return ("-R$ " if q < 0 else "R$ ") + body
 
 
-class Renderer:
-    """Text views of API answers in one language and one output style."""
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
-    def __init__(self, msgs: Messages, *, color: bool = False, width: int = 100) -> None:
+
+class Renderer:
+    """Text views of API answers in one language and one output style.
+
+    ``height`` is the terminal's height when the views go to one (``None``
+    for pipes and files, which have no screen to fit); ``now`` tells which
+    periods of a history are still in the future.
+    """
+
+    def __init__(
+        self,
+        msgs: Messages,
+        *,
+        color: bool = False,
+        width: int = 100,
+        height: int | None = None,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self.m = msgs
         self.color = color
+        self.resize(width, height)
+        self.now = now
+
+    def resize(self, width: int, height: int | None) -> None:
+        """Lay the next views out for a terminal of this size."""
         self.width = max(40, width)
+        self.height = height
 
     # -- low level ----------------------------------------------------------
 
-    def _render(self, *items: RenderableType) -> str:
-        buf = io.StringIO()
-        console = Console(
-            file=buf,
+    def _console(self, file: io.StringIO | None = None) -> Console:
+        return Console(
+            file=file or io.StringIO(),
             width=self.width,
             force_terminal=self.color,
             color_system="standard" if self.color else None,
@@ -104,12 +143,24 @@ class Renderer:
             markup=False,
             soft_wrap=False,
         )
+
+    def _render(self, *items: RenderableType) -> str:
+        buf = io.StringIO()
+        console = self._console(buf)
         for item in items:
             console.print(item)
         text = buf.getvalue()
         if not self.color:
             text = "\n".join(line.rstrip() for line in text.split("\n"))
         return text.rstrip("\n") + "\n"
+
+    def _lines(self, *items: RenderableType) -> int:
+        """How many lines ``items`` take at the current width."""
+        return self._render(*items).count("\n")
+
+    def _fits(self, table: Table, spare: int = 0) -> bool:
+        """Whether ``table`` fits the width unwrapped, with ``spare`` cells left over."""
+        return self._console().measure(table).maximum + spare <= self.width
 
     def _table(self, title: str | None = None, **kw: Any) -> Table:
         return Table(
@@ -243,21 +294,20 @@ class Renderer:
             head.add_row(m("bill.flag"), Text(m("flag." + flag), style=_FLAG_STYLES.get(flag, "") if self.color else ""))
         consumo = doc.get("consumo_kwh")
         faturado = doc.get("faturado_kwh")
-        head.add_row(m("bill.measured"), f"{self.kwh(consumo)} kWh")
+        measured = f"{self.kwh(consumo)} kWh"
+        meters = _meter_totals(doc.get("medidores"))
+        if len(meters) > 1:  # each meter's share; one meter's is the whole
+            measured += " (" + "; ".join(m("bill.meter_share", id_medidor=i, kwh=self.kwh(v)) for i, v in meters) + ")"
+        head.add_row(m("bill.measured"), measured)
         billed = f"{self.kwh(faturado)} kWh"
         c, f = decimal_of(consumo), decimal_of(faturado)
         if c is not None and f is not None and f > c:
             billed = m("bill.minimum", kwh=billed, ligacao=m("ligacao." + lig) if lig else "")
         head.add_row(m("bill.billed"), billed)
-        meters = _meter_totals(doc.get("medidores"))
-        if meters:
-            head.add_row(
-                m("bill.meters"),
-                ", ".join(f"{m('hist.meter', id_medidor=i)}: {self.kwh(v)} kWh" for i, v in meters),
-            )
         parts.append(head)
 
-        table = self._table(show_footer=False)
+        # No outer edge: the bill stays within a 24-line screen with its prompt.
+        table = self._table(show_footer=False, show_edge=False)
         table.add_column(m("col.description"), ratio=None)
         table.add_column(m("col.quantity"), justify="right")
         table.add_column(m("col.rate"), justify="right")
@@ -268,7 +318,7 @@ class Renderer:
             if valor is not None:
                 subtotal += valor
             table.add_row(
-                str(item.get("descricao", "")),
+                self._item(item, doc),
                 self.kwh(item.get("quantidade_kwh")),
                 self._rate(item.get("tarifa")),
                 brl(item.get("valor")),
@@ -292,6 +342,22 @@ class Renderer:
             parts.append(Text(m("bill.estimated"), style="yellow" if self.color else ""))
         return self._render(*parts)
 
+    def _item(self, item: Mapping[str, Any], bill: Mapping[str, Any]) -> str:
+        """A bill line's description in the screen's language.
+
+        meterd writes them in :data:`~clients.console.messages.SERVER_TEXT_LANG`;
+        elsewhere the three lines every bill has (energy, distribution, the
+        month's flag) come from the catalog, and any other is shown as written.
+        """
+        text = str(item.get("descricao", ""))
+        if self.m.lang == SERVER_TEXT_LANG:
+            return text
+        flag = f"flag.{bill.get('bandeira')}"
+        if text.startswith("Bandeira ") and self.m.has(flag):
+            return self.m("bill.item.flag", flag=self.m(flag))
+        key = _BILL_ITEMS.get(text)
+        return self.m(key) if key else text
+
     def _end_day(self, value: Any, tz: str | None) -> str:
         """``fim`` is exclusive (the next month's first instant); people expect
         the last day of the month."""
@@ -306,7 +372,12 @@ class Renderer:
     # -- history ------------------------------------------------------------
 
     def history(self, doc: Mapping[str, Any], tz: str | None = None) -> str:
-        """A summary table and a horizontal bar chart of the buckets."""
+        """The total, and a bar per hour, day or month; periods to come are left blank.
+
+        On a terminal the bars are spread over as many columns as it takes for
+        the whole view to fit its height (a month's 31 days in two columns at
+        24 lines); elsewhere they are one column.
+        """
         m = self.m
         tz = doc.get("tz") or tz
         kind = str(doc.get("kind", "D")).upper()
@@ -319,49 +390,72 @@ class Renderer:
         else:
             dt = self._local(start, tz)
             label = str(dt.year) if dt else str(start)
-        parts: list[RenderableType] = []
-
-        parts.append(Text(m(f"hist.title.{kind}", label=label), style="bold" if self.color else ""))
-        summary = self._table()
-        summary.add_column(m("hist.col.meter"))
-        summary.add_column(m("hist.col.kwh"), justify="right")
-        for i, v in _meter_totals(doc.get("meters")):
-            summary.add_row(m("hist.meter", id_medidor=i), self.kwh(v))
-        summary.add_section()
+        head: list[RenderableType] = []
+        head.append(Text(m(f"hist.title.{kind}", label=label), style="bold" if self.color else ""))
+        totals = self._grid()
+        meters = _meter_totals(doc.get("meters"))
+        if len(meters) > 1:
+            for i, v in meters:
+                totals.add_row(m("hist.meter", id_medidor=i), f"{self.kwh(v)} kWh")
         star = " *" if doc.get("estimated") else ""
-        summary.add_row(m("hist.total"), self.kwh(doc.get("total_kwh")) + star)
-        parts.append(summary)
+        totals.add_row(m("hist.total"), f"{self.kwh(doc.get('total_kwh'))} kWh{star}")
+        head.append(totals)
 
         buckets = list(doc.get("buckets") or [])
-        if not buckets:
-            parts.append(Text(m("hist.empty")))
-        else:
-            parts.append(Text(m("hist.chart", unit=m(f"hist.unit.{kind}")), style="bold" if self.color else ""))
-            parts.append(self._chart(kind, buckets, tz))
+        tail: list[RenderableType] = []
         if any(b.get("estimated") for b in buckets) or doc.get("estimated"):
-            parts.append(Text(m("hist.estimated"), style="yellow" if self.color else ""))
+            tail.append(Text(m("hist.estimated"), style="yellow" if self.color else ""))
         if tz:
-            parts.append(Text(m("hist.tz", tz=tz), style="dim" if self.color else ""))
-        return self._render(*parts)
+            tail.append(Text(m("hist.tz", tz=tz), style="dim" if self.color else ""))
+        if not buckets:
+            return self._render(*head, Text(m("hist.empty")), *tail)
+        chart_title = Text(m("hist.chart", unit=m(f"hist.unit.{kind}")), style="bold" if self.color else "")
+        rows = None
+        if self.height is not None:
+            rows = self.height - _PROMPT_LINES - self._lines(*head, chart_title, *tail)
+        return self._render(*head, chart_title, self._chart(kind, buckets, tz, rows), *tail)
 
-    def _chart(self, kind: str, buckets: Iterable[Mapping[str, Any]], tz: str | None) -> RenderableType:
-        rows = []
+    def _chart(
+        self, kind: str, buckets: Iterable[Mapping[str, Any]], tz: str | None, rows: int | None
+    ) -> RenderableType:
+        """Horizontal bars in as few columns as fit ``rows`` lines (one if ``None``)."""
+        now = self.now()
+        entries: list[tuple[str, Decimal | None, str, bool]] = []
         for b in buckets:
+            start = self._local(b.get("start"), tz)
+            label = self.bucket_label(kind, b.get("start"), tz)
+            if start is not None and start.tzinfo is not None and start > now:
+                entries.append((label, None, "", False))  # not there yet: nothing measured, not zero
+                continue
             d = decimal_of(b.get("kwh")) or Decimal(0)
-            rows.append((self.bucket_label(kind, b.get("start"), tz), d, self.kwh(b.get("kwh")), bool(b.get("estimated"))))
-        label_w = max(len(r[0]) for r in rows)
-        value_w = max(len(r[2]) for r in rows) + 2
-        bar_w = max(10, min(60, self.width - label_w - value_w - 6))
-        top = max((r[1] for r in rows), default=Decimal(0))
-        text = Text()
-        for i, (label, d, shown, est) in enumerate(rows):
-            text.append(label.rjust(label_w) + " |")
-            bar = self._bar(d, top, bar_w)
-            text.append(bar, style=("yellow" if est else "cyan") if self.color else "")
-            text.append(" " + shown + (" *" if est else ""))
-            if i < len(rows) - 1:
-                text.append("\n")
-        return text
+            est = bool(b.get("estimated"))
+            entries.append((label, d, self.kwh(b.get("kwh")) + (" *" if est else ""), est))
+        gap = 3
+        columns = 1 if rows is None else max(1, math.ceil(len(entries) / max(1, rows)))
+        label_w = max(len(e[0]) for e in entries)
+        value_w = max(len(e[2]) for e in entries)
+        # Never so many columns that a bar has no room; the view then scrolls.
+        while columns > 1 and (self.width - gap * (columns - 1)) // columns - label_w - value_w - 3 < 4:
+            columns -= 1
+        column_w = (self.width - gap * (columns - 1)) // columns
+        bar_w = max(4 if columns > 1 else 10, min(60, column_w - label_w - value_w - 4))
+        top = max((e[1] for e in entries if e[1] is not None), default=Decimal(0))
+        cells: list[Text] = []
+        for label, d, shown, est in entries:
+            cell = Text(label.rjust(label_w) + " |")
+            if d is not None:
+                cell.append(self._bar(d, top, bar_w), style=("yellow" if est else "cyan") if self.color else "")
+                cell.append(" " + shown)
+            cells.append(cell)
+        if columns == 1:
+            return Text("\n").join(cells)
+        per_column = math.ceil(len(cells) / columns)
+        grid = Table.grid(padding=(0, gap))
+        for _ in range(columns):
+            grid.add_column(width=column_w, no_wrap=True)
+        for r in range(per_column):
+            grid.add_row(*[cells[c * per_column + r] if c * per_column + r < len(cells) else "" for c in range(columns)])
+        return grid
 
     def _bar(self, value: Decimal, top: Decimal, width: int) -> str:
         if top <= 0 or value <= 0:
@@ -377,51 +471,121 @@ class Renderer:
     # -- alarms -------------------------------------------------------------
 
     def rule(self, rule: Any) -> str:
-        return self.m(f"rule.{rule}") if f"rule.{rule}" != self.m(f"rule.{rule}") else str(rule)
+        key = f"rule.{rule}"
+        return self.m(key) if self.m.has(key) else str(rule)
 
     def measure(self, rule: Any, value: Any) -> str:
+        """An alarm's value or limit with its unit (a duration for a silent meter)."""
         unit = _RULE_UNITS.get(str(rule), "")
-        decimals = 0 if unit == "s" else 2
-        shown = self.num(value, decimals)
-        return f"{shown} {unit}".strip()
+        if unit == "s":
+            return self.duration(value)
+        return f"{self.num(value, 2)} {unit}".strip()
+
+    def duration(self, seconds: Any) -> str:
+        """``900`` → ``15 min``: the largest unit that keeps at least two of it."""
+        d = decimal_of(seconds)
+        if d is None:
+            return "—" if seconds is None else str(seconds)
+        s = int(d)
+        for unit, size in (("days", 86_400), ("h", 3_600), ("min", 60)):
+            if s >= 2 * size:
+                return self.m(f"duration.{unit}", n=s // size)
+        return self.m("duration.s", n=s)
+
+    def alarm_message(self, alarm: Mapping[str, Any]) -> str:
+        """What the alarm is about, in the screen's language.
+
+        The server's ``message`` is written for people in
+        :data:`~clients.console.messages.SERVER_TEXT_LANG`; on a screen in
+        another language the catalog says the same from the rule, value and limit.
+        """
+        message = alarm.get("message")
+        if isinstance(message, str) and message and self.m.lang == SERVER_TEXT_LANG:
+            return message
+        rule = alarm.get("rule")
+        fields = {
+            "rule": self.rule(rule),
+            "value": self.measure(rule, alarm.get("value")),
+            "limit": self.measure(rule, alarm.get("threshold")),
+        }
+        key = f"alarm.message.{rule}"
+        return self.m(key if self.m.has(key) else "alarm.message.other", **fields)
 
     def alarms(self, doc: Mapping[str, Any], tz: str | None = None) -> str:
+        """Active alarms with their message, then the latest events.
+
+        All columns side by side when they fit the width with room for the
+        message; otherwise value and limit, raised and acknowledged, share a
+        column each, and the message goes under the rule's name.
+        """
         m = self.m
         parts: list[RenderableType] = []
-        active = list(doc.get("active") or [])
+        active = [a for a in doc.get("active") or [] if isinstance(a, Mapping)]
         if not active:
             parts.append(Text(m("alarms.none"), style="green" if self.color else ""))
         else:
-            t = self._table(title=m("alarms.active"))
-            for key in ("id", "rule", "meter", "value", "limit", "raised", "acked"):
-                t.add_column(
-                    m(f"alarms.col.{key}"), justify="right" if key in ("id", "value", "limit") else "left", no_wrap=True
-                )
-            for a in active:
-                t.add_row(
-                    str(a.get("alarm_id", "")),
-                    Text(self.rule(a.get("rule")), style="bold red" if self.color and not a.get("acked_at") else ""),
-                    str(a["id_medidor"]) if a.get("id_medidor") is not None else m("alarms.all"),
-                    self.measure(a.get("rule"), a.get("value")),
-                    self.measure(a.get("rule"), a.get("threshold")),
-                    self.when(a.get("raised_at"), tz),
-                    self.when(a.get("acked_at"), tz) if a.get("acked_at") else m("alarms.no"),
-                )
-            parts.append(t)
-        events = list(doc.get("events") or [])[-10:]
+            wide = self._alarms_wide(active, tz, with_message=False)
+            if self._fits(wide, spare=_MESSAGE_MIN_WIDTH + 3):
+                parts.append(self._alarms_wide(active, tz, with_message=True))
+            else:
+                parts.append(self._alarms_folded(active, tz))
+        events = [e for e in doc.get("events") or [] if isinstance(e, Mapping)][-10:]
         if events:
             t = self._table(title=m("alarms.events"))
             for key in ("event", "id", "type", "at"):
-                t.add_column(m(f"alarms.col.{key}"))
+                t.add_column(m(f"alarms.col.{key}"), no_wrap=True)
             for e in events:
+                kind = f"event.{e.get('type')}"
                 t.add_row(
                     str(e.get("event_id", "")),
                     str(e.get("alarm_id", "")),
-                    m(f"event.{e.get('type')}"),
+                    m(kind) if m.has(kind) else str(e.get("type")),
                     self.when(e.get("at"), tz),
                 )
             parts.append(t)
         return self._render(*parts)
+
+    def _alarm_cells(self, a: Mapping[str, Any], tz: str | None) -> dict[str, Any]:
+        m = self.m
+        rule = a.get("rule")
+        return {
+            "id": str(a.get("alarm_id", "")),
+            "rule": Text(self.rule(rule), style="bold red" if self.color and not a.get("acked_at") else ""),
+            "meter": str(a["id_medidor"]) if a.get("id_medidor") is not None else m("alarms.all"),
+            "value": self.measure(rule, a.get("value")),
+            "limit": self.measure(rule, a.get("threshold")),
+            "raised": self.when(a.get("raised_at"), tz),
+            "acked": self.when(a.get("acked_at"), tz) if a.get("acked_at") else m("alarms.no"),
+            "message": self.alarm_message(a),
+        }
+
+    def _alarms_wide(self, active: list[Mapping[str, Any]], tz: str | None, *, with_message: bool) -> Table:
+        m = self.m
+        t = self._table(title=m("alarms.active"))
+        keys = ["id", "rule", "meter", "value", "limit", "raised", "acked"]
+        for key in keys:
+            t.add_column(m(f"alarms.col.{key}"), justify="right" if key in ("id", "value", "limit") else "left", no_wrap=True)
+        if with_message:
+            keys.append("message")
+            t.add_column(m("alarms.col.message"), ratio=1, overflow="fold")
+        for a in active:
+            cells = self._alarm_cells(a, tz)
+            t.add_row(*(cells[k] for k in keys))
+        return t
+
+    def _alarms_folded(self, active: list[Mapping[str, Any]], tz: str | None) -> Table:
+        m = self.m
+        t = self._table(title=m("alarms.active"))
+        t.add_column(m("alarms.col.id"), justify="right", no_wrap=True)
+        t.add_column(m("alarms.col.alarm"), ratio=1, overflow="fold")
+        t.add_column(m("alarms.col.meter"), no_wrap=True)
+        t.add_column(m("alarms.col.value") + "\n" + m("alarms.col.limit"), justify="right", no_wrap=True)
+        t.add_column(m("alarms.col.raised") + "\n" + m("alarms.col.acked"), no_wrap=True)
+        for a in active:
+            c = self._alarm_cells(a, tz)
+            alarm = Text.assemble(c["rule"], "\n", c["message"])
+            t.add_row(c["id"], alarm, c["meter"], f"{c['value']}\n{c['limit']}", f"{c['raised']}\n{c['acked']}")
+        return t
 
     def banner(self, event: Mapping[str, Any], alarm: Mapping[str, Any] | None, tz: str | None = None) -> str | None:
         """One loud line for a raised or cleared event (acks are the user's own doing)."""
@@ -463,7 +627,7 @@ class Renderer:
         for row in meters:
             t.add_row(
                 str(row.get("id_medidor", "")),
-                str(row.get("mode", "")),
+                METER_MODE.label(m, str(row.get("mode", ""))),
                 self.when(row.get("last_seen"), tz) if row.get("last_seen") else m("never"),
                 self.kwh(row.get("last_kwh")) if row.get("last_kwh") is not None else "—",
             )
@@ -489,7 +653,7 @@ class Renderer:
             "result.meter_created",
             id=_taxid(str(doc.get("id", ""))),
             id_medidor=doc.get("id_medidor", "?"),
-            mode=doc.get("mode", "?"),
+            mode=METER_MODE.label(m, str(doc.get("mode", "?"))),
         )
         return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -20,19 +21,22 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorCore
 
 from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachable, find_token
+from clients.version import version
 from meterd.taxid import InvalidTaxId, make_cpf, normalize
 
-from .commands import MAX_INTERVAL, MIN_INTERVAL, CommandProtocol
+from .commands import MAX_INTERVAL, MIN_INTERVAL, CommandProtocol, parse_kw
 from .device import SimMeter
 from .faults import FaultInjector
 from .fleet import AckProtocol, Simulator
 from .load import LoadModel
 from .outbox import Outbox
-from .status import StatusLine
+from .status import StatusLine, terminal_width, wrap_message
 
 __all__ = ["main", "build_parser", "Credentials", "provision", "Fatal"]
 
 DEFAULT_UDP_PORT = 8080
+SERVER_ENV = "METERD_SERVER"
+UDP_ENV = "METERD_UDP"
 SOCKET_BUFFER = 4 * 1024 * 1024
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 3
 
@@ -92,6 +96,13 @@ def _count(text: str) -> int:
     return n
 
 
+def _kw(text: str) -> float:
+    try:
+        return parse_kw(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _key(text: str) -> str:
     k = text.strip().lower()
     if len(k) != 64 or any(c not in "0123456789abcdef" for c in k):
@@ -100,14 +111,29 @@ def _key(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The simulator's options; every one with a default says it in its help."""
     p = argparse.ArgumentParser(
         prog="python -m clients.meter",
         description="Simulated smart meters that push signed readings to meterd over UDP.",
-        epilog="stdin commands while running: + - interval SECONDS spike [N] status help quit",
+        epilog=(
+            "stdin commands while running: + - interval SECONDS, load KW, spike [KW [N]], status, help, quit. "
+            "To provoke a demand alarm (the 5-minute average above the customer's limit, 10 kW unless "
+            "set): --load-kw 12, or type load 12."
+        ),
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     c = p.add_argument_group("connection")
-    c.add_argument("--server", default=DEFAULT_SERVER, help="HTTP API URL (default %(default)s)")
-    c.add_argument("--udp", metavar="HOST:PORT", help="UDP target (default: the server's host, port 8080)")
+    c.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
+        help=f"HTTP API URL (default %(default)s; or ${SERVER_ENV})",
+    )
+    c.add_argument(
+        "--udp",
+        metavar="HOST:PORT",
+        default=os.environ.get(UDP_ENV) or None,
+        help=f"UDP target (default ${UDP_ENV}, then the server's host, port {DEFAULT_UDP_PORT})",
+    )
     c.add_argument("--data-dir", help="server data dir holding operator.token (default ./meterd-data)")
     c.add_argument("--token", help="operator token (default $METERD_TOKEN, then <data-dir>/operator.token)")
     w = p.add_argument_group("which meters")
@@ -118,24 +144,57 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--provision", action="store_true", help="register a demo customer and meter first")
     w.add_argument("--fleet", type=_count, metavar="N", help="provision and run N meters in this process")
     w.add_argument("--credentials", metavar="PATH", help="save provisioned tokens and keys here (JSON, mode 0600)")
-    w.add_argument("--concurrency", type=_count, default=16, help="parallel provisioning requests")
+    w.add_argument(
+        "--concurrency", type=_count, default=16, help="parallel provisioning requests (default %(default)s)"
+    )
     s = p.add_argument_group("behaviour")
-    s.add_argument("--interval", type=_interval, default=1.0, help="seconds between readings (default 1)")
+    s.add_argument(
+        "--interval", type=_interval, default=1.0, help="seconds between readings (default %(default)g)"
+    )
+    s.add_argument(
+        "--load-kw",
+        type=_kw,
+        default=0.0,
+        metavar="KW",
+        help="a steady demand every meter draws on top of its household, backfill included "
+        "(default %(default)g; 12 raises a demand alarm against the default 10 kW limit)",
+    )
     s.add_argument("--seed", type=int, help="seed of the load model and faults (default: random, printed)")
     s.add_argument("--backfill", type=_positive, metavar="DAYS", help="first fill the last DAYS of history")
-    s.add_argument("--backfill-rate", type=_positive, default=2000.0, help="readings/s during backfill")
-    s.add_argument("--window", type=_count, default=2000, help="max unacknowledged readings during backfill")
-    s.add_argument("--buffer", type=_count, default=10_000, help="unacknowledged readings kept per meter")
+    s.add_argument(
+        "--backfill-rate", type=_positive, default=2000.0, help="readings/s during backfill (default %(default)g)"
+    )
+    s.add_argument(
+        "--window",
+        type=_count,
+        default=2000,
+        help="max unacknowledged readings during backfill (default %(default)s)",
+    )
+    s.add_argument(
+        "--buffer", type=_count, default=10_000, help="unacknowledged readings kept per meter (default %(default)s)"
+    )
     s.add_argument("--duration", type=_positive, metavar="SECONDS", help="quit by itself after this long")
-    s.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to wait for acks on quit")
-    s.add_argument("--ack-warning", type=_positive, default=5.0, help="seconds without any ack before saying so")
+    s.add_argument(
+        "--drain-timeout", type=float, default=10.0, help="seconds to wait for acks on quit (default %(default)g)"
+    )
+    s.add_argument(
+        "--ack-warning",
+        type=_positive,
+        default=5.0,
+        help="seconds without any ack before saying so (default %(default)g)",
+    )
     f = p.add_argument_group("fault injection")
-    f.add_argument("--loss", type=_probability, default=0.0, help="drop this fraction of datagrams")
-    f.add_argument("--dup", type=_probability, default=0.0, help="send this fraction twice")
-    f.add_argument("--reorder", type=_probability, default=0.0, help="delay this fraction 5-150 ms")
+    f.add_argument("--loss", type=_probability, default=0.0, help="drop this fraction of datagrams (default %(default)g)")
+    f.add_argument("--dup", type=_probability, default=0.0, help="send this fraction twice (default %(default)g)")
+    f.add_argument("--reorder", type=_probability, default=0.0, help="delay this fraction 5-150 ms (default %(default)g)")
     o = p.add_argument_group("output")
     o.add_argument("--summary-json", metavar="PATH", help="write per-meter counters here on exit")
-    o.add_argument("--log-every", type=_positive, default=5.0, help="seconds between status lines when not a tty")
+    o.add_argument(
+        "--log-every",
+        type=_positive,
+        default=5.0,
+        help="seconds between status lines when not a tty (default %(default)g)",
+    )
     return p
 
 
@@ -339,8 +398,11 @@ class _Controller:
     def set_interval(self, seconds: float) -> None:
         self._sim.set_interval(seconds)
 
-    def spike(self, meter_number: int | None) -> str:
-        return self._sim.spike(meter_number)
+    def spike(self, kw: float | None, meter_number: int | None) -> str:
+        return self._sim.spike(kw, meter_number)
+
+    def set_load(self, kw: float) -> str:
+        return self._sim.set_load(kw)
 
     def status_text(self) -> str:
         return self._sim.status_text()
@@ -365,8 +427,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Everything after option parsing; returns the exit status."""
     from twisted.internet import stdio
 
+    tty = sys.stdout.isatty()
+
     def out(text: str) -> None:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write((wrap_message(text, terminal_width() - 1) if tty else text) + "\n")
         sys.stdout.flush()
 
     host, port = udp_target(args)
@@ -401,7 +465,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
         if cmd_box and cmd_box[0].transport is not None:
             cmd_box[0].transport.write(data)
 
-    status = StatusLine(write, tty=sys.stdout.isatty(), log_every=args.log_every)
+    status = StatusLine(write, tty=tty, log_every=args.log_every)
     sim = Simulator(
         meters,
         transmit,
@@ -416,6 +480,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
         target=f"UDP {host}:{port}",
     )
     proto.simulator = sim
+    if args.load_kw:
+        sim.say(sim.set_load(args.load_kw, start=-math.inf))
     finished: Deferred[bool] = Deferred()
 
     chained = [False]

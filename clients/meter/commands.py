@@ -15,14 +15,18 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
-__all__ = ["Command", "CommandError", "Controller", "CommandProtocol", "parse_command", "HELP"]
+__all__ = ["Command", "CommandError", "Controller", "CommandProtocol", "parse_command", "parse_kw", "HELP"]
 
 MIN_INTERVAL = 0.001
 MAX_INTERVAL = 86400.0
 
+MAX_KW = 1000.0  # a steady load or spike above this is a typo, not a household
+
 HELP = (
     "commands: + (twice as fast), - (half as fast), interval SECONDS, "
-    "spike [N] (7 kW for a minute, on meter N or all), status, help, quit"
+    "load KW (a steady extra demand on every meter, 0 ends it), "
+    "spike [KW [N]] (KW more, default 7, for a minute, on meter N or all), status, help, quit. "
+    "A demand alarm needs the 5-minute average above the customer's limit (10 kW unless set): try load 12"
 )
 
 
@@ -32,8 +36,28 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # faster, slower, interval, spike, status, help, quit, empty
-    value: float | None = None
+    name: str  # faster, slower, interval, load, spike, status, help, quit, empty
+    value: float | None = None  # seconds (interval) or kW (load, spike)
+    meter: int | None = None  # spike: the meter's number, None for all
+
+
+def parse_kw(text: str) -> float:
+    """A demand in kW (``--load-kw``, ``load``, ``spike``); a decimal comma is
+    accepted as well as a point. :class:`ValueError` says what is wrong."""
+    try:
+        kw = float(text.replace(",", "."))
+    except ValueError:
+        raise ValueError(f"not a number of kW: {text!r}") from None
+    if not 0 <= kw <= MAX_KW:  # also rejects nan and inf
+        raise ValueError(f"kW must be between 0 and {MAX_KW:g}")
+    return kw
+
+
+def _kw(text: str, usage: str) -> float:
+    try:
+        return parse_kw(text)
+    except ValueError as e:
+        raise CommandError(f"{e} ({usage})") from None
 
 
 def parse_command(line: str) -> Command:
@@ -56,12 +80,20 @@ def parse_command(line: str) -> Command:
         if not MIN_INTERVAL <= value <= MAX_INTERVAL:  # also rejects nan and inf
             raise CommandError(f"interval must be between {MIN_INTERVAL} and {MAX_INTERVAL:g} s")
         return Command("interval", value)
+    if head == "load":
+        if len(args) != 1:
+            raise CommandError("usage: load KW")
+        return Command("load", _kw(args[0], "usage: load KW"))
     if head == "spike":
-        if not args:
-            return Command("spike")
-        if len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
-            return Command("spike", float(int(args[0])))
-        raise CommandError("usage: spike [METER_NUMBER]")
+        usage = "usage: spike [KW [METER_NUMBER]]"
+        if len(args) > 2:
+            raise CommandError(usage)
+        kw = _kw(args[0], usage) if args else None
+        if kw == 0:
+            raise CommandError(f"a spike needs more than 0 kW ({usage})")
+        if len(args) == 2 and not (args[1].isdigit() and int(args[1]) >= 1):
+            raise CommandError(usage)
+        return Command("spike", kw, int(args[1]) if len(args) == 2 else None)
     if head in ("status", "s") and not args:
         return Command("status")
     if head in ("help", "h", "?") and not args:
@@ -78,7 +110,9 @@ class Controller(Protocol):
 
     def set_interval(self, seconds: float) -> None: ...
 
-    def spike(self, meter_number: int | None) -> str: ...
+    def spike(self, kw: float | None, meter_number: int | None) -> str: ...
+
+    def set_load(self, kw: float) -> str: ...
 
     def status_text(self) -> str: ...
 
@@ -119,7 +153,10 @@ class CommandProtocol(LineReceiver):
             c.set_interval(cmd.value)
             c.say(f"interval {c.interval:g} s")
         elif cmd.name == "spike":
-            c.say(c.spike(None if cmd.value is None else int(cmd.value)))
+            c.say(c.spike(cmd.value, cmd.meter))
+        elif cmd.name == "load":
+            assert cmd.value is not None
+            c.say(c.set_load(cmd.value))
         elif cmd.name == "status":
             c.say(c.status_text())
         elif cmd.name == "help":

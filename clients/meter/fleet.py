@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from meterd.datagram import decode_ack, split_signature
 
 from .device import SimMeter
+from .load import DEFAULT_SPIKE_KW, SPIKE_SECONDS
 from .status import RateMeter, StatusLine, progress_bar
 
 __all__ = ["Simulator", "AckProtocol", "Totals"]
@@ -355,30 +356,34 @@ class Simulator:
             t["dropped"] += o.dropped
         return t
 
-    def status_text(self) -> str:
+    def status_parts(self) -> list[str]:
+        """The status, most important part first (a narrow terminal shows a prefix)."""
         t = self.totals()
         now = self.clock.seconds()
         rate = self._rate.update(now, t["sent"])
         parts = []
-        if len(self.meters) > 1:
-            parts.append(f"{len(self.meters)} meters")
         if self._backfill_loop is not None and self._backfill_loop.running:
             frac = self._bf_done / self._bf_total if self._bf_total else 1.0
-            parts.append("backfill " + progress_bar(frac))
+            parts.append("backfill " + progress_bar(frac, width=12))
         parts.append(
             f"sent {t['sent']} acked {t['acked']} resent {t['resent']} pending {t['pending']}"
             + (f" dropped {t['dropped']}" if t["dropped"] else "")
         )
-        parts.append(f"{rate:.1f} readings/s")
-        parts.append(f"interval {self.interval:g} s")
         if len(self.meters) == 1:
             m = self.meters[0]
-            parts.append(f"{m.register_wh / 1000:.3f} kWh")
             parts.append(f"{m.model.power_w(now) / 1000:.2f} kW")
-        return " | ".join(parts)
+            parts.append(f"{m.register_wh / 1000:.3f} kWh")
+        else:
+            parts.append(f"{len(self.meters)} meters")
+        parts.append(f"{rate:.1f} readings/s")
+        parts.append(f"interval {self.interval:g} s")
+        return parts
+
+    def status_text(self) -> str:
+        return " | ".join(self.status_parts())
 
     def _show_status(self, force: bool = False) -> None:
-        self.status.update(self.status_text(), force=force)
+        self.status.update(self.status_parts(), force=force)
 
     def _status_tick(self) -> None:
         self._check_acks()
@@ -412,20 +417,31 @@ class Simulator:
                     f"(first: {first.customer_id}/{first.meter_id}); wrong key or unknown meter?"
                 )
 
-    def spike(self, meter_number: int | None) -> str:
-        """Add 7 kW for a minute to one meter (1-based) or to all of them."""
+    def spike(self, kw: float | None, meter_number: int | None) -> str:
+        """Add ``kw`` (default 7) for a minute to one meter (1-based) or to all of them."""
+        kw = DEFAULT_SPIKE_KW if kw is None else kw
         now = self.clock.seconds()
         if meter_number is None:
-            for m in self.meters:
-                m.model.forget_before(now)
-                m.model.add_spike(now)
-            return f"spike: +7 kW for 60 s on {len(self.meters)} meter(s)"
-        if not 1 <= meter_number <= len(self.meters):
+            chosen, where = self.meters, f"{len(self.meters)} meter(s)"
+        elif 1 <= meter_number <= len(self.meters):
+            m = self.meters[meter_number - 1]
+            chosen, where = [m], f"{m.customer_id}/{m.meter_id}"
+        else:
             return f"no meter number {meter_number} (1..{len(self.meters)})"
-        m = self.meters[meter_number - 1]
-        m.model.forget_before(now)
-        m.model.add_spike(now)
-        return f"spike: +7 kW for 60 s on {m.customer_id}/{m.meter_id}"
+        for m in chosen:
+            m.model.forget_before(now)
+            m.model.add_spike(now, SPIKE_SECONDS, kw * 1000)
+        return f"spike: +{kw:g} kW for {SPIKE_SECONDS:g} s on {where}"
+
+    def set_load(self, kw: float, start: float | None = None) -> str:
+        """Every meter draws ``kw`` more than its household from ``start`` (now) on."""
+        at = self.clock.seconds() if start is None else start
+        for m in self.meters:
+            m.model.forget_before(self.clock.seconds())
+            m.model.set_steady(at, kw * 1000)
+        if kw == 0:
+            return "load: steady extra demand ended"
+        return f"load: +{kw:g} kW steady on {len(self.meters)} meter(s)"
 
     def summary(self) -> dict[str, Any]:
         """The ``--summary-json`` document (DESIGN §8 / issue 6)."""

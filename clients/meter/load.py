@@ -13,7 +13,9 @@ The power is the sum of:
 * a refrigerator compressor cycling on and off with its own period and phase;
 * electric showers (4.5–7.5 kW, the usual Brazilian ones) for a few minutes,
   a few per day, mostly in the morning and evening;
-* manual spikes added at run time (the ``spike`` command).
+* manual spikes added at run time (the ``spike`` command), and a steady extra
+  load held until changed (``--load-kw`` and the ``load`` command), which is an
+  open-ended spike.
 
 The smooth parts are constant within each wall-clock minute and the switched
 parts have exact start and end times, so the energy over an interval is an exact
@@ -26,9 +28,13 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-__all__ = ["LoadModel", "Spike", "HouseholdParams"]
+__all__ = ["LoadModel", "Spike", "HouseholdParams", "DEFAULT_SPIKE_KW", "SPIKE_SECONDS"]
+
+#: The ``spike`` command's default: an electric shower's 7 kW, for a minute.
+DEFAULT_SPIKE_KW = 7.0
+SPIKE_SECONDS = 60.0
 
 _MASK64 = (1 << 64) - 1
 _DAY = 86400.0
@@ -54,7 +60,7 @@ def _unit(salt: int, k: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Spike:
-    """An extra constant load over ``[start, end)`` (unix seconds)."""
+    """An extra constant load over ``[start, end)`` (unix seconds; ``end`` may be infinite)."""
 
     start: float
     end: float
@@ -123,11 +129,26 @@ class LoadModel:
 
     # -- run-time changes ---------------------------------------------------
 
-    def add_spike(self, start: float, duration: float = 60.0, watts: float = 7000.0) -> Spike:
+    def add_spike(self, start: float, duration: float = SPIKE_SECONDS, watts: float = DEFAULT_SPIKE_KW * 1000) -> Spike:
         """Add a load (default: 7 kW for a minute, the ``spike`` command)."""
         spike = Spike(start, start + duration, watts)
         self.spikes.append(spike)
         return spike
+
+    @property
+    def steady_w(self) -> float:
+        """The steady extra load in force (0 when none)."""
+        return sum(s.watts for s in self.spikes if s.end == math.inf)
+
+    def set_steady(self, start: float, watts: float) -> None:
+        """From ``start`` on, draw ``watts`` more than the household, until set again.
+
+        The load in force until then ends at ``start``, so the energy before
+        it is unchanged, whenever the next reading integrates it.
+        """
+        self.spikes = [replace(s, end=start) if s.end == math.inf else s for s in self.spikes]
+        if watts > 0:
+            self.spikes.append(Spike(start, math.inf, watts))
 
     def forget_before(self, t: float) -> None:
         """Drop spikes that ended before ``t`` so a long run does not accumulate them."""

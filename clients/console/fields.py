@@ -1,0 +1,60 @@
+"""What a person types into a field, checked and converted before anything is sent.
+
+Each parser returns the API's value or raises :class:`~.errors.Invalid` with a
+sentence in the screen's language; the menu's forms and the subcommands' flags
+share them, so a value is refused the same way wherever it is typed.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from meterd.taxid import InvalidTaxId, normalize
+
+from .choices import Choice
+from .errors import Invalid
+from .messages import Messages
+
+__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice"]
+
+
+def parse_taxid(m: Messages, text: str) -> str:
+    """A CPF or CNPJ, formatted or not, as its digits; check digits verified."""
+    try:
+        return normalize(text)
+    except InvalidTaxId as e:
+        digits = "".join(ch for ch in text if ch.isdigit())
+        raise Invalid(m(f"invalid.taxid.{e.reason}", n=len(digits))) from None
+
+
+def parse_int(m: Messages, text: str, *, minimum: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        key = "invalid.positive_int" if minimum > 0 else "invalid.integer"
+        raise Invalid(m(key, value=text)) from None
+    if value < minimum:
+        if minimum > 0:
+            raise Invalid(m("invalid.positive_int", value=text))
+        raise Invalid(m("invalid.nonnegative"))
+    return value
+
+
+def parse_positive_number(m: Messages, text: str) -> float | int:
+    """Accept the decimal comma people type in Brazil as well as the point."""
+    raw = text.strip().replace(",", ".")
+    try:
+        d = Decimal(raw)
+    except InvalidOperation:
+        raise Invalid(m("invalid.number", value=text)) from None
+    if not d.is_finite() or d <= 0:
+        raise Invalid(m("invalid.number", value=text))
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def parse_choice(m: Messages, choice: Choice, text: str) -> str:
+    """The API's value for a label (or value) typed in any case."""
+    value = choice.parse(m, text)
+    if value is None:
+        raise Invalid(m("invalid.choice", choices=", ".join(choice.labels(m))))
+    return value
