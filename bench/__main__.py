@@ -29,7 +29,7 @@ from typing import Any
 from bench import pg
 from bench.common import median, metric_values, python, subprocess_env
 from bench.report import Report, Row, ms, rate, ratio
-from bench.server import Baseline, Meterd, raise_rmem_max
+from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
 PHASES = ("ingest", "http", "history", "rss", "scaleout")
@@ -488,6 +488,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--profile", metavar="PY_SPY", help="path to py-spy: record the server during the ingest phase")
     ap.add_argument("--switch-interval", type=float, help="experiment: run the server with sys.setswitchinterval(S)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (data dirs, logs, profile)")
+    ap.add_argument("--raise-rmem-max", action="store_true",
+                    help=f"as root, raise net.core.rmem_max to the {UDP_RECEIVE_BUFFER:,} bytes meterd asks of its UDP socket "
+                         "(a machine-wide setting, left raised; without it the report says what the limit is)")
     a = ap.parse_args(argv)
     a.phases = [p.strip() for p in a.only.split(",") if p.strip()]
     unknown = set(a.phases) - set(PHASES)
@@ -512,7 +515,10 @@ def main(argv: list[str]) -> int:
     report = Report(f"meterd benchmark{' (quick)' if a.quick else ''}: {os.cpu_count()} CPUs, "
                     f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")
     load_before = os.getloadavg()
-    rmem, note = raise_rmem_max(UDP_RECEIVE_BUFFER)  # what meterd asks for
+    if a.raise_rmem_max:
+        rmem, note = raise_rmem_max(UDP_RECEIVE_BUFFER)  # what meterd asks for
+    else:
+        rmem, note = rmem_max(), "left as it was; --raise-rmem-max raises it"
     report.note(f"net.core.rmem_max = {rmem}" + (f" ({note})" if note else ""))
     Meterd.switch_interval = a.switch_interval
     if a.switch_interval is not None:

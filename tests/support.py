@@ -28,6 +28,15 @@ from meterd.service import Meterd, makeService
 
 
 
+#: Set by tests/conftest.py when the run is the fast loop (``-m "not slow"``).
+FAST_LOOP = False
+
+
+def examples(n: int) -> int:
+    """How many examples a property test draws: ``n``, or a few in the fast loop."""
+    return min(n, 20) if FAST_LOOP else n
+
+
 @dataclass
 class LiveServer:
     """A meterd service running in this process's reactor."""
@@ -132,12 +141,18 @@ async def http_workers_ready(server: LiveServer, n: int, timeout: float = 20) ->
     await until(ready, timeout)
 
 
-async def start_server(data_dir: Path, *args: str) -> LiveServer:
+#: In-process servers flush every 5 ms rather than 50: a test that posts readings
+#: one by one waits for each flush, and batching is not what those tests test.
+TEST_FLUSH_INTERVAL = 0.005
+
+
+async def start_server(data_dir: Path, *args: str, flush_interval: float = TEST_FLUSH_INTERVAL) -> LiveServer:
     config = Options()
     config.parseOptions(
         ["--http", "tcp:0:interface=127.0.0.1", "--udp", "0", "--udp-interface", "127.0.0.1", "--data-dir", str(data_dir), *args]
     )
     core = makeService(config)
+    core.ingest.flush_interval = flush_interval
     core.startService()
     await core.ready
     assert core.http_port is not None
@@ -207,4 +222,4 @@ class Twistd:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-__all__ = ["LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "twistd_with_workers", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]
+__all__ = ["FAST_LOOP", "examples", "LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "twistd_with_workers", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

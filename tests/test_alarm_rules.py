@@ -35,6 +35,7 @@ from meterd.alarm_rules import (
     silent_decision,
 )
 from meterd.alarm_text import format_br, format_duration, message_for
+from tests.support import examples
 
 T = 1_764_000_000_000  # 2025-11-24T16:00:00Z, an arbitrary instant in ms (the server's clock)
 S = 1000  # one second in ms
@@ -280,7 +281,7 @@ def test_thinning_by_slices_is_thinning_one_by_one(wh: list[int], mode: str) -> 
     assert (w._ts, w._wh) == _thinned_one_by_one(ts, wh, mode)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     gaps=st.lists(st.integers(min_value=1, max_value=200), min_size=2, max_size=40),
     kw=st.integers(min_value=0, max_value=20),
@@ -348,7 +349,7 @@ def _exact_demand(avg_kw: float, limit: Fraction, active: bool) -> Decision:
     return Decision.CLEAR if avg < Fraction(9, 10) * limit else Decision.KEEP
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(
     limit_w=st.integers(1, 10**9),
     # relative offsets from the two thresholds: far, near, and a few ulps either side
@@ -818,7 +819,7 @@ def test_restore_trims_and_rejects_corrupt_rows() -> None:
         AlarmBook.restore([a, b], [])
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(
     ops=st.lists(
         st.tuples(
@@ -933,7 +934,7 @@ def test_the_book_absorbs_what_was_settled() -> None:
 # -- a flush's readings of one meter at once ---------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     before=st.lists(st.integers(0, 900), max_size=12, unique=True),
     run=st.lists(st.integers(0, 1200), min_size=1, max_size=12, unique=True),

@@ -35,6 +35,8 @@ from tests.support import Twistd, http
 from tests.test_legacy_client import legacy_request, tab_json
 from tests.web_support import SAO_PAULO, raw_exchange
 
+pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
+
 CPF_TYPED = "529.982.247-25"
 CPF = "52998224725"
 
@@ -72,7 +74,6 @@ def metrics(server: Twistd) -> str:
     return body.decode() if isinstance(body, bytes) else str(body)
 
 
-@pytest.mark.slow
 def test_the_assignment_meter_is_stored_to_the_watt_hour(tmp_path: Path) -> None:
     server = Twistd(tmp_path / "data", "--no-auth").start()
     try:

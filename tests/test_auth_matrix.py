@@ -54,9 +54,9 @@ async def _ok(server: LiveServer, method: str, path: str, body: dict[str, Any], 
     return answer
 
 
-@pytest_twisted.async_yield_fixture(scope="module", params=["reactor", "http-workers"])
+@pytest_twisted.async_yield_fixture(scope="module", params=["reactor", pytest.param("http-workers", marks=pytest.mark.slow)])
 async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    """Served by meterd's reactor, then by two HTTP workers (which answer /getAlarme themselves)."""
+    """Served by meterd's reactor, then by two HTTP workers (which repeat meterd's answers to /getAlarme polls)."""
     if request.param == "reactor":
         server = await start_server(tmp_path_factory.mktemp("auth") / "data")
     else:

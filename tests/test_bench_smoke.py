@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

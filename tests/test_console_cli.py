@@ -203,22 +203,9 @@ def test_every_translated_argparse_message_is_one_argparse_writes() -> None:
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from clients.version import version
+    import meterd
 
     code, out, _ = _main(capsys, "--version")
-    assert code == 0 and out == f"python -m clients.console {version()}\n"
+    assert code == 0 and out == f"python -m clients.console {meterd.__version__}\n"
 
 
-def test_version_falls_back_to_setup_cfg(monkeypatch: pytest.MonkeyPatch) -> None:
-    import re
-    from importlib.metadata import PackageNotFoundError
-
-    import clients.version
-    from tests.support import ROOT
-
-    def not_installed(name: str) -> str:
-        raise PackageNotFoundError(name)
-
-    monkeypatch.setattr(clients.version, "_installed_version", not_installed)
-    declared = re.search(r"^version = (\S+)$", (ROOT / "setup.cfg").read_text(), re.M)
-    assert declared is not None and clients.version.version() == declared.group(1)

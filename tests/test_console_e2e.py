@@ -23,6 +23,8 @@ import pytest
 
 from clients.console.render import brl
 
+pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CPF_A = "52998224725"

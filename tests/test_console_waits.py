@@ -53,6 +53,7 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
+@pytest.mark.slow  # waits for a real timeout
 @pytest_twisted.ensureDeferred
 async def test_no_answer_in_time_is_a_timeout(silent_server: str) -> None:
     client = MeterdClient(silent_server, None, timeout=0.5)
@@ -76,6 +77,7 @@ def console(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # waits for a real timeout
 def test_a_subcommand_that_gets_no_answer_says_it_timed_out(silent_server: str) -> None:
     r = console("fatura", "--id", "52998224725", "--server", silent_server, "--timeout", "1", "--token", "t")
     assert r.returncode == 3 and r.stdout == ""
@@ -84,6 +86,7 @@ def test_a_subcommand_that_gets_no_answer_says_it_timed_out(silent_server: str) 
     assert r.stderr == f"Timed out: {silent_server} did not answer within 0.5 s.\n"
 
 
+@pytest.mark.slow  # waits for a real timeout
 def test_a_server_that_is_down_is_reported_before_the_menu() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     r = console("--server", url, stdin="1\n")
@@ -92,6 +95,7 @@ def test_a_server_that_is_down_is_reported_before_the_menu() -> None:
     assert "Escolha o modo" not in r.stdout
 
 
+@pytest.mark.slow  # waits for a real timeout
 def test_a_terminal_sees_a_spinner_while_the_server_is_silent(silent_server: str) -> None:
     term = PtyProcess(
         [sys.executable, "-m", "clients.console", "--server", silent_server, "--timeout", "2"],

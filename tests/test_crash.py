@@ -31,11 +31,13 @@ import pytest
 from meterd.store import readings_log
 from tests.support import Twistd, http, subprocess_env
 
+pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
+
 FLEET = 30
 INTERVAL = 0.2
-BEFORE_KILL = 4.0  # seconds of traffic before the SIGKILL
-DOWN = 2.0  # seconds the server stays dead while the meters keep sending
-AFTER_RESTART = 4.0  # seconds of traffic after the restart, before `quit`
+BEFORE_KILL = 2.5  # seconds of traffic before the SIGKILL
+DOWN = 1.5  # seconds the server stays dead while the meters keep sending
+AFTER_RESTART = 2.5  # seconds of traffic after the restart, before `quit`
 SP = ZoneInfo("America/Sao_Paulo")  # meterd's default --tz, which the provisioned customers get
 
 
@@ -91,7 +93,6 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: flo
         time.sleep(0.05)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("options", [(), ("--udp-workers", "1")], ids=["reactor reads", "a udp worker reads"])
 def test_sigkill_under_a_lossy_fleet_loses_no_acknowledged_reading(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]

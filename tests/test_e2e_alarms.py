@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
@@ -53,6 +54,7 @@ async def _post(live: LiveServer, key: str, ts: float, wh: int) -> None:
     assert status == 201, body
 
 
+@pytest.mark.slow  # waits for a meter to fall silent on the real clock
 @pytest_twisted.ensureDeferred
 async def test_demand_ack_clear_silent_and_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 from decimal import ROUND_HALF_UP, Decimal
@@ -89,6 +91,7 @@ async def test_closed_month_bill_to_the_cent_and_late_reading_changes_it(tmp_pat
         await server.stop()
 
 
+@pytest.mark.slow
 def test_broken_tariff_stops_the_start_with_one_line(tmp_path: Path):
     bad = tmp_path / "tarifa.toml"
     bad.write_text(TARIFF.replace("te = 0.41", "te = -0.41"))

@@ -38,6 +38,7 @@ from tests.support import ROOT, free_port, http, subprocess_env
 DSN = os.environ.get("METERD_TEST_PG", "")
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.skipif(not DSN, reason="METERD_TEST_PG is not set: no PostgreSQL to test against (.ci/run starts one)"),
 ]

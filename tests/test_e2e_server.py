@@ -44,6 +44,7 @@ def snapshot(server: Twistd, token: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_data_survives_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     day = yesterday()
@@ -167,6 +168,7 @@ def test_the_default_meter_mode_follows_no_auth(tmp_path: Path, args: tuple[str,
     assert "compatibility mode" in help_text and "interval with --no-auth" in help_text
 
 
+@pytest.mark.slow
 def test_bad_options_fail_at_start_with_one_clear_line(tmp_path: Path) -> None:
     """The real twistd: all at once (each is a Python start-up), then one verdict per option."""
     (tmp_path / "bad.toml").write_text(BAD_TARIFF)
@@ -185,6 +187,7 @@ def test_bad_options_fail_at_start_with_one_clear_line(tmp_path: Path) -> None:
         assert not (data_dir / "meterd.sqlite3").exists()  # it stopped before opening anything
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("busy", ["http", "udp", "both"])
 def test_a_busy_port_ends_the_start_with_one_line_and_nothing_left_running(tmp_path: Path, busy: str) -> None:
     """meterd starts whole or not at all: a port it cannot bind ends it non-zero, in one line, no traceback,
@@ -215,6 +218,7 @@ def test_a_busy_port_ends_the_start_with_one_line_and_nothing_left_running(tmp_p
     assert left.stdout.strip() == "", left.stdout
 
 
+@pytest.mark.slow
 def test_twistd_meterd_version_prints_meterds_version(tmp_path: Path) -> None:
     import meterd
 

@@ -289,6 +289,7 @@ async def test_stop_with_readings_pending_stores_them_all(tmp_path: Path):
 # -- the real twistd, as the assignment's clients see it -----------------------------------------
 
 
+@pytest.mark.slow
 def test_twistd_no_auth_csv(tmp_path: Path):
     server = Twistd(tmp_path / "data", "--no-auth", "--meter-mode", "interval").start()
     try:

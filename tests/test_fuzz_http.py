@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThread
 from meterd.taxid import make_cpf
 from tests.support import LiveServer, start_server
 
+pytestmark = pytest.mark.slow  # thousands of generated requests: the full suite's, not the fast loop's
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -43,7 +44,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 CID = make_cpf("529982247")
-EXAMPLES_PER_RUN = 15  # × 10 operations × 3 credentials × 2 modes: about 700 requests, 10 s
+EXAMPLES_PER_RUN = 10  # × each operation × 3 credentials × 2 modes: a few hundred requests
 POSITIVE_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance, response_schema_conformance]
 NEGATIVE_CHECKS = [*POSITIVE_CHECKS, negative_data_rejection]
 

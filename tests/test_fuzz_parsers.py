@@ -35,9 +35,10 @@ from meterd.taxid import make_cpf
 from meterd.web import params, routes
 from meterd.web.api import Api
 from meterd.web.errors import ApiError
+from tests.support import examples
 
 NOW_S = 1_764_000_000.0
-FUZZ = settings(max_examples=300, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(300), deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
 
 # Numbers as an attacker would write them: signs, fractions, exponents up to a
 # billion, the special names, surrounding blanks, digits from other scripts.

@@ -319,6 +319,7 @@ def counted(server: LiveServer, route: str, status: int) -> float:
     return server.core.api.metrics.http.labels(route, str(status))._value.get()
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_workers_repeat_meterds_alarm_answers_and_see_each_settlement_at_once(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data", "--http-workers", "2")
@@ -384,6 +385,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_without_authentication_workers_repeat_nothing(tmp_path: Path) -> None:
     """--no-auth: a poll has no Authorization to be told apart by, so meterd answers every request."""
@@ -402,6 +404,7 @@ async def test_without_authentication_workers_repeat_nothing(tmp_path: Path) -> 
         await server.stop()
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data", "--http-workers", "1")
@@ -423,6 +426,7 @@ async def test_a_dead_worker_is_replaced_and_meterd_serves_the_port_meanwhile(tm
     await until(lambda: _true(gone(new)))
 
 
+@pytest.mark.slow
 def test_twistd_with_http_workers_serves_the_quick_start_and_stops_them(tmp_path: Path) -> None:
     import urllib.request
 
@@ -450,6 +454,7 @@ def unix_get(path: Path, target: str) -> bytes | None:
         return answer
 
 
+@pytest.mark.slow
 def test_workers_share_a_unix_socket_and_leave_its_path_to_meterd(tmp_path: Path) -> None:
     import subprocess
     import sys

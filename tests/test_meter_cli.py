@@ -196,12 +196,12 @@ def test_load_kw_option() -> None:
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from clients.version import version
+    import meterd
 
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["--version"])
     assert e.value.code == 0
-    assert capsys.readouterr().out == f"python -m clients.meter {version()}\n"
+    assert capsys.readouterr().out == f"python -m clients.meter {meterd.__version__}\n"
 
 
 def test_server_and_udp_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
+
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).with_name("twistd")
 
@@ -107,7 +109,7 @@ def test_lossy_run_is_stored_exactly_once(server: Server) -> None:
     rc, out, err = server.meter(
         "--provision", "--interval", "0.05", "--loss", "0.3", "--dup", "0.1", "--reorder", "0.1",
         "--seed", "1", "--summary-json", str(summary_path),
-        stdin=b"status\nquit\n", wait_before_stdin=4.0,
+        stdin=b"status\nquit\n", wait_before_stdin=3.0,
     )
     assert rc == 0, out + err
     assert "provisioned customer" in out and "provisioned meter" in out and "key" in out

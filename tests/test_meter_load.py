@@ -11,6 +11,7 @@ from clients.meter.device import SimMeter, encode_reading, format_milli
 from clients.meter.load import LoadModel
 from clients.meter.outbox import Outbox
 from meterd.datagram import parse_payload, split_signature, verify
+from tests.support import examples
 
 T0 = 1_764_000_000.0  # 2025-11-24 16:00 UTC
 DAY = 86400.0
@@ -74,7 +75,7 @@ def test_spike_adds_seven_kilowatts_for_a_minute() -> None:
     assert m.spikes == []
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     seed=st.integers(0, 10**6),
     a=st.floats(0, 5 * DAY),
@@ -94,7 +95,7 @@ def _meter(seed: int = 1, start_wh: int = 0) -> SimMeter:
     return SimMeter("52998224725", 1, KEY, LoadModel.from_seed(seed), Outbox(), T0, start_wh)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(steps=st.lists(st.floats(0.0, 3600.0), min_size=1, max_size=40), seed=st.integers(0, 1000))
 def test_register_never_decreases_and_timestamps_are_unique_ms(steps: list[float], seed: int) -> None:
     m = _meter(seed, start_wh=1234)

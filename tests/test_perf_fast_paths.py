@@ -20,6 +20,7 @@ from meterd import datagram
 from meterd.datagram import DatagramError, Key, decode_ack, encode_acks, parse_payload, sign, verify
 from meterd.readings import InvalidField, _parse_general, parse_reading
 from meterd.registers import any_in_span, in_span
+from tests.support import examples
 
 NOW = 1_764_000_100.0
 C = "12345678909"
@@ -47,7 +48,7 @@ numbers = st.one_of(
 timestamps = st.one_of(numbers, st.integers(0, 400_000).map(lambda ms: NOW - 100 + ms / 1000))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(
     cid=st.one_of(st.just(C), st.just(""), st.just("123"), numbers),
     meter=numbers,
@@ -85,13 +86,13 @@ payloads = st.one_of(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(payloads)
 def test_parse_payload_matches_the_decode_strip_path(payload):
     assert outcome(parse_payload, payload) == outcome(_parse_payload_general, payload)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(key=st.binary(min_size=32, max_size=32), payload=st.binary(max_size=300), flip=st.integers(0, 63))
 def test_keyed_signatures_are_plain_hmac_sha256(key, payload, flip):
     signature = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
@@ -116,7 +117,7 @@ def test_ack_datagrams_keep_their_wire_format(n):
 bounds = st.one_of(st.none(), st.integers(0, 30))
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(times=st.lists(st.integers(0, 30), max_size=8).map(sorted), lo=bounds, hi=bounds)
 def test_any_in_span_is_any_of_in_span(times, lo, hi):
     assert any_in_span(times, (lo, hi)) == any(in_span(ts, (lo, hi)) for ts in times)

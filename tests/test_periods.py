@@ -23,6 +23,7 @@ from meterd.periods import (
     months_back,
     period_range,
 )
+from tests.support import examples
 
 SP = ZoneInfo("America/Sao_Paulo")
 UTC = ZoneInfo("UTC")
@@ -256,7 +257,7 @@ zones = st.sampled_from(ZONES).map(ZoneInfo)
 instants = st.integers(utc(2010, 1, 1), utc(2040, 1, 1))  # 40 years back stays after 1970
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(KINDS), st.integers(0, 40), instants, zones)
 def test_period_properties(kind: str, periodo: int, now: int, tz: ZoneInfo) -> None:
     start, end = period_range(kind, periodo, now, tz)
@@ -288,7 +289,7 @@ def test_period_properties(kind: str, periodo: int, now: int, tz: ZoneInfo) -> N
         assert len(edges) - 1 == 12
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(instants, zones)
 def test_day_start_is_the_first_instant_of_the_local_date(now: int, tz: ZoneInfo) -> None:
     start, _ = period_range("D", 0, now, tz)

@@ -16,6 +16,7 @@ from meterd.readings import Outcome, Reading
 from meterd.registers import Sample
 from meterd.readings import HOUR_US
 from meterd.store.plan import MeterKey, MeterState, Rollup, plan_ingest
+from tests.support import examples
 
 C = "12345678909"
 M1: MeterKey = (C, 1)
@@ -249,7 +250,7 @@ readings_strategy = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(stored=readings_strategy, incoming=readings_strategy)
 def test_property_register_stays_monotonic_and_each_timestamp_is_stored_once(stored, incoming):
     # Keep a monotonic stored history: unique timestamps, values sorted with time.
@@ -338,7 +339,7 @@ many_meters_strategy = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(stored=readings_strategy, incoming=many_meters_strategy)
 def test_property_plan_matches_the_straightforward_reference(stored, incoming):
     by_ts = dict((T0 + (ts - T0) * 600, wh) for ts, wh in stored)  # stored history, same ten-minute grid

@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from meterd import arrecadacao, periods, pix, taxid
-from meterd.alarm_rules import message_for
+from meterd.alarm_text import message_for
 from meterd.billing import compute_bill
 from meterd.portal import routes, sse
 from meterd.portal.csrf import CsrfGuard
@@ -551,6 +551,7 @@ def _check_page(browser: Any, base: str, name: str, path: str, lang: str, artifa
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "path"), [(n, p) for n, p, _ in PAGES])
 @pytest_twisted.ensureDeferred
 async def test_page_in_browser(browser: Any, site: Any, artifacts: Path, name: str, path: str) -> None:
@@ -569,6 +570,7 @@ async def test_page_in_browser(browser: Any, site: Any, artifacts: Path, name: s
             assert chart["role"] == "img" and chart["title"] and chart["desc"]
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_csp_violation_is_seen_in_the_console(browser: Any, site: Any) -> None:
     """The console check above can fail: inline code on a page under the CSP is reported and blocked."""
@@ -585,6 +587,7 @@ async def test_csp_violation_is_seen_in_the_console(browser: Any, site: Any) -> 
     assert any("inline style" in v for v in violations)
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_bill_prints_to_one_a4_page(browser: Any, site: Any, artifacts: Path) -> None:
     base, _ = site
@@ -602,6 +605,7 @@ async def test_bill_prints_to_one_a4_page(browser: Any, site: Any, artifacts: Pa
     assert boxes == {(0, 0, 595, 842)}  # A4 in points
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_live_alarm_is_inserted_without_reload(browser: Any, site: Any) -> None:
     base, _ = site
@@ -620,6 +624,7 @@ async def test_live_alarm_is_inserted_without_reload(browser: Any, site: Any) ->
     assert text
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any, site: Any) -> None:
     from selenium.webdriver.common.by import By
@@ -652,6 +657,7 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
     assert result["errors"] == []
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_copy_button_appears_and_reports(browser: Any, site: Any) -> None:
     from selenium.webdriver.common.by import By
@@ -668,6 +674,7 @@ async def test_copy_button_appears_and_reports(browser: Any, site: Any) -> None:
     assert await in_thread(copy) == "Copiado."
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_without_javascript_links_and_forms_still_work(site: Any) -> None:
     """With scripting off the copy button stays hidden and a link is an ordinary page load."""

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterd.store import readings_log, schema
+from tests.support import examples
 
 KEY = readings_log.KEY
 
@@ -54,7 +55,7 @@ def reading(meter: int, ts: int) -> tuple[str, int, int, int, int]:
 flushes = st.lists(st.lists(st.tuples(st.integers(1, 12), st.integers(0, 400)), max_size=60), max_size=40)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(flushes=flushes, log_rows=st.integers(1, 200), min_rows=st.integers(1, 100))
 def test_every_reading_flushed_is_in_the_union_once(flushes, log_rows, min_rows):
     db = database()

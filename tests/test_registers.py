@@ -25,6 +25,7 @@ from meterd.registers import (
     register_at,
     registers_at,
 )
+from tests.support import examples
 
 SP = ZoneInfo("America/Sao_Paulo")
 
@@ -167,7 +168,7 @@ def test_bucket_deltas() -> None:
     assert bucket_deltas([]) == []
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(samples_st, st.lists(st.integers(-MAX_GAP_US, 11 * MAX_GAP_US), min_size=1, max_size=30, unique=True))
 def test_bucket_deltas_telescope_exactly(pairs: list[tuple[int, int]], ts: list[int]) -> None:
     readings = monotone(pairs)
@@ -193,7 +194,7 @@ month_readings = st.lists(
 ).map(sorted)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(month_readings, st.sampled_from(["America/Sao_Paulo", "America/New_York", "Asia/Kolkata"]))
 def test_days_add_up_to_the_month(pairs: list[tuple[int, int]], zone: str) -> None:
     tz = ZoneInfo(zone)
@@ -216,7 +217,7 @@ year_readings = st.lists(
 ).map(sorted)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(year_readings)
 def test_months_add_up_to_the_year(pairs: list[tuple[int, int]]) -> None:
     readings = monotone(pairs)

@@ -107,6 +107,7 @@ def test_a_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> No
     assert not any(new_token().startswith("-") for _ in range(2_000))
 
 
+@pytest.mark.slow
 def test_operator_token_file_is_created_0600(tmp_path: Path) -> None:
     server = Twistd(tmp_path / "data").start()
     try:
@@ -143,6 +144,7 @@ async def test_no_token_or_key_reaches_the_log(logged: tuple[LiveServer, list[di
         print(f"\nsecrets: {len(events)} log events of an in-process server hold none of {len(secrets)} secrets")
 
 
+@pytest.mark.slow
 def test_twistd_log_holds_no_token_or_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     server = Twistd(tmp_path / "data").start()
     try:

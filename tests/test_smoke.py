@@ -1,3 +1,4 @@
+import pytest
 import pytest_twisted
 
 from meterd.taxid import make_cpf
@@ -12,6 +13,7 @@ async def test_register_post_and_read_back(server):
     assert (status, meter["id_medidor"]) == (201, 1)
 
 
+@pytest.mark.slow
 def test_twistd_subprocess_keeps_data_across_restart(tmp_path):
     from tests.support import Twistd, http
 

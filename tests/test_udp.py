@@ -28,6 +28,7 @@ from meterd.readings import Outcome, Reading
 from meterd.service import set_receive_buffer
 from meterd.store.base import Customer, Meter
 from meterd.udp import MeterProtocol
+from tests.support import examples
 
 C = "12345678909"
 K1_HEX = "11" * 32
@@ -300,7 +301,7 @@ def test_overload_drops_and_counts():
 # -- properties ---------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=1100), auth=st.booleans())
 def test_property_random_bytes_never_raise_and_never_reach_ingest(data: bytes, auth: bool):
     h = Harness(auth=auth)
@@ -311,7 +312,7 @@ def test_property_random_bytes_never_raise_and_never_reach_ingest(data: bytes, a
     assert h.all_drops() == 1
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     text=st.text(alphabet=st.sampled_from(list("0123456789.,-eE+ {}[]\":naifNIdt_\n")), max_size=80),
     auth=st.booleans(),
@@ -326,7 +327,7 @@ def test_property_reading_like_text_never_raises(text: str, auth: bool):
     h.flush()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_property_any_change_to_a_signed_datagram_is_refused(data: st.DataObject):
     original = sign(payload(), K1)
@@ -362,7 +363,7 @@ plausible = {
 }
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     fields=st.fixed_dictionaries({}, optional=plausible),
     signed=st.booleans(),
@@ -380,6 +381,7 @@ def test_property_any_json_fields_are_either_a_valid_reading_or_one_counted_drop
         assert signed or not auth
 
 
+@pytest.mark.slow
 def test_a_huge_exponent_is_refused_without_building_the_number():
     # Parsing runs before the signature check, on the reactor thread: an
     # integer field like "1e999999999" must be refused by the number grammar

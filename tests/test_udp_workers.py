@@ -232,6 +232,7 @@ def test_a_turn_reads_a_bounded_share_of_a_backlog_so_meterds_frames_are_read_be
         server.close()
 
 
+@pytest.mark.slow
 def test_when_stdin_closes_the_worker_sends_what_it_holds_and_ends(worker: Any) -> None:
     w, clock, transport = worker
     w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
@@ -507,6 +508,7 @@ async def workers_up(server: LiveServer, n: int) -> bool:
     return m(await scrape(server), "meterd_udp_workers") == n
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_a_real_worker_reads_acks_survives_a_crash_and_stops_with_meterd(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data", "--udp-workers", "1")
@@ -569,11 +571,13 @@ async def all_gone(pids: list[int]) -> bool:
     return all(gone(pid) for pid in pids)
 
 
+@pytest.mark.slow
 def test_twistd_with_two_workers_stops_them_on_sigterm(tmp_path: Path) -> None:
     with twistd_with_workers(tmp_path / "data", "udp", 2):
         pass
 
 
+@pytest.mark.slow
 def test_a_worker_ignores_sigterm_and_ends_when_its_stdin_closes(tmp_path: Path) -> None:
     """A service manager signals the whole group; the worker waits for meterd to close its stdin."""
     import subprocess

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from meterd.taxid import make_cpf
-from tests.support import LiveServer
+from tests.support import LiveServer, start_server
 from tests.web_support import SAO_PAULO, call, dump_store, local_ts, raw_exchange, yesterday
 
 CPF = "12345678909"
@@ -22,6 +22,15 @@ UNKNOWN_CPF = make_cpf("987654321")
 DAY = yesterday()
 T10 = local_ts(DAY, 10)
 T12 = local_ts(DAY, 12)
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def seeded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
+    """One seeded server for the tests whose requests must change nothing (each checks that it did not)."""
+    server = await start_server(tmp_path_factory.mktemp("errors") / "data")
+    await seed(server)
+    yield server
+    await server.stop()
 
 
 async def seed(server: LiveServer) -> dict[str, Any]:
@@ -109,8 +118,8 @@ BAD_READINGS = [
 
 @pytest.mark.parametrize(("kwargs", "status", "code"), BAD_READINGS, ids=[f"{c}-{i}" for i, (_, _, c) in enumerate(BAD_READINGS)])
 @pytest_twisted.ensureDeferred
-async def test_bad_readings_are_refused_and_change_nothing(server: LiveServer, kwargs: dict[str, Any], status: int, code: str) -> None:
-    await seed(server)
+async def test_bad_readings_are_refused_and_change_nothing(seeded: LiveServer, kwargs: dict[str, Any], status: int, code: str) -> None:
+    server = seeded  # shared by the module: every request here changes nothing
     refused_reading = code in ("conflict", "register_backwards")  # well-formed: its meter was seen
     before = dump_store(server.data_dir, except_last_seen=refused_reading)
     got, body, _ = await call(server, "POST", "/postConsumo", **kwargs)
@@ -187,9 +196,9 @@ BAD_QUERIES = [
 )
 @pytest_twisted.ensureDeferred
 async def test_bad_requests_get_their_code_and_change_nothing(
-    server: LiveServer, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
+    seeded: LiveServer, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
-    await seed(server)
+    server = seeded  # shared by the module: every request here changes nothing
     before = dump_store(server.data_dir)
     got, body, response = await call(server, method, path, **kwargs)
     assert (got, body["error"]["code"]) == (status, code), body
@@ -226,8 +235,8 @@ async def test_body_limit(server: LiveServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_several_megabyte_body_still_gets_413_not_a_cut_connection(server: LiveServer) -> None:
-    await seed(server)
+async def test_a_several_megabyte_body_still_gets_413_not_a_cut_connection(seeded: LiveServer) -> None:
+    server = seeded  # shared by the module: every request here changes nothing
     before = dump_store(server.data_dir)
     body = b'{"id": "' + b"1" * (5 * 1024 * 1024) + b'"}'
     status, answer, _ = await call(server, "POST", "/cadCliente", data=body, headers={"Content-Type": "application/json"})
@@ -236,8 +245,8 @@ async def test_a_several_megabyte_body_still_gets_413_not_a_cut_connection(serve
 
 
 @pytest_twisted.ensureDeferred
-async def test_chunked_body_over_the_limit(server: LiveServer) -> None:
-    await seed(server)
+async def test_chunked_body_over_the_limit(seeded: LiveServer) -> None:
+    server = seeded  # shared by the module: every request here changes nothing
     before = dump_store(server.data_dir)
     host = server.url.removeprefix("http://")
     chunk = b"{" + b" " * 9_998 + b"}"
@@ -289,8 +298,8 @@ FUZZ_BODIES = [
 
 @pytest.mark.parametrize("path", ["/cadCliente", "/cadMedidor", "/postConsumo", "/getConsumoHist", "/getFatura", "/getMedidores", "/getAlarme", "/ackAlarme"])
 @pytest_twisted.ensureDeferred
-async def test_junk_is_never_a_500(server: LiveServer, path: str) -> None:
-    await seed(server)
+async def test_junk_is_never_a_500(seeded: LiveServer, path: str) -> None:
+    server = seeded  # shared by the module: every request here changes nothing
     before = dump_store(server.data_dir)
     method = server.core.api.routes[path][0].method
     for junk in FUZZ_BODIES:
@@ -316,8 +325,8 @@ def test_every_status_meterd_sends_has_its_standard_reason_phrase() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_422_goes_out_with_its_reason_phrase(server: LiveServer) -> None:
-    await seed(server)
+async def test_a_422_goes_out_with_its_reason_phrase(seeded: LiveServer) -> None:
+    server = seeded  # shared by the module: every request here changes nothing
     body = json.dumps({"id": CPF, "id_medidor": 1, "valor": 105, "timestamp": T12 + 60}).encode()  # below 110: backwards
     host = server.url.removeprefix("http://")
     request = (f"POST /postConsumo HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {server.token}\r\n"
@@ -341,9 +350,9 @@ async def test_a_422_goes_out_with_its_reason_phrase(server: LiveServer) -> None
 
 @pytest.mark.parametrize(("kind", "back", "allowed"), [("Y", 56, True), ("Y", 57, False), ("Y", 2025, False), ("M", 56 * 12 + 11, True), ("M", 57 * 12 + 11, False)])
 @pytest_twisted.ensureDeferred
-async def test_no_period_before_1970(server: LiveServer, kind: str, back: int, allowed: bool) -> None:
+async def test_no_period_before_1970(seeded: LiveServer, kind: str, back: int, allowed: bool) -> None:
     """A period that starts before 1970 gets a clear 400, never the year 0001 with a local mean time offset."""
-    await seed(server)
+    server = seeded  # shared by the module: every request here changes nothing
     now = datetime.now(SAO_PAULO)  # the customer's calendar
     back += now.year - 2026  # the bound is a calendar year, whatever year the test runs in
     if kind == "M":

@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, ServerUnreachable, find_token
-from clients.version import version
+import meterd
 
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
@@ -125,7 +125,7 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     """The console's parser, its texts in ``m``'s language (argparse's own words
     too when built inside :func:`~.argparse_i18n.argparse_language`)."""
     p = argparse.ArgumentParser(prog="python -m clients.console", description=m("cli.description"), epilog=m("cli.epilog"))
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}", help=m("help.version"))
+    p.add_argument("--version", action="version", version=f"%(prog)s {meterd.__version__}", help=m("help.version"))
     _global_options(p, m, main=True)
     p.add_argument(
         "--poll",

@@ -21,7 +21,7 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorCore
 
 from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachable, find_token
-from clients.version import version
+import meterd
 from meterd.taxid import InvalidTaxId, make_cpf, normalize
 
 from .commands import MAX_INTERVAL, MIN_INTERVAL, CommandProtocol, parse_kw
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
             "set): --load-kw 12, or type load 12."
         ),
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {meterd.__version__}")
     c = p.add_argument_group("connection")
     c.add_argument(
         "--server",
