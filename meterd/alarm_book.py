@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Union
+from typing import Literal
 
 from meterd.alarm_rules import PER_CUSTOMER_RULES, PER_METER_RULES, Decision, Number, as_fraction
 from meterd.alarm_text import message_for
@@ -377,7 +377,7 @@ class Acknowledgement:
     at: int
 
 
-Change = Union[Transition, Acknowledgement]
+Change = Transition | Acknowledgement
 
 
 @dataclass(frozen=True)

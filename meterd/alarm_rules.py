@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from operator import add
-from typing import Literal, Union
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from meterd import periods
@@ -45,7 +45,7 @@ __all__ = [
     "local_month_start_ms", "monthly_decision", "silent_decision",
 ]
 
-Number = Union[int, float, Decimal, Fraction]
+Number = int | float | Decimal | Fraction
 MeterMode = Literal["register", "interval"]
 Rule = Literal["demand", "monthly", "anomaly", "silent"]
 

@@ -46,7 +46,19 @@ from twisted.python.failure import Failure
 
 from meterd import periods
 from meterd.alarm_book import Acknowledgement, Alarm, AlarmBook, AlarmKey, Change, Event, Settled, Transition
-from meterd.alarm_rules import ANOMALY_FACTOR, Decision, DemandWindow, Number, anomaly_baseline_wh, anomaly_decision, demand_decision, is_backfill, local_month_start_ms, monthly_decision, silent_decision
+from meterd.alarm_rules import (
+    ANOMALY_FACTOR,
+    Decision,
+    DemandWindow,
+    Number,
+    anomaly_baseline_wh,
+    anomaly_decision,
+    demand_decision,
+    is_backfill,
+    local_month_start_ms,
+    monthly_decision,
+    silent_decision,
+)
 from meterd.alarm_text import message_for
 from meterd.directory import Directory
 from meterd.periods import HOUR_MS

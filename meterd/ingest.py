@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
@@ -24,7 +24,7 @@ from meterd.store.base import Store
 log = Logger()
 
 Address = tuple[str, int]
-Reply = Union[Deferred, Address, None]  # an HTTP waiter, a UDP sender to ack (exactly a tuple), or nobody
+Reply = Deferred | Address | None  # an HTTP waiter, a UDP sender to ack (exactly a tuple), or nobody
 # customer_id, meter_id, seqs, and the host and port the readings came from (Twisted's
 # UDP ports give (host, port) for IPv6 too): flat, as a UDP worker's frame carries it
 AckRow = tuple[str, int, list[int], str, int]

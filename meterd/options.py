@@ -13,11 +13,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import twisted
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 import meterd
+import twisted
 from meterd.reuseport import SharedTCPEndpoint
 from meterd.tariff import TariffError, default_tariff, load_tariff
 

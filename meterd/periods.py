@@ -12,7 +12,7 @@ Pure module: stdlib only, no Twisted.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -36,7 +36,7 @@ HOUR_MS: Final = 3_600_000
 #: in 2000), and before the epoch instants would be negative.
 FIRST_YEAR: Final = 1970
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
 _ONE_DAY: Final = timedelta(days=1)
 

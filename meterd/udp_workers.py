@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from meterd.directory import Directory, MeterEntry
 from meterd.ingest import AckRow, Ingest
 from meterd.metrics import Metrics

@@ -22,13 +22,14 @@ import os
 import shutil
 import signal
 import sys
-from typing import Any, Callable, Sequence, TextIO, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
-from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, ServerUnreachable, find_token
 import meterd
+from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, ServerUnreachable, find_token
 
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice

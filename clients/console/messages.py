@@ -359,7 +359,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "invalid.taxid.repeated": "A CPF/CNPJ with all digits equal is not valid.",
         "invalid.taxid.check_digits": "The CPF/CNPJ check digits do not match.",
         "invalid.no_token": "No operator token: use --token, METERD_TOKEN or --data-dir.",
-        "result.customer_created": "Customer {id} ({name}) registered: {ligacao} connection, limits {limite_kw} kW and {limite_kwh} kWh/month, time zone {tz}.",
+        "result.customer_created": (
+            "Customer {id} ({name}) registered: {ligacao} connection, limits {limite_kw} kW and {limite_kwh} kWh/month, time zone {tz}."
+        ),
         "result.customer_token": "CUSTOMER TOKEN: {token}",
         "result.token_once": "Save this token now: it is shown only this once and opens the customer's account.",
         "result.meter_created": "Meter {id_medidor} of customer {id} registered ({mode} mode).",

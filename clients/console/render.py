@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
-from datetime import datetime, timezone, tzinfo
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
@@ -99,7 +99,7 @@ def brl(value: Any) -> str:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Renderer:

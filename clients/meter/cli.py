@@ -10,9 +10,9 @@ import random
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,8 +20,8 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorCore
 
-from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachable, find_token
 import meterd
+from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachable, find_token
 from meterd.taxid import InvalidTaxId, make_cpf, normalize
 
 from .commands import MAX_INTERVAL, MIN_INTERVAL, CommandProtocol, parse_kw

@@ -142,8 +142,13 @@ def bar_chart(
     hatch_id = f"{chart_id}-hatch"
     defs = _sub(svg, "defs")
     pattern = _sub(
-        defs, "pattern", id=hatch_id, width="6", height="6",
-        patternUnits="userSpaceOnUse", patternTransform="rotate(45)",
+        defs,
+        "pattern",
+        id=hatch_id,
+        width="6",
+        height="6",
+        patternUnits="userSpaceOnUse",
+        patternTransform="rotate(45)",
     )
     _sub(pattern, "rect", width="6", height="6", class_="hatch-bg")
     _sub(pattern, "line", x1="0", y1="0", x2="0", y2="6", class_="hatch-line")
@@ -263,9 +268,7 @@ def bill_months_bars(months: Sequence[Mapping[str, Any]], fmt: Fmt, *, current: 
     ]
 
 
-def bill_months_chart(
-    months: Sequence[Mapping[str, Any]], fmt: Fmt, *, current: str, chart_id: str = "bill-months-chart"
-) -> str:
+def bill_months_chart(months: Sequence[Mapping[str, Any]], fmt: Fmt, *, current: str, chart_id: str = "bill-months-chart") -> str:
     """The bill's bar chart of the last months' consumption, its own month highlighted."""
     bars = bill_months_bars(months, fmt, current=current)
     return bar_chart(

@@ -231,7 +231,9 @@ class HistoryPage(PortalPage):
 
         kinds = tags.ul(
             *(
-                tags.li(tags.a(t(f"history.kind.{k}"), href=self._link(kind=k, periodo=0, meter=meter), **({"aria-current": "page"} if k == kind else {})))
+                tags.li(
+                    tags.a(t(f"history.kind.{k}"), href=self._link(kind=k, periodo=0, meter=meter), **({"aria-current": "page"} if k == kind else {}))
+                )
                 for k in _KINDS
             ),
             class_="tabs",
@@ -272,7 +274,10 @@ class HistoryPage(PortalPage):
             summary.append(tags.p(t("history.estimated_note"), class_="note"))
         if len(h["meters"]) > 1:
             summary.append(
-                tags.ul(*(tags.li(t("alarm.meter", meter=m["id_medidor"]), ": ", fmt.kwh(m["total_kwh"], places)) for m in h["meters"]), class_="meter-totals")
+                tags.ul(
+                    *(tags.li(t("alarm.meter", meter=m["id_medidor"]), ": ", fmt.kwh(m["total_kwh"], places)) for m in h["meters"]),
+                    class_="meter-totals",
+                )
             )
         if rate is not None:
             summary.append(tags.p(t("history.cost_note", rate=fmt.money(rate.quantize(Decimal("0.01")))), class_="note"))
@@ -382,7 +387,9 @@ class BillPage(PortalPage):
         sections.append(tags.div(self._taxes(), *([self._months()] if b.get("historico") else []), class_="bill-columns"))
         if b.get("pix") or b.get("codigo_barras"):
             sections.append(self._payment())
-        actions = tags.p(tags.button(t("bill.print"), type="button", class_="button", hidden="hidden", **{"data-print": ""}), class_="bill-actions no-print")
+        actions = tags.p(
+            tags.button(t("bill.print"), type="button", class_="button", hidden="hidden", **{"data-print": ""}), class_="bill-actions no-print"
+        )
         return [actions, tags.article(*sections, class_="bill", **{"aria-label": self.title()})]
 
     def _readings(self) -> Tag:
@@ -409,11 +416,19 @@ class BillPage(PortalPage):
                 for m in b["medidores"]
             ]
         foot = tags.tfoot(
-            tags.tr(tags.th(t("bill.consumption_total"), scope="row", colspan=str(len(head) - 1)), tags.td(fmt.kwh(b["consumo_kwh"], 3), class_="num")),
+            tags.tr(
+                tags.th(t("bill.consumption_total"), scope="row", colspan=str(len(head) - 1)), tags.td(fmt.kwh(b["consumo_kwh"], 3), class_="num")
+            ),
             tags.tr(tags.th(t("bill.billed_kwh"), scope="row", colspan=str(len(head) - 1)), tags.td(fmt.kwh(b["faturado_kwh"], 3), class_="num")),
         )
         return tags.section(
-            tags.table(tags.caption(t("bill.readings")), tags.thead(tags.tr(*(tags.th(x, scope="col") for x in head))), tags.tbody(*rows), foot, class_="data"),
+            tags.table(
+                tags.caption(t("bill.readings")),
+                tags.thead(tags.tr(*(tags.th(x, scope="col") for x in head))),
+                tags.tbody(*rows),
+                foot,
+                class_="data",
+            ),
             class_="bill-readings",
         )
 
@@ -440,7 +455,9 @@ class BillPage(PortalPage):
                 tags.tfoot(tags.tr(tags.th(t("bill.total"), scope="row", colspan="3"), tags.td(fmt.money(b["total"]), class_="num"))),
                 class_="data",
             ),
-            tags.p(tags.span("", class_=f"flag-dot flag-{flag}", **{"aria-hidden": "true"}), t("bill.flag", flag=t(f"flag.{flag}")), class_="bill-flag"),
+            tags.p(
+                tags.span("", class_=f"flag-dot flag-{flag}", **{"aria-hidden": "true"}), t("bill.flag", flag=t(f"flag.{flag}")), class_="bill-flag"
+            ),
             class_="bill-items",
         )
 
@@ -498,7 +515,13 @@ class BillPage(PortalPage):
                     tags.div(
                         tags.label(t("bill.pix_code"), for_="pix-code"),
                         tags.textarea(payload, id="pix-code", readonly="readonly", rows="3", class_="pix-code"),
-                        tags.button(t("bill.copy"), type="button", class_="button small", hidden="hidden", **{"data-copy": "pix-code", "data-copied": t("bill.copied")}),
+                        tags.button(
+                            t("bill.copy"),
+                            type="button",
+                            class_="button small",
+                            hidden="hidden",
+                            **{"data-copy": "pix-code", "data-copied": t("bill.copied")},
+                        ),
                         tags.p("", class_="copy-status", role="status"),
                         class_="pix-text",
                     ),
@@ -517,7 +540,12 @@ class BillPage(PortalPage):
                 )
             )
         summary = tags.p(
-            t("bill.pay_summary", month=fmt.month(b["referencia"]), due=fmt.date(b["vencimento"]) if b.get("vencimento") else "—", total=fmt.money(b["total"])),
+            t(
+                "bill.pay_summary",
+                month=fmt.month(b["referencia"]),
+                due=fmt.date(b["vencimento"]) if b.get("vencimento") else "—",
+                total=fmt.money(b["total"]),
+            ),
             class_="pay-summary",
         )
         return tags.section(*parts[:1], summary, *parts[1:], class_="bill-payment")

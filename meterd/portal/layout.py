@@ -169,10 +169,7 @@ def select_field(
 ) -> Tag:
     """A labelled ``<select>`` of (value, text) options."""
     aria, extra = _described(name, hint, error)
-    choices = [
-        tags.option(text, value=value, **({"selected": "selected"} if value == selected else {}))
-        for value, text in options
-    ]
+    choices = [tags.option(text, value=value, **({"selected": "selected"} if value == selected else {})) for value, text in options]
     return tags.div(
         tags.label(label, for_=f"f-{name}"),
         Tag("select", attributes={"id": f"f-{name}", "name": name, **aria})(*choices),  # type: ignore[dict-item]
@@ -249,7 +246,13 @@ def _tools(ctx: PageContext) -> Tag:
     parts: list[Tag] = [languages]
     if ctx.who is not None:
         parts.append(
-            tags.form(csrf_field(ctx), tags.button(t("nav.logout"), type="submit", class_="link-button"), method="post", action=routes.LOGOUT, class_="logout")
+            tags.form(
+                csrf_field(ctx),
+                tags.button(t("nav.logout"), type="submit", class_="link-button"),
+                method="post",
+                action=routes.LOGOUT,
+                class_="logout",
+            )
         )
     return tags.div(*parts, class_="site-tools")
 

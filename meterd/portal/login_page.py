@@ -44,7 +44,9 @@ class LoginPage(PortalPage):
             *alert("customer"),
             tags.form(
                 csrf_field(self.ctx),
-                field("id", t("login.taxid"), value=d.get("id"), required=True, autocomplete="username", inputmode="numeric", hint=t("login.taxid_hint")),
+                field(
+                    "id", t("login.taxid"), value=d.get("id"), required=True, autocomplete="username", inputmode="numeric", hint=t("login.taxid_hint")
+                ),
                 field("token", t("login.token"), type="password", required=True, autocomplete="current-password", hint=t("login.token_hint")),
                 tags.button(t("login.submit"), type="submit", class_="button"),
                 method="post",
@@ -58,7 +60,14 @@ class LoginPage(PortalPage):
             *alert("operator"),
             tags.form(
                 csrf_field(self.ctx),
-                field("operator_token", t("login.operator_token"), type="password", required=True, autocomplete="current-password", hint=t("login.operator_hint")),
+                field(
+                    "operator_token",
+                    t("login.operator_token"),
+                    type="password",
+                    required=True,
+                    autocomplete="current-password",
+                    hint=t("login.operator_hint"),
+                ),
                 tags.button(t("login.submit"), type="submit", class_="button secondary"),
                 method="post",
                 action=routes.LOGIN_STAFF,

@@ -30,7 +30,9 @@ def _secret_once(ctx: PageContext, label: str, value: str, field_id: str) -> Tag
         tags.p(t("staff.shown_once"), class_="warning", role="alert"),
         tags.label(label, for_=field_id),
         tags.textarea(value, id=field_id, readonly="readonly", rows="2", class_="secret"),
-        tags.button(t("bill.copy"), type="button", class_="button small", hidden="hidden", **{"data-copy": field_id, "data-copied": t("bill.copied")}),
+        tags.button(
+            t("bill.copy"), type="button", class_="button small", hidden="hidden", **{"data-copy": field_id, "data-copied": t("bill.copied")}
+        ),
         tags.p("", class_="copy-status", role="status"),
         class_="secret-box",
     )
@@ -83,7 +85,9 @@ class SearchPage(PortalPage):
                     scroll_region(
                         tags.table(
                             tags.caption(caption),
-                            tags.thead(tags.tr(*(tags.th(x, scope="col") for x in (t("staff.taxid"), t("staff.name"), t("bill.class"), t("staff.meters"))))),
+                            tags.thead(
+                                tags.tr(*(tags.th(x, scope="col") for x in (t("staff.taxid"), t("staff.name"), t("bill.class"), t("staff.meters"))))
+                            ),
                             tags.tbody(*rows),
                             class_="data",
                         ),
@@ -109,7 +113,13 @@ def _meter_rows(fmt: Fmt, meters: list[Mapping[str, Any]], now: str, silent_afte
         state = meter_state(m, now, silent_after_s)
         cells: list[Tag] = []
         if with_customer:
-            cells.append(tags.td(tags.a(taxid.format_taxid(m["id"]), href=routes.href(routes.STAFF_CUSTOMER, id=m["id"])), tags.br(), tags.span(m["name"], class_="sub")))
+            cells.append(
+                tags.td(
+                    tags.a(taxid.format_taxid(m["id"]), href=routes.href(routes.STAFF_CUSTOMER, id=m["id"])),
+                    tags.br(),
+                    tags.span(m["name"], class_="sub"),
+                )
+            )
         cells += [
             tags.th(str(m["id_medidor"]), scope="row"),
             tags.td(t(f"mode.{m['mode']}")),
@@ -123,7 +133,13 @@ def _meter_rows(fmt: Fmt, meters: list[Mapping[str, Any]], now: str, silent_afte
 
 def _meter_head(fmt: Fmt, *, with_customer: bool) -> Tag:
     t = fmt.t
-    names = ([t("staff.customer")] if with_customer else []) + [t("bill.meter"), t("staff.mode"), t("staff.state"), t("staff.last_seen"), t("staff.last_kwh")]
+    names = ([t("staff.customer")] if with_customer else []) + [
+        t("bill.meter"),
+        t("staff.mode"),
+        t("staff.state"),
+        t("staff.last_seen"),
+        t("staff.last_kwh"),
+    ]
     return tags.thead(tags.tr(*(tags.th(x, scope="col") for x in names)))
 
 
@@ -230,9 +246,29 @@ class NewCustomerPage(PortalPage):
                 csrf_field(self.ctx),
                 field("id", t("staff.taxid"), value=v.get("id"), error=e.get("id"), required=True, inputmode="numeric", hint=t("login.taxid_hint")),
                 field("name", t("staff.name"), value=v.get("name"), error=e.get("name"), required=True, autocomplete="off", maxlength="200"),
-                select_field("ligacao", t("bill.class"), [(k, t(f"ligacao.{k}")) for k in ("mono", "bi", "tri")], selected=v.get("ligacao", "mono"), error=e.get("ligacao")),
-                field("limite_kw", t("staff.limit_kw"), value=v.get("limite_kw"), error=e.get("limite_kw"), inputmode="decimal", hint=t("staff.default_hint")),
-                field("limite_kwh", t("staff.limit_kwh"), value=v.get("limite_kwh"), error=e.get("limite_kwh"), inputmode="decimal", hint=t("staff.default_hint")),
+                select_field(
+                    "ligacao",
+                    t("bill.class"),
+                    [(k, t(f"ligacao.{k}")) for k in ("mono", "bi", "tri")],
+                    selected=v.get("ligacao", "mono"),
+                    error=e.get("ligacao"),
+                ),
+                field(
+                    "limite_kw",
+                    t("staff.limit_kw"),
+                    value=v.get("limite_kw"),
+                    error=e.get("limite_kw"),
+                    inputmode="decimal",
+                    hint=t("staff.default_hint"),
+                ),
+                field(
+                    "limite_kwh",
+                    t("staff.limit_kwh"),
+                    value=v.get("limite_kwh"),
+                    error=e.get("limite_kwh"),
+                    inputmode="decimal",
+                    hint=t("staff.default_hint"),
+                ),
                 field("tz", t("staff.tz"), value=v.get("tz"), error=e.get("tz"), hint=t("staff.tz_hint")),
                 tags.button(t("staff.register"), type="submit", class_="button"),
                 method="post",
@@ -269,8 +305,12 @@ class NewMeterPage(PortalPage):
                 csrf_field(self.ctx),
                 field("id", t("staff.taxid"), value=v.get("id"), error=e.get("id"), required=True, inputmode="numeric"),
                 select_field(
-                    "mode", t("staff.mode"), [("register", t("mode.register")), ("interval", t("mode.interval"))],
-                    selected=v.get("mode", "register"), error=e.get("mode"), hint=t("staff.mode_hint"),
+                    "mode",
+                    t("staff.mode"),
+                    [("register", t("mode.register")), ("interval", t("mode.interval"))],
+                    selected=v.get("mode", "register"),
+                    error=e.get("mode"),
+                    hint=t("staff.mode_hint"),
                 ),
                 tags.button(t("staff.register"), type="submit", class_="button"),
                 method="post",

@@ -6,8 +6,9 @@ PostgreSQL (scale-out) implement :class:`Store`; tests run one suite on both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, check_monotonic
 
-
 MeterKey = tuple[str, int]
 Neighbours = Callable[[MeterKey, int], tuple[Sample | None, Sample | None]]
 

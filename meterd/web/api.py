@@ -32,7 +32,16 @@ from meterd.directory import OPERATOR, Directory, Principal
 from meterd.ingest import Ingest, Overloaded
 from meterd.metrics import Metrics
 from meterd.readings import (
-    MAX_KWH, MAX_METER_ID, MAX_SEQ, US_PER_MS, InvalidField, Outcome, Reading, timestamp_at, us_edges, wh_of,
+    MAX_KWH,
+    MAX_METER_ID,
+    MAX_SEQ,
+    US_PER_MS,
+    InvalidField,
+    Outcome,
+    Reading,
+    timestamp_at,
+    us_edges,
+    wh_of,
 )
 from meterd.registers import kwh
 from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
@@ -325,7 +334,10 @@ class Api:
         "POST", "/postConsumo", "meter",
         ID,
         METER,
-        routes.kwh("valor", "kWh: the register (register meters) or the energy since the previous reading (interval meters); at most 3 decimals", maximum=MAX_KWH),
+        routes.kwh(
+            "valor", "kWh: the register (register meters) or the energy since the previous reading (interval meters); at most 3 decimals",
+            maximum=MAX_KWH,
+        ),
         routes.timestamp("timestamp", "unix seconds, fractions allowed (to the microsecond)"),
         routes.integer("seq", "the meter's sequence number (acknowledged over UDP)", maximum=MAX_SEQ).optional(),
         summary="Store one reading (the meter's key, or the operator token)",
@@ -505,7 +517,10 @@ class Api:
         ID,
         routes.integer("cursor", "the `cursor` of the previous answer", maximum=MAX_CURSOR).optional(),
         summary="Active alarms and the alarm events after a cursor",
-        description="`events` are those after the `cursor` sent (all recent ones without a cursor); polling with the returned `cursor` misses nothing.",
+        description=(
+            "`events` are those after the `cursor` sent (all recent ones without a cursor);"
+            " polling with the returned `cursor` misses nothing."
+        ),
         ok=((200, "alarms and events", "Alarms"),), errors=(404, 503),
     )
     async def alarms(self, call: Call) -> tuple[int, dict[str, Any]]:

@@ -178,7 +178,9 @@ _COMPONENTS: dict[str, Any] = {
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="meterd"'}},
         },
         "Forbidden": _error_response("valid credentials that do not open this customer, meter or route (`forbidden`)"),
-        "NotFound": _error_response("unknown customer, meter, alarm or route (`unknown_customer`, `unknown_meter`, `unknown_alarm`, `unknown_route`)"),
+        "NotFound": _error_response(
+        "unknown customer, meter, alarm or route (`unknown_customer`, `unknown_meter`, `unknown_alarm`, `unknown_route`)"
+    ),
         "MethodNotAllowed": {
             **_error_response("wrong method (`method_not_allowed`)"),
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "the methods the route accepts"}},
@@ -187,7 +189,10 @@ _COMPONENTS: dict[str, Any] = {
         "PayloadTooLarge": _error_response("the body is larger than 64 KiB (`body_too_large`)"),
         "UnsupportedMediaType": _error_response("the body is not a JSON object (`unsupported_media_type`)"),
         "Unprocessable": _error_response("well-formed but impossible, e.g. `register_backwards`"),
-        "ServiceUnavailable": _error_response("the store is unavailable (`store_unavailable`), ingest is full (`overloaded`) or alarms are not running (`alarms_unavailable`); retry"),
+        "ServiceUnavailable": _error_response(
+        "the store is unavailable (`store_unavailable`), ingest is full (`overloaded`)"
+        " or alarms are not running (`alarms_unavailable`); retry"
+    ),
     },
     "schemas": {
         "Error": {
