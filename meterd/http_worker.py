@@ -179,7 +179,7 @@ class HttpWorker(ParentLink):
         for sent in waiting.values():
             write_answer(sent.request, _STOPPING, close=True)
         self.grace = CLOSE_GRACE if waiting else 0.0
-        self.transport.loseConnection()
+        self.stdio.loseConnection()
 
 
 def _poll(request: Request) -> Poll | None:

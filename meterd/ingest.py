@@ -196,11 +196,11 @@ class Ingest(Service):
                 counter.inc(n)
         acks: dict[tuple[str, int], AckRow] = {}  # the rows themselves: built once, seqs appended in place
         stored, duplicate = Outcome.STORED, Outcome.DUPLICATE
-        waiters = []
+        waiters: list[tuple[Deferred[Outcome], Outcome]] = []
         for reading, reply, outcome in zip(readings, replies, outcomes):
             if reply.__class__ is not tuple:  # an HTTP waiter, or nobody
                 if reply is not None:
-                    waiters.append((reply, outcome))
+                    waiters.append((reply, outcome))  # type: ignore[arg-type]  # told apart by exact type, as said above
             elif outcome is stored or outcome is duplicate:
                 seq = reading.seq
                 if seq is None:

@@ -36,7 +36,7 @@ class PaymentCodeError(ValueError):
         super().__init__(f"{field}: {reason}")
 
 
-def whole_cents(value: Decimal, field: str, maximum: Decimal) -> int:
+def whole_cents(value: object, field: str, maximum: Decimal) -> int:
     """``value`` (reais) as an integer number of cents, or PaymentCodeError.
 
     Refused rather than rounded: a positive, finite ``Decimal`` in whole cents,

@@ -15,8 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
 from meterd.twisted_internals import tcp_endpoint_address
@@ -64,7 +63,7 @@ class SharedTCPEndpoint:
             raise ValueError(f"{description!r} is not a tcp: endpoint; --reuse-port shares plain TCP ports only")
         return cls(reactor, *tcp_endpoint_address(endpoint))
 
-    def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         try:
             sock = shared_socket(socket.SOCK_STREAM, self.interface, self.port, self.backlog)
         except OSError as e:

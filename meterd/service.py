@@ -22,13 +22,13 @@ import socket
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet import reactor as default_reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorSocket, IReactorTime, IReactorUDP
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -62,6 +62,7 @@ log = Logger()
 # sees it (docs/performance.md). The kernel allocates it only as datagrams
 # queue up.
 UDP_RECEIVE_BUFFER = 32 * 1024 * 1024
+MAX_PACKET = 8192  # what recvfrom asks for: a signed datagram is at most datagram.MAX_SIGNED bytes
 
 
 class StartError(Exception):
@@ -238,11 +239,11 @@ class Meterd(service.MultiService):
             if config.get("reuse-port"):
                 sock = shared_socket(socket.SOCK_DGRAM, interface, number)
                 try:
-                    port = default_reactor.adoptDatagramPort(sock.fileno(), sock.family, meters)
+                    port = cast(IReactorSocket, default_reactor).adoptDatagramPort(sock.fileno(), sock.family, meters, MAX_PACKET)
                 finally:
                     sock.close()
             else:
-                port = default_reactor.listenUDP(number, meters, interface=interface)
+                port = cast(IReactorUDP, default_reactor).listenUDP(number, meters, interface, MAX_PACKET)
         except Exception as e:
             raise StartError(f"cannot listen for UDP on {where}: {_reason(e)}") from None
         set_receive_buffer(datagram_socket(port), UDP_RECEIVE_BUFFER)
@@ -250,7 +251,7 @@ class Meterd(service.MultiService):
         return port
 
     def _failed(self, failure: Failure) -> None:
-        reason = failure.getErrorMessage() if failure.check(StartError) else _reason(failure.value)
+        reason = _reason(failure.value) if failure.value is not None and not failure.check(StartError) else failure.getErrorMessage()
         log.critical("meterd cannot start: {reason}", reason=reason)
         self.ready.errback(failure)
         self.stopService()  # whatever did start: ports, workers, the store
@@ -263,7 +264,12 @@ class Meterd(service.MultiService):
         if self._stopping is None:
             self._stopping = Deferred.fromCoroutine(self._stop())
         stopping: Deferred[None] = Deferred()
-        self._stopping.addBoth(lambda result: (stopping.callback(None), result)[1])
+
+        def stopped(result: object) -> object:
+            stopping.callback(None)
+            return result
+
+        self._stopping.addBoth(stopped)
         return stopping
 
     async def _stop(self) -> None:
@@ -271,14 +277,14 @@ class Meterd(service.MultiService):
         parts = self.parts
         for pool in (parts.udp_workers, parts.http_workers):  # first: they send what they hold
             if pool is not None and pool.running:
-                await pool.stopService()
+                await maybeDeferred(pool.stopService)
         for port in (self.udp_port, self.http_port):
             if port is not None:
-                await port.stopListening()
+                await maybeDeferred(port.stopListening)
         self.udp_port = self.http_port = None
         for child in reversed(list(self)):  # notices, alarms, then ingest, which flushes what is pending
             if child.running:
-                await child.stopService()
+                await maybeDeferred(child.stopService)
         await parts.store.stop()
         gc.unfreeze()  # a stopped meterd's objects are the collector's again (tests run many in one process)
         if self._tuning is not None:

@@ -35,7 +35,7 @@ or are dropped there, as in a single process.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from twisted.internet import interfaces
@@ -47,6 +47,9 @@ from meterd.datagram import send_ack_rows
 from meterd.screen import MeterId, Rejected, Screen
 from meterd.twisted_internals import datagram_socket, limit_reads_per_turn
 from meterd.worker_process import SOCKET_FD, ParentLink, run
+
+if TYPE_CHECKING:
+    from meterd.ingest import AckRow
 
 # Bytes read from the socket per reactor turn (Twisted's default: 256 KB, some
 # 1,600 readings). Between turns the worker reads meterd's frames, the acks
@@ -114,13 +117,14 @@ class Worker(ParentLink):
         if self.port is None and "require_signature" in message:
             self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]), on_rounded=self._rounded)
             self.adopt(self.reactor.adoptDatagramPort, Receiver(self, self.reactor))
-            self.transport.registerProducer(self, True)
+            self.stdio.registerProducer(self, True)
             self.sendString(b'{"ready":true}')
 
     def _send_acks(self, acks: list[list[Any]]) -> None:
         if self.port is None:
             return
-        sent, unsent = send_ack_rows(datagram_socket(self.port).sendto, self.screen.key_for, acks)
+        rows = cast("list[AckRow]", acks)  # the same five fields, as lists: unpacked alike
+        sent, unsent = send_ack_rows(datagram_socket(self.port).sendto, self.screen.key_for, rows)
         self.acks_sent += sent
         self.acks_unsent += unsent
         if self.pending is None:
@@ -161,8 +165,8 @@ class Worker(ParentLink):
         if self.pending is not None:
             self.pending.cancel()
             self.send()
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()  # after stdout has been written
+        self.stdio.unregisterProducer()
+        self.stdio.loseConnection()  # after stdout has been written
 
 
 if __name__ == "__main__":

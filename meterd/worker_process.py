@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol
@@ -47,6 +47,12 @@ class ParentLink(Int32StringReceiver):
         self.grace = 0.0  # seconds between meterd gone and the reactor stopped
         self._stopping = False
 
+    @property
+    def stdio(self) -> StandardIO:
+        """The worker's stdin and stdout, once connected."""
+        assert self.transport is not None, "not connected to stdio yet"
+        return cast(StandardIO, self.transport)  # what run() connects every link to
+
     def adopt(self, adopt: Callable[..., Any], *args: Any) -> None:
         """Serve the socket meterd passed us as ``adopt(fd, family, *args)``: a reactor's
         ``adoptDatagramPort`` or ``adoptStreamPort``, which takes a dup of it."""
@@ -66,6 +72,10 @@ class ParentLink(Int32StringReceiver):
         if self.port is not None:
             self.port.stopReading()
             self.port = None
+
+    def readConnectionLost(self) -> None:
+        """meterd closed our stdin: stop the port, send what is held, close stdout (each kind of worker)."""
+        raise NotImplementedError
 
     def writeConnectionLost(self) -> None:
         self.connectionLost()  # meterd is gone: nobody to send to
@@ -107,5 +117,5 @@ def run(link: Callable[[Any], Protocol]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     StandardIO(link(reactor), reactor=reactor)
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # the reactors have it, IReactorCore does not say
     sys.exit(0)

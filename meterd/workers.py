@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.protocols.basic import Int32StringReceiver
@@ -54,7 +55,7 @@ class _Frames(Int32StringReceiver):
     def lengthLimitExceeded(self, length: int) -> None:
         log.error("{kind} worker {n} sent a frame of {length} bytes; stopping it",
                   kind=self.link.pool.kind, n=self.link.index, length=length)
-        self.link.transport.signalProcess("KILL")
+        self.link.process.signalProcess("KILL")
 
 
 class WorkerLink(ProcessProtocol):
@@ -69,6 +70,12 @@ class WorkerLink(ProcessProtocol):
         self._frames = _Frames(self)
         self._stderr = b""
         self._level = LogLevel.info  # of the worker's last log line: a traceback's lines follow it
+
+    @property
+    def process(self) -> IProcessTransport:
+        """The worker process (its transport): there from ``connectionMade`` on."""
+        assert self.transport is not None, "the worker has not started"
+        return self.transport
 
     def connectionMade(self) -> None:
         self._frames.makeConnection(self.transport)  # sendString writes to the worker's stdin
@@ -217,9 +224,8 @@ class WorkerPool(Service):
         self._restarts.clear()
         waits = []
         for link in list(self.links.values()):
-            link.transport.closeStdin()  # the worker sends what it holds, then exits
-            kill = self.reactor.callLater(STOP_TIMEOUT, _kill, link)
-            link.ended.addBoth(lambda result, kill=kill: kill.cancel() if kill.active() else None)
+            link.process.closeStdin()  # the worker sends what it holds, then exits
+            link.ended.addBoth(_cancel, self.reactor.callLater(STOP_TIMEOUT, _kill, link))
             waits.append(link.ended)
         return DeferredList(waits)
 
@@ -241,9 +247,15 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def _cancel(result: Any, call: IDelayedCall) -> Any:
+    if call.active():
+        call.cancel()
+    return result
+
+
 def _kill(link: WorkerLink) -> None:
     log.warn("{kind} worker {n} did not stop in {t:g} s; killing it", kind=link.pool.kind, n=link.index, t=STOP_TIMEOUT)
     try:
-        link.transport.signalProcess("KILL")
+        link.process.signalProcess("KILL")
     except Exception:  # already gone
         pass

@@ -301,7 +301,7 @@ class PortalPage(Element):
     def main(self) -> Flattenable:
         raise NotImplementedError
 
-    def render(self, request: IRequest | None) -> Tag:  # type: ignore[override]
+    def render(self, request: IRequest | None) -> Tag:
         return _document(self.ctx, self.title(), self.main(), self.page_class)
 
 
@@ -309,8 +309,7 @@ def _flatten_now(thing: Flattenable | Element) -> bytes:
     """Flatten synchronously: portal markup never waits on a Deferred."""
     result: list[bytes] = []
     failures: list[Any] = []
-    # An Element is IRenderable, which mypy cannot see through zope.interface.
-    d: Deferred[bytes] = flattenString(None, thing)  # type: ignore[arg-type]
+    d: Deferred[bytes] = flattenString(None, thing)
     d.addCallbacks(result.append, failures.append)
     if failures:
         failures[0].raiseException()

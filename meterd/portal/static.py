@@ -53,5 +53,5 @@ def static_resource() -> Resource:
     files = resources.files("meterd.portal") / "static"
     for name, content_type in ASSETS.items():
         asset = StaticAsset((files / name).read_bytes(), content_type)
-        directory.putChild(name.encode("ascii"), asset)  # type: ignore[arg-type]  # IResource, via zope.interface
+        directory.putChild(name.encode("ascii"), asset)
     return directory

@@ -86,6 +86,7 @@ class MeterMemory:
         if state.last_ts is None:
             return None, None  # no reading yet: the register is 0 everywhere
         if t >= state.last_ts:
+            assert state.last_wh is not None  # set together with last_ts
             return Sample(state.last_ts, state.last_wh), None  # held after the newest reading
         remembered = self._edges.get(key)
         found = None if remembered is None else remembered.around.get(t)

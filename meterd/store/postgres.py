@@ -76,7 +76,7 @@ class PostgresEngine:
     # holds (the directory's meter lists, closed months' bills) must be
     # checked against it rather than trusted (see docs/scale-out.md).
     shared = True
-    reading_tables = ("readings",)
+    reading_tables: tuple[str, ...] = ("readings",)
     unavailable_errors: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError, adbapi.ConnectionLost)
 
     def __init__(self, dsn: str, *, durability: str = "full") -> None:
@@ -198,8 +198,9 @@ class PostgresEngine:
 
     def violated(self, failure: Failure) -> str | None:
         """Another process inserted the same customer, or took the same next meter id, meanwhile."""
-        if failure.check(pg_errors.UniqueViolation):
-            name: str | None = failure.value.diag.constraint_name
+        error = failure.value
+        if isinstance(error, pg_errors.UniqueViolation):
+            name: str | None = error.diag.constraint_name
             return name
         return None
 

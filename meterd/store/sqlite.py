@@ -44,7 +44,7 @@ class SqliteEngine:
 
     name = "sqlite"
     shared = False
-    reading_tables = readings_log.TABLES
+    reading_tables: tuple[str, ...] = readings_log.TABLES
     unavailable_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, path: str, *, durability: str = "full", log_rows: int = readings_log.LOG_ROWS) -> None:
