@@ -363,7 +363,9 @@ async def _interactive(reactor: Any, args: argparse.Namespace, m: Messages, rend
         def resized() -> None:
             pending.clear()
             size = os.get_terminal_size(sys.stdout.fileno())
-            terminal.terminalProtocol.terminalSize(size.columns, size.lines)
+            frontend = terminal.terminalProtocol
+            if isinstance(frontend, TerminalFrontend):  # None once stdio has closed: nothing to redraw
+                frontend.terminalSize(size.columns, size.lines)
 
         def settle() -> None:
             # A window being dragged sends a burst of SIGWINCH: draw once it rests.
@@ -427,15 +429,15 @@ def _run_reactor(start: Callable[[Any], Deferred[Any]]) -> int:
         def finish(value: Any) -> None:
             if isinstance(value, int) and not isinstance(value, bool):
                 result["code"] = value
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
         def crash(failure: Any) -> None:
             sys.stderr.write(f"{failure.type.__name__}: {failure.getErrorMessage()}\n")
             result["code"] = EXIT_API
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
         d.addCallbacks(finish, crash)
 
-    reactor.callWhenRunning(go)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(go)
+    reactor.run()
     return result["code"]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITransport
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -58,6 +58,12 @@ class LineFrontend(LineReceiver):
         self._prompt = ""
         self._at_prompt = False
 
+    @property
+    def stream(self) -> ITransport:
+        """stdio (or a test's transport): there from ``connectionMade`` on, so whenever the menu talks."""
+        assert self.transport is not None, "not connected yet"
+        return self.transport
+
     def connectionMade(self) -> None:
         self.menu = self.menu_factory(self)
         self.menu.start()
@@ -65,7 +71,7 @@ class LineFrontend(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         self._at_prompt = False
         if self._echo_back_on():
-            self.transport.write(b"\n")  # the Enter the terminal did not echo
+            self.stream.write(b"\n")  # the Enter the terminal did not echo
         assert self.menu is not None
         self.menu.feed(line.decode("utf-8", errors="replace"))
 
@@ -98,12 +104,12 @@ class LineFrontend(LineReceiver):
     # Output
     def show(self, text: str) -> None:
         self._at_prompt = False
-        self.transport.write(text.encode("utf-8"))
+        self.stream.write(text.encode("utf-8"))
 
     def prompt(self, text: str, *, secret: bool = False) -> None:
         self._prompt = text
         self._at_prompt = True
-        self.transport.write(text.encode("utf-8"))
+        self.stream.write(text.encode("utf-8"))
         if secret and self._echo is not None and not self._echo_off:
             self._echo_off = True
             self._echo(False)
@@ -117,9 +123,9 @@ class LineFrontend(LineReceiver):
     def notify(self, text: str) -> None:
         """Banner on its own lines, then the prompt again if one was showing."""
         lead = "\n" if self._at_prompt else ""
-        self.transport.write((lead + text).encode("utf-8"))
+        self.stream.write((lead + text).encode("utf-8"))
         if self._at_prompt:
-            self.transport.write(self._prompt.encode("utf-8"))
+            self.stream.write(self._prompt.encode("utf-8"))
 
     def quit(self) -> None:
         if self.transport is not None:

@@ -136,8 +136,11 @@ class Menu:
             result = self._begin_customer()
         self._settle(result)
 
-    def _settle(self, result: Any) -> None:
-        """After a handler: wait for its request (lines queue meanwhile), else show what comes next."""
+    def _settle(self, result: Any) -> bool:
+        """After a handler: wait for its request (lines queue meanwhile), else show what comes next.
+
+        Whether a request is still out (the menu is busy) afterwards.
+        """
         if isinstance(result, Deferred):
             self._busy = True
             self.out.busy(self.m("wait.working"))
@@ -145,6 +148,7 @@ class Menu:
             result.addBoth(self._idle)
         else:
             self._after()
+        return self._busy
 
     def feed(self, line: str) -> None:
         """One line typed; stored in NFC, so an accent typed as a separate
@@ -178,8 +182,7 @@ class Menu:
                 log.failure("menu handler failed")
                 self.out.show(describe_error(e, self.m) + "\n")
                 result = None
-            self._settle(result)
-            if self._busy:
+            if self._settle(result):
                 return
         self._maybe_finish()
 
@@ -191,9 +194,11 @@ class Menu:
             self._drain()
 
     def _report(self, failure: Failure) -> None:
-        if not isinstance(failure.value, ApiError):
+        err = failure.value
+        assert err is not None  # a Failure always holds its exception
+        if not isinstance(err, ApiError):
             log.failure("request failed", failure)
-        self.out.show(describe_error(failure.value, self.m, verbose=self.verbose) + "\n")
+        self.out.show(describe_error(err, self.m, verbose=self.verbose) + "\n")
 
     def _maybe_finish(self) -> None:
         if self._eof and not self._queue and not self._busy and not self._done:
@@ -393,7 +398,6 @@ class Menu:
         cid = values.get("id") or parse_taxid(self.m, self.preset_customer or "")  # cli normalizes it
         token = values.get("token") or self.customer_token
         client = self.make_client(token)
-        d = client.history(cid, "D", 0)
 
         def ok(doc: dict[str, Any]) -> None:
             self._set_customer(client, cid, token, doc.get("tz"))
@@ -407,8 +411,7 @@ class Menu:
             self.preset_customer = None
             return f
 
-        d.addCallbacks(ok, failed)
-        return d
+        return client.history(cid, "D", 0).addCallbacks(ok, failed)
 
     def _set_customer(self, client: MeterdClient, cid: str, token: str | None, tz: str | None) -> None:
         self._stop_polling()

@@ -81,8 +81,7 @@ class AlarmPoller:
 
     def poll(self) -> Deferred[None]:
         """One round; never fails, so the LoopingCall keeps running."""
-        d = self.client.alarms(self.customer, self.cursor)
-        d.addCallbacks(self._got, self._failed)
+        d = self.client.alarms(self.customer, self.cursor).addCallbacks(self._got, self._failed)
         self._inflight = d
 
         def clear(_: Any) -> None:
@@ -125,6 +124,7 @@ class AlarmPoller:
         if self._stopped:
             return
         err = failure.value
+        assert err is not None  # a Failure always holds its exception
         if isinstance(err, ServerUnreachable):
             if not self._down:
                 self._down = True

@@ -65,7 +65,7 @@ def decimal_of(value: Any) -> Decimal | None:
 
 
 def _group(digits: str, sep: str) -> str:
-    out = []
+    out: list[str] = []
     while len(digits) > 3:
         out.insert(0, digits[-3:])
         digits = digits[:-3]
@@ -326,7 +326,8 @@ class Renderer:
         table.add_section()
         table.add_row(Text(m("bill.subtotal"), style="italic" if self.color else ""), "", "", brl(subtotal))
         tributos = doc.get("tributos") or {}
-        rates = tributos.get("aliquotas") if isinstance(tributos.get("aliquotas"), Mapping) else {}
+        aliquotas = tributos.get("aliquotas")
+        rates: Mapping[str, Any] = aliquotas if isinstance(aliquotas, Mapping) else {}
         for key, label in (("icms", "ICMS"), ("pis", "PIS"), ("cofins", "COFINS")):
             if key not in tributos:
                 continue
@@ -427,9 +428,9 @@ class Renderer:
             if start is not None and start.tzinfo is not None and start > now:
                 entries.append((label, None, "", False))  # not there yet: nothing measured, not zero
                 continue
-            d = decimal_of(b.get("kwh")) or Decimal(0)
+            amount = decimal_of(b.get("kwh")) or Decimal(0)
             est = bool(b.get("estimated"))
-            entries.append((label, d, self.kwh(b.get("kwh")) + (" *" if est else ""), est))
+            entries.append((label, amount, self.kwh(b.get("kwh")) + (" *" if est else ""), est))
         gap = 3
         columns = 1 if rows is None else max(1, math.ceil(len(entries) / max(1, rows)))
         label_w = max(len(e[0]) for e in entries)

@@ -11,6 +11,7 @@ printed next starts on a clean line.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from rich.spinner import SPINNERS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,8 +34,10 @@ class Spinner:
         delay: float = 0.3,
     ) -> None:
         spec = SPINNERS["line" if ascii_only else "dots"]
-        self._frames: list[str] = list(spec["frames"])
-        self._interval = spec["interval"] / 1000.0
+        # rich's table is inferred as dict[str, dict[str, object]]; every entry
+        # holds its frames (a str or a list of str) and its interval in ms.
+        self._frames: list[str] = list(cast("str | list[str]", spec["frames"]))
+        self._interval = cast(int, spec["interval"]) / 1000.0
         self._write = write
         self._clock = clock
         self._delay = delay
