@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorCore
+from twisted.python.failure import Failure
 
 import meterd
 from clients.api import DEFAULT_SERVER, ApiError, MeterdClient, ServerUnreachable, find_token
@@ -281,7 +282,7 @@ async def provision(
     return list(results)
 
 
-def explain_api_error(e: Exception, what: str) -> str:
+def explain_api_error(e: BaseException, what: str) -> str:
     """One line for an HTTP failure during setup."""
 
     if isinstance(e, ServerUnreachable):
@@ -349,7 +350,9 @@ async def resolve_credentials(
     try:
         creds = await provision(client, count, args.concurrency)
     except FirstError as e:
-        raise Fatal(explain_api_error(e.subFailure.value, "provisioning")) from None
+        err = e.subFailure.value
+        assert err is not None  # a Failure always holds its exception
+        raise Fatal(explain_api_error(err, "provisioning")) from None
     except (ApiError, Fatal) as e:
         raise Fatal(explain_api_error(e, "provisioning")) from None
     if count == 1:
@@ -486,11 +489,15 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
 
     chained = [False]
 
+    def finish(drained: bool | Failure) -> None:
+        if not finished.called:
+            finished.callback(drained)
+
     def quit() -> None:
         d = sim.quit()
         if not chained[0]:
             chained[0] = True
-            d.addBoth(lambda drained: finished.called or finished.callback(drained))
+            d.addBoth(finish)
 
     protocol = CommandProtocol(_Controller(sim, quit))
     cmd_box.append(protocol)
@@ -503,7 +510,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
         if interrupts[0] == 1:
             reactor.callFromThread(quit)
         else:  # a second ^C: stop without waiting
-            reactor.callFromThread(lambda: finished.called or finished.callback(False))
+            reactor.callFromThread(finish, False)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

@@ -106,7 +106,10 @@ def parse_command(line: str) -> Command:
 class Controller(Protocol):
     """What the commands act on (the simulator)."""
 
-    interval: float
+    @property
+    def interval(self) -> float:
+        """Seconds between readings; read here, changed through :meth:`set_interval`."""
+        ...
 
     def set_interval(self, seconds: float) -> None: ...
 
