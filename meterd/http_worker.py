@@ -15,12 +15,13 @@ nothing: authentication, every route, caches and metrics stay in meterd.
 stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 
 meterd to worker
-  ``{"settings": true}`` first (the worker serves the port from then on), then
+  ``{"settings": {limit: value}}`` first, meterd's HTTP limits (meterd.web.request.Limits; the worker
+  serves the port from then on), then
   ``{"answers": [[id, status, content_type, body, {header: value}], ...]}``
 worker to meterd
   ``{"ready": true}`` once the socket is being accepted on; then, after each
   reactor turn that parsed requests to forward, and each second it answered some itself:
-  ``{"requests": [[id, method, path, query, authorization, content_type, body, too_large], ...], "answered": n}``
+  ``{"requests": [[id, method, path, query, authorization, content_type, body], ...], "answered": n, "notices": {name: n}}``
   (``answered``: the ``/getAlarme`` polls it answered from what meterd answered before, for meterd's metrics)
 
 Customers poll ``/getAlarme`` with the same request over and over. A worker
@@ -41,6 +42,7 @@ it may still be stored, and its resend is then a duplicate) and exits.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, NamedTuple
 
 import orjson
@@ -52,7 +54,7 @@ from meterd.twisted_internals import accept_one_per_wakeup
 from meterd.web.api import JSON
 from meterd.web.errors import ApiError
 from meterd.web.exchange import Answer, answer_from_row, incoming_of, incoming_row, write_answer
-from meterd.web.request import make_site
+from meterd.web.request import Limits, make_site
 from meterd.worker_process import GENERATION_FD, SOCKET_FD, ParentLink, run
 
 _STOPPING = Answer(503, JSON, orjson.dumps(ApiError(503, "stopping", "the server is stopping; retry shortly").body()), {})
@@ -85,7 +87,9 @@ class HttpWorker(ParentLink):
 
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         super().__init__(reactor, fd)
-        self.site = make_site(self.forward)  # every request: answered here or passed to meterd
+        # every request: answered here or passed to meterd; the limits are meterd's, from its first frame
+        self.site = make_site(self.forward, Limits(), self._notice, reactor)
+        self.notices: Counter[str] = Counter()  # refusals since the last frame, for meterd's metrics
         self.waiting: dict[int, Waiting] = {}  # sent to meterd, not yet answered
         self.batch: list[list[Any]] = []
         self.batch_bodies = 0  # bytes of body in the batch
@@ -111,6 +115,7 @@ class HttpWorker(ParentLink):
                     write_answer(sent.request, answer)
             return
         if self.port is None and "settings" in message:
+            self.site.set_limits(Limits(**message["settings"]).within_descriptors())
             self.generation = Generation(GENERATION_FD)
             self.adopt(self.reactor.adoptStreamPort, self.site)
             accept_one_per_wakeup(self.port)
@@ -149,6 +154,10 @@ class HttpWorker(ParentLink):
         else:
             self._send_soon()
 
+    def _notice(self, reason: str) -> None:
+        self.notices[reason] += 1
+        self._send_soon()
+
     def _report(self) -> None:
         if self.answered:
             self._send_soon()
@@ -161,7 +170,11 @@ class HttpWorker(ParentLink):
         self.pending = None
         batch, self.batch = self.batch, []
         self.batch_bodies = 0
-        self.sendString(orjson.dumps({"requests": batch, "answered": self.answered}))
+        message: dict[str, Any] = {"requests": batch, "answered": self.answered}
+        if self.notices:
+            message["notices"] = self.notices
+            self.notices = Counter()
+        self.sendString(orjson.dumps(message))
         self.answered = 0
 
     # IHalfCloseableProtocol: meterd closed our stdin.

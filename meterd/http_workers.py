@@ -13,12 +13,14 @@ answers themselves; while none is, the reactor accepts again.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
 from meterd.generation import Generation
 from meterd.web.api import Api, run_now
 from meterd.web.exchange import Answer, answer_row, incoming_from_row
+from meterd.web.request import Limits
 from meterd.worker_process import GENERATION_FD
 from meterd.workers import WorkerLink, WorkerPool
 
@@ -27,9 +29,10 @@ class HttpWorkers(WorkerPool):
     kind = "http"
     module = "meterd.http_worker"
 
-    def __init__(self, count: int, api: Api, reactor: Any) -> None:
+    def __init__(self, count: int, api: Api, limits: Limits, reactor: Any) -> None:
         super().__init__(count, reactor)
         self.api = api
+        self.limits = limits
         self.listening: Any = None  # meterd's own HTTP port, once it listens
         self.generation: Generation | None = None  # while started
         self._answers: dict[WorkerLink, list[list[Any]]] = {}  # this turn's, per worker
@@ -43,7 +46,7 @@ class HttpWorkers(WorkerPool):
         return {GENERATION_FD: self.generation.fd}
 
     def first_messages(self) -> list[dict[str, Any]]:
-        return [{"settings": True}]
+        return [{"settings": asdict(self.limits)}]
 
     def answers_changed(self) -> None:
         """An alarm settled or credentials changed: the workers' kept answers are stale."""
@@ -61,6 +64,8 @@ class HttpWorkers(WorkerPool):
     def message(self, link: WorkerLink, message: dict[str, Any]) -> None:
         if message.get("answered"):
             self.api.count("/getAlarme", 200, message["answered"])
+        for reason, n in message.get("notices", {}).items():
+            self.api.metrics.http_refused(reason, n)
         respond = self.api.respond
         for id_, *row in message.get("requests", ()):
             run_now(respond(incoming_from_row(row)), partial(self._answered, link, id_))

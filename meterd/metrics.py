@@ -32,6 +32,10 @@ class Metrics:
         self.udp_workers = Gauge("meterd_udp_workers", "UDP worker processes reading the meters' port", registry=r)
         self.http_workers = Gauge("meterd_http_workers", "HTTP worker processes serving the HTTP port", registry=r)
         self.http = Counter("meterd_http_requests", "HTTP requests, by route and status", ["route", "status"], registry=r)
+        self.http_refusals = Counter(
+            "meterd_http_refusals", "HTTP connections and requests refused before any route: limits, deadlines, bad framing",
+            ["reason"], registry=r,
+        )
         self.rounded = Counter(
             "meterd_readings_rounded", "Unauthenticated readings (--no-auth) whose valor was rounded half up to the Wh, by transport",
             ["transport"], registry=r,
@@ -55,6 +59,11 @@ class Metrics:
             counter = self._drops[reason] = self.dropped.labels(reason)
         counter.inc(n)
         self.recent[f"UDP datagrams dropped as {reason}"] += n
+
+    def http_refused(self, reason: str, n: int = 1) -> None:
+        """A connection or request the HTTP layer refused (meterd.web.request): counted, and summarised in the log."""
+        self.http_refusals.labels(reason).inc(n)
+        self.recent[f"HTTP refused as {reason}"] += n
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

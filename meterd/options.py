@@ -10,6 +10,7 @@ import platform
 import socket
 import sys
 from decimal import Decimal, InvalidOperation
+from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,6 +21,7 @@ import meterd
 import twisted
 from meterd.reuseport import SharedTCPEndpoint
 from meterd.tariff import TariffError, default_tariff, load_tariff
+from meterd.web.request import Limits
 
 
 def _positive(name: str, value: str, *, integer: bool = False) -> Decimal:
@@ -69,6 +71,7 @@ class Options(usage.Options):
         self["meter-mode"] = None  # postOptions: interval with --no-auth, else register
         self["udp-workers"] = 0
         self["http-workers"] = 0
+        self["limits"] = Limits()  # opt_max_connections ... opt_idle_timeout change it
 
     _failed = False
 
@@ -153,6 +156,39 @@ class Options(usage.Options):
     def opt_http_workers(self, value: str) -> None:
         """processes that parse HTTP beside the reactor, 0-64 (default 0: the reactor does; --http must be tcp: or unix:)"""
         self["http-workers"] = _worker_count("http-workers", value)
+
+    def _limit(self, name: str, value: str, *, integer: bool = False, scale: int = 1) -> None:
+        number = _positive(name, value, integer=integer)
+        field = name.replace("-", "_").replace("connections_per_address", "per_address")
+        self["limits"] = replace(self["limits"], **{field: int(number * scale) if integer else float(number)})
+
+    def opt_max_connections(self, value: str) -> None:
+        """open HTTP connections at most, kept below the descriptor limit (default 10000)"""
+        self._limit("max-connections", value, integer=True)
+
+    def opt_max_connections_per_address(self, value: str) -> None:
+        """open HTTP connections from one client address at most (default 128)"""
+        self._limit("max-connections-per-address", value, integer=True)
+
+    def opt_header_timeout(self, value: str) -> None:
+        """seconds for a request's headers to arrive once it begins (default 10)"""
+        self._limit("header-timeout", value)
+
+    def opt_body_timeout(self, value: str) -> None:
+        """seconds for a request's body to arrive (default 30)"""
+        self._limit("body-timeout", value)
+
+    def opt_body_min_rate(self, value: str) -> None:
+        """bytes a second a request's body must keep up after its first 5 s (default 1024)"""
+        self._limit("body-min-rate", value, integer=True)
+
+    def opt_max_buffered_bodies(self, value: str) -> None:
+        """MiB of request bodies being received, all connections together (default 64)"""
+        self["limits"] = replace(self["limits"], max_buffered_bodies=int(_positive("max-buffered-bodies", value, integer=True)) * 1024 * 1024)
+
+    def opt_idle_timeout(self, value: str) -> None:
+        """seconds a kept-alive HTTP connection may sit idle (default 60)"""
+        self._limit("idle-timeout", value)
 
     def opt_durability(self, value: str) -> None:
         """full (fsync each group commit, default) or normal"""

@@ -118,7 +118,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
     parts = Parts(
         config, clock, metrics, store, directory, ingest, bills, alarms, api, meters,
         UdpWorkers(config["udp-workers"], meters, directory, ingest, metrics, default_reactor) if config.get("udp-workers") else None,
-        HttpWorkers(config["http-workers"], api, default_reactor) if config.get("http-workers") else None,
+        HttpWorkers(config["http-workers"], api, config["limits"], default_reactor) if config.get("http-workers") else None,
     )
     connect(parts)
     return Meterd(parts)
@@ -223,7 +223,10 @@ class Meterd(service.MultiService):
         endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
             else serverFromString(default_reactor, description)
         try:
-            port: IListeningPort = await endpoint.listen(make_site(partial(serve, parts.api)))
+            limits = config["limits"].within_descriptors()
+            log.info("HTTP: at most {n} connections, {a} from one address", n=limits.max_connections, a=limits.max_per_address)
+            site = make_site(partial(serve, parts.api), limits, parts.metrics.http_refused, default_reactor)
+            port: IListeningPort = await endpoint.listen(site)
         except Exception as e:
             raise StartError(f"cannot listen for HTTP on {description}: {_reason(e)}") from None
         log.info("HTTP on {description}", description=description)

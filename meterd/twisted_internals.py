@@ -95,3 +95,24 @@ def service_reactor(service: internet._AbstractServer) -> Any:
     ``reactor`` argument, or the global one. Tests: test_reuseport.py.
     """
     return internet._maybeGlobalReactor(service.reactor)
+
+
+def at_request_line(channel: Any) -> bool:
+    """Whether an HTTP channel is waiting for a request line (not a header line).
+
+    ``twisted.web.http.HTTPChannel.__first_line`` (name-mangled): 1, or 2 after
+    the one empty line tolerated between requests, until the request line is
+    read. meterd answers an overlong request line 414 and an overlong header
+    line 431. Tests: test_bad_input.py, test_http_guard.py.
+    """
+    return bool(channel._HTTPChannel__first_line)
+
+
+def headers_size_so_far(channel: Any) -> int:
+    """Bytes of the request line and headers an HTTP channel has received for the current request.
+
+    ``HTTPChannel._receivedHeaderSize``, which its ``lineReceived`` checks
+    against ``totalHeadersSize`` to answer a bare 400; meterd checks first,
+    to answer 431 in its own shape. Tests: test_http_guard.py.
+    """
+    return int(channel._receivedHeaderSize)

@@ -14,6 +14,7 @@ import datetime
 import os
 import signal
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,24 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 
 from meterd import http_worker
-from meterd.alarms import page
 from meterd.alarm_book import Event
+from meterd.alarms import page
 from meterd.generation import Generation
 from meterd.http_worker import REPORT_INTERVAL, HttpWorker
 from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
+from meterd.web.request import Limits
 from tests.support import (
-    LiveServer, frame, frames, gone, http_workers_ready, split_frames, start_server, twistd_with_workers, until,
+    LiveServer,
+    frame,
+    frames,
+    gone,
+    http_workers_ready,
+    split_frames,
+    start_server,
+    twistd_with_workers,
+    until,
     worker_pids,
 )
 
@@ -49,7 +59,7 @@ B = make_cpf("168995350")
 
 def test_rows_carry_every_byte_through_json() -> None:
     every_byte = bytes(range(256))
-    incoming = Incoming("POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', False)
+    incoming = Incoming("POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}')
     assert incoming_from_row(orjson.loads(orjson.dumps(incoming_row(incoming)))) == incoming
     answer = Answer(405, b"application/json; charset=utf-8", every_byte, {"Allow": "GET, HEAD"})
     assert answer_from_row(orjson.loads(orjson.dumps(answer_row(answer)))) == answer
@@ -98,7 +108,7 @@ def test_a_worker_forwards_a_request_and_writes_the_answer_meterd_sends() -> Non
     )
     [sent] = frames(stdio.value())
     [[id_, *row]] = sent["requests"]
-    assert incoming_from_row(row) == Incoming("POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', False)
+    assert incoming_from_row(row) == Incoming("POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n')
     assert client.value() == b""  # nothing until meterd answers
     worker.dataReceived(frame({"answers": [[id_, *answer_row(Answer(409, b"application/json", b'{"e":1}', {"X-Why": "exists"}))]]}))
     written = client.value()
@@ -269,8 +279,9 @@ class SlowApi:
     """An Api whose answers wait for a Deferred: a reading waiting for its flush, say."""
 
     def __init__(self) -> None:
-        from meterd.metrics import Metrics
         from twisted.internet.defer import Deferred
+
+        from meterd.metrics import Metrics
 
         self.metrics = Metrics()
         self.alarm_service = None
@@ -288,22 +299,22 @@ def test_an_answer_after_the_pool_stopped_is_not_written_to_the_worker() -> None
     spawned: list[Any] = []
     clock.spawnProcess = lambda protocol, *args, **kw: spawned.append(protocol)  # type: ignore[attr-defined]
     api = SlowApi()
-    pool = HttpWorkers(1, api, clock)  # type: ignore[arg-type]
+    pool = HttpWorkers(1, api, Limits(), clock)  # type: ignore[arg-type]
     pool.socket_fd = lambda: 3  # type: ignore[method-assign]
     pool.startService()
     [link] = spawned
     transport = ClosingStdin()
     link.makeConnection(transport)
     link.childDataReceived(1, frame({"ready": True}))
-    incoming = Incoming("POST", "/postConsumo", b"", None, None, b"{}", False)
+    incoming = Incoming("POST", "/postConsumo", b"", None, None, b"{}")
     link.childDataReceived(1, frame({"requests": [[7, *incoming_row(incoming)]], "answered": 0}))
     clock.advance(0)
-    assert frames(transport.value()) == [{"settings": True}]  # not answered yet
+    assert frames(transport.value()) == [{"settings": asdict(Limits())}]  # not answered yet
     pool.stopService()
     assert transport.stdin_closed
     api.waiting.callback(None)  # the answer comes now: the worker has already answered 503
     clock.advance(0)
-    assert frames(transport.value()) == [{"settings": True}]
+    assert frames(transport.value()) == [{"settings": asdict(Limits())}]
 
 
 # -- end to end: workers beside an in-process meterd --------------------------------------
@@ -356,7 +367,7 @@ async def test_workers_repeat_meterds_alarm_answers_and_see_each_settlement_at_o
 
         # Byte for byte what meterd answers, and a poll never seen goes to meterd first.
         for query in (b"id=" + A.encode(), b"id=" + A.encode() + b"&cursor=0"):
-            ours = await respond(Incoming("GET", "/getAlarme", query, f"Bearer {token}", None, b"", False))
+            ours = await respond(Incoming("GET", "/getAlarme", query, f"Bearer {token}", None, b""))
             _, theirs, response = await server.call("GET", "/getAlarme?" + query.decode(), token=token)
             assert orjson.dumps(theirs) == ours.body and response.code == ours.status == 200
         assert [i.query for i in asked] == [b"id=" + A.encode() + b"&cursor=0"]
@@ -493,7 +504,7 @@ def self_signed(tmp_path: Path) -> Path:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
     path = tmp_path / "server.pem"

@@ -38,7 +38,6 @@ class Incoming(NamedTuple):
     authorization: str | None  # the header, latin-1 decoded
     content_type: str | None
     body: bytes
-    too_large: bool  # the body passed the limit and was discarded (LimitedRequest)
 
 
 class Answer(NamedTuple):
@@ -60,7 +59,6 @@ def incoming_of(request: Request) -> Incoming:
         _text(request.getHeader(b"authorization")),
         _text(request.getHeader(b"content-type")),
         request.content.read() if request.content is not None else b"",
-        getattr(request, "too_large", False),
     )
 
 
@@ -85,13 +83,13 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
 
 
 def incoming_row(incoming: Incoming) -> list[Any]:
-    method, path, query, authorization, content_type, body, too_large = incoming
-    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), too_large]
+    method, path, query, authorization, content_type, body = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1")]
 
 
 def incoming_from_row(row: list[Any]) -> Incoming:
-    method, path, query, authorization, content_type, body, too_large = row
-    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), too_large)
+    method, path, query, authorization, content_type, body = row
+    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"))
 
 
 def answer_row(answer: Answer) -> list[Any]:
