@@ -9,8 +9,8 @@ from __future__ import annotations
 import platform
 import socket
 import sys
-from decimal import Decimal, InvalidOperation
 from dataclasses import replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

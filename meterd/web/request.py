@@ -26,12 +26,15 @@ from __future__ import annotations
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -103,13 +106,18 @@ class LimitedRequest(Request):
 
     _received = 0
 
+    @property
+    def guarded(self) -> Channel | None:
+        """The request's channel: a MeterdSite makes only :class:`Channel`\\ s."""
+        return cast("Channel | None", self.channel)
+
     def gotLength(self, length: int | None) -> None:
         super().gotLength(length)
-        if self.channel is not None and length != 0:
-            self.channel.body_begins()
+        if self.guarded is not None and length != 0:
+            self.guarded.body_begins()
 
     def handleContentChunk(self, data: bytes) -> None:
-        channel = self.channel
+        channel = self.guarded
         if channel is None or channel.refused:
             return
         self._received += len(data)
@@ -119,8 +127,8 @@ class LimitedRequest(Request):
             super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.channel is not None:
-            self.channel.body_ends()
+        if self.guarded is not None:
+            self.guarded.body_ends()
         super().requestReceived(command, path, version)
 
 
@@ -227,7 +235,7 @@ class Channel(HTTPChannel):
         self.paused = True  # LineReceiver stops parsing what is already buffered
         self.site.notice(code)
         self.dataReceived = lambda data: None  # type: ignore[method-assign]  # what the client sends after is dropped
-        transport = self.transport
+        transport: Any = self.transport  # a TCP transport (or a test's), which can close for writing
         assert transport is not None
         transport.write(error_response(status, code, message))
         if hasattr(transport, "loseWriteConnection"):
@@ -262,9 +270,10 @@ class Channel(HTTPChannel):
 
     def forceAbortClient(self) -> None:
         self._abortingCall = None
-        self.transport.abortConnection()
+        transport: Any = self.transport
+        transport.abortConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.body_ends()
@@ -290,7 +299,8 @@ class _Handled(Resource):
 class MeterdSite(Site):
     """A Site that hands every request to one handler and keeps every connection within :class:`Limits`."""
 
-    protocol = Channel  # HTTP/1.1: Site's default only adds a wrapper that would negotiate HTTP/2 (the h2 package)
+    # HTTP/1.1: Site's default only adds a wrapper that would negotiate HTTP/2 (the h2 package)
+    protocol = Channel  # type: ignore[assignment]
     requestFactory = LimitedRequest
 
     def __init__(self, handle: Callable[[Request], None], limits: Limits, notice: Notice, clock: Any) -> None:
@@ -310,7 +320,7 @@ class MeterdSite(Site):
         self.limits = limits
         self.timeOut = limits.idle_timeout
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """No per-request access log on the hot path; /metrics counts requests."""
 
     def now(self) -> float:
@@ -326,7 +336,7 @@ class MeterdSite(Site):
             self._sweep.stop()
         super().stopFactory()
 
-    def buildProtocol(self, addr: IAddress) -> Channel | None:
+    def buildProtocol(self, addr: IAddress | None) -> Channel | None:  # type: ignore[override]  # protocol is Channel
         """A channel, or None (the connection is closed at once) past a connection limit."""
         host = getattr(addr, "host", "")
         if self.open >= self.limits.max_connections:
