@@ -181,7 +181,12 @@ class Ingest(Service):
     def _ack(
         self, readings: Sequence[Reading], replies: Sequence[Reply], outcomes: Sequence[Outcome]
     ) -> list[tuple[Deferred[Outcome], Outcome]]:
-        """Count the outcomes, send one ack per meter; the HTTP waiters and their outcomes, to answer later.
+        """Count the outcomes, send the acks; the HTTP waiters and their outcomes, to answer later.
+
+        Acks go where each reading came from: one row per meter and source
+        address, so a datagram replayed from elsewhere gets only its own seqs
+        acknowledged, to the replayer, and the meter's new readings are always
+        acknowledged to the meter.
 
         Runs on the reactor thread once per flush over thousands of readings,
         so it avoids per-reading Python where C does the same: an Enum hashes
@@ -194,7 +199,7 @@ class Ingest(Service):
             n = outcomes.count(outcome)
             if n:
                 counter.inc(n)
-        acks: dict[tuple[str, int], AckRow] = {}  # the rows themselves: built once, seqs appended in place
+        acks: dict[tuple[str, int, Address], AckRow] = {}  # the rows themselves: built once, seqs appended in place
         stored, duplicate = Outcome.STORED, Outcome.DUPLICATE
         waiters: list[tuple[Deferred[Outcome], Outcome]] = []
         for reading, reply, outcome in zip(readings, replies, outcomes):
@@ -205,10 +210,10 @@ class Ingest(Service):
                 seq = reading.seq
                 if seq is None:
                     continue
-                key = reading[:2]  # (customer_id, meter_id)
+                key = (reading[0], reading[1], reply)  # (customer_id, meter_id, where it came from)
                 entry = acks.get(key)
                 if entry is None:
-                    acks[key] = (*key, [seq], *reply)
+                    acks[key] = (reading[0], reading[1], [seq], *reply)
                 else:
                     entry[2].append(seq)
         if acks and self.send_acks is not None:

@@ -307,3 +307,35 @@ def test_twistd_no_auth_csv(tmp_path: Path):
             time.sleep(0.05)
     finally:
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replayed_datagram_never_takes_the_meters_acks(server: LiveServer):
+    """Someone replaying one captured datagram every 2 ms gets only that datagram's seq acked;
+    the meter, sending new readings meanwhile, gets every one of its own."""
+    key = await register(server)
+    meter, replayer = FakeMeter(server.udp_port, key), FakeMeter(server.udp_port, key)
+    ports = [await listen(meter), await listen(replayer)]
+    try:
+        start = time.time() - 100
+        captured = meter.reading(start, 100.0, 0)
+        meter.send(captured)
+        await meter.acks_for(0)
+        meter.acked.clear()
+
+        async def replay() -> None:
+            for _ in range(300):
+                replayer.send(captured)
+                await deferLater(reactor, 0.002, lambda: None)
+
+        replaying = Deferred.fromCoroutine(replay())
+        for seq in range(1, 21):
+            meter.send(meter.reading(start + seq, 100.0 + seq, seq))
+            await deferLater(reactor, 0.01, lambda: None)
+        await meter.acks_for(*range(1, 21))
+        await replaying
+        assert sorted(set(meter.acked)) == list(range(1, 21))
+        assert replayer.acked and set(replayer.acked) == {0}  # its own seq, and nothing else
+    finally:
+        for port in ports:
+            await port.stopListening()
