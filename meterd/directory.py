@@ -45,6 +45,10 @@ class Directory:
         self.customer_listeners: list[Callable[[Customer], None]] = []
 
     def add_customer(self, customer: Customer) -> None:
+        """A customer registered, or changed: a token it no longer has opens nothing from now on."""
+        old = self.customers.get(customer.id)
+        if old is not None and old.token_hash != customer.token_hash:
+            self._tokens.pop(old.token_hash, None)
         self.customers[customer.id] = customer
         self._tokens[customer.token_hash] = Principal("customer", customer.id)
         for listener in self.customer_listeners:
@@ -52,8 +56,11 @@ class Directory:
 
     def add_meter(self, meter: Meter) -> None:
         key = (meter.customer_id, meter.meter_id)
-        if key not in self.meters:
+        old = self.meters.get(key)
+        if old is None:
             self._by_customer.setdefault(meter.customer_id, []).append(meter.meter_id)
+        elif old.meter.key_hex != meter.key_hex:
+            self._tokens.pop(token_hash(old.meter.key_hex), None)  # the old key posts nothing from now on
         entry = self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
         self._tokens[token_hash(meter.key_hex)] = Principal("meter", meter.customer_id, meter.meter_id)
         for listener in self.meter_listeners:

@@ -47,6 +47,7 @@ from meterd.options import Options
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
 from meterd.store.sqlite import SqliteStore
+from meterd.sync import DirectorySync
 from meterd.twisted_internals import datagram_socket
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
@@ -165,6 +166,8 @@ class Meterd(service.MultiService):
         self._stopping: Deferred[None] | None = None
         for child in (parts.ingest, parts.alarms, Notices(parts.metrics.recent)):
             child.setServiceParent(self)
+        if parts.store.shared:  # other processes change the directory too
+            DirectorySync(parts.store, parts.directory, parts.clock).setServiceParent(self)
 
     # the parts tests and the bench reach for
     api = property(lambda self: self.parts.api)

@@ -28,6 +28,32 @@ from meterd.service import Meterd, makeService
 
 
 
+def pg_schema() -> str:
+    """The PostgreSQL schema this test process may wipe: one per xdist worker, so workers never share one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"test_{worker}" if worker else "public"
+
+
+def pg_dsn() -> str:
+    """``METERD_TEST_PG`` with this process's schema first on the search path; "" when unset."""
+    dsn = os.environ.get("METERD_TEST_PG", "")
+    if not dsn or pg_schema() == "public":
+        return dsn
+    from urllib.parse import quote
+
+    # a URL still (meterd's --db wants postgresql://...), with libpq's options parameter
+    return f"{dsn}{'&' if '?' in dsn else '?'}options={quote(f'-c search_path={pg_schema()}')}"
+
+
+def reset_pg() -> None:
+    """An empty schema for this process: what every PostgreSQL test starts from."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {pg_schema()} CASCADE")
+        conn.execute(f"CREATE SCHEMA {pg_schema()}")
+
+
 #: Set by tests/conftest.py when the run is the fast loop (``-m "not slow"``).
 FAST_LOOP = False
 
@@ -222,4 +248,4 @@ class Twistd:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-__all__ = ["FAST_LOOP", "examples", "LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "twistd_with_workers", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]
+__all__ = ["FAST_LOOP", "examples", "pg_dsn", "pg_schema", "reset_pg", "LiveServer", "start_server", "http_workers_ready", "frame", "frames", "split_frames", "twistd_with_workers", "until", "worker_pids", "gone", "Twistd", "ROOT", "free_port", "http", "subprocess_env", "reactor"]

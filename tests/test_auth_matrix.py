@@ -32,6 +32,7 @@ from tests.web_support import dump_store
 
 A = make_cpf("529982247")
 B = make_cpf("168995350")
+SPARE = make_cpf("111444777")  # whose credentials the operator's cells renew: A's and B's must keep working
 PRINCIPALS = ("none", "bad", "other_customer", "own_customer", "meter_key", "operator")
 _fresh = (make_cpf(str(n)) for n in itertools.count(200_000_001))
 
@@ -69,6 +70,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     w.key1 = (await _ok(server, "POST", "/cadMedidor", {"id": A}))["key"]
     w.key2 = (await _ok(server, "POST", "/cadMedidor", {"id": A}))["key"]
     w.b_key = (await _ok(server, "POST", "/cadMedidor", {"id": B}))["key"]
+    await _ok(server, "POST", "/cadCliente", {"id": SPARE, "name": "Sobra"})
+    await _ok(server, "POST", "/cadMedidor", {"id": SPARE})
     w.tokens = {
         "none": None,
         "bad": new_token(),
@@ -99,6 +102,10 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "POST", {"id": next(_fresh), "name": "Nova"}, None
     if route == "/cadMedidor":
         return "POST", {"id": A}, None
+    if route == "/novoToken":
+        return "POST", {"id": SPARE}, None
+    if route == "/novaChave":
+        return "POST", {"id": SPARE, "id_medidor": 1}, None
     if route == "/postConsumo":
         n = next(w.seq)  # each one a new, later reading of a rising register
         return "POST", {"id": A, "id_medidor": 1, "valor": n / 1000, "timestamp": w.base_ts + n}, None
@@ -118,6 +125,8 @@ CUSTOMER_ROUTE = (401, 401, 403, 200, 403, 200)
 MATRIX: dict[str, tuple[int, ...]] = {
     "/cadCliente": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/cadMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
+    "/novoToken": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/novaChave": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/postConsumo": (401, 401, 403, 403, 201, 201),
     "/getConsumoHist": CUSTOMER_ROUTE,
     "/getFatura": CUSTOMER_ROUTE,

@@ -205,3 +205,54 @@ def test_sigkill_under_a_lossy_fleet_loses_no_acknowledged_reading(
         for s in (restarted, server):
             if s is not None and s.proc is not None and s.proc.poll() is None:
                 s.stop(signal.SIGKILL)
+
+
+def test_every_customer_committed_in_a_registration_burst_cut_by_sigkill_ends_with_a_working_token(tmp_path: Path) -> None:
+    """A registration's 201, with the one-time token, may be lost to a crash after its commit: the
+    customer is then registered with no token anyone knows. The operator gives it one (/novoToken)."""
+    import concurrent.futures
+
+    from meterd.taxid import make_cpf
+
+    server = Twistd(tmp_path / "data").start()
+    token = server.token
+    ids = [make_cpf(str(300_000_000 + n)) for n in range(400)]
+    answered: dict[str, str] = {}
+
+    def register(cid: str) -> None:
+        try:
+            status, body = http("POST", server.url + "/cadCliente", token, {"id": cid, "name": "Rajada"}, timeout=5)
+        except OSError:
+            return  # the server died with this request in flight
+        if status == 201:
+            answered[cid] = body["token"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(register, cid) for cid in ids]
+        deadline = time.monotonic() + 30
+        while len(answered) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGKILL)  # in the middle of the burst
+        server.proc.wait(20)
+        concurrent.futures.wait(futures)
+    server.stop()
+    assert answered, "no registration was answered before the kill"
+
+    with sqlite3.connect(tmp_path / "data" / "meterd.sqlite3") as conn:
+        committed = {row[0] for row in conn.execute("SELECT id FROM customers")}
+    assert set(answered) <= committed  # every 201 came after its commit
+    orphans = committed - set(answered)
+
+    again = Twistd(tmp_path / "data").start()
+    try:
+        for cid in orphans:
+            status, body = http("POST", again.url + "/novoToken", token, {"id": cid})
+            assert status == 200, body
+            answered[cid] = body["token"]
+        for cid in committed:
+            status, body = http("GET", f"{again.url}/getMedidores?id={cid}", answered[cid])
+            assert status == 200, (cid, body)
+    finally:
+        again.stop()
+    print(f"registration burst: {len(committed)} committed, {len(orphans)} of them unanswered before the kill, all given a token")

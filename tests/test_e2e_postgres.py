@@ -33,9 +33,9 @@ from meterd.datagram import sign, split_signature, verify
 from meterd.readings import Outcome, Reading
 from meterd.store import schema
 from meterd.store.base import Customer
-from tests.support import ROOT, free_port, http, subprocess_env
+from tests.support import ROOT, free_port, http, pg_dsn, reset_pg, subprocess_env
 
-DSN = os.environ.get("METERD_TEST_PG", "")
+DSN = pg_dsn()
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,11 +48,7 @@ T0 = 1_764_000_000_000  # ms, on the hour
 
 
 def reset_database() -> None:
-    import psycopg
-
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    reset_pg()
 
 
 def query(statement: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -27,6 +27,7 @@ from meterd.registers import Sample, bucket_deltas, interval_sums, registers_at
 from meterd.store import readings_log, schema
 from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError
 from meterd.store.sqlite import SqliteStore
+from tests.support import pg_dsn, pg_schema, reset_pg
 
 SP = ZoneInfo("America/Sao_Paulo")
 C1 = "12345678909"
@@ -58,7 +59,7 @@ class Backend:
     def __init__(self, kind: str, tmp_path: Path) -> None:
         self.kind = kind
         self.path = str(tmp_path / "meterd.sqlite3")
-        self.dsn = os.environ.get("METERD_TEST_PG", "")
+        self.dsn = pg_dsn()
         self.opened: list[Any] = []
 
     def new(self) -> Any:
@@ -90,11 +91,11 @@ class Backend:
         import psycopg
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone()[0] is not None
+            return conn.execute("SELECT to_regclass(%s)", (f"{pg_schema()}.{name}",)).fetchone()[0] is not None
 
     def reset(self) -> None:
         if self.kind == "postgresql":
-            self.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            reset_pg()
 
 
 BACKENDS: dict[int, Backend] = {}
@@ -548,6 +549,8 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
     backend.execute("DROP TABLE alarm_counters")
     for table in ("readings_logs", *readings_log.LOGS):  # and before migration 4 (SQLite's)
         backend.execute(f"DROP TABLE IF EXISTS {table}")
+    for statement in UNDO_MIGRATION_6:
+        backend.execute(statement)
     backend.execute("UPDATE schema_version SET version = 2")
     fresh = backend.new()
     await fresh.start()
@@ -557,6 +560,13 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
 
 
 # -- SQLite specifics -------------------------------------------------------------------
+
+
+#: A database from before migration 6: what these tests rewind a current one to, first.
+UNDO_MIGRATION_6 = (
+    "DROP INDEX customers_updated", "DROP INDEX meters_updated",
+    "ALTER TABLE customers DROP COLUMN updated_ms", "ALTER TABLE meters DROP COLUMN updated_ms",
+)
 
 
 def _back_to_milliseconds(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
@@ -581,6 +591,8 @@ async def test_sqlite_migration_4_keeps_the_readings_a_version_3_database_holds(
         for table in ("readings_logs", *readings_log.LOGS):
             conn.execute(f"DROP TABLE {table}")
         _back_to_milliseconds(conn, ["readings"])
+        for statement in UNDO_MIGRATION_6:
+            conn.execute(statement)
         conn.execute("UPDATE schema_version SET version = 3")
     store = SqliteStore(path)
     await store.start()
@@ -619,6 +631,8 @@ async def test_migration_5_moves_every_reading_time_to_microseconds(tmp_path, mo
         assert sum(1 for n in counts if n) >= 2, counts  # readings in more than one table
         _back_to_milliseconds(conn, readings_log.TABLES)
         conn.execute("UPDATE readings_logs SET unmoved_ts = unmoved_ts / 1000")
+        for statement in UNDO_MIGRATION_6:
+            conn.execute(statement)
         conn.execute("UPDATE schema_version SET version = 4")
     store = SqliteStore(path, log_rows=3)
     await store.start()

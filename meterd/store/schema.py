@@ -137,6 +137,14 @@ MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
         ],
         "postgresql": _TO_MICROSECONDS,
     },
+    # 6: when a customer's or meter's row last changed (a new token or key, an update):
+    # processes sharing a PostgreSQL database learn each other's changes from it.
+    [
+        "ALTER TABLE customers ADD COLUMN updated_ms BIGINT",
+        "ALTER TABLE meters ADD COLUMN updated_ms BIGINT",
+        "CREATE INDEX customers_updated ON customers (updated_ms)",
+        "CREATE INDEX meters_updated ON meters (updated_ms)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

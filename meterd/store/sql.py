@@ -213,6 +213,44 @@ class SqlStore(AlarmSql):
             self.memory.meter_added((meter.customer_id, meter.meter_id), meter.mode)
         return meter
 
+    def replace_token(self, customer_id: str, token_hash: str, now_ms: int) -> Deferred[Customer]:
+        """Give the customer a new token (its hash): the old one opens nothing from the commit on."""
+
+        def update(txn: Any) -> Customer:
+            txn.execute(self.sql("UPDATE customers SET token_hash = ?, updated_ms = ? WHERE id = ?"), (token_hash, now_ms, customer_id))
+            row = self._one(txn, f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
+            if row is None:
+                raise NotFound(customer_id)
+            return Customer(*row)
+
+        return self._write(update)
+
+    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int) -> Deferred[Meter]:
+        """Give the meter a new key: datagrams signed with the old one are refused from the commit on."""
+
+        def update(txn: Any) -> Meter:
+            txn.execute(
+                self.sql("UPDATE meters SET key_hex = ?, updated_ms = ? WHERE customer_id = ? AND meter_id = ?"),
+                (key_hex, now_ms, customer_id, meter_id),
+            )
+            row = self._one(txn, f"SELECT {_METER_COLUMNS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id))
+            if row is None:
+                raise NotFound((customer_id, meter_id))
+            return Meter(*row)
+
+        return self._write(update)
+
+    def changed_since(self, since_ms: int) -> Deferred[tuple[list[Customer], list[Meter]]]:
+        """Customers and meters whose rows changed after ``since_ms`` (their tokens and keys among them)."""
+
+        def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
+            txn.execute(self.sql(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE updated_ms > ?"), (since_ms,))
+            customers = [Customer(*row) for row in txn.fetchall()]
+            txn.execute(self.sql(f"SELECT {_METER_COLUMNS} FROM meters WHERE updated_ms > ?"), (since_ms,))
+            return customers, [Meter(*row) for row in txn.fetchall()]
+
+        return self._read(load)
+
     def load_directory(self) -> Deferred[tuple[list[Customer], list[Meter]]]:
         def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
             txn.execute(f"SELECT {_CUSTOMER_COLUMNS} FROM customers")

@@ -329,6 +329,52 @@ class Api:
         log.info("registered meter {meter} of customer {id}", id=cid, meter=meter.meter_id)
         return 201, {"id": cid, "id_medidor": meter.meter_id, "mode": mode, "key": key}
 
+    @route(
+        "POST", "/novoToken", "operator",
+        ID,
+        summary="Give a customer a new token (operator token)",
+        description=(
+            "For a customer who lost the token, or never got it (its registration's answer was lost)."
+            " The old token opens nothing from this answer on; the new one is shown once."
+        ),
+        tag="registration", ok=((200, "the new token", "NewToken"),), errors=(404, 503),
+    )
+    async def new_token(self, call: Call) -> tuple[int, dict[str, Any]]:
+        cid = call.args["id"]
+        await self.customer(cid)
+        token = credentials.new_token()
+        try:
+            customer = await self.store.replace_token(cid, credentials.token_hash(token), self.now_ms())
+        except NotFound:
+            raise not_found("unknown_customer", f"customer {cid} is not registered") from None
+        self.directory.add_customer(customer)
+        log.info("issued a new token for customer {id}; the old one opens nothing", id=cid)
+        return 200, {"id": cid, "token": token}
+
+    @route(
+        "POST", "/novaChave", "operator",
+        ID,
+        METER,
+        summary="Give a meter a new key (operator token)",
+        description=(
+            "For a meter whose key was lost or exposed. Datagrams signed with the old key are refused,"
+            " and it posts nothing, from this answer on; the new key is shown once."
+        ),
+        tag="registration", ok=((200, "the new key", "NewKey"),), errors=(404, 503),
+    )
+    async def new_key(self, call: Call) -> tuple[int, dict[str, Any]]:
+        cid, meter_id = call.args["id"], call.args["id_medidor"]
+        await self.customer(cid)
+        await self.meter_ids(cid, meter_id)
+        key = credentials.new_meter_key()
+        try:
+            meter = await self.store.replace_key(cid, meter_id, key, self.now_ms())
+        except NotFound:
+            raise not_found("unknown_meter", f"customer {cid} has no meter {meter_id}") from None
+        self.directory.add_meter(meter)
+        log.info("issued a new key for meter {meter} of customer {id}; the old one is refused", id=cid, meter=meter_id)
+        return 200, {"id": cid, "id_medidor": meter_id, "key": key}
+
     # -- readings ----------------------------------------------------------
 
     @route(

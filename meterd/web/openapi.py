@@ -237,7 +237,26 @@ _COMPONENTS: dict[str, Any] = {
                 "key": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "HMAC key and bearer token of the meter; shown only now"},
             },
         },
-        "ReadingStored": {
+        "NewToken": {
+        "type": "object",
+        "required": ["id", "token"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "token": {"type": "string", "description": "the customer's new bearer token; shown only now"},
+        },
+    },
+    "NewKey": {
+        "type": "object",
+        "required": ["id", "id_medidor", "key"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "id_medidor": {"type": "integer", "minimum": 1},
+            "key": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "the meter's new HMAC key; shown only now"},
+        },
+    },
+    "ReadingStored": {
             "type": "object",
             "required": ["status"],
             "additionalProperties": False,
