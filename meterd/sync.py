@@ -30,13 +30,13 @@ MARGIN_MS = 60_000
 class DirectorySync(TimerService):
     def __init__(self, store: Store, directory: Directory, clock: Any, interval: float = INTERVAL) -> None:
         super().__init__(interval, self.check)
-        self.clock = clock
+        self.clock = self.now = clock  # TimerService's clock, and ours to read the time from
         self.store = store
         self.directory = directory
-        self.since_ms = int(clock.seconds() * 1000) - MARGIN_MS
+        self.since_ms = int(self.now.seconds() * 1000) - MARGIN_MS
 
     def check(self) -> Deferred[None]:
-        started_ms = int(self.clock.seconds() * 1000)
+        started_ms = int(self.now.seconds() * 1000)
 
         def take(changed: tuple[list[Any], list[Any]]) -> None:
             customers, meters = changed

@@ -7,7 +7,6 @@ and polls an HTTP worker would otherwise repeat); the new one is shown once.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from typing import Any
