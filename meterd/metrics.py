@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
+from meterd import kernel_drops
 from meterd.readings import Outcome
 
 
@@ -19,6 +20,7 @@ class Metrics:
         self.datagrams_received = 0
         self.acks_sent = 0
         self.acks_unsent = 0
+        self.udp_socket_inode: int | None = None  # meterd's UDP socket, once it listens: its kernel drops
         r.register(self)
         self.dropped = Counter("meterd_datagrams_dropped", "UDP datagrams dropped, by reason", ["reason"], registry=r)
         self.readings = Counter("meterd_readings", "Readings flushed, by outcome", ["outcome"], registry=r)
@@ -52,6 +54,13 @@ class Metrics:
             "meterd_acks_unsent", "Ack datagrams the socket refused (full send buffer, no route); the meters resend",
             value=self.acks_unsent,
         )
+        dropped = None if self.udp_socket_inode is None else kernel_drops.drops(self.udp_socket_inode)
+        if dropped is not None:
+            yield CounterMetricFamily(
+                "meterd_udp_kernel_drops",
+                "Datagrams the kernel dropped on meterd's UDP socket (receive buffer full) before anyone read them",
+                value=dropped,
+            )
 
     def drop(self, reason: str, n: int = 1) -> None:
         counter = self._drops.get(reason)

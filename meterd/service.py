@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from meterd import tuning
+from meterd import kernel_drops, tuning
 from meterd.alarms import Alarms
 from meterd.bill_cache import BillCache
 from meterd.credentials import operator_token
@@ -253,6 +253,7 @@ class Meterd(service.MultiService):
         except Exception as e:
             raise StartError(f"cannot listen for UDP on {where}: {_reason(e)}") from None
         set_receive_buffer(datagram_socket(port), UDP_RECEIVE_BUFFER)
+        self.parts.metrics.udp_socket_inode = kernel_drops.socket_inode(datagram_socket(port))
         log.info("UDP on {where}", where=where)
         return port
 

@@ -339,3 +339,17 @@ async def test_a_replayed_datagram_never_takes_the_meters_acks(server: LiveServe
     finally:
         for port in ports:
             await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_kernel_drops_before_meterd_reads_is_counted(server: LiveServer):
+    """With the reactor kept from reading, a burst overflows the socket's buffer: /metrics shows the kernel's count."""
+    await register(server)
+    sock = server.core.udp_port.socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny buffer: the kernel must drop
+    before = m(await scrape(server), "meterd_udp_kernel_drops_total")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for _ in range(2000):  # sent while this reactor turn runs: nobody reads
+            sender.sendto(b"x" * 200, ("127.0.0.1", server.udp_port))
+    after = m(await scrape(server), "meterd_udp_kernel_drops_total")
+    assert after - before > 0

@@ -74,3 +74,27 @@ def test_key_for_signs_a_known_meters_acks_with_its_own_key() -> None:
     [ack] = encode_acks(C, 1, [7], key)
     assert decode_ack(ack, KEY) == (C, 1, [7])
     assert s.key_for((C, 2)) is None
+
+
+def test_a_datagram_is_refused_in_the_cheapest_order_length_shape_meter_then_hmac(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a flood of garbage, what is cheap to check is checked first: a signature is only ever
+    verified for a well-formed reading of a known meter."""
+    from meterd import datagram
+
+    verified: list[bytes] = []
+    real = datagram.Key.verify
+    monkeypatch.setattr(datagram.Key, "verify", lambda self, payload, signature: verified.append(payload) or real(self, payload, signature))
+    forged = bytes(32)
+
+    def reason(data: bytes, keys: dict[tuple[str, int], bytes] | None = None) -> str:
+        with pytest.raises(Rejected) as e:
+            screen(keys).reading(data, NOW)
+        return e.value.reason
+
+    assert reason(sign(b"{" + b" " * 2000 + b"}", forged)) == "too_large"  # length, before anything is parsed
+    assert reason(sign(b"not a reading", forged)) == "bad_csv"  # shape
+    assert reason(sign(PAYLOAD.replace(b'"id_medidor": 1', b'"id_medidor": -1'), forged)) == "out_of_range"
+    assert reason(sign(PAYLOAD, forged), {}) == "unknown_meter"  # a meter nobody registered: no HMAC computed
+    assert verified == []
+    assert reason(sign(PAYLOAD, forged)) == "bad_signature"  # last, and only for a known meter
+    assert verified == [PAYLOAD]

@@ -224,3 +224,53 @@ async def test_a_meter_key_is_returned_once_and_never_again(server: LiveServer) 
     text = "\n".join(a.decode("latin-1") if isinstance(a, bytes) else json.dumps(a) for a in answers)
     assert not _secrets_in(text, keys)
     assert not _secrets_in(text, [server.token, customer["token"]])
+
+
+def _modes(data_dir: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in [data_dir, *data_dir.iterdir()]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_data_dir_and_everything_in_it_are_private_from_creation(tmp_path: Path) -> None:
+    """The data dir holds the operator token and every meter's key: 0700, and 0600 files, also -wal and -shm."""
+    from tests.support import start_server
+
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir)
+    try:
+        status, _, _ = await server.call("POST", "/cadCliente", json_body={"id": "12345678909", "name": "Ana"})
+        assert status == 201
+        await server.call("POST", "/cadMedidor", json_body={"id": "12345678909"})
+        modes = _modes(data_dir)
+        assert {"meterd.sqlite3", "meterd.sqlite3-wal", "meterd.sqlite3-shm", "operator.token"} <= set(modes)
+        assert modes.pop("data") == 0o700
+        assert all(mode == 0o600 for mode in modes.values()), modes
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_data_dir_left_readable_is_tightened_with_a_warning_naming_each_path(tmp_path: Path) -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from tests.support import start_server
+
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir)
+    await server.stop()
+    data_dir.chmod(0o755)
+    for path in data_dir.iterdir():
+        path.chmod(0o644)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        server = await start_server(data_dir)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    try:
+        warned = [formatEvent(e) for e in events if "readable or writable by others" in formatEvent(e)]
+        assert any(str(data_dir) + " was" in w for w in warned) and any("meterd.sqlite3 was" in w for w in warned)
+        modes = _modes(data_dir)
+        assert modes.pop("data") == 0o700 and all(mode == 0o600 for mode in modes.values()), modes
+    finally:
+        await server.stop()
