@@ -245,6 +245,14 @@ class MeterdClient:
     def register_meter(self, id: str, *, mode: str | None = None) -> Deferred[dict[str, Any]]:
         return self._request("POST", "/cadMedidor", body={"id": id, "mode": mode})
 
+    def new_token(self, id: str) -> Deferred[dict[str, Any]]:
+        """A new token for the customer (operator): the old one stops working."""
+        return self._request("POST", "/novoToken", body={"id": id})
+
+    def new_key(self, id: str, id_medidor: int) -> Deferred[dict[str, Any]]:
+        """A new key for the meter (operator): the old one stops working."""
+        return self._request("POST", "/novaChave", body={"id": id, "id_medidor": id_medidor})
+
     def meters(self, id: str) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getMedidores", query={"id": id})
 

@@ -172,6 +172,19 @@ class FakeMeterd(Resource):
             mode = p.get("mode", "register")
             self.meters[cid].append({"id_medidor": n, "mode": mode, "last_seen": None, "last_kwh": None})
             return 201, {"id": cid, "id_medidor": n, "mode": mode, "key": f"{n:064x}"}
+        if path in ("/novoToken", "/novaChave") and not operator:
+            return 403, _err("forbidden", "só o operador")
+        if path == "/novoToken":
+            for old in [t for t, owner in self.tokens.items() if owner == cid]:
+                del self.tokens[old]
+            tok = f"tok2-{cid}"
+            self.tokens[tok] = cid
+            return 200, {"id": cid, "token": tok}
+        if path == "/novaChave":
+            n = int(p["id_medidor"])
+            if not 1 <= n <= len(self.meters[cid]):
+                return 404, _err("unknown_meter", f"o medidor {n} não existe")
+            return 200, {"id": cid, "id_medidor": n, "key": f"{n + 100:064x}"}
         if path == "/getMedidores":
             return 200, {"id": cid, "meters": self.meters[cid]}
         if path == "/getConsumoHist":

@@ -247,3 +247,22 @@ def test_alarm_appears_within_one_poll_interval(server: Server) -> None:
     finally:
         c.send("0")
         c.close()
+
+
+def test_new_token_and_key_subcommands_replace_the_old_ones(server: Server) -> None:
+    cpf = "86288366757"
+    status, doc = server.call("POST", "/cadCliente", {"id": cpf, "name": "Dário Açaí"})
+    assert status == 201, doc
+    old_token = doc["token"]
+    server.call("POST", "/cadMedidor", {"id": cpf})
+    r = _cli(server, "--json", "novo-token", "--id", cpf)
+    assert r.returncode == 0, r.stderr
+    new_token = json.loads(r.stdout)["token"]
+    assert new_token and new_token != old_token
+    assert server.call("GET", f"/getMedidores?id={cpf}", token=old_token)[0] == 401
+    assert server.call("GET", f"/getMedidores?id={cpf}", token=new_token)[0] == 200
+    r = _cli(server, "nova-chave", "--id", cpf, "--medidor", "1")
+    assert r.returncode == 0, r.stderr
+    assert "Nova chave do medidor 1" in r.stdout and "CHAVE DO MEDIDOR:" in r.stdout
+    r = _cli(server, "nova-chave", "--id", cpf, "--medidor", "7")
+    assert r.returncode == 1 and r.stdout == "" and "404" in r.stderr

@@ -445,8 +445,8 @@ def test_terminal_frontend_redraws_half_typed_line_after_banner() -> None:
     assert out[:banner_at].startswith(b"\r")  # the input line was erased first
     assert out.endswith(b"> ab")  # prompt and half-typed text redrawn
     tr.clear()
-    proto.dataReceived(b"\x7f\x7f8\r")  # edit and submit
-    assert "Opção inválida: '8'" in tr.value().decode()
+    proto.dataReceived(b"\x7f\x7fx\r")  # edit and submit
+    assert "Opção inválida: 'x'" in tr.value().decode()
     tr.clear()
     proto.dataReceived(b"\x03")  # ^C quits
     assert tr.disconnecting
@@ -476,6 +476,20 @@ def test_operator_sees_a_customers_bill_history_alarms_and_acks() -> None:
     assert "não há cliente cadastrado com este CPF/CNPJ" in out
     assert "Cadastrar cliente" in out  # back at the operator's menu
     assert s.fake.calls("/getAlarme")[-1] == {"id": CPF2}
+
+
+def test_operator_replaces_a_lost_token_or_key() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    s.type("2", CPF, "")
+    out = s.type("8", CPF, "")
+    assert "Novo token do cliente 529.982.247-25" in out and "TOKEN DO CLIENTE: tok2-52998224725" in out
+    assert s.fake.calls("/novoToken") == [{"id": CPF}]
+    out = s.type("8", CPF, "1")
+    assert "Nova chave do medidor 1" in out and f"CHAVE DO MEDIDOR: {101:064x}" in out
+    assert s.fake.calls("/novaChave") == [{"id": CPF, "id_medidor": 1}]
+    out = s.type("8", CPF, "4")
+    assert "(404): o cliente não tem este medidor" in out and "Cadastrar cliente" in out
 
 
 # -- choices, secrets, Unicode ---------------------------------------------------

@@ -167,6 +167,11 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
 
     command("medidores")
 
+    command("novo-token")
+
+    c = command("nova-chave")
+    c.add_argument("--medidor", type=_whole(m, 1), required=True, metavar=m("metavar.meter"), help=m("help.medidor_key"))
+
     c = command("fatura")
     c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.months"), help=m("help.periodo_bill"))
 
@@ -218,6 +223,10 @@ async def run_command(
             call, view = client.register_meter(cid, mode=args.mode), renderer.meter_created
         elif cmd == "medidores":
             call, view = client.meters(cid), renderer.meters
+        elif cmd == "novo-token":
+            call, view = client.new_token(cid), renderer.new_token
+        elif cmd == "nova-chave":
+            call, view = client.new_key(cid, args.medidor), renderer.new_key
         elif cmd == "fatura":
             call, view = client.bill(cid, args.periodo), renderer.bill
         elif cmd == "historico":

@@ -270,6 +270,7 @@ class Menu:
                 "5": self._history,
                 "6": self._alarms,
                 "7": self._ack,
+                "8": self._new_credential,
                 "9": self._switch_mode,
                 "0": self._quit,
             }
@@ -483,6 +484,23 @@ class Menu:
             return d.addCallback(lambda doc: View(lambda: self.r.meters(doc)))
 
         return self._ask([self._f_customer()], submit)
+
+    def _new_credential(self) -> Any:
+        """A lost token or key replaced: blank meter number means the customer's token."""
+        m = self.m
+        fields = [
+            self._f_customer(),
+            Field("meter", m("field.meter_credential"), lambda t: parse_int(m, t, minimum=1), required=False),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            if v["meter"] is None:
+                return self.client.new_token(v["id"]).addCallback(self.r.new_token)
+            return self.client.new_key(v["id"], v["meter"]).addCallback(self.r.new_key)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)
 
     # -- a customer's data: the customer's own menu, or the operator's ------
 

@@ -33,6 +33,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  5) Histórico de consumo de um cliente\n"
             "  6) Alarmes de um cliente\n"
             "  7) Reconhecer um alarme de um cliente\n"
+            "  8) Novo token de um cliente ou nova chave de um medidor\n"
             "  9) Trocar de modo\n"
             "  0) Sair"
         ),
@@ -63,6 +64,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.kind": "Agrupar por D (dia), M (mês) ou A (ano) [D]: ",
         "field.periodo_hist": "Quantos períodos atrás (0 = o atual) [0]: ",
         "field.meter": "Medidor (vazio = todos): ",
+        "field.meter_credential": "Medidor que recebe chave nova (vazio = token novo do cliente): ",
         "field.alarm_id": "Número do alarme: ",
         # choices: how the API's values are shown and typed
         "choice.ligacao.mono": "mono",
@@ -88,6 +90,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         # results
         "result.customer_created": "Cliente {id} ({name}) cadastrado: ligação {ligacao}, limites {limite_kw} kW e {limite_kwh} kWh/mês, fuso {tz}.",
         "result.customer_token": "TOKEN DO CLIENTE: {token}",
+        "result.new_token": "Novo token do cliente {id}: o anterior deixou de valer.",
+        "result.new_key": "Nova chave do medidor {id_medidor} do cliente {id}: a anterior deixou de valer.",
         "result.token_once": "Guarde este token agora: ele é mostrado só esta vez e dá acesso à conta do cliente.",
         "result.meter_created": "Medidor {id_medidor} do cliente {id} cadastrado (modo {mode}).",
         "result.meter_key": "CHAVE DO MEDIDOR: {key}",
@@ -279,6 +283,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.customer": "começa no modo cliente com este CPF/CNPJ",
         "help.cmd.cliente": "cadastra um cliente (operador)",
         "help.cmd.medidor": "cadastra um medidor (operador)",
+        "help.cmd.novo-token": "dá ao cliente um token novo; o anterior deixa de valer (operador)",
+        "help.cmd.nova-chave": "dá ao medidor uma chave nova; a anterior deixa de valer (operador)",
+        "help.medidor_key": "o medidor que recebe a chave nova",
         "help.cmd.medidores": "lista os medidores de um cliente",
         "help.cmd.fatura": "mostra a fatura de um mês",
         "help.cmd.historico": "mostra o histórico de consumo",
@@ -310,6 +317,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  5) A customer's consumption history\n"
             "  6) A customer's alarms\n"
             "  7) Acknowledge a customer's alarm\n"
+            "  8) New token for a customer or new key for a meter\n"
             "  9) Switch mode\n"
             "  0) Quit"
         ),
@@ -339,6 +347,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.kind": "Group by D (day), M (month) or Y (year) [D]: ",
         "field.periodo_hist": "How many periods back (0 = the current one) [0]: ",
         "field.meter": "Meter (empty = all): ",
+        "field.meter_credential": "Meter to get a new key (empty = a new token for the customer): ",
         "field.alarm_id": "Alarm number: ",
         "choice.ligacao.mono": "single",
         "choice.ligacao.bi": "two",
@@ -363,6 +372,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "Customer {id} ({name}) registered: {ligacao} connection, limits {limite_kw} kW and {limite_kwh} kWh/month, time zone {tz}."
         ),
         "result.customer_token": "CUSTOMER TOKEN: {token}",
+        "result.new_token": "New token for customer {id}: the previous one no longer works.",
+        "result.new_key": "New key for meter {id_medidor} of customer {id}: the previous one no longer works.",
         "result.token_once": "Save this token now: it is shown only this once and opens the customer's account.",
         "result.meter_created": "Meter {id_medidor} of customer {id} registered ({mode} mode).",
         "result.meter_key": "METER KEY: {key}",
@@ -544,6 +555,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.customer": "start in customer mode with this CPF/CNPJ",
         "help.cmd.cliente": "register a customer (operator)",
         "help.cmd.medidor": "register a meter (operator)",
+        "help.cmd.novo-token": "give the customer a new token; the previous one stops working (operator)",
+        "help.cmd.nova-chave": "give the meter a new key; the previous one stops working (operator)",
+        "help.medidor_key": "the meter that gets the new key",
         "help.cmd.medidores": "list a customer's meters",
         "help.cmd.fatura": "show a month's bill",
         "help.cmd.historico": "show consumption history",

@@ -658,6 +658,16 @@ class Renderer:
         )
         return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
 
+    def new_token(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        summary = m("result.new_token", id=_taxid(str(doc.get("id", ""))))
+        return self._secret(summary, m("result.customer_token", token=doc.get("token", "")), m("result.token_once"))
+
+    def new_key(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        summary = m("result.new_key", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"))
+        return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
+
     def _secret(self, summary: str, secret_line: str, warning: str) -> str:
         """A secret on a line of its own, never wrapped, so it can be copied."""
         if self.color:
