@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -189,8 +190,9 @@ async def start_server(data_dir: Path, *args: str, flush_interval: float = TEST_
 class Twistd:
     """``twistd -n meterd`` as a subprocess on free ports, for end-to-end tests."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, nofile: int | None = None) -> None:
         self.data_dir = data_dir
+        self.nofile = nofile  # the child's own descriptor limit (soft and hard), if set
         self.http_port = free_port()
         self.udp_port = free_port(socket.SOCK_DGRAM)
         self.args = args
@@ -203,7 +205,16 @@ class Twistd:
                "--http", f"tcp:{self.http_port}:interface=127.0.0.1", "--udp", str(self.udp_port),
                "--udp-interface", "127.0.0.1", "--data-dir", str(self.data_dir), *self.args]
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=self.data_dir.parent, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        nofile = self.nofile
+
+        def limit_descriptors() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.data_dir.parent, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=limit_descriptors,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -23,8 +24,8 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import Request
 
 from meterd.web.exchange import Answer, write_answer
-from meterd.web.request import BODY_GRACE, MAX_BODY, Limits, MeterdSite
-from tests.support import LiveServer, start_server
+from meterd.web.request import BODY_GRACE, DESCRIPTOR_RESERVE, MAX_BODY, Limits, MeterdSite
+from tests.support import LiveServer, Twistd, start_server
 
 
 class Client(StringTransport):
@@ -312,3 +313,56 @@ async def test_a_several_megabyte_declared_body_gets_413_early_over_a_socket(tmp
         assert (status, body["error"]["code"]) == (413, "body_too_large")
     finally:
         await server.stop()
+
+
+@pytest.mark.slow  # a twistd subprocess with its own descriptor limit
+def test_connections_run_out_before_descriptors_so_the_store_keeps_working(tmp_path: Any) -> None:
+    """More connections than descriptors: HTTP refuses the excess, the store and new clients carry on."""
+    nofile = DESCRIPTOR_RESERVE + 150  # room for 150 connections
+    server = Twistd(tmp_path / "data", nofile=nofile).start()
+    held: list[socket.socket] = []
+    try:
+        port = server.http_port
+        for i in range(nofile):  # more than the process has descriptors, from two addresses
+            sock = socket.socket()
+            sock.bind((f"127.0.0.{1 + i % 2}", 0))
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never finish
+            held.append(sock)
+        time.sleep(0.5)
+        refused = sum(1 for sock in held if _closed(sock))
+        assert refused >= nofile - 150, refused  # the excess is closed at once, not left in the backlog
+        for sock in held[:20]:
+            sock.close()
+        time.sleep(0.3)
+        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+        for path, body in (("/cadCliente", {"id": "52998224725", "name": "Ana"}), ("/cadMedidor", {"id": "52998224725"})):
+            req = urllib.request.Request(server.url + path, json.dumps(body).encode(), headers, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 201
+        req = urllib.request.Request(server.url + "/getConsumoHist?id=52998224725&kind=D", headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
+            assert 'meterd_http_refusals_total{reason="too_many_connections"}' in r.read().decode()
+    finally:
+        for sock in held:
+            sock.close()
+        code = server.stop()
+    log = server.output()
+    assert code in (0, -15), log
+    for sign in ("Too many open files", "unable to open database file", "Traceback"):
+        assert sign not in log, log[-3000:]
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(10)
