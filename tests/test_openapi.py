@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest_twisted
 
-from meterd.web.api import openapi_document
+from meterd.web.app import openapi_document
 from tests.support import LiveServer
 from tests.web_support import call, resolve, schema_errors
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest_twisted
 
 from meterd.web import routes
-from meterd.web.api import Api, openapi_document
+from meterd.web.app import all_routes, openapi_document
 from tests.support import LiveServer
 from tests.web_support import call
 
@@ -39,7 +39,7 @@ def documented_fields(operation: dict[str, Any]) -> dict[str, tuple[bool, dict[s
 
 def test_the_document_lists_exactly_each_routes_fields() -> None:
     doc = openapi_document()
-    for route in routes.routes_of(Api):
+    for route in all_routes():
         operation = doc["paths"][route.path][route.method.lower()]
         documented = documented_fields(operation)
         assert list(documented) == [f.name for f in route.fields], route.path
@@ -54,7 +54,7 @@ def bounded() -> list[tuple[routes.Route, str, str, float]]:
     """(route, field, "minimum"/"maximum", bound) for every bound the document states."""
     doc = openapi_document()
     out = []
-    for route in routes.routes_of(Api):
+    for route in all_routes():
         for name, (_, schema) in documented_fields(doc["paths"][route.path][route.method.lower()]).items():
             for side in ("minimum", "maximum"):
                 if side in schema:

@@ -314,7 +314,7 @@ async def test_junk_is_never_a_500(seeded: LiveServer, path: str) -> None:
 
 def test_every_status_meterd_sends_has_its_standard_reason_phrase() -> None:
     from meterd.web.exchange import reason
-    from meterd.web.api import openapi_document
+    from meterd.web.app import openapi_document
 
     statuses = {int(s) for path in openapi_document()["paths"].values() for op in path.values() for s in op["responses"]}
     assert {200, 201, 400, 401, 403, 404, 413, 422, 503} <= statuses

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from meterd.web.api import openapi_document
+from meterd.web.app import openapi_document
 from tests.support import LiveServer
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")

@@ -9,7 +9,6 @@ same declarations are ``/openapi.json``. Anything unexpected becomes a logged
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -46,8 +45,8 @@ from meterd.readings import (
 from meterd.registers import kwh
 from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
 from meterd.tariff import LIGACOES, Tariff
-from meterd.web import openapi, routes
 from meterd.web import params as p
+from meterd.web import routes
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
 from meterd.web.exchange import Answer, Incoming, incoming_of, write_answer
 from meterd.web.routes import Route, route
@@ -121,6 +120,13 @@ class Api:
         self.operator_token = ""
         self._counters: dict[tuple[str, int], Counter] = {}
         self.routes: dict[str, tuple[Route, Handler]] = {r.path: (r, getattr(self, r.handler)) for r in routes.routes_of(Api)}
+
+    def mount(self, group: object) -> None:
+        """Serve the routes ``group``'s class declares, handled by ``group`` (a feature's own module)."""
+        for r in routes.routes_of(type(group)):
+            if r.path in self.routes:
+                raise ValueError(f"{r.path} is declared twice")
+            self.routes[r.path] = (r, getattr(group, r.handler))
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -614,19 +620,6 @@ class Api:
     async def prometheus(self, call: Call) -> tuple[int, dict[str, Any]]:
         raise _Raw(b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
 
-    @route(
-        "GET", "/openapi.json", "public",
-        summary="This document", tag="operations",
-        ok=((200, "an OpenAPI 3 document", None),),
-    )
-    async def openapi(self, call: Call) -> tuple[int, dict[str, Any]]:
-        return 200, openapi_document()
-
-
-@functools.cache
-def openapi_document() -> dict[str, Any]:
-    """``/openapi.json``: the routes' declarations and the schemas of their answers; built once."""
-    return openapi.document(routes.routes_of(Api))
 
 
 def bearer_token(header: str) -> str:

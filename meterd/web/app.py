@@ -1,0 +1,50 @@
+"""Every route meterd serves, and the OpenAPI document of them all.
+
+The core API (:class:`meterd.web.api.Api`) declares the assignment's routes;
+each feature declares its own in its own module, on a class whose instance
+:meth:`Api.mount` serves. ``ROUTE_CLASSES`` names them all, so the document
+(and the tests that walk every route) can be built without a running server.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+from meterd.web import openapi
+from meterd.web.api import Api, Call
+from meterd.web.routes import Route, route, routes_of
+
+
+class Document:
+    """``/openapi.json``: served from the declarations, built once."""
+
+    @route(
+        "GET", "/openapi.json", "public",
+        summary="This document", tag="operations",
+        ok=((200, "an OpenAPI 3 document", None),),
+    )
+    async def openapi(self, call: Call) -> tuple[int, dict[str, Any]]:
+        return 200, openapi_document()
+
+
+ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document)
+
+
+def all_routes() -> list[Route]:
+    """Every route's declaration, the core API's first."""
+    return [r for cls in ROUTE_CLASSES for r in routes_of(cls)]
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """``/openapi.json``: the routes' declarations and the schemas of their answers."""
+    return openapi.document(all_routes())
+
+
+def mount_all(api: Api, *groups: object) -> Api:
+    """``api`` serving the document and ``groups`` besides its own routes; every class must be in ROUTE_CLASSES."""
+    for group in (Document(), *groups):
+        assert type(group) in ROUTE_CLASSES, f"{type(group).__name__} is missing from ROUTE_CLASSES"
+        api.mount(group)
+    return api
