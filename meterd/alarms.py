@@ -44,7 +44,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from meterd import periods
 from meterd.alarm_book import Acknowledgement, Alarm, AlarmBook, AlarmKey, Change, Event, Settled, Transition
 from meterd.alarm_rules import (
     ANOMALY_FACTOR,
@@ -60,6 +59,7 @@ from meterd.alarm_rules import (
     silent_decision,
 )
 from meterd.alarm_text import message_for
+from meterd.alarm_wire import alarm_json, event_json
 from meterd.directory import Directory
 from meterd.periods import HOUR_MS
 from meterd.readings import US_PER_MS, Outcome, Reading, us_edges
@@ -176,6 +176,8 @@ class Alarms(Service):
         # Told after every settlement, stored or failed (a failure may follow a commit):
         # the HTTP workers' cached views of stored alarms are then stale.
         self.settled_listeners: list[Callable[[], None]] = []
+        # Told of the events a settlement stored, once committed (the webhooks deliver them).
+        self.event_listeners: list[Callable[[Sequence[Event]], None]] = []
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -552,6 +554,9 @@ class Alarms(Service):
         if self.book is not None:
             self.book.absorb(settled.alarms, settled.events)
         self._tell_settled()
+        if settled.events:
+            for listener in self.event_listeners:
+                listener(settled.events)
         for change in changes:
             if isinstance(change, Transition) and self._intended.get(change.key) is change:
                 del self._intended[change.key]
@@ -602,28 +607,7 @@ class Alarms(Service):
         return alarm
 
 
-# -- wire format (DESIGN §7) ------------------------------------------------
-
-
-def alarm_json(alarm: Alarm, tz: ZoneInfo) -> dict[str, Any]:
-    def at(ms: int | None) -> str | None:
-        return None if ms is None else periods.iso(ms, tz)
-
-    return {
-        "alarm_id": alarm.alarm_id,
-        "rule": alarm.rule,
-        "id_medidor": alarm.meter_id,
-        "raised_at": at(alarm.raised_at),
-        "cleared_at": at(alarm.cleared_at),
-        "acked_at": at(alarm.acked_at),
-        "value": round(alarm.value, 3),
-        "threshold": round(alarm.threshold, 3),
-        "message": alarm.message,
-    }
-
-
-def event_json(event: Event, tz: ZoneInfo) -> dict[str, Any]:
-    return {"event_id": event.event_id, "alarm_id": event.alarm_id, "type": event.type, "at": periods.iso(event.at, tz)}
+# -- wire format (DESIGN §7; an alarm and an event: meterd.alarm_wire) -------
 
 
 def view_json(customer_id: str, view: AlarmView, tz: ZoneInfo) -> dict[str, Any]:

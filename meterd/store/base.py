@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from meterd.alarm_book import Alarm, Change, Event, Settled
 from meterd.readings import Outcome, Reading
 from meterd.registers import Span
+from meterd.webhook_wire import EventDetail
 
 
 class StoreError(Exception):
@@ -74,6 +75,35 @@ class Usage:
     spans: list[Span]
 
 
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A URL alarm events are POSTed to (meterd.webhooks), as stored."""
+
+    webhook_id: int
+    url: str
+    customer_id: str | None  # None: every customer's events
+    secret: str  # the HMAC key, kept as the server needs it (like a meter's key)
+    created_ms: int
+    last_delivered: int  # the durable cursor: the last event id delivered
+    last_success_ms: int | None
+    last_failure_ms: int | None
+    last_error: str | None
+    failures: int  # consecutive failed attempts
+    lease_owner: str | None  # the process delivering it, while its lease lasts
+    lease_until_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookProgress:
+    """What the process delivering a webhook saves of it: the cursor never moves back, the rest is overwritten."""
+
+    webhook_id: int
+    last_delivered: int
+    last_success_ms: int | None
+    last_failure_ms: int | None
+    last_error: str | None
+    failures: int
+
 
 class Store(Protocol):
     shared: bool  # other processes write the same database: caches must reload on miss
@@ -98,3 +128,11 @@ class Store(Protocol):
     def alarm_view(self, customer_id: str, cursor: int | None, limit: int) -> Deferred[tuple[list[Alarm], list[Event], int]]: ...
     def meters_last_seen(self) -> Deferred[list[tuple[str, int, int | None]]]: ...
     def first_reading_us(self, customer_id: str) -> Deferred[int | None]: ...
+    # webhooks (meterd.store.webhook_sql)
+    def create_webhook(self, url: str, customer_id: str | None, secret: str, created_ms: int) -> Deferred[Webhook]: ...
+    def remove_webhook(self, webhook_id: int, removed_ms: int) -> Deferred[Webhook]: ...
+    def webhooks(self) -> Deferred[list[Webhook]]: ...
+    def hold_webhooks(self, owner: str, progress: Sequence[WebhookProgress], lease_ms: int) -> Deferred[list[Webhook]]: ...
+    def release_webhooks(self, owner: str, progress: Sequence[WebhookProgress]) -> Deferred[None]: ...
+    def webhook_events(self, customer_id: str | None, after: int, limit: int) -> Deferred[list[EventDetail]]: ...
+    def webhook_backlogs(self, cursors: Sequence[tuple[str | None, int]], cap: int) -> Deferred[list[int]]: ...

@@ -145,6 +145,28 @@ MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
         "CREATE INDEX customers_updated ON customers (updated_ms)",
         "CREATE INDEX meters_updated ON meters (updated_ms)",
     ],
+    # 8 in issue 29's plan (7 is the customers/meters migration, not on this branch yet;
+    # renumbered when both are merged): alarm webhooks (meterd/webhooks.py). Each row
+    # is a webhook, its durable cursor (the last event id delivered), how delivery
+    # goes, and the lease that lets one process at a time deliver it. A removed
+    # webhook keeps its row (and its id, never handed out again).
+    [
+        """CREATE TABLE webhooks (
+            webhook_id BIGINT PRIMARY KEY,
+            url TEXT NOT NULL,
+            customer_id TEXT,
+            secret TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            removed_ms BIGINT,
+            last_delivered BIGINT NOT NULL,
+            last_success_ms BIGINT,
+            last_failure_ms BIGINT,
+            last_error TEXT,
+            failures BIGINT NOT NULL,
+            lease_owner TEXT,
+            lease_until_ms BIGINT
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -38,6 +38,7 @@ from meterd.store.alarm_sql import AlarmSql
 from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
 from meterd.store.memory import Around, MeterMemory
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
+from meterd.store.webhook_sql import WebhookSql
 
 log = Logger()
 
@@ -82,7 +83,7 @@ class Engine(Protocol):
         """The unique constraint a failed insert violated (a race with another process), or None."""
 
 
-class SqlStore(AlarmSql):
+class SqlStore(AlarmSql, WebhookSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
     def __init__(self, engine: Engine, memory: MeterMemory | None = None) -> None:
