@@ -35,6 +35,15 @@ def new_meter_key() -> str:
     return secrets.token_hex(32)
 
 
+def new_webhook_secret() -> str:
+    """The key a webhook's deliveries are signed with: 32 random bytes in hex, behind a ``whsec_`` that says what it is.
+
+    Kept in the clear, like a meter's key: meterd signs with it. The receiver
+    uses the whole string, prefix included, as the HMAC key (its UTF-8 bytes).
+    """
+    return "whsec_" + secrets.token_hex(32)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -11,6 +11,10 @@ from prometheus_client.core import CounterMetricFamily
 from meterd import kernel_drops
 from meterd.readings import Outcome
 
+#: The backlog gauge counts undelivered events up to this many: a count is a
+#: range scan of the events' index, kept cheap however long a receiver is down.
+WEBHOOK_BACKLOG_CAP = 100_000
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -41,6 +45,20 @@ class Metrics:
         self.rounded = Counter(
             "meterd_readings_rounded", "Unauthenticated readings (--no-auth) whose valor was rounded half up to the Wh, by transport",
             ["transport"], registry=r,
+        )
+        # Alarm webhooks (meterd.webhooks), labelled by webhook id; this process's share when several deliver.
+        self.webhooks_delivering = Gauge("meterd_webhooks_delivering", "Webhooks this process delivers (holds the lease of)", registry=r)
+        self.webhook_backlog = Gauge(
+            "meterd_webhook_backlog", f"Alarm events not yet delivered (counted up to {WEBHOOK_BACKLOG_CAP:,}), per webhook this process delivers",
+            ["webhook"], registry=r,
+        )
+        self.webhook_deliveries = Counter("meterd_webhook_deliveries", "Alarm events delivered (answered 2xx), per webhook", ["webhook"], registry=r)
+        self.webhook_failures = Counter(
+            "meterd_webhook_failures", "Failed delivery attempts (connection error, timeout, not 2xx), per webhook", ["webhook"], registry=r,
+        )
+        self.webhook_lag = Histogram(
+            "meterd_webhook_lag_seconds", "Time from an alarm event to the 2xx of its delivery, per webhook", ["webhook"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=r,
         )
         self.outcomes = {o: self.readings.labels(o.value) for o in Outcome}
         self._drops: dict[str, Counter] = {}
@@ -73,6 +91,14 @@ class Metrics:
         """A connection or request the HTTP layer refused (meterd.web.request): counted, and summarised in the log."""
         self.http_refusals.labels(reason).inc(n)
         self.recent[f"HTTP refused as {reason}"] += n
+
+    def webhook_gone(self, webhook_id: int, *, removed: bool) -> None:
+        """This process no longer delivers the webhook: its backlog is another's to report (all of it, once removed)."""
+        label = str(webhook_id)
+        self.webhook_backlog.remove(label)
+        if removed:
+            for metric in (self.webhook_deliveries, self.webhook_failures, self.webhook_lag):
+                metric.remove(label)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

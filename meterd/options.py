@@ -22,6 +22,8 @@ import twisted
 from meterd.reuseport import SharedTCPEndpoint
 from meterd.tariff import TariffError, default_tariff, load_tariff
 from meterd.web.request import Limits
+from meterd.webhook_retry import MAX_DELAY_S
+from meterd.webhooks import TIMEOUT_S
 
 
 def _positive(name: str, value: str, *, integer: bool = False) -> Decimal:
@@ -72,6 +74,8 @@ class Options(usage.Options):
         self["udp-workers"] = 0
         self["http-workers"] = 0
         self["limits"] = Limits()  # opt_max_connections ... opt_idle_timeout change it
+        self["webhook-timeout"] = TIMEOUT_S
+        self["webhook-max-backoff"] = MAX_DELAY_S
 
     _failed = False
 
@@ -189,6 +193,14 @@ class Options(usage.Options):
     def opt_idle_timeout(self, value: str) -> None:
         """seconds a kept-alive HTTP connection may sit idle (default 60)"""
         self._limit("idle-timeout", value)
+
+    def opt_webhook_timeout(self, value: str) -> None:
+        """seconds a webhook's receiver has to accept the connection, and again to answer (default 10)"""
+        self["webhook-timeout"] = float(_positive("webhook-timeout", value))
+
+    def opt_webhook_max_backoff(self, value: str) -> None:
+        """longest wait, in seconds, before a failed webhook delivery is tried again (default 300; waits double from 1 s)"""
+        self["webhook-max-backoff"] = float(_positive("webhook-max-backoff", value))
 
     def opt_durability(self, value: str) -> None:
         """full (fsync each group commit, default) or normal"""

@@ -54,6 +54,8 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
 from meterd.web.request import make_site
+from meterd.web.webhook_routes import WebhookRoutes
+from meterd.webhooks import Webhooks
 
 __all__ = ["Meterd", "Options", "makeService"]
 
@@ -95,6 +97,7 @@ class Parts:
     ingest: Ingest
     bills: BillCache
     alarms: Alarms
+    webhooks: Webhooks
     api: Api
     meters: MeterProtocol
     udp_workers: UdpWorkers | None
@@ -111,14 +114,16 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
     # Other processes' late readings never reach this cache's observer: no caching on a shared store.
     bills = BillCache(max_entries=0 if store.shared else 50_000)
     alarms = Alarms(store, directory, clock, window_s=config["alarm-window"], silent_after_s=config["silent-after"])
+    webhooks = Webhooks(store, clock, metrics, timeout=config["webhook-timeout"], max_backoff=config["webhook-max-backoff"])
     settings = Settings(
         no_auth=bool(config.get("no-auth")), tz=config["tz"], limit_w=config["limit-w"], limit_wh=config["limit-wh"],
         meter_mode=config["meter-mode"],
     )
-    api = mount_all(Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms))
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
+    mount_all(api, WebhookRoutes(api, webhooks))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
-        config, clock, metrics, store, directory, ingest, bills, alarms, api, meters,
+        config, clock, metrics, store, directory, ingest, bills, alarms, webhooks, api, meters,
         UdpWorkers(config["udp-workers"], meters, directory, ingest, metrics, default_reactor) if config.get("udp-workers") else None,
         HttpWorkers(config["http-workers"], api, config["limits"], default_reactor) if config.get("http-workers") else None,
     )
@@ -140,6 +145,7 @@ def connect(parts: Parts) -> None:
        settlement and every change of credentials: a poll they answered
        before is answered by meterd again.
     4. The UDP workers are told every new meter's key.
+    5. The webhooks are told of every alarm event this process settles, once committed.
     """
     ingest, bills, alarms = parts.ingest, parts.bills, parts.alarms
     ingest.observers.append(lambda readings, outcomes, _: bills.readings_stored(readings, outcomes))
@@ -151,6 +157,7 @@ def connect(parts: Parts) -> None:
         parts.directory.customer_listeners.append(lambda _: bump())
     if parts.udp_workers is not None:
         parts.directory.meter_listeners.append(parts.udp_workers.meter_added)
+    alarms.event_listeners.append(parts.webhooks.events_stored)
 
 
 class Meterd(service.MultiService):
@@ -165,7 +172,7 @@ class Meterd(service.MultiService):
         self._tuning: tuning.Tuning | None = None
         self._umask: int | None = None
         self._stopping: Deferred[None] | None = None
-        for child in (parts.ingest, parts.alarms, Notices(parts.metrics.recent)):
+        for child in (parts.ingest, parts.alarms, parts.webhooks, Notices(parts.metrics.recent)):
             child.setServiceParent(self)
         if parts.store.shared:  # other processes change the directory too
             DirectorySync(parts.store, parts.directory, parts.clock).setServiceParent(self)
@@ -290,7 +297,7 @@ class Meterd(service.MultiService):
             if port is not None:
                 await maybeDeferred(port.stopListening)
         self.udp_port = self.http_port = None
-        for child in reversed(list(self)):  # notices, alarms, then ingest, which flushes what is pending
+        for child in reversed(list(self)):  # notices, webhooks (saving their cursors), alarms, then ingest, which flushes what is pending
             if child.running:
                 await maybeDeferred(child.stopService)
         await parts.store.stop()

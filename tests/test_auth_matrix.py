@@ -35,6 +35,7 @@ B = make_cpf("168995350")
 SPARE = make_cpf("111444777")  # whose credentials the operator's cells renew: A's and B's must keep working
 PRINCIPALS = ("none", "bad", "other_customer", "own_customer", "meter_key", "operator")
 _fresh = (make_cpf(str(n)) for n in itertools.count(200_000_001))
+HOOK_URL = "http://127.0.0.1:9/discard"  # the discard port: nothing listens, deliveries are refused and retried
 
 
 @dataclass
@@ -46,6 +47,7 @@ class World:
     b_key: str = ""
     base_ts: int = 0
     alarm_ids: list[int] = field(default_factory=list)
+    webhook_ids: list[int] = field(default_factory=list)  # one for the operator's cell of /removeWebhook to remove
     seq: itertools.count = field(default_factory=lambda: itertools.count(1))
 
 
@@ -71,6 +73,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     w.key2 = (await _ok(server, "POST", "/cadMedidor", {"id": A}))["key"]
     w.b_key = (await _ok(server, "POST", "/cadMedidor", {"id": B}))["key"]
     await _ok(server, "POST", "/cadCliente", {"id": SPARE, "name": "Sobra"})
+    w.webhook_ids = [(await _ok(server, "POST", "/cadWebhook", {"url": HOOK_URL, "id": SPARE}))["webhook_id"]]
     await _ok(server, "POST", "/cadMedidor", {"id": SPARE})
     w.tokens = {
         "none": None,
@@ -106,6 +109,10 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "POST", {"id": SPARE}, None
     if route == "/novaChave":
         return "POST", {"id": SPARE, "id_medidor": 1}, None
+    if route == "/cadWebhook":
+        return "POST", {"url": HOOK_URL, "id": A}, None
+    if route == "/removeWebhook":
+        return "POST", {"webhook_id": w.webhook_ids[0]}, None
     if route == "/postConsumo":
         n = next(w.seq)  # each one a new, later reading of a rising register
         return "POST", {"id": A, "id_medidor": 1, "valor": n / 1000, "timestamp": w.base_ts + n}, None
@@ -127,6 +134,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "/cadMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/novoToken": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/novaChave": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/cadWebhook": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
+    "/getWebhooks": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/removeWebhook": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/postConsumo": (401, 401, 403, 403, 201, 201),
     "/getConsumoHist": CUSTOMER_ROUTE,
     "/getFatura": CUSTOMER_ROUTE,

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the tests take the imported `store` fixture as their parameter
 """The store's webhook methods (meterd/store/webhook_sql.py), on every backend of tests/test_store.py.
 
 Registration and removal, the events a webhook reads after its cursor (one
@@ -14,7 +15,7 @@ import pytest_twisted
 
 from meterd.alarm_book import Acknowledgement
 from meterd.store.base import NotFound, WebhookProgress
-from tests.test_store import C1, C2, customer, raise_, clear, reopen, store  # noqa: F401 - the backends' fixture
+from tests.test_store import C1, C2, clear, customer, raise_, reopen, store  # noqa: F401 - the backends' fixture
 
 URL = "http://127.0.0.1:9/hook"
 

@@ -14,6 +14,7 @@ from typing import Any, Final
 from meterd.web import openapi
 from meterd.web.api import Api, Call
 from meterd.web.routes import Route, route, routes_of
+from meterd.web.webhook_routes import WebhookRoutes
 
 
 class Document:
@@ -28,7 +29,7 @@ class Document:
         return 200, openapi_document()
 
 
-ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document)
+ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document, WebhookRoutes)
 
 
 def all_routes() -> list[Route]:

@@ -93,6 +93,7 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             {"name": "readings", "description": "meters: energy readings (UDP is the main way in)"},
             {"name": "customer", "description": "a customer (or the operator): history, bill, alarms, meters"},
             {"name": "operations", "description": "anyone: health, metrics, this document"},
+            {"name": "webhooks", "description": "operator: alarm events POSTed to other systems"},
         ],
         "paths": paths,
         "components": _COMPONENTS,
@@ -170,7 +171,7 @@ _COMPONENTS: dict[str, Any] = {
         "BadRequest": _error_response(
             "a field is missing or invalid (codes such as `missing_field`, `invalid_type`, `invalid_number`,"
             " `not_finite`, `negative`, `out_of_range`, `too_precise`, `invalid_id`, `invalid_value`,"
-            " `invalid_tz`, `timestamp_too_old`, `timestamp_in_future`, `malformed_json`,"
+            " `invalid_tz`, `invalid_url`, `timestamp_too_old`, `timestamp_in_future`, `malformed_json`,"
             " `conflicting_parameter`)"
         ),
         "Unauthorized": {
@@ -179,7 +180,8 @@ _COMPONENTS: dict[str, Any] = {
         },
         "Forbidden": _error_response("valid credentials that do not open this customer, meter or route (`forbidden`)"),
         "NotFound": _error_response(
-        "unknown customer, meter, alarm or route (`unknown_customer`, `unknown_meter`, `unknown_alarm`, `unknown_route`)"
+        "unknown customer, meter, alarm, webhook or route (`unknown_customer`, `unknown_meter`, `unknown_alarm`, `unknown_webhook`,"
+        " `unknown_route`)"
     ),
         "MethodNotAllowed": {
             **_error_response("wrong method (`method_not_allowed`)"),
@@ -410,6 +412,50 @@ _COMPONENTS: dict[str, Any] = {
                 "alarm_id": {"type": "integer"},
                 "type": {"type": "string", "enum": ["raised", "cleared", "acked"]},
                 "at": _ISO,
+            },
+        },
+        "WebhookCreated": {
+            "type": "object",
+            "required": ["webhook_id", "url", "id", "cursor", "secret"],
+            "additionalProperties": False,
+            "properties": {
+                "webhook_id": {"type": "integer", "minimum": 1},
+                "url": {"type": "string"},
+                "id": {"type": "string", "nullable": True, "description": "the customer whose events it gets; null: every customer's"},
+                "cursor": {"type": "integer", "minimum": 0, "description": "the last event id before it: it gets the events after"},
+                "secret": {
+                    "type": "string", "pattern": "^whsec_[0-9a-f]{64}$",
+                    "description": "the HMAC-SHA256 key of its signatures (the whole string, as UTF-8); shown only now",
+                },
+            },
+        },
+        "Webhooks": {
+            "type": "object",
+            "required": ["webhooks"],
+            "additionalProperties": False,
+            "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
+        },
+        "Webhook": {
+            "type": "object",
+            "required": [
+                "webhook_id", "url", "id", "created", "cursor", "backlog", "last_success", "last_failure", "last_error", "failures",
+                "delivered_by",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "webhook_id": {"type": "integer", "minimum": 1},
+                "url": {"type": "string"},
+                "id": {"type": "string", "nullable": True, "description": "the customer whose events it gets; null: every customer's"},
+                "created": _ISO,
+                "cursor": {"type": "integer", "minimum": 0, "description": "the last event id delivered"},
+                "backlog": {"type": "integer", "minimum": 0, "description": "events not yet delivered (counted up to 100,000)"},
+                "last_success": {**_ISO_OR_NULL, "description": "the last delivery answered 2xx (server clock)"},
+                "last_failure": {**_ISO_OR_NULL, "description": "the last failed attempt (server clock)"},
+                "last_error": {
+                    "type": "string", "nullable": True, "description": "what that attempt got: `HTTP 500`, `timeout`, `connection refused`...",
+                },
+                "failures": {"type": "integer", "minimum": 0, "description": "failed attempts in a row (0 once one succeeds)"},
+                "delivered_by": {"type": "string", "nullable": True, "description": "the meterd process holding its lease (host:pid:tag), if any"},
             },
         },
         "Health": {
