@@ -294,6 +294,17 @@ class MeterdClient:
     def ack_alarm(self, id: str, alarm_id: int) -> Deferred[dict[str, Any]]:
         return self._request("POST", "/ackAlarme", body={"id": id, "alarm_id": alarm_id})
 
+    def register_webhook(self, url: str, id: str | None = None) -> Deferred[dict[str, Any]]:
+        """A webhook for the alarm events of one customer, or of all (operator); the answer holds its secret, once."""
+        return self._request("POST", "/cadWebhook", body={"url": url, "id": id})
+
+    def webhooks(self) -> Deferred[dict[str, Any]]:
+        """The alarm webhooks and how their delivery goes (operator)."""
+        return self._request("GET", "/getWebhooks")
+
+    def remove_webhook(self, webhook_id: int) -> Deferred[dict[str, Any]]:
+        return self._request("POST", "/removeWebhook", body={"webhook_id": webhook_id})
+
     def health(self) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/health")
 

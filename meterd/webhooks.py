@@ -267,6 +267,10 @@ class Delivery:
         self._sleeping: Deferred[None] | None = None  # backing off after a failure
         self._request: Deferred[Any] | None = None
 
+    def stopped(self) -> bool:
+        """A call, not an attribute: it may change across any await (type checkers narrow attributes)."""
+        return not self._running
+
     @property
     def unsaved(self) -> bool:
         return self.version != self.saved_version
@@ -336,11 +340,11 @@ class Delivery:
             if not self.page:
                 await self._idle()
                 return
-        if not self._running:  # stopped while it read
+        if self.stopped():  # while it read
             return
         detail = self.page[0]
         error = await self._send(detail)
-        if not self._running:
+        if self.stopped():
             return
         if error is None:
             self._delivered(detail)

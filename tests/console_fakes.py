@@ -86,6 +86,7 @@ class FakeMeterd(Resource):
         self.down = False  # answer 503 to everything (for error paths)
         self.alarms: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.webhooks: dict[int, dict[str, Any]] = {}
 
     # -- alarm scripting ----------------------------------------------------
 
@@ -142,6 +143,8 @@ class FakeMeterd(Resource):
         operator = token == OPERATOR
         if not operator and token not in self.tokens:
             return 401, _err("unauthorized", "token inválido")
+        if path in ("/cadWebhook", "/getWebhooks", "/removeWebhook"):
+            return self.webhook_route(path, p) if operator else (403, _err("forbidden", "só o operador"))
         cid = str(p.get("id", ""))
         if path == "/cadCliente":
             if not operator:
@@ -215,6 +218,23 @@ class FakeMeterd(Resource):
             self._event(aid, "acked", "2026-11-05T17:10:00+00:00")
             return 200, self.alarms[aid]
         return 404, _err("not_found", path)
+
+    def webhook_route(self, path: str, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if path == "/cadWebhook":
+            if p.get("id") and p["id"] not in self.customers:
+                return 404, _err("unknown_customer", f"cliente {p['id']} não existe")
+            n = len(self.webhooks) + 1
+            self.webhooks[n] = {
+                "webhook_id": n, "url": p["url"], "id": p.get("id"), "created": "2026-11-05T17:00:00-03:00", "cursor": 41,
+                "backlog": 0, "last_success": None, "last_failure": None, "last_error": None, "failures": 0, "delivered_by": "meterd",
+            }
+            return 201, {"webhook_id": n, "url": p["url"], "id": p.get("id"), "cursor": 41, "secret": f"whsec_{n:064x}"}
+        if path == "/getWebhooks":
+            return 200, {"webhooks": list(self.webhooks.values())}
+        n = int(p["webhook_id"])
+        if n not in self.webhooks:
+            return 404, _err("unknown_webhook", f"não há webhook {n}")
+        return 200, self.webhooks.pop(n)
 
     def calls(self, path: str) -> list[dict[str, Any]]:
         return [p for (_, pth, p) in self.requests if pth == path]

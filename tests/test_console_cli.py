@@ -209,3 +209,28 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out == f"python -m clients.console {meterd.__version__}\n"
 
 
+
+
+@pytest_twisted.inlineCallbacks
+def test_webhook_subcommands_register_list_and_remove() -> Any:
+    fake = FakeMeterd()
+    yield run(fake, "cliente", "--id", CPF, "--name", "Ana")[0]
+    assert parse("webhook", "--url", "https://h/x").id is None
+    d, out, err = run(fake, "webhook", "--url", "https://alarmes.example.com/meterd", "--id", "529.982.247-25")
+    assert (yield d) == EXIT_OK, err.getvalue()
+    assert fake.calls("/cadWebhook") == [{"url": "https://alarmes.example.com/meterd", "id": CPF}]
+    assert f"SEGREDO DO WEBHOOK: whsec_{1:064x}" in out.getvalue()
+    d, out, err = run(fake, "--json", "webhooks")
+    assert (yield d) == EXIT_OK
+    assert [w["webhook_id"] for w in json.loads(out.getvalue())["webhooks"]] == [1]
+    d, out, err = run(fake, "--lang", "en", "remove-webhook", "--webhook", "1")
+    assert (yield d) == EXIT_OK
+    assert out.getvalue() == "Webhook 1 removed: nothing more will be sent to https://alarmes.example.com/meterd.\n"
+    d, out, err = run(fake, "remove-webhook", "--webhook", "1")
+    assert (yield d) == EXIT_API and "não há webhook com este número" in err.getvalue()
+    d, out, err = run(fake, "webhooks", token=f"tok-{CPF}")
+    assert (yield d) == EXIT_API and "(403)" in err.getvalue()
+    d, out, err = run(fake, "webhook", "--url", "https://h/x", "--id", "111.111.111-11")
+    assert (yield d) == EXIT_INPUT and fake.calls("/cadWebhook") == [{"url": "https://alarmes.example.com/meterd", "id": CPF}]
+    with pytest.raises(SystemExit):
+        parse("webhook", "--url", "alarmes.example.com")  # refused before anything is sent

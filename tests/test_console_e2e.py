@@ -266,3 +266,17 @@ def test_new_token_and_key_subcommands_replace_the_old_ones(server: Server) -> N
     assert "Nova chave do medidor 1" in r.stdout and "CHAVE DO MEDIDOR:" in r.stdout
     r = _cli(server, "nova-chave", "--id", cpf, "--medidor", "7")
     assert r.returncode == 1 and r.stdout == "" and "404" in r.stderr
+
+
+def test_webhook_subcommands_register_list_and_remove(server: Server) -> None:
+    r = _cli(server, "--json", "webhook", "--url", "http://127.0.0.1:9/alarmes")
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    assert created["secret"].startswith("whsec_") and created["id"] is None
+    r = _cli(server, "webhooks")
+    assert r.returncode == 0, r.stderr
+    assert "http://127.0.0.1:9/alarmes" in r.stdout and created["secret"] not in r.stdout
+    r = _cli(server, "remove-webhook", "--webhook", str(created["webhook_id"]))
+    assert r.returncode == 0 and f"Webhook {created['webhook_id']} removido" in r.stdout, r.stderr
+    r = _cli(server, "remove-webhook", "--webhook", str(created["webhook_id"]))
+    assert r.returncode == 1 and "não há webhook com este número" in r.stderr

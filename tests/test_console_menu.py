@@ -688,3 +688,53 @@ def test_terminal_resize_redraws_the_view_from_the_top_of_the_screen() -> None:
     assert out.startswith("\x1b[H\x1b[2J")  # home, clear the screen (the scrollback stays)
     assert "Mensagem" in out and (renderer.width, renderer.height) == (160, 40)
     assert out.endswith("> João")  # the prompt and what was being typed, drawn again
+
+
+# -- alarm webhooks (operator) ------------------------------------------------------
+
+
+def test_operator_registers_lists_and_removes_webhooks_in_their_submenu() -> None:
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("10")
+    assert "Webhooks de alarme — escolha uma opção" in out and "0) Voltar ao menu do operador" in out
+    out = s.type("1")
+    assert "Nenhum webhook cadastrado." in out
+    out = s.type("2", "ftp://alarmes")
+    assert "Digite uma URL que comece com http:// ou https://" in out and out.endswith("(http:// ou https://): ")
+    out = s.type("https://alarmes.example.com/meterd", "")
+    assert "Webhook 1 cadastrado: os eventos de alarme de todos os clientes serão enviados para https://alarmes.example.com/meterd." in out
+    assert f"SEGREDO DO WEBHOOK: whsec_{1:064x}" in out and "mostrado só esta vez" in out
+    out = s.type("2", "http://10.0.0.5/ana", "529.982.247-25")
+    assert "de 529.982.247-25 serão enviados" in out
+    assert s.fake.calls("/cadWebhook") == [{"url": "https://alarmes.example.com/meterd"}, {"url": "http://10.0.0.5/ana", "id": CPF}]
+    s.fake.webhooks[2].update(failures=3, last_error="HTTP 500", last_failure="2026-11-05T17:05:00-03:00", backlog=1234)
+    out = s.type("1")
+    assert "Webhooks de alarme" in out and "https://alarmes.example.com/meterd" in out and "todos" in out
+    assert "falhando: HTTP 500 (3" in out and "1.234" in out and "05/11/2026 17:05" in out
+    assert f"whsec_{1:064x}" not in out  # the secret is never shown again
+    out = s.type("3", "7")
+    assert "(404): não há webhook com este número" in out
+    out = s.type("3", "2")
+    assert "Webhook 2 removido: nada mais será enviado para http://10.0.0.5/ana." in out
+    out = s.type("0")
+    assert "1) Cadastrar cliente" in out
+
+
+def test_the_webhooks_view_fits_80_columns_and_the_menus_fit_24_lines() -> None:
+    s, renderer = screen_session(height=24)
+    for n in range(1, 4):
+        s.fake.webhooks[n] = {
+            "webhook_id": n, "url": f"https://alarmes.distribuidora-exemplo.com.br/integracoes/meterd/{n}?token=abc", "id": CPF if n == 2 else None,
+            "created": "2026-11-05T17:00:00-03:00", "cursor": 123456, "backlog": 100000, "last_success": "2026-11-05T17:01:00-03:00",
+            "last_failure": "2026-11-05T17:02:00-03:00", "last_error": "connection failed: Connection was refused by other side", "failures": 17,
+            "delivered_by": "meterd",
+        }
+    out = s.type("1", "10", "1")
+    assert "Webhooks de alarme" in out and max(len(line) for line in out.splitlines()) <= 80
+    url_column = "".join(line.split("|")[2].strip() for line in out.splitlines() if line.startswith("|"))
+    assert "https://alarmes.distribuidora-exemplo.com.br/integracoes/meterd/3?token=abc" in url_column  # wrapped, not cut
+    for lang in ("pt", "en"):
+        m = Messages(lang)
+        for key in ("menu.operator", "menu.webhooks"):
+            assert m(key).count("\n") + 3 <= 24 and max(len(line) for line in m(key).splitlines()) <= 80

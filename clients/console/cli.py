@@ -3,7 +3,8 @@
 Subcommands and flags follow DESIGN §8 (``cliente``, ``medidor``,
 ``medidores``, ``fatura``, ``historico``, ``alarmes``, ``ack``; global
 ``--server --token --json --lang``), so scripts written against the design
-keep working. The global options may come before or after the subcommand:
+keep working; the operator's ``novo-token``, ``nova-chave``, ``webhook``,
+``webhooks`` and ``remove-webhook`` come besides. The global options may come before or after the subcommand:
 each subcommand repeats them with a default of ``SUPPRESS``, so a value given
 after it overrides the one before and an absent one leaves it alone.
 
@@ -34,7 +35,7 @@ from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, Serve
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
+from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid, parse_url
 from .messages import LANGS, Messages
 from .render import Renderer
 from .waiting import Spinner
@@ -188,6 +189,16 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c = command("ack")
     c.add_argument("--alarm", type=_whole(m, 1), required=True, metavar=m("metavar.alarm"), help=m("help.alarm"))
 
+    def operation(name: str) -> argparse.ArgumentParser:  # a subcommand about no one customer in particular
+        return sub.add_parser(name, help=m(f"help.cmd.{name}"), description=m(f"help.cmd.{name}"), epilog=m("cli.epilog"))
+
+    c = operation("webhook")
+    c.add_argument("--url", required=True, type=_arg(lambda t: parse_url(m, t)), metavar=m("metavar.url"), help=m("help.url"))
+    c.add_argument("--id", default=None, metavar=m("metavar.id"), help=m("help.webhook_customer"))
+    operation("webhooks")
+    c = operation("remove-webhook")
+    c.add_argument("--webhook", type=_whole(m, 1), required=True, metavar=m("metavar.webhook"), help=m("help.webhook"))
+
     for parser in sub.choices.values():
         _global_options(parser, m, main=False)
     return p
@@ -212,13 +223,21 @@ async def run_command(
     ``waiting`` (on a terminal) says the server is being asked while it is.
     """
     try:
-        cid = parse_taxid(m, args.id)
         cmd = args.command
-        if cmd == "cliente":
+        given = getattr(args, "id", None)  # the webhook subcommands may name no customer
+        cid = parse_taxid(m, given) if given is not None else ""
+        view: Callable[[dict[str, Any]], str]
+        if cmd == "webhook":
+            call, view = client.register_webhook(args.url, cid or None), renderer.webhook_created
+        elif cmd == "webhooks":
+            call, view = client.webhooks(), renderer.webhooks
+        elif cmd == "remove-webhook":
+            call, view = client.remove_webhook(args.webhook), renderer.webhook_removed
+        elif cmd == "cliente":
             call = client.register_customer(
                 cid, args.name, ligacao=args.ligacao, limite_kw=args.limite_kw, limite_kwh=args.limite_kwh, tz=args.tz
             )
-            view: Callable[[dict[str, Any]], str] = renderer.customer_created
+            view = renderer.customer_created
         elif cmd == "medidor":
             call, view = client.register_meter(cid, mode=args.mode), renderer.meter_created
         elif cmd == "medidores":

@@ -15,7 +15,7 @@ from .choices import Choice
 from .errors import Invalid
 from .messages import Messages
 
-__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice"]
+__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice", "parse_url"]
 
 
 def parse_taxid(m: Messages, text: str) -> str:
@@ -58,3 +58,12 @@ def parse_choice(m: Messages, choice: Choice, text: str) -> str:
     if value is None:
         raise Invalid(m("invalid.choice", choices=", ".join(choice.labels(m))))
     return value
+
+
+def parse_url(m: Messages, text: str) -> str:
+    """A URL the server may accept: http:// or https:// and something after it (the server checks the rest)."""
+    url = text.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest:
+        raise Invalid(m("invalid.url", value=text))
+    return url

@@ -32,7 +32,7 @@ from clients.api import ApiError, MeterdClient
 
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
+from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid, parse_url
 from .messages import Messages
 from .poller import AlarmPoller
 from .render import Renderer
@@ -215,6 +215,8 @@ class Menu:
     def _menu_text(self) -> str:
         if self.state == "operator":
             return self.m("menu.operator")
+        if self.state == "webhooks":
+            return self.m("menu.webhooks")
         if self.state == "customer":
             return self.m("menu.customer", id=self._shown_id())
         return self.m("menu.mode")
@@ -271,9 +273,12 @@ class Menu:
                 "6": self._alarms,
                 "7": self._ack,
                 "8": self._new_credential,
+                "10": self._enter_webhooks,
                 "9": self._switch_mode,
                 "0": self._quit,
             }
+        elif self.state == "webhooks":
+            table = {"1": self._list_webhooks, "2": self._register_webhook, "3": self._remove_webhook, "0": self._leave_webhooks}
         else:
             table = {
                 "1": self._bill,
@@ -501,6 +506,44 @@ class Menu:
 
         self.out.show(m("menu.cancel_hint") + "\n")
         return self._ask(fields, submit)
+
+    # -- alarm webhooks (the operator's submenu) -----------------------------
+
+    def _enter_webhooks(self) -> None:
+        self.state = "webhooks"
+
+    def _leave_webhooks(self) -> None:
+        self.state = "operator"
+
+    def _list_webhooks(self) -> Any:
+        def submit(_: dict[str, Any]) -> Deferred[View]:
+            assert self.client is not None
+            return self.client.webhooks().addCallback(lambda doc: View(lambda: self.r.webhooks(doc)))
+
+        return self._ask([], submit)
+
+    def _register_webhook(self) -> Any:
+        m = self.m
+        fields = [
+            Field("url", m("field.url"), lambda t: parse_url(m, t)),
+            Field("id", m("field.webhook_customer"), lambda t: parse_taxid(m, t), required=False),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            return self.client.register_webhook(v["url"], v["id"]).addCallback(self.r.webhook_created)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)
+
+    def _remove_webhook(self) -> Any:
+        m = self.m
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            return self.client.remove_webhook(v["webhook_id"]).addCallback(self.r.webhook_removed)
+
+        return self._ask([Field("webhook_id", m("field.webhook_id"), lambda t: parse_int(m, t, minimum=1))], submit)
 
     # -- a customer's data: the customer's own menu, or the operator's ------
 

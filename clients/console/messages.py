@@ -34,6 +34,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  6) Alarmes de um cliente\n"
             "  7) Reconhecer um alarme de um cliente\n"
             "  8) Novo token de um cliente ou nova chave de um medidor\n"
+            " 10) Webhooks de alarme (listar, cadastrar, remover)\n"
             "  9) Trocar de modo\n"
             "  0) Sair"
         ),
@@ -45,6 +46,13 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  4) Reconhecer um alarme\n"
             "  9) Trocar de modo\n"
             "  0) Sair"
+        ),
+        "menu.webhooks": (
+            "Webhooks de alarme — escolha uma opção:\n"
+            "  1) Listar os webhooks e suas entregas\n"
+            "  2) Cadastrar um webhook\n"
+            "  3) Remover um webhook\n"
+            "  0) Voltar ao menu do operador"
         ),
         "menu.invalid": "Opção inválida: {choice!r}. Digite um dos números do menu.",
         "menu.bye": "Até logo.",
@@ -66,6 +74,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.meter": "Medidor (vazio = todos): ",
         "field.meter_credential": "Medidor que recebe chave nova (vazio = token novo do cliente): ",
         "field.alarm_id": "Número do alarme: ",
+        "field.url": "URL que recebe os eventos de alarme (http:// ou https://): ",
+        "field.webhook_customer": "Só os eventos deste CPF ou CNPJ (vazio = todos os clientes): ",
+        "field.webhook_id": "Número do webhook: ",
         # choices: how the API's values are shown and typed
         "choice.ligacao.mono": "mono",
         "choice.ligacao.bi": "bi",
@@ -87,6 +98,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "invalid.taxid.repeated": "CPF/CNPJ com todos os dígitos iguais não é válido.",
         "invalid.taxid.check_digits": "Os dígitos verificadores do CPF/CNPJ não conferem.",
         "invalid.no_token": "Sem token do operador: use --token, METERD_TOKEN ou --data-dir.",
+        "invalid.url": "Digite uma URL que comece com http:// ou https://, não {value!r}.",
         # results
         "result.customer_created": "Cliente {id} ({name}) cadastrado: ligação {ligacao}, limites {limite_kw} kW e {limite_kwh} kWh/mês, fuso {tz}.",
         "result.customer_token": "TOKEN DO CLIENTE: {token}",
@@ -97,6 +109,10 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "result.meter_key": "CHAVE DO MEDIDOR: {key}",
         "result.key_once": "Guarde esta chave agora: ela é mostrada só esta vez e assina as leituras do medidor.",
         "result.acked": "Alarme {alarm_id} reconhecido.",
+        "result.webhook_created": "Webhook {webhook_id} cadastrado: os eventos de alarme de {whom} serão enviados para {url}.",
+        "result.webhook_secret": "SEGREDO DO WEBHOOK: {secret}",
+        "result.secret_once": "Guarde este segredo agora: ele é mostrado só esta vez e é a chave (HMAC) que assina cada envio.",
+        "result.webhook_removed": "Webhook {webhook_id} removido: nada mais será enviado para {url}.",
         # waiting
         "wait.connecting": "Conectando a {server}…",
         "wait.working": "Consultando o servidor…",
@@ -119,6 +135,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "api.unknown_customer": "não há cliente cadastrado com este CPF/CNPJ",
         "api.unknown_meter": "o cliente não tem este medidor",
         "api.unknown_alarm": "o cliente não tem este alarme",
+        "api.unknown_webhook": "não há webhook com este número",
+        "api.invalid_url": "a URL não é aceita (use http:// ou https://, sem usuário, senha nem #fragmento)",
         "api.customer_exists": "já existe um cliente com este CPF/CNPJ",
         "api.unknown_route": "o servidor não conhece este pedido (versão diferente?)",
         "api.method_not_allowed": "o servidor não aceita este pedido desta forma (versão diferente?)",
@@ -237,6 +255,17 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "meters.col.mode": "Modo",
         "meters.col.last_seen": "Última leitura",
         "meters.col.last_kwh": "Registro (kWh)",
+        # rendering: webhooks
+        "webhooks.title": "Webhooks de alarme",
+        "webhooks.none": "Nenhum webhook cadastrado.",
+        "webhooks.everyone": "todos os clientes",
+        "webhooks.all": "todos",
+        "webhooks.col.id": "Nº",
+        "webhooks.col.url": "URL",
+        "webhooks.col.whom": "Eventos de",
+        "webhooks.col.position": "Cursor\nPendentes",
+        "webhooks.col.times": "Última entrega\nÚltima falha",
+        "webhooks.failing": "falhando: {error} ({n} tentativa(s) seguida(s))",
         "never": "nunca",
         # dates, durations and numbers
         "date.day": "{d:02d}/{m:02d}/{y:04d}",
@@ -269,6 +298,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "metavar.meter": "MEDIDOR",
         "metavar.cursor": "CURSOR",
         "metavar.alarm": "ALARME",
+        "metavar.url": "URL",
+        "metavar.webhook": "WEBHOOK",
         "help.server": "endereço do servidor (padrão {default}; ou a variável METERD_SERVER)",
         "help.token": "token de acesso (ou a variável {env}; no modo operador, o operator.token do diretório de dados)",
         "help.data_dir": "diretório de dados do servidor, onde está o operator.token (padrão ./meterd-data)",
@@ -304,6 +335,12 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.medidor": "só este medidor",
         "help.cursor": "só eventos depois deste cursor",
         "help.alarm": "número do alarme",
+        "help.cmd.webhook": "cadastra um webhook: cada evento de alarme é enviado (POST assinado) para a URL (operador)",
+        "help.cmd.webhooks": "lista os webhooks de alarme e como vão as entregas (operador)",
+        "help.cmd.remove-webhook": "remove um webhook de alarme (operador)",
+        "help.url": "URL que recebe os eventos (http:// ou https://)",
+        "help.webhook_customer": "só os eventos deste cliente, CPF ou CNPJ (padrão: todos os clientes)",
+        "help.webhook": "número do webhook",
     },
     "en": {
         "app.title": "meterd — console",
@@ -318,6 +355,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  6) A customer's alarms\n"
             "  7) Acknowledge a customer's alarm\n"
             "  8) New token for a customer or new key for a meter\n"
+            " 10) Alarm webhooks (list, register, remove)\n"
             "  9) Switch mode\n"
             "  0) Quit"
         ),
@@ -329,6 +367,13 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  4) Acknowledge an alarm\n"
             "  9) Switch mode\n"
             "  0) Quit"
+        ),
+        "menu.webhooks": (
+            "Alarm webhooks — choose an option:\n"
+            "  1) List the webhooks and their deliveries\n"
+            "  2) Register a webhook\n"
+            "  3) Remove a webhook\n"
+            "  0) Back to the operator menu"
         ),
         "menu.invalid": "Invalid option: {choice!r}. Type one of the menu's numbers.",
         "menu.bye": "Goodbye.",
@@ -349,6 +394,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.meter": "Meter (empty = all): ",
         "field.meter_credential": "Meter to get a new key (empty = a new token for the customer): ",
         "field.alarm_id": "Alarm number: ",
+        "field.url": "URL that receives the alarm events (http:// or https://): ",
+        "field.webhook_customer": "Only this CPF or CNPJ's events (blank = every customer): ",
+        "field.webhook_id": "Webhook number: ",
         "choice.ligacao.mono": "single",
         "choice.ligacao.bi": "two",
         "choice.ligacao.tri": "three",
@@ -368,6 +416,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "invalid.taxid.repeated": "A CPF/CNPJ with all digits equal is not valid.",
         "invalid.taxid.check_digits": "The CPF/CNPJ check digits do not match.",
         "invalid.no_token": "No operator token: use --token, METERD_TOKEN or --data-dir.",
+        "invalid.url": "Type a URL starting with http:// or https://, not {value!r}.",
         "result.customer_created": (
             "Customer {id} ({name}) registered: {ligacao} connection, limits {limite_kw} kW and {limite_kwh} kWh/month, time zone {tz}."
         ),
@@ -379,6 +428,10 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "result.meter_key": "METER KEY: {key}",
         "result.key_once": "Save this key now: it is shown only this once and signs the meter's readings.",
         "result.acked": "Alarm {alarm_id} acknowledged.",
+        "result.webhook_created": "Webhook {webhook_id} registered: the alarm events of {whom} will be sent to {url}.",
+        "result.webhook_secret": "WEBHOOK SECRET: {secret}",
+        "result.secret_once": "Keep this secret now: it is shown only this once and is the (HMAC) key every delivery is signed with.",
+        "result.webhook_removed": "Webhook {webhook_id} removed: nothing more will be sent to {url}.",
         "wait.connecting": "Connecting to {server}…",
         "wait.working": "Asking the server…",
         "error.refused": "Refused by the server ({status}): {text}.",
@@ -398,6 +451,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "api.unknown_customer": "no customer is registered with this CPF/CNPJ",
         "api.unknown_meter": "the customer has no such meter",
         "api.unknown_alarm": "the customer has no such alarm",
+        "api.unknown_webhook": "there is no webhook with this number",
+        "api.invalid_url": "the URL is not accepted (use http:// or https://, no user name, password or #fragment)",
         "api.customer_exists": "a customer with this CPF/CNPJ is already registered",
         "api.unknown_route": "the server does not know this request (a different version?)",
         "api.method_not_allowed": "the server does not take this request this way (a different version?)",
@@ -511,6 +566,17 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "meters.col.mode": "Mode",
         "meters.col.last_seen": "Last reading",
         "meters.col.last_kwh": "Register (kWh)",
+        # rendering: webhooks
+        "webhooks.title": "Alarm webhooks",
+        "webhooks.none": "No webhook registered.",
+        "webhooks.everyone": "every customer",
+        "webhooks.all": "all",
+        "webhooks.col.id": "No.",
+        "webhooks.col.url": "URL",
+        "webhooks.col.whom": "Events of",
+        "webhooks.col.position": "Cursor\nBacklog",
+        "webhooks.col.times": "Last delivery\nLast failure",
+        "webhooks.failing": "failing: {error} ({n} attempt(s) in a row)",
         "never": "never",
         "date.day": "{y:04d}-{m:02d}-{d:02d}",
         "date.time": "{y:04d}-{m:02d}-{d:02d} {H:02d}:{M:02d}",
@@ -541,6 +607,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "metavar.meter": "METER",
         "metavar.cursor": "CURSOR",
         "metavar.alarm": "ALARM",
+        "metavar.url": "URL",
+        "metavar.webhook": "WEBHOOK",
         "help.server": "server address (default {default}; or the METERD_SERVER variable)",
         "help.token": "access token (or the {env} variable; in operator mode, the data dir's operator.token)",
         "help.data_dir": "the server's data directory, holding operator.token (default ./meterd-data)",
@@ -576,6 +644,12 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.medidor": "only this meter",
         "help.cursor": "only events after this cursor",
         "help.alarm": "alarm number",
+        "help.cmd.webhook": "registers a webhook: every alarm event is sent (a signed POST) to the URL (operator)",
+        "help.cmd.webhooks": "lists the alarm webhooks and how their deliveries go (operator)",
+        "help.cmd.remove-webhook": "removes an alarm webhook (operator)",
+        "help.url": "URL that receives the events (http:// or https://)",
+        "help.webhook_customer": "only this customer's events, CPF or CNPJ (default: every customer)",
+        "help.webhook": "webhook number",
     },
 }
 

@@ -668,6 +668,50 @@ class Renderer:
         summary = m("result.new_key", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"))
         return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
 
+    # -- alarm webhooks (operator) -------------------------------------------
+
+    def webhook_created(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        whom = _taxid(str(doc["id"])) if doc.get("id") else m("webhooks.everyone")
+        summary = m("result.webhook_created", webhook_id=doc.get("webhook_id", "?"), whom=whom, url=doc.get("url", ""))
+        return self._secret(summary, m("result.webhook_secret", secret=doc.get("secret", "")), m("result.secret_once"))
+
+    def webhook_removed(self, doc: Mapping[str, Any]) -> str:
+        return self.m("result.webhook_removed", webhook_id=doc.get("webhook_id", "?"), url=doc.get("url", "")) + "\n"
+
+    def webhooks(self, doc: Mapping[str, Any]) -> str:
+        """Each webhook: where it sends, whose events, how far it got, and whether it is failing.
+
+        Two figures share a column (cursor over backlog, last delivery over
+        last failure) and a failing webhook's error goes under its URL, so the
+        table fits 80 columns with room for the URL, which wraps rather than
+        being cut.
+        """
+        m = self.m
+        hooks = [w for w in doc.get("webhooks") or [] if isinstance(w, Mapping)]
+        if not hooks:
+            return m("webhooks.none") + "\n"
+        t = self._table(title=m("webhooks.title"))
+        t.add_column(m("webhooks.col.id"), justify="right", no_wrap=True)
+        t.add_column(m("webhooks.col.url"), ratio=1, overflow="fold")
+        t.add_column(m("webhooks.col.whom"), no_wrap=True)
+        t.add_column(m("webhooks.col.position"), justify="right", no_wrap=True)
+        t.add_column(m("webhooks.col.times"), no_wrap=True)
+        for w in hooks:
+            url = Text(str(w.get("url", "")))
+            if w.get("failures"):
+                failing = m("webhooks.failing", error=w.get("last_error") or "?", n=w["failures"])
+                url.append("\n" + failing, style="bold red" if self.color else "")
+            t.add_row(
+                str(w.get("webhook_id", "")),
+                url,
+                _taxid(str(w["id"])) if w.get("id") else m("webhooks.all"),
+                f"{w.get('cursor', '—')}\n{self.num(w.get('backlog'), 0)}",
+                f"{self.when(w['last_success']) if w.get('last_success') else m('never')}\n"
+                f"{self.when(w['last_failure']) if w.get('last_failure') else '—'}",
+            )
+        return self._render(t)
+
     def _secret(self, summary: str, secret_line: str, warning: str) -> str:
         """A secret on a line of its own, never wrapped, so it can be copied."""
         if self.color:
