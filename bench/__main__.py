@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout]``: run the benchmark, print one table.
+"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,webhooks]``: run the benchmark, print one table.
 
 Phases (DESIGN §9 and issue 8), each with its baseline measured in the same run:
   ingest   signed, acked, durable UDP readings from many meters vs a bare Twisted UDP loop that only parses JSON
@@ -8,6 +8,8 @@ Phases (DESIGN §9 and issue 8), each with its baseline measured in the same run
   rss      server RSS with 100,000 registered meters vs the same server with none
   scaleout (only when asked for) the ingest load on one meterd on SQLite vs one and two meterd processes
            (--reuse-port, one UDP port) on one PostgreSQL database (--pg DSN, or $METERD_BENCH_PG)
+  webhooks (only when asked for) alarm events at a steady rate delivered to a receiver on loopback: delivery lag
+           and events/s vs the receiver's own round trip for a plain POST (bench/webhooks.py)
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import pg
+from bench import pg, webhooks
 from bench.common import median, metric_values, python, subprocess_env
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
-PHASES = ("ingest", "http", "history", "rss", "scaleout")
+PHASES = ("ingest", "http", "history", "rss", "scaleout", "webhooks")
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")  # scaleout needs a PostgreSQL server: asked for by name
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
 # The target is 60,000/s stored; the stored rate counts whole flushes (~3,500
@@ -548,6 +550,8 @@ def main(argv: list[str]) -> int:
             phase_rss(a, report, work)
         if "scaleout" in a.phases:
             phase_scaleout(a, report, work)
+        if "webhooks" in a.phases:
+            webhooks.phase(report, work, quick=a.quick, log=log)
     finally:
         if server is not None:
             server.stop()

@@ -314,14 +314,18 @@ class Delivery:
     # -- the loop ----------------------------------------------------------
 
     async def _run(self) -> None:
-        try:
-            while self._running:
+        while self._running:
+            try:
                 await self._step()
-        except CancelledError:
-            if self._running:
-                raise
-        except Exception:
-            log.failure("webhook {id}'s delivery stopped", id=self.webhook_id)
+                continue
+            except (CancelledError, Exception):  # a CancelledError is stop()'s doing when it stopped the loop
+                if self.stopped():
+                    return
+                log.failure("webhook {id}: delivery failed unexpectedly; trying again in {s:g} s", id=self.webhook_id, s=READ_RETRY_S)
+            try:
+                await self._sleep(READ_RETRY_S)
+            except CancelledError:
+                return  # stopped meanwhile
 
     async def _step(self) -> None:
         clock = self.hooks.clock
