@@ -32,7 +32,7 @@ from meterd.alarm_wire import alarm_json, event_json
 
 __all__ = [
     "DELIVERY_HEADER", "EVENT_HEADER", "SIGNATURE_HEADER", "TOLERANCE_S", "MAX_URL_LENGTH",
-    "EventDetail", "InvalidUrl", "body", "check_url", "delivery_id", "headers", "signature", "signed_string", "verify",
+    "EventDetail", "InvalidUrl", "body", "check_url", "delivery_id", "headers", "origin", "signature", "signed_string", "verify",
 ]
 
 DELIVERY_HEADER = "Meterd-Delivery"
@@ -83,6 +83,17 @@ def check_url(url: object) -> str:
     if parts.fragment or url.endswith("#"):
         raise InvalidUrl("the url must not have a #fragment")
     return url
+
+
+def origin(url: str) -> str:
+    """What the log says of a webhook's URL: its scheme, host and port only.
+
+    Receivers often take a credential in the path or the query (a chat
+    service's incoming-webhook URL is one), and a log is read by more people
+    than the operator's API; ``/getWebhooks`` shows the whole URL.
+    """
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc}"
 
 
 def delivery_id(webhook_id: int, event_id: int) -> str:

@@ -198,7 +198,7 @@ class Webhooks(Service):
             delivery = self.deliveries.get(webhook.webhook_id)
             if delivery is None and self.running:
                 delivery = self.deliveries[webhook.webhook_id] = Delivery(self, webhook)
-                log.info("delivering webhook {id} to {url} from event {cursor}", id=webhook.webhook_id, url=webhook.url,
+                log.info("delivering webhook {id} to {url} from event {cursor}", id=webhook.webhook_id, url=webhook_wire.origin(webhook.url),
                          cursor=webhook.last_delivered + 1)
                 delivery.start()
             if delivery is not None:
@@ -424,7 +424,8 @@ class Delivery:
         metrics.recent[f"webhook {self.webhook_id} delivery attempts failed"] += 1
         if self.failures == 1:
             log.warn("webhook {id}: event {event} not delivered to {url} ({error}); retrying, waiting up to {bound:g} s between attempts",
-                     id=self.webhook_id, event=detail.event.event_id, url=self.url, error=error, bound=self.hooks.max_backoff)
+                     id=self.webhook_id, event=detail.event.event_id, url=webhook_wire.origin(self.url), error=error,
+                     bound=self.hooks.max_backoff)
 
 
 class _Discard(Protocol):

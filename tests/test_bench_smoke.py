@@ -81,3 +81,15 @@ def test_scaleout_tiny_run_spreads_meters_over_two_processes() -> None:
     split = next(line for line in lines if line.startswith("UDP datagrams per process, PostgreSQL, 2 processes"))
     assert split.rstrip().endswith("PASS")  # both processes received datagrams
     assert "0.00x" not in "\n".join(line for line in lines if line.startswith("stored rate"))
+
+
+def test_quick_webhooks_phase_delivers_every_event_in_order() -> None:
+    """About 40 s: 200 events/s for 8 s twice, a burst, against a receiver on loopback (issue 29)."""
+    done = _bench("--quick", "--only", "webhooks", timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    caused = next(line for line in lines if line.startswith("alarm events caused / delivered"))
+    assert caused.rstrip().endswith("PASS"), done.stdout
+    for figure in ("delivery lag p50", "delivery lag p99", "delivered events/s, steady"):
+        row = next(line for line in lines if line.startswith(figure))
+        assert "n/a" not in row and "x" in row, row

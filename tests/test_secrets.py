@@ -61,15 +61,23 @@ async def logged(tmp_path: Path) -> AsyncIterator[tuple[LiveServer, list[dict[st
         globalLogPublisher.removeObserver(events.append)
 
 
+RECEIVER_KEY = "xoxb-receivers-own-credential-9f8e7d"
+
+
 async def _exercise(server: LiveServer) -> dict[str, str]:
     """Register, authenticate every way (well and badly), post over HTTP and UDP."""
     status, customer, _ = await server.call("POST", "/cadCliente", json_body={"id": CID, "name": "Ana"})
     assert status == 201
     status, meter, _ = await server.call("POST", "/cadMedidor", json_body={"id": CID})
     assert status == 201
+    # a receiver's own credential in its URL (as chat services' incoming webhooks have) stays out of the log too
+    status, webhook, _ = await server.call("POST", "/cadWebhook", json_body={"url": "http://127.0.0.1:9/T0/B0/" + RECEIVER_KEY, "id": CID})
+    assert status == 201
     bad = new_token()
     now = int(time.time())
     calls = [
+        ("GET", "/getWebhooks", server.token, None),
+        ("POST", "/removeWebhook", customer["token"], {"webhook_id": webhook["webhook_id"]}),
         ("POST", "/postConsumo", meter["key"], {"id": CID, "id_medidor": 1, "valor": 1, "timestamp": now - 60}),
         ("POST", "/postConsumo", customer["token"], {"id": CID, "id_medidor": 1, "valor": 2, "timestamp": now - 50}),
         ("GET", "/getFatura", bad, {"id": CID}),
@@ -84,6 +92,7 @@ async def _exercise(server: LiveServer) -> dict[str, str]:
         assert status != 500
         if status >= 400:  # an error never echoes the credentials it was given
             assert not _secrets_in(json.dumps(answer), [token, server.token, customer["token"], meter["key"]]), answer
+        assert webhook["secret"] not in json.dumps(answer)  # shown by /cadWebhook only
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         key = bytes.fromhex(meter["key"])
         s.sendto(sign(f"{CID},1,3,{now - 40}".encode(), key), ("127.0.0.1", server.udp_port))
@@ -93,7 +102,8 @@ async def _exercise(server: LiveServer) -> dict[str, str]:
         if body["meters"][0]["last_kwh"] == 3:
             break
         await deferLater(reactor, 0.01, lambda: None)
-    return {"operator": server.token, "customer": customer["token"], "meter_key": meter["key"], "bad": bad}
+    return {"operator": server.token, "customer": customer["token"], "meter_key": meter["key"], "bad": bad, "webhook": webhook["secret"],
+            "receiver_key": RECEIVER_KEY}
 
 
 def test_a_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -165,3 +165,8 @@ def test_a_wait_is_never_past_the_bound_nor_under_half_the_doubled_delay(failure
     wait = webhook_retry.delay(failures, jitter, bound)
     full = min(bound, 2.0 ** (failures - 1))
     assert full / 2 <= wait <= full <= bound
+
+
+def test_the_log_names_only_where_a_webhook_goes_not_its_path_or_query() -> None:
+    assert webhook_wire.origin("https://hooks.example.com/services/T0/B0/s3cr3t?x=1") == "https://hooks.example.com"
+    assert webhook_wire.origin("HTTP://10.0.0.5:9000/ana") == "http://10.0.0.5:9000"

@@ -15,7 +15,7 @@ from meterd.web import routes
 from meterd.web.api import ID, MAX_CURSOR, Api, Call
 from meterd.web.errors import not_found
 from meterd.web.routes import Field, route
-from meterd.webhook_wire import MAX_URL_LENGTH, InvalidUrl, check_url
+from meterd.webhook_wire import MAX_URL_LENGTH, InvalidUrl, check_url, origin
 from meterd.webhooks import Delivery, Webhooks
 
 __all__ = ["WebhookRoutes"]
@@ -65,7 +65,7 @@ class WebhookRoutes:
             webhook = await self.api.store.create_webhook(url, cid, credentials.new_webhook_secret(), self.api.now_ms())
         except NotFound:
             raise not_found("unknown_customer", f"customer {cid} is not registered") from None
-        log.info("registered webhook {id} to {url} for {whom}", id=webhook.webhook_id, url=url, whom=cid or "every customer")
+        log.info("registered webhook {id} to {url} for {whom}", id=webhook.webhook_id, url=origin(url), whom=cid or "every customer")
         self.webhooks.poke()
         return 201, {"webhook_id": webhook.webhook_id, "url": url, "id": cid, "cursor": webhook.last_delivered, "secret": webhook.secret}
 
@@ -99,7 +99,7 @@ class WebhookRoutes:
             raise not_found("unknown_webhook", f"there is no webhook {webhook_id}") from None
         (shown,) = await self._shown([webhook])
         self.webhooks.removed(webhook_id)
-        log.info("removed webhook {id} ({url})", id=webhook_id, url=webhook.url)
+        log.info("removed webhook {id} ({url})", id=webhook_id, url=origin(webhook.url))
         return 200, shown
 
     async def _shown(self, stored: list[Webhook]) -> list[dict[str, Any]]:
