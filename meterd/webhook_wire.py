@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import orjson
+from hyperlink import EncodedURL
 
 from meterd.alarm_book import Alarm, Event
 from meterd.alarm_wire import alarm_json, event_json
@@ -69,7 +70,10 @@ def check_url(url: object) -> str:
         raise InvalidUrl(f"the url must be 1 to {MAX_URL_LENGTH} characters")
     if not url.isascii() or not url.isprintable() or " " in url:
         raise InvalidUrl("the url must be printable ASCII without spaces (percent-encode the rest, xn-- for host names)")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # a bracket left open around an IPv6 address
+        raise InvalidUrl(f"the url does not parse: {e}") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise InvalidUrl("the url must start with http:// or https://")
     if "@" in parts.netloc:
@@ -77,11 +81,17 @@ def check_url(url: object) -> str:
     if not parts.hostname:
         raise InvalidUrl("the url has no host")
     try:
-        parts.port  # noqa: B018 - parses the port: ValueError when it is not one
+        port = parts.port
     except ValueError:
-        raise InvalidUrl("the url's port is not a number from 0 to 65535") from None
+        port = 0
+    if port == 0:
+        raise InvalidUrl("the url's port is not a number from 1 to 65535")
     if parts.fragment or url.endswith("#"):
         raise InvalidUrl("the url must not have a #fragment")
+    try:  # what the HTTP client (treq) does with it first: a host it cannot encode is refused now, not at every delivery
+        EncodedURL.from_text(url).to_uri()
+    except Exception as e:  # hyperlink's and idna's own errors; an IPv6 literal among them
+        raise InvalidUrl(f"the url's host is not a host name or IPv4 address meterd can send to ({e})") from None
     return url
 
 

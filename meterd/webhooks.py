@@ -381,12 +381,11 @@ class Delivery:
         hooks = self.hooks
         payload = webhook_wire.body(self.webhook_id, detail)
         headers = webhook_wire.headers(self.secret, int(hooks.clock.seconds()), self.webhook_id, detail, payload)
-        request = hooks.http.post(
-            self.url, data=payload, headers=headers, timeout=hooks.timeout, unbuffered=True, allow_redirects=False, reactor=hooks.clock,
-        )
-        self._request = request
         try:
-            response = await request
+            self._request = hooks.http.post(
+                self.url, data=payload, headers=headers, timeout=hooks.timeout, unbuffered=True, allow_redirects=False, reactor=hooks.clock,
+            )
+            response = await self._request
             self._request = reading = _drain(response, hooks.clock, hooks.timeout)
             await reading
         except CancelledError:
@@ -471,7 +470,7 @@ def _drain(response: Any, clock: IReactorTime, timeout: float) -> Deferred[None]
 
 def _describe(error: BaseException) -> str:
     """A failed attempt in a few words, for the list of webhooks and the log."""
-    if isinstance(error, (web_client.ResponseNeverReceived, web_client.ResponseFailed)):
+    if isinstance(error, (web_client.ResponseFailed, web_client.RequestTransmissionFailed)):  # the connection failed, and why
         reasons = getattr(error, "reasons", None) or []
         if any(r.check(CancelledError) for r in reasons):
             return "timeout"

@@ -135,6 +135,9 @@ MORE_BAD_OPTIONS = [
     (("--http-workers", "65"), "--http-workers"),
     (("--http-workers", "-1"), "--http-workers"),
     (("--udp-workers", "1.5"), "--udp-workers"),
+    (("--webhook-timeout", "0"), "--webhook-timeout"),
+    (("--webhook-max-backoff", "-1"), "--webhook-max-backoff"),
+    (("--webhook-max-backoff", "forever"), "--webhook-max-backoff"),
 ]
 
 

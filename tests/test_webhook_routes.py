@@ -106,3 +106,37 @@ async def test_an_alarm_raised_by_a_posted_reading_reaches_the_receiver_and_the_
     finally:
         await server.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_https_receiver_is_held_to_its_certificate(tmp_path: Path) -> None:
+    """A receiver whose certificate nobody signed gets nothing: the failure says why, and the event waits."""
+    import twisted.test
+    from twisted.internet import ssl
+
+    pem = (Path(twisted.test.__file__).parent / "server.pem").read_bytes()
+    certificate = ssl.PrivateCertificate.loadPEM(pem)
+    receiver = Receiver()
+    port = reactor.listenSSL(0, Site(receiver), certificate.options(), interface="127.0.0.1")
+    server = await start_server(tmp_path / "data", "--alarm-window", "60", "--webhook-max-backoff", "60")
+    try:
+        await customer_with_meter(server, limite_kw=1)
+        status, hook, _ = await call(server, "POST", "/cadWebhook", json_body={"url": f"https://localhost:{port.getHost().port}/hook"})
+        assert status == 201
+        now = int(time.time())
+        for ts, valor in ((now - 40, 1.0), (now - 5, 2.0)):
+            status, body, _ = await server.call("POST", "/postConsumo", json_body={"id": CID, "id_medidor": 1, "valor": valor, "timestamp": ts})
+            assert status == 201, body
+
+        async def refused() -> Any:
+            status, listed, _ = await call(server, "GET", "/getWebhooks")
+            (shown,) = listed["webhooks"]
+            return shown if shown["failures"] else None
+
+        shown = await until(refused, 10)
+        assert "certificate" in shown["last_error"].lower(), shown["last_error"]
+        assert shown["backlog"] == 1 and shown["last_success"] is None
+        assert receiver.posts == []
+    finally:
+        await server.stop()
+        await port.stopListening()

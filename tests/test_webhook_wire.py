@@ -117,7 +117,7 @@ def test_webhook_secrets_are_random_and_shaped_as_documented() -> None:
 
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:8080/hook", "https://alarmes.example.com/meterd?token=abc&x=1", "HTTPS://EXAMPLE.COM",
-    "http://[::1]:9000/", "https://xn--alarmes-6ya.example.com/", "http://host/path%20with%20space", "  http://trimmed/  ",
+    "https://xn--alarmes-6ya.example.com/", "http://host/path%20with%20space", "  http://trimmed/  ",
 ])
 def test_urls_meterd_posts_to(url: str) -> None:
     assert check_url(url) == url.strip()
@@ -133,6 +133,12 @@ def test_urls_meterd_posts_to(url: str) -> None:
     ("http://example.com/#frag", "fragment"),
     ("http://example.com/#", "fragment"),
     ("http://example.com:99999/", "port"),
+    ("http://example.com:0/", "port"),
+    ("http://[::1/", "does not parse"),
+    ("http://a..b/", "host name"),
+    ("http://[::1]:9000/", "host name or IPv4"),  # treq cannot send to an IPv6 literal: refused at once
+    ("http://ex_ample.com/", "host name"),
+    ("http://-x-.com/", "host name"),
     ("http://example.com:port/", "port"),
     ("http://exämple.com/", "ASCII"),
     ("http://example.com/a b", "ASCII"),
@@ -170,3 +176,12 @@ def test_a_wait_is_never_past_the_bound_nor_under_half_the_doubled_delay(failure
 def test_the_log_names_only_where_a_webhook_goes_not_its_path_or_query() -> None:
     assert webhook_wire.origin("https://hooks.example.com/services/T0/B0/s3cr3t?x=1") == "https://hooks.example.com"
     assert webhook_wire.origin("HTTP://10.0.0.5:9000/ana") == "http://10.0.0.5:9000"
+
+
+@given(st.text(max_size=80) | st.builds(lambda rest: "http://" + rest, st.text(max_size=60)))
+def test_any_text_is_a_url_or_an_invalid_url_error(text: str) -> None:
+    try:
+        url = check_url(text)
+    except InvalidUrl:
+        return
+    assert url.startswith(("http://", "https://", "HTTP", "Http", "hTTP")) or url[:5].lower() in ("http:", "https")
