@@ -39,6 +39,7 @@ from meterd.bill_cache import BillCache
 from meterd.credentials import operator_token
 from meterd.data_dir import prepare as data_dir_prepare
 from meterd.directory import Directory
+from meterd.faturamento import BillingRuns, IssuedBills
 from meterd.http_workers import HttpWorkers
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
@@ -53,6 +54,7 @@ from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
+from meterd.web.bills import Bills
 from meterd.web.request import make_site
 
 __all__ = ["Meterd", "Options", "makeService"]
@@ -95,6 +97,7 @@ class Parts:
     ingest: Ingest
     bills: BillCache
     alarms: Alarms
+    runs: BillingRuns
     api: Api
     meters: MeterProtocol
     udp_workers: UdpWorkers | None
@@ -115,10 +118,12 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
         no_auth=bool(config.get("no-auth")), tz=config["tz"], limit_w=config["limit-w"], limit_wh=config["limit-wh"],
         meter_mode=config["meter-mode"],
     )
-    api = mount_all(Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms))
+    runs = BillingRuns(store, config["tariff"], clock, config["tz"], bills)
+    api = Api(settings, store, directory, ingest, metrics, clock, bills, alarms)
+    mount_all(api, Bills(api, config["tariff"], runs, IssuedBills(store)))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
-        config, clock, metrics, store, directory, ingest, bills, alarms, api, meters,
+        config, clock, metrics, store, directory, ingest, bills, alarms, runs, api, meters,
         UdpWorkers(config["udp-workers"], meters, directory, ingest, metrics, default_reactor) if config.get("udp-workers") else None,
         HttpWorkers(config["http-workers"], api, config["limits"], default_reactor) if config.get("http-workers") else None,
     )
@@ -165,7 +170,7 @@ class Meterd(service.MultiService):
         self._tuning: tuning.Tuning | None = None
         self._umask: int | None = None
         self._stopping: Deferred[None] | None = None
-        for child in (parts.ingest, parts.alarms, Notices(parts.metrics.recent)):
+        for child in (parts.ingest, parts.alarms, parts.runs, Notices(parts.metrics.recent)):
             child.setServiceParent(self)
         if parts.store.shared:  # other processes change the directory too
             DirectorySync(parts.store, parts.directory, parts.clock).setServiceParent(self)

@@ -92,6 +92,16 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     if status == 200:
         w.alarm_ids = [alarm["alarm_id"] for alarm in body["active"]]
         assert w.alarm_ids, f"A's readings should have raised an alarm to acknowledge: {body}"
+    # A's bill of last month issued, for /getFaturaCodigo: a reading in that month makes A a customer then
+    last_month = now - 40 * 86_400
+    await _ok(server, "POST", "/postConsumo", {"id": A, "id_medidor": 1, "valor": 0, "timestamp": last_month})
+    await _ok(server, "POST", "/faturamento", {"periodo": 1}, 202)
+    for _ in range(200):
+        status, run, _ = await server.call("GET", "/getFaturamento")
+        if run["estado"] != "executando":
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    assert run["estado"] == "concluida" and run["emitidas"] >= 1, run
     yield w
     await server.stop()
 
@@ -113,6 +123,12 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "GET", None, {"id": A, "kind": "M", "periodo": "0"}
     if route in ("/getFatura", "/getAlarme", "/getMedidores"):
         return "GET", None, {"id": A}
+    if route == "/getFaturaCodigo":
+        return "GET", None, {"id": A, "periodo": "1", "codigo": "pix"}
+    if route == "/faturamento":
+        return "POST", {"periodo": 1}, None
+    if route == "/getFaturamentoResultado":
+        return "GET", None, {"formato": "csv"}
     if route == "/ackAlarme":
         ids = w.alarm_ids or [1]
         return "POST", {"id": A, "alarm_id": ids[0] if principal != "operator" else ids[-1]}, None
@@ -130,6 +146,10 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "/postConsumo": (401, 401, 403, 403, 201, 201),
     "/getConsumoHist": CUSTOMER_ROUTE,
     "/getFatura": CUSTOMER_ROUTE,
+    "/getFaturaCodigo": CUSTOMER_ROUTE,
+    "/faturamento": (*DENIED_TO_ALL_BUT_OPERATOR, 202),
+    "/getFaturamento": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/getFaturamentoResultado": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/getAlarme": CUSTOMER_ROUTE,
     "/ackAlarme": CUSTOMER_ROUTE,
     "/getMedidores": CUSTOMER_ROUTE,

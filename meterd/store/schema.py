@@ -145,6 +145,71 @@ MIGRATIONS: list[list[str] | dict[str, list[str]]] = [
         "CREATE INDEX customers_updated ON customers (updated_ms)",
         "CREATE INDEX meters_updated ON meters (updated_ms)",
     ],
+    # Issued bills (meterd.billing_run): migration 9 once the branches with 7
+    # (customers/meters operations) and 8 (webhooks) are merged before it; the
+    # 7th on the branch that adds it. A bill is written once and never changed
+    # but for consumo_atual_wh, what its month is billed as once adjustments are
+    # counted; bill_edges is the ledger of the register values issued months
+    # were billed with, and the span where a late reading would change each;
+    # bill_counters hands out gapless bill numbers in commit order (its row is
+    # locked by every issuing transaction, in every process).
+    [
+        """CREATE TABLE bill_counters (
+            id BIGINT PRIMARY KEY,
+            next_number BIGINT NOT NULL,
+            next_run BIGINT NOT NULL
+        )""",
+        "INSERT INTO bill_counters (id, next_number, next_run) VALUES (1, 1, 1)",
+        """CREATE TABLE bills (
+            customer_id TEXT NOT NULL,
+            referencia TEXT NOT NULL,
+            numero BIGINT NOT NULL,
+            run_id BIGINT NOT NULL,
+            issued_ms BIGINT NOT NULL,
+            inicio_us BIGINT NOT NULL,
+            fim_us BIGINT NOT NULL,
+            dias BIGINT NOT NULL,
+            consumo_wh BIGINT NOT NULL,
+            consumo_atual_wh BIGINT NOT NULL,
+            estimado BIGINT NOT NULL,
+            total_cents BIGINT NOT NULL,
+            rates TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (customer_id, referencia)
+        )""",
+        "CREATE UNIQUE INDEX bills_numero ON bills (numero)",
+        "CREATE INDEX bills_run ON bills (run_id, numero)",
+        """CREATE TABLE bill_edges (
+            customer_id TEXT NOT NULL,
+            meter_id BIGINT NOT NULL,
+            edge BIGINT NOT NULL,
+            wh BIGINT NOT NULL,
+            estimated BIGINT NOT NULL,
+            span_lo BIGINT,
+            span_hi BIGINT,
+            PRIMARY KEY (customer_id, meter_id, edge)
+        )""",
+        """CREATE TABLE billing_runs (
+            run_id BIGINT PRIMARY KEY,
+            periodo BIGINT NOT NULL,
+            referencia TEXT NOT NULL,
+            now_ms BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            started_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            finished_ms BIGINT,
+            customers BIGINT NOT NULL,
+            processed BIGINT NOT NULL,
+            issued BIGINT NOT NULL,
+            already BIGINT NOT NULL,
+            skipped BIGINT NOT NULL,
+            adjustments BIGINT NOT NULL,
+            errors BIGINT NOT NULL,
+            total_cents BIGINT NOT NULL,
+            cursor TEXT NOT NULL,
+            message TEXT
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

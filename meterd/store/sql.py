@@ -36,6 +36,7 @@ from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, 
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
 from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.bill_sql import BillSql
 from meterd.store.memory import Around, MeterMemory
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
@@ -82,7 +83,7 @@ class Engine(Protocol):
         """The unique constraint a failed insert violated (a race with another process), or None."""
 
 
-class SqlStore(AlarmSql):
+class SqlStore(AlarmSql, BillSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
     def __init__(self, engine: Engine, memory: MeterMemory | None = None) -> None:

@@ -26,7 +26,6 @@ from twisted.web.server import Request
 from meterd import credentials, periods
 from meterd.alarms import Alarms, UnknownAlarm, alarm_json, view_json
 from meterd.bill_cache import BillCache
-from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
 from meterd.ingest import Ingest, Overloaded
 from meterd.metrics import Metrics
@@ -44,7 +43,7 @@ from meterd.readings import (
 )
 from meterd.registers import kwh
 from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
-from meterd.tariff import LIGACOES, Tariff
+from meterd.tariff import LIGACOES
 from meterd.web import params as p
 from meterd.web import routes
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
@@ -57,7 +56,6 @@ T = TypeVar("T")
 JSON = b"application/json; charset=utf-8"
 MODES = ("register", "interval")
 MAX_HISTORY_PERIODS = 30_000  # days back to 1970 for decades to come; months and years meet 1970 first
-MAX_BILL_MONTHS = 1_200
 MAX_CURSOR = 2**63 - 1  # alarm and event ids are BIGINT
 
 
@@ -103,7 +101,6 @@ class Api:
         ingest: Ingest,
         metrics: Metrics,
         clock: IReactorTime,
-        tariff: Tariff,
         bills: BillCache,
         alarms: Alarms | None = None,
     ) -> None:
@@ -113,7 +110,6 @@ class Api:
         self.ingest = ingest
         self.metrics = metrics
         self.clock = clock
-        self.tariff = tariff
         self.bills = bills
         self.alarm_service = alarms
         #: Read from the data dir when meterd starts (meterd.service.Core), not when it is built.
@@ -256,8 +252,8 @@ class Api:
         except StoreError:
             error = ApiError(503, "store_unavailable", "the store is unavailable; retry shortly")
             return self._answer(label, 503, orjson.dumps(error.body()), {})
-        except _Raw as raw:
-            return self._answer(label, 200, raw.body, {}, raw.content_type)
+        except Raw as raw:
+            return self._answer(label, 200, raw.body, raw.headers, raw.content_type)
         return self._answer(label, status, orjson.dumps(payload), {})
 
     def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str], content_type: bytes = JSON) -> Answer:
@@ -438,7 +434,7 @@ class Api:
 
     # -- queries -------------------------------------------------------------
 
-    async def _usage(self, customer: Customer, meter_ids: list[int], edges: list[int]) -> list[Usage]:
+    async def usage(self, customer: Customer, meter_ids: list[int], edges: list[int]) -> list[Usage]:
         """Consumption between calendar edges (ms), read at the store's reading times (us)."""
         meters = [(m, self.directory.meters[(customer.id, m)].meter.mode) for m in meter_ids]
         return await self.store.usage(customer.id, meters, us_edges(edges))
@@ -469,7 +465,7 @@ class Api:
         except ValueError:
             raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
         edges = periods.bucket_edges(kind, start, end, tz)
-        usages = await self._usage(customer, meter_ids, edges)
+        usages = await self.usage(customer, meter_ids, edges)
         buckets = []
         for i in range(len(edges) - 1):
             wh = sum(u.buckets[i][0] for u in usages)
@@ -488,53 +484,6 @@ class Api:
             "buckets": buckets,
             "meters": [{"id_medidor": u.meter_id, "total_kwh": kwh(sum(wh for wh, _ in u.buckets))} for u in usages],
         }
-
-    @route(
-        "GET", "/getFatura", "customer",
-        ID,
-        routes.integer("periodo", "months back (0 = the current month); no month before 1970", maximum=MAX_BILL_MONTHS).optional(0),
-        summary="The bill of a calendar month",
-        description=(
-            "A Brazilian group-B bill: energy (TE, TUSD) and bandeira lines on"
-            " `faturado_kwh = max(consumo_kwh, disponibilidade)`, taxes 'por dentro'."
-            " Money is a string with exactly 2 decimals, kWh a number. The current month is"
-            " `aberta`, earlier ones `fechada`."
-        ),
-        ok=((200, "the bill", "Bill"),), errors=(404, 503),
-    )
-    async def bill(self, call: Call) -> tuple[int, dict[str, Any]]:
-        customer = await self.customer(call.args["id"])
-        periodo = call.args["periodo"]
-        tz = ZoneInfo(customer.tz)
-        try:
-            year, month = periods.months_back(self.now_ms(), tz, periodo)
-        except ValueError:
-            raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
-        status = "aberta" if periodo == 0 else "fechada"
-        cached = self.bills.get(customer.id, year, month)
-        if cached is not None and cached["status"] == status:  # this month's bill, cached while open, is now closed
-            return 200, cached
-        begun = self.bills.begin()
-        start, end = periods.month_range(year, month, tz)
-        usages = await self._usage(customer, await self.meter_ids(customer.id, None), [start, end])
-        consumo = sum(u.buckets[0][0] for u in usages)
-        estimado = any(u.buckets[0][1] for u in usages)
-        bill = compute_bill(
-            tariff=self.tariff, ligacao=customer.ligacao, year=year, month=month, consumo_wh=consumo, estimado=estimado
-        )
-        body = {
-            "id": customer.id,
-            "name": customer.name,
-            "status": status,
-            "inicio": periods.iso(start, tz),
-            "fim": periods.iso(end, tz),
-            **bill.to_json(),
-            "medidores": [
-                {"id_medidor": u.meter_id, "consumo_kwh": kwh(u.buckets[0][0]), "estimado": u.buckets[0][1]} for u in usages
-            ],
-        }
-        self.bills.put(customer.id, year, month, body, {u.meter_id: u.spans for u in usages}, begun)
-        return 200, body
 
     @route(
         "GET", "/getMedidores", "customer",
@@ -618,7 +567,7 @@ class Api:
         ok=((200, "Prometheus text exposition format 0.0.4", None),),
     )
     async def prometheus(self, call: Call) -> tuple[int, dict[str, Any]]:
-        raise _Raw(b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
+        raise Raw(b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
 
 
 
@@ -635,12 +584,13 @@ def _customer_json(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "ligacao": c.ligacao, "limite_kw": kwh(c.limit_w), "limite_kwh": kwh(c.limit_wh), "tz": c.tz}
 
 
-class _Raw(Exception):
-    """A non-JSON answer (the metrics text); carried out of the handler as an exception."""
+class Raw(Exception):
+    """An answer whose body is given as bytes (the metrics text, a stored bill, an SVG); carried out of the handler as an exception."""
 
-    def __init__(self, content_type: bytes, body: bytes) -> None:
+    def __init__(self, content_type: bytes, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.content_type = content_type
         self.body = body
+        self.headers = headers or {}
 
 
 def serve(api: Api, request: Request) -> None:
