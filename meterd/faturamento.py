@@ -88,7 +88,7 @@ class BillingRuns(service.Service):
         self.batch = batch
         self.current: Run | None = None
         self._starting = False
-        self._task: Deferred[None] | None = None
+        self.task: Deferred[None] | None = None
         self._stopping = False
 
     def now_ms(self) -> int:
@@ -105,7 +105,7 @@ class BillingRuns(service.Service):
         """Stop after the batch in flight; the run stays resumable."""
         super().stopService()
         self._stopping = True
-        return self._task if self._task is not None else succeed(None)
+        return self.task if self.task is not None else succeed(None)
 
     async def start(self, periodo: int) -> tuple[str, Run]:
         """Start a run of ``periodo`` (months back, in each customer's zone), or resume the one that was cut short."""
@@ -128,7 +128,7 @@ class BillingRuns(service.Service):
         self._stopping = False
         log.info("billing run {id} {action}: periodo {periodo}, {customers} customers", id=run.run_id, action=action,
                  periodo=periodo, customers=run.customers)
-        self._task = Deferred.fromCoroutine(self._run(run)).addErrback(self._failed, run)
+        self.task = Deferred.fromCoroutine(self._run(run)).addErrback(self._failed, run)
         return action, run
 
     async def _run(self, run: Run) -> None:

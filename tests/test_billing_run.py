@@ -253,3 +253,35 @@ async def test_without_empresa_runs_are_refused_and_previews_still_work(tmp_path
         assert status == 404  # nothing was started
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_adjustment_larger_than_the_bill_is_a_credit_carried_by_the_next_bill(server: LiveServer) -> None:
+    await customer(server)
+    _, start4, end4 = month_back(server, 4)
+    ref3, start3, _ = month_back(server, 3)
+    ref2, start2, end2 = month_back(server, 2)
+    day = 24 * HOUR_MS
+    # month 4's end interpolated across a long gap (estimated): about 1,785 kWh billed
+    for ms, kwh in [(start4, "0"), (start4 + day, "10"), (end4 + 20 * day, "3010"), (start2, "3100"), (end2, "3150")]:
+        await reading(server, ms, kwh)
+    await run(server, 4)
+    bill4 = orjson.loads(await bill_bytes(server, 4))
+    assert bill4["estimado"] and bill4["consumo_kwh"] > 1700
+    await reading(server, end4, "11")  # month 4 really used 11 kWh
+    await run(server, 2)  # month 2 (50 kWh) carries month 4's adjustment, over 1,700 kWh less
+    bill2 = orjson.loads(await bill_bytes(server, 2))
+    [ajuste] = bill2["ajustes"]
+    assert ajuste["consumo_corrigido_kwh"] == 11.0 and Decimal(ajuste["valor"]) < -Decimal(bill2["total_mes"])
+    assert Decimal(bill2["total"]) < 0 and (bill2["pix"], bill2["codigo_barras"], bill2["linha_digitavel"]) == (None, None, None)
+    status, body, _ = await call(server, "GET", "/getFaturaCodigo", params={"id": CID, "periodo": 2, "codigo": "barras"})
+    assert (status, body["error"]["code"]) == (404, "nothing_to_pay")
+    await run(server, 3)  # the next bill carries the credit
+    bill3 = orjson.loads(await bill_bytes(server, 3))
+    assert bill3["credito_anterior"] == {"numero": bill2["numero"], "valor": bill2["total"]}
+    assert Decimal(bill3["total"]) == Decimal(bill3["total_mes"]) + Decimal(bill2["total"]) > 0
+    assert bill3["consumo_kwh"] == 3089.0  # from month 4's corrected end (11) to month 2's start (3100)
+    assert pix.parse_brcode(bill3["pix"]).amount == Decimal(bill3["total"])
+    # every month: its bill plus its adjustments is what it measures
+    assert bill4["consumo_kwh"] + ajuste["consumo_kwh"] == pytest.approx(11.0, abs=1e-9)
+    assert (bill3["referencia"], bill2["referencia"]) == (ref3, ref2) and start3 == end4
