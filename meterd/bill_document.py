@@ -19,12 +19,15 @@ at most 3, instants ISO 8601 with the customer's offset, dates ``AAAA-MM-DD``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from meterd import arrecadacao, periods, pix
 from meterd.billing import Adjustment, Bill, money
@@ -38,7 +41,9 @@ __all__ = [
     "Payment",
     "average_kwh",
     "cycle_days",
-    "issued",
+    "fill_parts",
+    "issued_template",
+    "split_template",
     "payment_codes",
     "preview",
 ]
@@ -56,6 +61,8 @@ CLASSE = "B1 - Residencial"
 #: constant (a CT-connected meter would, and the field is there for it).
 CONSTANTE = 1
 _MILLI = Decimal("0.001")
+# What an issued bill's template holds where its number and payment codes go (see split_template).
+_NUMERO, _PIX, _BARRAS, _LINHA = _MARKS = tuple(f"\x00{name}\x00" for name in ("numero", "pix", "codigo_barras", "linha_digitavel"))
 
 
 @dataclass(frozen=True)
@@ -140,19 +147,26 @@ def _empresa(empresa: Empresa) -> dict[str, Any]:
     return {"nome": empresa.nome, "cnpj": empresa.cnpj, "endereco": empresa.endereco}
 
 
-def _customer(cid: str, name: str, tz_name: str, bill: Bill, tz: ZoneInfo, inicio_ms: int, fim_ms: int) -> tuple[dict[str, Any], int]:
+def _customer(cid: str, name: str, tz_name: str, bill: Bill, inicio_ms: int, fim_ms: int) -> tuple[dict[str, Any], int]:
     """Who, where and when: the customer, the unit's class and the cycle; and the cycle's days."""
-    dias = cycle_days(inicio_ms, fim_ms, tz)
+    inicio, fim, dias = _cycle(inicio_ms, fim_ms, tz_name)
     return {
         "id": cid,
         "name": name,
         "ligacao": bill.ligacao,
         "classe": CLASSE,
         "tz": tz_name,
-        "inicio": periods.iso(inicio_ms, tz),
-        "fim": periods.iso(fim_ms, tz),
+        "inicio": inicio,
+        "fim": fim,
         "dias": dias,
     }, dias
+
+
+@functools.lru_cache(maxsize=256)
+def _cycle(inicio_ms: int, fim_ms: int, tz_name: str) -> tuple[str, str, int]:
+    """A cycle's edges as ISO strings and its days; the same for every customer of a zone and month, so kept."""
+    tz = ZoneInfo(tz_name)
+    return periods.iso(inicio_ms, tz), periods.iso(fim_ms, tz), cycle_days(inicio_ms, fim_ms, tz)
 
 
 def _charges(bill: Bill, dias: int) -> dict[str, Any]:
@@ -183,8 +197,7 @@ def preview(
     empresa: Empresa | None,
 ) -> dict[str, Any]:
     """A month not issued: what it would be billed now. ``medidores``: (meter id, Wh, estimated)."""
-    tz = ZoneInfo(tz_name)
-    head, dias = _customer(cid, name, tz_name, bill, tz, inicio_ms, fim_ms)
+    head, dias = _customer(cid, name, tz_name, bill, inicio_ms, fim_ms)
     return {
         "status": PREVIA,
         "mes": ABERTO if aberto else FECHADO,
@@ -199,9 +212,8 @@ def preview(
     }
 
 
-def issued(
+def issued_template(
     *,
-    numero: int,
     cid: str,
     name: str,
     tz_name: str,
@@ -215,16 +227,20 @@ def issued(
     credito: tuple[int, Decimal] | None,
     historico: Sequence[HistoryMonth],
     empresa: Empresa,
-    payment: Payment | None,
-) -> dict[str, Any]:
-    """The issued bill's document. ``credito``: (number, negative total) of the previous bill, if it was a credit."""
-    tz = ZoneInfo(tz_name)
-    head, dias = _customer(cid, name, tz_name, bill, tz, inicio_ms, fim_ms)
-    inicio, fim = periods.iso(inicio_ms, tz), periods.iso(fim_ms, tz)
-    return {
+) -> bytes:
+    """The issued bill's document, encoded, but for its number and payment codes (:func:`split_template` and :func:`fill_parts` write them in).
+
+    Everything here is known before the store hands out the bill's number, so
+    it is encoded on the billing run's reader thread; the writer, which holds
+    the store's write lock, only fills in what the number decides.
+    ``credito``: (number, negative total) of the previous bill, if it was a credit.
+    """
+    head, dias = _customer(cid, name, tz_name, bill, inicio_ms, fim_ms)
+    inicio, fim = head["inicio"], head["fim"]
+    return orjson.dumps({
         "status": EMITIDA,
         "mes": FECHADO,
-        "numero": numero,
+        "numero": _NUMERO,
         "referencia": bill.referencia,
         "emissao": emissao.isoformat(),
         "vencimento": vencimento.isoformat(),
@@ -262,10 +278,34 @@ def issued(
             }
             for h in historico
         ],
-        "pix": None if payment is None else payment.pix,
-        "codigo_barras": None if payment is None else payment.codigo_barras,
-        "linha_digitavel": None if payment is None else payment.linha_digitavel,
-    }
+        "pix": _PIX,
+        "codigo_barras": _BARRAS,
+        "linha_digitavel": _LINHA,
+    })
+
+
+def split_template(template: bytes) -> tuple[bytes, ...]:
+    """A template cut at its placeholders, in the order :func:`fill_parts` joins them.
+
+    Each placeholder is a JSON string holding NUL characters, which no text on
+    a bill can hold (names and the company's fields are printable text); each
+    must be found exactly once.
+    """
+    parts = []
+    rest = template
+    for marker in _MARKS:
+        before, found, rest = rest.partition(orjson.dumps(marker))
+        if not found or orjson.dumps(marker) in rest:
+            raise ValueError(f"the bill's template must hold the placeholder {marker!r} once")
+        parts.append(before)
+    return (*parts, rest)
+
+
+def fill_parts(parts: tuple[bytes, ...], numero: int, payment: Payment | None) -> bytes:
+    """Join a split template with the number and the payment codes: a few copies, nothing parsed."""
+    codes = (None, None, None) if payment is None else (payment.pix, payment.codigo_barras, payment.linha_digitavel)
+    values = [orjson.dumps(v) for v in (numero, *codes)]
+    return b"".join(part for pair in zip(parts, [*values, b""]) for part in pair)
 
 
 def amount_due(bill: Bill, ajustes: Sequence[Adjustment], credito: tuple[int, Decimal] | None) -> Decimal:

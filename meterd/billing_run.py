@@ -27,14 +27,13 @@ contribution as the difference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
-
-import orjson
 
 from meterd import bill_document, periods
 from meterd.bill_document import EdgeValue, HistoryMonth, MeterCycle
@@ -221,9 +220,8 @@ class Draft:
     bill: Bill
     target: Target
     dias: int
-    emissao: date
     vencimento: date
-    fields: dict[str, Any]  # bill_document.issued's keyword arguments but numero, empresa and payment
+    document: tuple[bytes, ...]  # bill_document.issued_template's, split: all but the number and the payment codes
     edges: dict[MeterKey, Edge]  # ledger values to write
     adjusted: list[tuple[str, int]]  # (referencia, consumption now) of the issued months adjusted
     total: Decimal
@@ -273,35 +271,26 @@ def draft(snap: Snapshot, fresh: Mapping[MeterKey, Edge], *, tariff: Tariff, emp
     credito = None
     if snap.latest is not None and snap.latest[1] < 0:
         credito = (snap.latest[0], Decimal(snap.latest[1]).scaleb(-2))
-    total = bill_document.amount_due(bill, ajustes, credito)
-    fields = {
-        "cid": snap.cid,
-        "name": snap.name,
-        "tz_name": snap.tz,
-        "bill": bill,
-        "inicio_ms": target.inicio_ms,
-        "fim_ms": target.fim_ms,
-        "emissao": emissao,
-        "vencimento": vencimento,
-        "meters": cycles,
-        "ajustes": ajustes,
-        "credito": credito,
-        "historico": [
+    document = bill_document.split_template(bill_document.issued_template(
+        cid=snap.cid, name=snap.name, tz_name=snap.tz, bill=bill, inicio_ms=target.inicio_ms, fim_ms=target.fim_ms,
+        emissao=emissao, vencimento=vencimento, meters=cycles, ajustes=ajustes, credito=credito, empresa=empresa,
+        historico=[
             HistoryMonth(ref, *history[ref]) if ref in history else HistoryMonth(ref, None, None, False)
             for ref in history_months(target.year, target.month)
         ],
-    }
+    ))
     return Draft(
         cid=snap.cid, referencia=target.referencia, previous=None if snap.latest is None else snap.latest[0],
-        bill=bill, target=target, dias=dias, emissao=emissao, vencimento=vencimento, fields=fields,
-        edges=written, adjusted=adjusted, total=total,
+        bill=bill, target=target, dias=dias, vencimento=vencimento, document=document,
+        edges=written, adjusted=adjusted, total=bill_document.amount_due(bill, ajustes, credito),
     )
 
 
-def history_months(year: int, month: int) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def history_months(year: int, month: int) -> tuple[str, ...]:
     """The references of a bill's history: the 12 months before it, then its own, oldest first."""
     index = year * 12 + month - 1
-    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - HISTORY_MONTHS, index + 1)]
+    return tuple(f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - HISTORY_MONTHS, index + 1))
 
 
 @dataclass(frozen=True)
@@ -316,8 +305,7 @@ class Issue:
 def finalize(d: Draft, numero: int, empresa: Empresa) -> Issue:
     """Number the draft: its payment codes (Pix txid and barcode free field carry the number) and its bytes."""
     payment = bill_document.payment_codes(empresa, numero, d.total, d.vencimento)
-    doc = bill_document.issued(numero=numero, empresa=empresa, payment=payment, **d.fields)
-    return Issue(numero, orjson.dumps(doc), int(d.total.scaleb(2)))
+    return Issue(numero, bill_document.fill_parts(d.document, numero, payment), int(d.total.scaleb(2)))
 
 
 #: A run's states. One is ``executando`` while a process works on it (its
