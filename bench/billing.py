@@ -43,12 +43,15 @@ TARGET_S = 60.0
 INGEST_BATCH = 20_000
 
 
-def month_readings(n: int, start_ms: int, end_ms: int, step_ms: int) -> list[tuple[int, int]]:
-    """(ts in us, register Wh) of meter ``n``: one every ``step_ms`` from a step before the month to a step after."""
+def month_readings(n: int, start_ms: int, end_ms: int, step_ms: int, now_ms: int) -> list[tuple[int, int]]:
+    """(ts in us, register Wh) of meter ``n``: one every ``step_ms`` from a step before the month to a step after (none after now)."""
     first = start_ms - step_ms + (n * 7919) % step_ms  # the meters do not all read at the same instant
-    count = (end_ms + step_ms - first) // step_ms + 1
+    last = min(end_ms + step_ms, now_ms - 60_000)
     watts = 200 + n % 1_000  # 0.2-1.2 kW on average: 144-864 kWh a month
-    return [((first + i * step_ms) * US_PER_MS, 1_000_000 + n * 13 + i * watts * step_ms // 3_600_000) for i in range(count)]
+    return [
+        ((first + i * step_ms) * US_PER_MS, 1_000_000 + n * 13 + i * watts * step_ms // 3_600_000)
+        for i in range((last - first) // step_ms + 1)
+    ]
 
 
 async def build(spec: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +86,7 @@ async def build(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         batch: list[Reading] = []
         for n, cid in enumerate(ids):
-            batch += [Reading(cid, 1, ts, wh, None) for ts, wh in month_readings(n, start_ms, end_ms, step_ms)]
+            batch += [Reading(cid, 1, ts, wh, None) for ts, wh in month_readings(n, start_ms, end_ms, step_ms, now_ms)]
             if len(batch) >= INGEST_BATCH:
                 loaded += len(await store.ingest(batch, now_ms))
                 batch = []
