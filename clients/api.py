@@ -173,6 +173,35 @@ class MeterdClient:
         query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
+        status, raw, _ = yield self._exchange(method, path, query=query, body=body)
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise ApiError(
+                status, "bad_response", raw.decode("utf-8", "replace")[:200]
+            ) from None
+        if not isinstance(doc, dict):
+            raise ApiError(status, "bad_response", "expected a JSON object")
+        return doc
+
+    @inlineCallbacks
+    def raw(self, path: str, query: Mapping[str, Any]) -> Any:
+        """GET an answer that is not JSON (CSV, JSON Lines, SVG): ``(bytes, headers)``,
+        the headers' names in lower case; errors are still :class:`ApiError`."""
+        _, raw, response = yield self._exchange("GET", path, query=query, body=None)
+        headers = {k.decode("latin-1").lower(): [v.decode("latin-1") for v in vs] for k, vs in response.headers.getAllRawHeaders()}
+        return raw, headers
+
+    @inlineCallbacks
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+    ) -> Any:
+        """One request: ``(status, body bytes, response)`` of a 2xx answer, else the error raised."""
         url = self.server + path
         if query:
             qs = _as_query(query)
@@ -196,15 +225,7 @@ class MeterdClient:
         status = int(response.code)
         if not 200 <= status < 300:
             raise _decode_error(status, raw)
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except ValueError:
-            raise ApiError(
-                status, "bad_response", raw.decode("utf-8", "replace")[:200]
-            ) from None
-        if not isinstance(doc, dict):
-            raise ApiError(status, "bad_response", "expected a JSON object")
-        return doc
+        return status, raw, response
 
     def _describe(self, e: BaseException, reason: str) -> str:
         if reason == "timeout":
@@ -287,6 +308,24 @@ class MeterdClient:
 
     def bill(self, id: str, periodo: int = 0) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getFatura", query={"id": id, "periodo": periodo})
+
+    def bill_code(self, id: str, periodo: int, codigo: str) -> Deferred[tuple[bytes, dict[str, list[str]]]]:
+        """An issued bill's payment code as SVG (``codigo``: ``pix`` or ``barras``)."""
+        return self.raw("/getFaturaCodigo", {"id": id, "periodo": periodo, "codigo": codigo})
+
+    def start_billing(self, periodo: int) -> Deferred[dict[str, Any]]:
+        """Start (or resume) the billing run of the month ``periodo`` months back (operator)."""
+        return self._request("POST", "/faturamento", body={"periodo": periodo})
+
+    def billing_run(self, execucao: int | None = None) -> Deferred[dict[str, Any]]:
+        """A billing run's state; the latest one by default (operator)."""
+        return self._request("GET", "/getFaturamento", query={"execucao": execucao})
+
+    def billing_result(
+        self, execucao: int | None, formato: str, depois: int = 0
+    ) -> Deferred[tuple[bytes, dict[str, list[str]]]]:
+        """A page of the bills a run issued, as CSV or JSON Lines; its ``link`` header names the next page."""
+        return self.raw("/getFaturamentoResultado", {"execucao": execucao, "formato": formato, "depois": depois})
 
     def alarms(self, id: str, cursor: int | None = None) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getAlarme", query={"id": id, "cursor": cursor})

@@ -17,6 +17,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from clients.api import MeterdClient
+from meterd import bill_document
+from meterd.bill_document import EdgeValue, HistoryMonth, MeterCycle
+from meterd.billing import Rates, adjustment, compute_bill
+from meterd.tariff import default_tariff
 
 OPERATOR = "op"
 CPF = "52998224725"  # valid check digits (hand-checked)
@@ -26,7 +30,8 @@ BILL = {
     "id": CPF,
     "name": "Ana",
     "referencia": "2026-11",
-    "status": "aberta",
+    "status": "previa",
+    "mes": "aberto",
     "inicio": "2026-11-01T00:00:00-03:00",
     "fim": "2026-12-01T00:00:00-03:00",
     "consumo_kwh": 100.0,
@@ -50,6 +55,35 @@ BILL = {
     "estimado": False,
     "medidores": [{"id_medidor": 1, "consumo_kwh": 100.0}],
 }
+
+
+def issued_bill(numero: int = 123, consumo_wh: int = 312_457, ajuste: tuple[int, int] | None = (200_000, 212_500)) -> dict[str, Any]:
+    """An issued bill as meterd writes it (its own modules build it): November 2026, meter 1's end
+    estimated, October adjusted from ``ajuste[0]`` to ``ajuste[1]`` Wh, twelve months of history."""
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    import orjson
+
+    from meterd import periods
+
+    tariff = default_tariff()
+    empresa = tariff.empresa
+    assert empresa is not None
+    bill = compute_bill(tariff=tariff, ligacao="bi", year=2026, month=11, consumo_wh=consumo_wh, estimado=True)
+    ajustes = [] if ajuste is None else [adjustment(Rates.of(tariff, "bi", 2026, 10), "2026-10", *ajuste)]
+    history = [HistoryMonth(f"{2025 + (m > 0)}-{(m - 1) % 12 + 1:02d}", 150_000 + 1000 * m, 30, False) for m in range(-1, 11)]
+    start, end = periods.month_range(2026, 11, ZoneInfo("America/Sao_Paulo"))
+    template = bill_document.issued_template(
+        cid=CPF, name="Ana Tétis", tz_name="America/Sao_Paulo", bill=bill, inicio_ms=start, fim_ms=end,
+        emissao=date(2026, 12, 1), vencimento=date(2026, 12, 11),
+        meters=[MeterCycle(1, "register", EdgeValue(1_000_000, False), EdgeValue(1_000_000 + consumo_wh, True))],
+        ajustes=ajustes, credito=None, historico=[*history, HistoryMonth("2026-11", consumo_wh, 30, True)], empresa=empresa,
+    )
+    total = bill_document.amount_due(bill, ajustes, None)
+    payment = bill_document.payment_codes(empresa, numero, total, date(2026, 12, 11))
+    doc: dict[str, Any] = orjson.loads(bill_document.fill_parts(bill_document.split_template(template), numero, payment))
+    return doc
 
 
 def history_doc(kind: str, periodo: int, meter: int | None) -> dict[str, Any]:
@@ -86,6 +120,10 @@ class FakeMeterd(Resource):
         self.down = False  # answer 503 to everything (for error paths)
         self.alarms: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.run: dict[str, Any] | None = None
+        self.run_customers = 4
+        # /getFaturamentoResultado by ``depois``: (body, next page's depois or None)
+        self.pages: dict[int, Any] = {}
 
     # -- alarm scripting ----------------------------------------------------
 
@@ -130,9 +168,15 @@ class FakeMeterd(Resource):
         except KeyError as e:
             status, doc = 400, _err("missing_field", f"falta o campo {e}")
         request.setResponseCode(status)
+        if isinstance(doc, tuple):  # a page of a run's bills: (body, the next page's depois or None)
+            body, after = doc
+            request.setHeader("content-type", "text/csv; charset=utf-8")
+            if after is not None:
+                request.setHeader("link", f'</getFaturamentoResultado?execucao=1&formato=csv&depois={after}>; rel="next"')
+            return bytes(body)
         return json.dumps(doc).encode()
 
-    def route(self, method: str, path: str, p: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
+    def route(self, method: str, path: str, p: dict[str, Any], token: str | None) -> tuple[int, Any]:
         if self.down:
             return 503, _err("store_unavailable", "banco indisponível")
         if path == "/health":
@@ -143,6 +187,8 @@ class FakeMeterd(Resource):
         if not operator and token not in self.tokens:
             return 401, _err("unauthorized", "token inválido")
         cid = str(p.get("id", ""))
+        if path in ("/faturamento", "/getFaturamento", "/getFaturamentoResultado"):
+            return self.billing(path, p) if operator else (403, _err("forbidden", "só o operador"))
         if path == "/cadCliente":
             if not operator:
                 return 403, _err("forbidden", "só o operador")
@@ -215,6 +261,32 @@ class FakeMeterd(Resource):
             self._event(aid, "acked", "2026-11-05T17:10:00+00:00")
             return 200, self.alarms[aid]
         return 404, _err("not_found", path)
+
+    def billing(self, path: str, p: dict[str, Any]) -> tuple[int, Any]:
+        """A billing run over ``run_customers`` customers that does one more each time it is looked at."""
+        if path == "/faturamento":
+            if self.run is not None and self.run["estado"] == "executando":
+                return 409, _err("billing_run_active", f"billing run {self.run['execucao']} is running")
+            number = 1 if self.run is None else self.run["execucao"] + 1
+            self.run = {
+                "execucao": number, "periodo": int(p.get("periodo", 1)), "referencia": "2026-11", "estado": "executando",
+                "iniciada": "2026-12-01T08:00:00-03:00", "atualizada": "2026-12-01T08:00:00-03:00", "concluida": None,
+                "clientes": self.run_customers, "processados": 0, "emitidas": 0, "ja_emitidas": 0, "ignoradas": 0,
+                "ajustes": 0, "erros": 0, "valor_total": "0.00", "mensagem": None,
+            }
+            return 202, {"acao": "nova", **self.run}
+        if self.run is None:
+            return 404, _err("unknown_run", "no such billing run")
+        if path == "/getFaturamento":
+            run = self.run
+            if run["estado"] == "executando":
+                run["processados"] = run["emitidas"] = run["processados"] + 1
+                run["valor_total"] = f"{100 * run['emitidas']}.00"
+                if run["processados"] == run["clientes"]:
+                    run["estado"], run["concluida"] = "concluida", "2026-12-01T08:01:00-03:00"
+            return 200, dict(run)
+        page = self.pages[int(p.get("depois", 0))]
+        return 200, page
 
     def calls(self, path: str) -> list[dict[str, Any]]:
         return [p for (_, pth, p) in self.requests if pth == path]

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import pytest
 
 from clients.console.render import brl
+from meterd.taxid import make_cpf
 
 pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
 
@@ -266,3 +267,31 @@ def test_new_token_and_key_subcommands_replace_the_old_ones(server: Server) -> N
     assert "Nova chave do medidor 1" in r.stdout and "CHAVE DO MEDIDOR:" in r.stdout
     r = _cli(server, "nova-chave", "--id", cpf, "--medidor", "7")
     assert r.returncode == 1 and r.stdout == "" and "404" in r.stderr
+
+
+def test_faturamento_issues_and_fatura_shows_the_issued_bill(server: Server) -> None:
+    cid = make_cpf("707070707")
+    assert server.call("POST", "/cadCliente", {"id": cid, "name": "Dora", "ligacao": "tri"})[0] == 201
+    assert server.call("POST", "/cadMedidor", {"id": cid})[0] == 201
+    last_month = time.time() - 40 * 86_400  # some day of a closed month: Dora was supplied then
+    _post(server, cid, 1, 500.0, last_month)
+    r = _cli(server, "faturamento", "--periodo", "1")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"Faturamento de \w{3}/\d{4} \(execução \d+\): concluído", r.stdout), r.stdout
+    assert r.stderr == ""  # no progress bar on a pipe
+    r = _cli(server, "--json", "faturamento", "--execucao", "1")
+    run = json.loads(r.stdout)
+    assert (r.returncode, run["estado"]) == (0, "concluida") and run["emitidas"] >= 1
+    status, bill = server.call("GET", f"/getFatura?id={cid}&periodo=1")
+    assert (status, bill["status"]) == (200, "emitida")
+    r = _cli(server, "fatura", "--id", cid, "--periodo", "1")
+    assert r.returncode == 0, r.stderr
+    assert f"Nº {bill['numero']}" in r.stdout and "Leituras" in r.stdout and "Linha digitável" in r.stdout
+    assert brl(bill["total"]) in r.stdout
+    r = _cli(server, "--json", "fatura", "--id", cid, "--periodo", "1")
+    assert json.loads(r.stdout) == bill
+    r = _cli(server, "fatura", "--id", cid, "--periodo", "1", "--codigo", "pix")
+    assert r.returncode == 0 and r.stdout.startswith("<svg") and bill["pix"] in r.stdout
+    r = _cli(server, "faturamento", "--resultado", "csv", "--execucao", "1")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith("numero,referencia,id,nome")
+    assert any(line.startswith(f"{bill['numero']},") and cid in line for line in r.stdout.splitlines())

@@ -23,7 +23,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -31,13 +31,14 @@ from twisted.internet.interfaces import IReactorTime
 import meterd
 from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, ServerUnreachable, find_token
 
+from . import billing
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
 from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
 from .messages import LANGS, Messages
 from .render import Renderer
-from .waiting import Spinner
+from .waiting import Progress, Spinner
 
 __all__ = ["build_parser", "main", "run_command", "EXIT_OK", "EXIT_API", "EXIT_INPUT", "EXIT_UNREACHABLE"]
 
@@ -52,6 +53,7 @@ LANG_ENV = "METERD_LANG"
 SERVER_ENV = "METERD_SERVER"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_POLL = 30.0
+BILLING_POLL = 0.5  # seconds between looks at a billing run's progress
 RESIZE_SETTLE = 0.15  # seconds without a new size before the screen is redrawn
 
 
@@ -174,6 +176,12 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
 
     c = command("fatura")
     c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.months"), help=m("help.periodo_bill"))
+    c.add_argument("--codigo", choices=("pix", "barras"), default=None, help=m("help.codigo"))
+
+    c = sub.add_parser("faturamento", help=m("help.cmd.faturamento"), description=m("help.cmd.faturamento"), epilog=m("cli.epilog"))
+    c.add_argument("--periodo", type=_whole(m, 1), default=1, metavar=m("metavar.months"), help=m("help.periodo_run"))
+    c.add_argument("--execucao", type=_whole(m, 1), default=None, metavar=m("metavar.run"), help=m("help.execucao"))
+    c.add_argument("--resultado", choices=("csv", "jsonl"), default=None, help=m("help.resultado"))
 
     c = command("historico")
     c.add_argument(
@@ -206,11 +214,18 @@ async def run_command(
     stderr: TextIO,
     *,
     waiting: Spinner | None = None,
+    progress: Progress | None = None,
+    clock: IReactorTime | None = None,
+    poll: float = BILLING_POLL,
 ) -> int:
     """Run one subcommand; print the result; return the exit status.
 
-    ``waiting`` (on a terminal) says the server is being asked while it is.
+    ``waiting`` (on a terminal) says the server is being asked while it is;
+    ``progress`` (on a terminal) draws a billing run's progress, polled every
+    ``poll`` seconds on ``clock``.
     """
+    if args.command == "faturamento":
+        return await _billing(args, client, m, renderer, stdout, stderr, clock=clock, poll=poll, progress=progress)
     try:
         cid = parse_taxid(m, args.id)
         cmd = args.command
@@ -227,6 +242,8 @@ async def run_command(
             call, view = client.new_token(cid), renderer.new_token
         elif cmd == "nova-chave":
             call, view = client.new_key(cid, args.medidor), renderer.new_key
+        elif cmd == "fatura" and args.codigo:
+            return await _svg(args, client.bill_code(cid, args.periodo, args.codigo), m, stdout, stderr)
         elif cmd == "fatura":
             call, view = client.bill(cid, args.periodo), renderer.bill
         elif cmd == "historico":
@@ -244,16 +261,59 @@ async def run_command(
     try:
         doc = await _waiting_for(call, waiting, m("wait.connecting", server=client.server))
     except ApiError as e:
-        if args.json:
-            stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
-        else:
-            stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+        _refused(e, args, m, stderr)
         return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
     if args.json:
         stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
     else:
         stdout.write(view(doc))
     return EXIT_OK
+
+
+async def _billing(
+    args: argparse.Namespace,
+    client: MeterdClient,
+    m: Messages,
+    renderer: Renderer,
+    stdout: TextIO,
+    stderr: TextIO,
+    *,
+    clock: IReactorTime | None,
+    poll: float,
+    progress: Progress | None,
+) -> int:
+    """``faturamento``: follow a run (exit 1 when it was cut short), or write what it issued."""
+    if clock is None:
+        from twisted.internet import reactor
+
+        clock = cast(IReactorTime, reactor)
+    try:
+        if args.resultado:
+            await billing.write_result(args, client, stdout)
+            return EXIT_OK
+        done = await billing.follow(args, client, m, renderer, stdout, clock=clock, poll=poll, progress=progress)
+    except ApiError as e:
+        _refused(e, args, m, stderr)
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    return EXIT_OK if done else EXIT_API
+
+
+async def _svg(args: argparse.Namespace, call: Deferred[tuple[bytes, dict[str, list[str]]]], m: Messages, stdout: TextIO, stderr: TextIO) -> int:
+    """``fatura --codigo``: the payment code's SVG, as the server drew it, on stdout."""
+    try:
+        svg, _ = await call
+    except ApiError as e:
+        _refused(e, args, m, stderr)
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    stdout.write(svg.decode("utf-8") + "\n")
+    return EXIT_OK
+
+
+def _refused(e: ApiError, args: argparse.Namespace, m: Messages, stderr: TextIO) -> None:
+    if args.json:
+        stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
+    else:
+        stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
 
 
 async def _waiting_for(call: Deferred[dict[str, Any]], waiting: Spinner | None, text: str) -> dict[str, Any]:
@@ -285,6 +345,18 @@ def _stream_spinner(stream: TextIO, clock: IReactorTime, ascii_only: bool) -> Sp
         stream.flush()
 
     return Spinner(write, clock, ascii_only=ascii_only)
+
+
+def _stream_progress(stream: TextIO, ascii_only: bool, renderer: Renderer) -> Progress | None:
+    """A progress bar on ``stream`` if a person is watching it (pipes get nothing)."""
+    if not _terminal(stream):
+        return None
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return Progress(write, shutil.get_terminal_size().columns, ascii_only=ascii_only, number=lambda n: renderer.num(n, 0))
 
 
 async def _reachable(reactor: Any, args: argparse.Namespace, m: Messages, ascii_only: bool) -> bool:
@@ -413,7 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         def command(reactor: Any) -> Deferred[int]:
             client = MeterdClient(args.server, token, reactor=reactor, timeout=args.timeout)
             waiting = _stream_spinner(sys.stderr, reactor, args.plain)
-            return ensureDeferred(run_command(args, client, m, renderer, sys.stdout, sys.stderr, waiting=waiting))
+            progress = _stream_progress(sys.stderr, args.plain, renderer)
+            return ensureDeferred(
+                run_command(args, client, m, renderer, sys.stdout, sys.stderr, waiting=waiting, progress=progress, clock=reactor)
+            )
 
         return _run_reactor(command)
 
