@@ -18,6 +18,7 @@ and measures:
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -178,13 +179,13 @@ def phase(report: Report, work: Path, customers: int, step_h: float, profile: st
         idle = server.sample().rss_mb
         profiler = None
         if profile:
-            profiler = subprocess.Popen([profile, "record", "-p", str(server.pid), "-d", "120", "-r", "100", "-f", "raw",
+            profiler = subprocess.Popen([profile, "record", "-p", str(server.pid), "-d", "300", "-r", "100", "-f", "raw", "--threads",
                                          "-o", str(work / "billing-profile.txt"), "--nonblocking"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         first, first_s, peak, health = billing_run(server)
         if profiler is not None:
-            profiler.terminate()
+            profiler.send_signal(signal.SIGINT)  # py-spy writes what it recorded when interrupted
             profiler.wait()
             report.note(f"py-spy profile (raw collapsed stacks) of the first run: {work / 'billing-profile.txt'}")
         second, second_s, _, _ = billing_run(server)
