@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from meterd.taxid import make_cpf, make_cnpj
+from meterd.taxid import make_cnpj, make_cpf
 
 __all__ = ["people"]
 
