@@ -46,11 +46,11 @@ def decode(text: str, kind: str, fingerprint: str, shape: tuple[type, ...]) -> l
         value = json.loads(raw)
     except (ValueError, binascii.Error, RecursionError):
         raise InvalidCursor("not a cursor meterd wrote; send back the `cursor` of the previous answer as it came") from None
-    if not isinstance(value, list) or len(value) != len(shape) + 1 or not isinstance(value[0], str):
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
         raise InvalidCursor("not a cursor meterd wrote; send back the `cursor` of the previous answer as it came")
     if value[0] != _tag(kind, fingerprint):
         raise InvalidCursor("this cursor belongs to another list or another query; ask the first page again")
     position = value[1:]
-    if not all(type(v) is t for v, t in zip(position, shape)):
+    if len(position) != len(shape) or not all(type(v) is t for v, t in zip(position, shape)):
         raise InvalidCursor("not a cursor meterd wrote; send back the `cursor` of the previous answer as it came")
     return position
