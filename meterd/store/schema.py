@@ -39,6 +39,14 @@ _TO_MICROSECONDS: list[Step] = [
 CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"  # a Customer, in order
 METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"  # what registering a meter writes
 METER_FIELDS = f"{METER_COLUMNS}, retired_ts, replaces"  # a Meter, in order
+def run_step(txn: Any, step: Step, sql: Callable[[str], str]) -> None:
+    """One statement of a migration, or its function, in the migration's transaction."""
+    if callable(step):
+        step(txn, sql)
+    else:
+        txn.execute(step)
+
+
 WORDS_INSERT = "INSERT INTO customer_words (word, search_key, customer_id) VALUES (?, ?, ?)"
 
 

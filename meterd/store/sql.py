@@ -136,10 +136,7 @@ class SqlStore(AlarmSql, OperationsSql):
         for number in range(version + 1, schema.LATEST + 1):
             migration = schema.MIGRATIONS[number - 1]
             for statement in migration if isinstance(migration, list) else migration[self.engine.name]:
-                if callable(statement):
-                    statement(txn, self.sql)
-                else:
-                    txn.execute(statement)
+                schema.run_step(txn, statement, self.sql)
             txn.execute(self.sql("UPDATE schema_version SET version = ?"), (number,))
             log.info("migrated the schema to version {number}", number=number)
         return schema.LATEST
