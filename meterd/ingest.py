@@ -242,8 +242,6 @@ class Ingest(Service):
             if reply.__class__ is not tuple:  # an HTTP waiter, or nobody
                 if reply is not None:
                     waiters.append((reply, outcome))  # type: ignore[arg-type]  # told apart by exact type, as said above
-            elif outcome is retired:  # screened before the meter was retired: dropped as one screened after
-                self.metrics.drop("meter_retired")
             elif outcome is stored or outcome is duplicate:
                 seq = reading.seq
                 if seq is None:
@@ -254,6 +252,8 @@ class Ingest(Service):
                     acks[key] = (reading[0], reading[1], [seq], *reply)
                 else:
                     entry[2].append(seq)
+            elif outcome is retired:  # screened before the meter was retired: dropped as one screened after
+                self.metrics.drop("meter_retired")
         if acks and self.send_acks is not None:
             self.send_acks(list(acks.values()))
         return waiters

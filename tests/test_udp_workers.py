@@ -171,6 +171,18 @@ def test_a_meter_added_later_is_accepted_once_its_key_arrives(worker: Any) -> No
     assert [r[:2] for r in message["readings"]] == [[C, 2]]
 
 
+def test_a_retired_meters_later_readings_are_dropped_by_the_worker_once_told(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
+    w.dataReceived(frame({"keys": [[C, 1, K1_HEX, 1_764_000_002_000_000]]}))  # retired at reading 2's time
+    transport.clear()
+    for seq in (1, 2, 3):
+        clock.ports[0].protocol.datagramReceived(reading(seq), ADDR)
+    clock.advance(0)
+    [message] = frames(transport.value())
+    assert [row[4] for row in message["readings"]] == [1, 2] and message["dropped"] == {"meter_retired": 1}
+
+
 def test_acks_are_signed_with_the_meters_key_and_counted(worker: Any) -> None:
     w, clock, transport = worker
     w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
@@ -450,6 +462,9 @@ def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
     transport.clear()
     p.directory.add_meter(Meter(C, 2, "register", "22" * 32, 0))
     assert frames(transport.value()) == [{"keys": [[C, 2, "22" * 32, None]]}]
+    transport.clear()
+    p.directory.add_meter(Meter(C, 2, "register", "22" * 32, 0, retired_ts=1_764_000_002_000_000))  # and retired
+    assert frames(transport.value()) == [{"keys": [[C, 2, "22" * 32, 1_764_000_002_000_000]]}]
 
 
 def test_while_no_worker_is_up_the_reactor_reads_and_acks_and_a_new_worker_is_started() -> None:
