@@ -54,7 +54,7 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
 from meterd.web.operations import Operations
-from meterd.web.request import make_site
+from meterd.web.request import make_site, with_backlog
 
 __all__ = ["Meterd", "Options", "makeService"]
 
@@ -225,7 +225,7 @@ class Meterd(service.MultiService):
 
     async def _listen_http(self) -> IListeningPort:
         config, parts = self.parts.config, self.parts
-        description = config["http"]
+        description = with_backlog(config["http"])
         endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
             else serverFromString(default_reactor, description)
         try:
