@@ -36,7 +36,7 @@ from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Meterd
 from meterd import credentials, periods
 from meterd.readings import US_PER_MS, Reading
-from meterd.store.sql import _CUSTOMER_COLUMNS, _METER_COLUMNS
+from meterd.store.schema import CUSTOMER_COLUMNS, METER_COLUMNS
 from meterd.store.sqlite import SqliteStore
 
 TZ = "America/Sao_Paulo"
@@ -72,11 +72,11 @@ async def build(spec: dict[str, Any]) -> dict[str, Any]:
 
     def insert(txn: Any) -> None:
         txn.executemany(
-            f"INSERT INTO customers ({_CUSTOMER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(cid, f"Cliente {n}", ("mono", "bi", "tri")[n % 3], 10_000_000, 100_000_000, TZ, f"{token_hash}{n}", created_ms)
              for n, cid in enumerate(ids)],
         )
-        txn.executemany(f"INSERT INTO meters ({_METER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+        txn.executemany(f"INSERT INTO meters ({METER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                         [(cid, 1, "register", "ab" * 32, created_ms) for cid in ids])
 
     await store._write(insert)

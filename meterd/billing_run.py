@@ -152,7 +152,8 @@ class Snapshot:
     ligacao: str
     tz: str
     created_ms: int
-    meters: list[tuple[int, str]] = field(default_factory=list)
+    meters: list[tuple[int, str]] = field(default_factory=list)  # (meter id, mode), retired ones too
+    retired: dict[int, int] = field(default_factory=dict)  # meter id -> its final reading's time (us)
     target: Target | None = None
     already: bool = False
     latest: tuple[int, int, int] | None = None  # (numero, total in cents, end edge in us) of the latest bill
@@ -181,6 +182,11 @@ class Snapshot:
             return False
         end = self.latest[2]
         return any((m, end) not in self.rows for m, _ in self.meters)
+
+    def shown(self, meter: int, start_us: int, consumo_wh: int) -> bool:
+        """Whether a meter is on the bill of a cycle from ``start_us``: not when it was retired before, with nothing in it."""
+        retired = self.retired.get(meter)
+        return retired is None or retired >= start_us or consumo_wh != 0
 
 
 def flagged_months(snap: Snapshot) -> list[BilledMonth]:
@@ -260,6 +266,7 @@ def draft(snap: Snapshot, fresh: Mapping[MeterKey, Edge], *, tariff: Tariff, emp
         written[(meter, start_us)], written[(meter, end_us)] = a, b
         cycles.append(MeterCycle(meter, mode, EdgeValue(a.wh, a.estimated), EdgeValue(b.wh, b.estimated)))
     consumo = sum(c.consumo_wh for c in cycles)
+    cycles = [c for c in cycles if snap.shown(c.meter_id, start_us, c.consumo_wh)]
     estimado = any(c.estimado for c in cycles)
     bill = price(Rates.of(tariff, snap.ligacao, target.year, target.month), target.referencia, consumo, estimado)
 

@@ -55,7 +55,8 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
 from meterd.web.bills import Bills
-from meterd.web.request import make_site
+from meterd.web.operations import Operations
+from meterd.web.request import make_site, with_backlog
 
 __all__ = ["Meterd", "Options", "makeService"]
 
@@ -120,7 +121,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
     )
     runs = BillingRuns(store, config["tariff"], clock, config["tz"], bills)
     api = Api(settings, store, directory, ingest, metrics, clock, bills, alarms)
-    mount_all(api, Bills(api, config["tariff"], runs, IssuedBills(store)))
+    mount_all(api, Bills(api, config["tariff"], runs, IssuedBills(store)), Operations(api))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
         config, clock, metrics, store, directory, ingest, bills, alarms, runs, api, meters,
@@ -212,8 +213,8 @@ class Meterd(service.MultiService):
             parts.directory.add_meter(meter)
         log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
         # What is loaded by now lives as long as the process, and a full
-        # collection traverses every tracked object with the GIL held (88 ms
-        # for a directory of 100,000 meters), a pause the reactor cannot
+        # collection traverses every tracked object with the GIL held, a
+        # pause that grows with the directory and that the reactor cannot
         # afford under load. Frozen, the collector skips it.
         gc.collect()
         gc.freeze()
@@ -228,7 +229,7 @@ class Meterd(service.MultiService):
 
     async def _listen_http(self) -> IListeningPort:
         config, parts = self.parts.config, self.parts
-        description = config["http"]
+        description = with_backlog(config["http"])
         endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
             else serverFromString(default_reactor, description)
         try:

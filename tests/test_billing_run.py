@@ -285,3 +285,27 @@ async def test_an_adjustment_larger_than_the_bill_is_a_credit_carried_by_the_nex
     # every month: its bill plus its adjustments is what it measures
     assert bill4["consumo_kwh"] + ajuste["consumo_kwh"] == pytest.approx(11.0, abs=1e-9)
     assert (bill3["referencia"], bill2["referencia"]) == (ref3, ref2) and start3 == end4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replaced_meter_is_billed_up_to_its_final_reading_and_then_left_off_the_bill(server: LiveServer) -> None:
+    await customer(server)
+    _, start3, end3 = month_back(server, 3)
+    _, start2, end2 = month_back(server, 2)
+    day = 24 * HOUR_MS
+    await reading(server, start3, "100")
+    await reading(server, start3 + 10 * day, "150")
+    swap = start3 + 11 * day
+    status, body, _ = await server.call("POST", "/retiraMedidor", json_body={"id": CID, "id_medidor": 1, "valor": "160", "timestamp": swap / 1000})
+    assert status == 200, body
+    status, body, _ = await server.call("POST", "/substituiMedidor", json_body={"id": CID, "id_medidor": 1, "valor": "0", "timestamp": swap / 1000})
+    assert status == 201, body
+    for ms, kwh in [(end3, "20"), (end2, "95")]:
+        await reading(server, ms, kwh, meter=2)
+    await run(server, 3)
+    await run(server, 2)
+    bill3, bill2 = orjson.loads(await bill_bytes(server, 3)), orjson.loads(await bill_bytes(server, 2))
+    assert [(r["id_medidor"], r["consumo_kwh"]) for r in bill3["leituras"]] == [(1, 60.0), (2, 20.0)]
+    assert bill3["consumo_kwh"] == 80.0  # each meter's own register: no jump at the swap
+    assert [(r["id_medidor"], r["leitura_anterior"], r["leitura_atual"]) for r in bill2["leituras"]] == [(2, 20.0, 95.0)]
+    assert bill2["consumo_kwh"] == 75.0 and bill2["ajustes"] == []

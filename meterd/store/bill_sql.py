@@ -180,12 +180,17 @@ class BillSql:
         """Meters, latest bill, history and ledger values of the batch's billable customers."""
         rng = (lo, hi)
         txn.execute(
-            self.sql("SELECT customer_id, meter_id, mode FROM meters WHERE customer_id >= ? AND customer_id <= ? ORDER BY customer_id, meter_id"),
+            self.sql(
+                "SELECT customer_id, meter_id, mode, retired_ts FROM meters WHERE customer_id >= ? AND customer_id <= ?"
+                " ORDER BY customer_id, meter_id"
+            ),
             rng,
         )
-        for cid, meter_id, mode in txn.fetchall():
+        for cid, meter_id, mode, retired_ts in txn.fetchall():
             if cid in snaps:
                 snaps[cid].meters.append((int(meter_id), mode))
+                if retired_ts is not None:
+                    snaps[cid].retired[int(meter_id)] = int(retired_ts)
         txn.execute(
             self.sql(
                 "SELECT b.customer_id, b.numero, b.total_cents, b.fim_us FROM bills b WHERE b.customer_id >= ? AND b.customer_id <= ?"

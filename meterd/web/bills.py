@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -48,6 +48,8 @@ MONTHS_BACK = "months back in each customer's zone (1 = the last closed month); 
 
 class Bills:
     """``/getFatura``, ``/getFaturaCodigo``, ``/faturamento``, ``/getFaturamento``, ``/getFaturamentoResultado``."""
+
+    tags: ClassVar[list[dict[str, str]]] = [{"name": "billing", "description": "operator: billing runs, which issue the month's bills"}]
 
     def __init__(self, api: Api, tariff: Tariff, runs: BillingRuns, issued: IssuedBills) -> None:
         self.api = api

@@ -38,6 +38,7 @@ class Incoming(NamedTuple):
     authorization: str | None  # the header, latin-1 decoded
     content_type: str | None
     body: bytes
+    client: str = ""  # the peer's address (the audit log's "from where")
 
 
 class Answer(NamedTuple):
@@ -59,7 +60,18 @@ def incoming_of(request: Request) -> Incoming:
         _text(request.getHeader(b"authorization")),
         _text(request.getHeader(b"content-type")),
         request.content.read() if request.content is not None else b"",
+        client_address(request),
     )
+
+
+def client_address(request: Request) -> str:
+    """The peer's IP address (a UNIX socket's path, if that is what it is)."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is not None:
+        return str(host)
+    name = getattr(address, "name", None)
+    return "" if name is None else name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def write_answer(request: Request, answer: Answer, *, close: bool = False) -> None:
@@ -83,13 +95,13 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
 
 
 def incoming_row(incoming: Incoming) -> list[Any]:
-    method, path, query, authorization, content_type, body = incoming
-    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1")]
+    method, path, query, authorization, content_type, body, client = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), client]
 
 
 def incoming_from_row(row: list[Any]) -> Incoming:
-    method, path, query, authorization, content_type, body = row
-    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"))
+    method, path, query, authorization, content_type, body, client = row
+    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), client)
 
 
 def answer_row(answer: Answer) -> list[Any]:
