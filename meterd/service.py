@@ -53,6 +53,7 @@ from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
+from meterd.web.exports import Exports
 from meterd.web.request import make_site
 
 __all__ = ["Meterd", "Options", "makeService"]
@@ -115,7 +116,8 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
         no_auth=bool(config.get("no-auth")), tz=config["tz"], limit_w=config["limit-w"], limit_wh=config["limit-wh"],
         meter_mode=config["meter-mode"],
     )
-    api = mount_all(Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms))
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
+    mount_all(api, Exports(api))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
         config, clock, metrics, store, directory, ingest, bills, alarms, api, meters,

@@ -7,6 +7,8 @@ share them, so a value is refused the same way wherever it is typed.
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 from meterd.taxid import InvalidTaxId, normalize
@@ -15,7 +17,7 @@ from .choices import Choice
 from .errors import Invalid
 from .messages import Messages
 
-__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice"]
+__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice", "parse_when"]
 
 
 def parse_taxid(m: Messages, text: str) -> str:
@@ -58,3 +60,21 @@ def parse_choice(m: Messages, choice: Choice, text: str) -> str:
     if value is None:
         raise Invalid(m("invalid.choice", choices=", ".join(choice.labels(m))))
     return value
+
+
+_DAY_MONTH_YEAR = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
+
+
+def parse_when(m: Messages, text: str) -> str:
+    """A date or a time as the API takes it (ISO 8601); ``DD/MM/AAAA`` too, as dates are written in Brazil."""
+    typed = text.strip()
+    dmy = _DAY_MONTH_YEAR.fullmatch(typed)
+    try:
+        if dmy and m.lang == "pt":
+            return date(int(dmy[3]), int(dmy[2]), int(dmy[1])).isoformat()
+        try:
+            return date.fromisoformat(typed).isoformat()
+        except ValueError:
+            return datetime.fromisoformat(typed).isoformat()
+    except ValueError:
+        raise Invalid(m("invalid.when", value=text)) from None

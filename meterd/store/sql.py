@@ -31,6 +31,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from meterd.exports import ReadingsPage
 from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
@@ -44,6 +45,7 @@ log = Logger()
 _CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
 _METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
 CREATE_METER_TRIES = 5  # another process may take the same next meter id (engines whose store is shared)
+_NO_TS = 2**63 - 1  # past every reading time: an open end
 
 
 class Engine(Protocol):
@@ -424,6 +426,87 @@ class SqlStore(AlarmSql):
             return result
 
         return self._read(query).addCallback(remember)
+
+
+    # -- exports -------------------------------------------------------------
+
+    def readings_page(
+        self, customer_id: str, meter_ids: Sequence[int], start: int | None, end: int | None,
+        after: tuple[int, int] | None, limit: int,
+    ) -> Deferred[ReadingsPage]:
+        """Up to ``limit`` of these meters' readings in ``[start, end)`` after the key ``after``, in (ts, meter) order.
+
+        Keyset paging: each page asks, per meter and per table of readings,
+        for the first ``limit + 1`` readings from where the meter's own
+        readings resume (an index range, however far into a year it is)
+        and for the one before them (the first row's consumption), and keeps
+        the first ``limit`` of them all. A reading stored meanwhile behind
+        the key is not seen, one ahead of it is. The tables are asked logs
+        first, so a reading being moved is found (meterd.store.readings_log).
+        """
+        tables = self.engine.reading_tables
+
+        def lower(meter_id: int) -> int:
+            lo = start or 0
+            if after is not None:
+                ts, meter = after
+                lo = max(lo, ts + 1 if meter_id <= meter else ts)
+            return lo
+
+        def query(txn: Any) -> ReadingsPage:
+            rows: list[tuple[int, int, int]] = []
+            previous: dict[int, Sample | None] = {}
+            for meter_id in meter_ids:
+                lo, found, before = lower(meter_id), {}, None
+                for table in tables:
+                    txn.execute(
+                        self.sql(f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"),
+                        (customer_id, meter_id, lo, _NO_TS if end is None else end, limit + 1),
+                    )
+                    found.update(txn.fetchall())
+                    row = self._one(
+                        txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
+                        (customer_id, meter_id, lo),
+                    )
+                    if row and (before is None or row[0] > before.ts):
+                        before = Sample(*row)
+                previous[meter_id] = before
+                rows.extend((ts, meter_id, found[ts]) for ts in sorted(found)[: limit + 1])
+            rows.sort()
+            return ReadingsPage(rows[:limit], previous, len(rows) > limit)
+
+        return self._read(query)
+
+    def count_readings(self, customer_id: str, meter_ids: Sequence[int], start: int | None, end: int | None) -> Deferred[int]:
+        """How many readings of these meters lie in ``[start, end)``: the hourly rollups' counts, and the readings of partial hours."""
+        tables = self.engine.reading_tables
+
+        def readings_between(txn: Any, meter_id: int, lo: int, hi: int) -> int:
+            union = " UNION ".join(f"SELECT ts FROM {t} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?" for t in tables)
+            row = self._one(txn, f"SELECT COUNT(*) FROM ({union}) AS edge", (customer_id, meter_id, lo, hi) * len(tables))
+            return int(row[0])
+
+        def query(txn: Any) -> int:
+            lo, hi = start or 0, _NO_TS if end is None else end
+            first_hour = -(-lo // HOUR_US) * HOUR_US  # the first whole hour inside [lo, hi)...
+            last_hour = hi // HOUR_US * HOUR_US  # ... and where the whole hours stop
+            total = 0
+            for meter_id in meter_ids:
+                if first_hour >= last_hour:
+                    total += readings_between(txn, meter_id, lo, hi)
+                    continue
+                row = self._one(
+                    txn, "SELECT COALESCE(SUM(n), 0) FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?",
+                    (customer_id, meter_id, first_hour, last_hour),
+                )
+                total += int(row[0])
+                if lo < first_hour:
+                    total += readings_between(txn, meter_id, lo, first_hour)
+                if last_hour < hi:
+                    total += readings_between(txn, meter_id, last_hour, hi)
+            return total
+
+        return self._read(query)
 
 
 def _register_usage(meter_id: int, edges: Sequence[int], around: Sequence[Around]) -> Usage:
