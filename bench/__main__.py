@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout]``: run the benchmark, print one table.
+"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,export]``: run the benchmark, print one table.
 
 Phases (DESIGN §9 and issue 8), each with its baseline measured in the same run:
   ingest   signed, acked, durable UDP readings from many meters vs a bare Twisted UDP loop that only parses JSON
@@ -8,6 +8,7 @@ Phases (DESIGN §9 and issue 8), each with its baseline measured in the same run
   rss      server RSS with 100,000 registered meters vs the same server with none
   scaleout (only when asked for) the ingest load on one meterd on SQLite vs one and two meterd processes
            (--reuse-port, one UDP port) on one PostgreSQL database (--pg DSN, or $METERD_BENCH_PG)
+  export   (only when asked for) a year of one-minute readings as one streamed CSV vs a plain SQL loop over the rows
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from typing import Any
 
 from bench import pg
 from bench.common import median, metric_values, python, subprocess_env
+from bench.export import phase_export
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
-PHASES = ("ingest", "http", "history", "rss", "scaleout")
+PHASES = ("ingest", "http", "history", "rss", "scaleout", "export")
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")  # scaleout needs a PostgreSQL server: asked for by name
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
 # The target is 60,000/s stored; the stored rate counts whole flushes (~3,500
@@ -548,6 +550,8 @@ def main(argv: list[str]) -> int:
             phase_rss(a, report, work)
         if "scaleout" in a.phases:
             phase_scaleout(a, report, work)
+        if "export" in a.phases:
+            phase_export(a, report, work, prepare, log)
     finally:
         if server is not None:
             server.stop()

@@ -39,12 +39,13 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from meterd import periods
-from meterd.readings import US_PER_MS, InvalidField
+from meterd.readings import HOUR_US, US_PER_MS, InvalidField
 from meterd.registers import MAX_GAP_US, Sample
 
 __all__ = [
     "CSV",
     "CSV_MEDIA",
+    "LocalTimes",
     "READING_COLUMNS",
     "ReadingsPage",
     "Row",
@@ -73,6 +74,7 @@ HISTORY_COLUMNS = ("start", "end", "kwh", "estimated")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+DAY_US = 86_400_000_000
 _MAX_US = 2**63 - 1
 MAX_NAME_IN_FILENAME = 60  # characters of the customer's name in a file name
 
@@ -118,10 +120,16 @@ def reading_rows(page: ReadingsPage, modes: Mapping[int, str]) -> Iterator[Row]:
 # -- values as text ---------------------------------------------------------------------
 
 
+_TWO = [f"{n:02d}" for n in range(60)]
+_THREE = [f"{n:03d}" for n in range(1000)]
+
+
 def kwh_text(wh: int) -> str:
     """Whole Wh as kWh with exactly three decimals: 1234567 -> ``1234.567``."""
-    whole, frac = divmod(abs(wh), 1000)
-    return f"{'-' if wh < 0 else ''}{whole}.{frac:03d}"
+    if wh < 0:
+        return "-" + kwh_text(-wh)
+    whole, frac = divmod(wh, 1000)
+    return f"{whole}.{_THREE[frac]}"
 
 
 def iso_us(ts: int, tz: ZoneInfo) -> str:
@@ -129,6 +137,43 @@ def iso_us(ts: int, tz: ZoneInfo) -> str:
     local = (_EPOCH + ts * _ONE_US).astimezone(tz)
     us = local.microsecond
     return local.isoformat(timespec="seconds" if not us else "milliseconds" if not us % 1000 else "microseconds")
+
+
+class LocalTimes:
+    """:func:`iso_us` for the many readings of a page, without a time-zone lookup and a datetime each.
+
+    The zone's offset is looked up once per hour of UTC and the date written
+    once per local day; the rest is arithmetic. An hour in which the offset
+    changes (a DST transition) is written reading by reading by
+    :func:`iso_us`. (No zone changes its offset twice within one hour.)
+    """
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._hour: int | None = None
+        self._offset = 0  # us, in the current hour
+        self._suffix = ""  # the offset as isoformat writes it
+        self._day: int | None = None
+        self._date = ""  # "YYYY-MM-DDT" of the current local day
+
+    def text(self, ts: int) -> str:
+        hour = ts // HOUR_US
+        if hour != self._hour:
+            start = (_EPOCH + hour * HOUR_US * _ONE_US).astimezone(self.tz)
+            end = (_EPOCH + ((hour + 1) * HOUR_US - 1) * _ONE_US).astimezone(self.tz)
+            offset = start.utcoffset()
+            if offset != end.utcoffset() or offset is None:
+                return iso_us(ts, self.tz)
+            self._hour, self._offset = hour, offset // _ONE_US
+            self._suffix = start.isoformat(timespec="seconds")[19:]
+        day, of_day = divmod(ts + self._offset, DAY_US)
+        if day != self._day:
+            self._day, self._date = day, (_EPOCH + timedelta(days=day)).date().isoformat() + "T"
+        seconds, us = divmod(of_day, 1_000_000)
+        minutes, second = divmod(seconds, 60)
+        hours, minute = divmod(minutes, 60)
+        fraction = "" if not us else f".{_THREE[us // 1000]}" if not us % 1000 else f".{us:06d}"
+        return f"{self._date}{_TWO[hours]}:{_TWO[minute]}:{_TWO[second]}{fraction}{self._suffix}"
 
 
 def _flag(value: bool) -> str:
@@ -144,7 +189,8 @@ def csv_text(rows: Iterable[Sequence[Any]]) -> str:
 
 def readings_csv(page: ReadingsPage, modes: Mapping[int, str], tz: ZoneInfo, *, header: bool) -> bytes:
     """A page's rows as CSV (``header``: the column names first)."""
-    lines = ((r.meter_id, iso_us(r.ts, tz), kwh_text(r.wh), kwh_text(r.used_wh), _flag(r.estimated)) for r in reading_rows(page, modes))
+    when = LocalTimes(tz).text
+    lines = ((r.meter_id, when(r.ts), kwh_text(r.wh), kwh_text(r.used_wh), _flag(r.estimated)) for r in reading_rows(page, modes))
     text = csv_text(lines)
     return ((csv_text([READING_COLUMNS]) if header else "") + text).encode("utf-8")
 

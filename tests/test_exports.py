@@ -208,3 +208,49 @@ def test_a_name_cannot_make_a_file_name_a_path_or_too_long() -> None:
 )
 def test_csv_is_chosen_by_format_or_else_by_accept(format: str | None, accept: str | None, csv_wanted: bool) -> None:
     assert wants_csv(format, accept) is csv_wanted
+
+
+# -- the fast way to write times ----------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.support import examples  # noqa: E402
+
+#: Zones with DST, half-hour and 45-minute offsets, a 30-minute DST shift (Lord Howe), and old local mean times.
+FAST_ZONES = ["UTC", "America/Sao_Paulo", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe",
+              "Europe/Dublin", "Pacific/Apia", "America/St_Johns", "Africa/Monrovia"]
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(
+    zone=st.sampled_from(FAST_ZONES),
+    start=st.integers(0, 4_102_444_800_000_000),  # 1970 to 2100
+    steps=st.lists(st.sampled_from([1, 999, 1000, 1_000_000, 60_000_000, 900_000_000, 3_600_000_000, 86_400_000_000]), max_size=60),
+)
+def test_local_times_write_what_iso_us_writes(zone: str, start: int, steps: list[int]) -> None:
+    tz = ZoneInfo(zone)
+    times = exports.LocalTimes(tz)
+    ts = start
+    for step in [0, *steps]:
+        ts += step
+        assert times.text(ts) == exports.iso_us(ts, tz), ts
+
+
+@pytest.mark.parametrize("zone", FAST_ZONES)
+def test_local_times_agree_around_every_offset_change_of_a_zone(zone: str) -> None:
+    tz = ZoneInfo(zone)
+    times = exports.LocalTimes(tz)
+    hour = 3_600_000_000
+    checked = 0
+    day = 24 * hour
+    for year in range(1970, 2040):
+        for month in range(1, 13):
+            first = us(year, month, 1, tz=UTC)
+            if exports.iso_us(first, tz)[-6:] == exports.iso_us(first + 31 * day, tz)[-6:]:
+                continue  # the offset does not change this month
+            changed = next(d for d in range(32) if exports.iso_us(first + d * day, tz)[-6:] != exports.iso_us(first, tz)[-6:])
+            for t in range(first + (changed - 2) * day, first + (changed + 1) * day, 15 * 60_000_000):
+                assert times.text(t) == exports.iso_us(t, tz)
+                checked += 1
+    assert checked > 0 or zone in ("UTC", "Asia/Kolkata", "Africa/Monrovia", "Asia/Kathmandu")

@@ -90,7 +90,7 @@ class ExportFile:
         self.target = target
         self.progress = progress
         self.began = began
-        self.stdout = stdout if stdout is not None else sys.stdout.buffer
+        self.stdout: BinaryIO = stdout if stdout is not None else sys.stdout.buffer
         self.directory = directory or Path.cwd()
         self.path: Path | None = None  # where the export goes (None: stdout)
         self.partial: Path | None = None

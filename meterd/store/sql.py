@@ -24,6 +24,7 @@ store's attributes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 from twisted.enterprise import adbapi
@@ -443,8 +444,17 @@ class SqlStore(AlarmSql):
         the first ``limit`` of them all. A reading stored meanwhile behind
         the key is not seen, one ahead of it is. The tables are asked logs
         first, so a reading being moved is found (meterd.store.readings_log).
+
+        With write logs, the logs hold the newest readings: asked from the
+        middle of a year, each would give ``limit + 1`` rows the page cannot
+        use. So the main table, last in ``reading_tables``, is first probed
+        (on its index alone) for its ``limit + 1``-th reading from there,
+        and the logs are asked only up to it: those readings stay in the
+        main table (rows only ever move into it), so no reading after that
+        one can be among the page's.
         """
         tables = self.engine.reading_tables
+        logs, main = tables[:-1], tables[-1]
 
         def lower(meter_id: int) -> int:
             lo = start or 0
@@ -454,16 +464,26 @@ class SqlStore(AlarmSql):
             return lo
 
         def query(txn: Any) -> ReadingsPage:
-            rows: list[tuple[int, int, int]] = []
+            runs: list[list[tuple[int, int, int]]] = []  # each meter's first readings, in time order
             previous: dict[int, Sample | None] = {}
             for meter_id in meter_ids:
-                lo, found, before = lower(meter_id), {}, None
+                lo, found, before = lower(meter_id), [], None
+                hi = reach = _NO_TS if end is None else end
+                if logs:
+                    row = self._one(
+                        txn, f"SELECT ts FROM {main} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?",
+                        (customer_id, meter_id, lo, hi, limit),
+                    )
+                    reach = hi if row is None else row[0] + 1
                 for table in tables:
                     txn.execute(
-                        self.sql(f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"),
-                        (customer_id, meter_id, lo, _NO_TS if end is None else end, limit + 1),
+                        self.sql(
+                            f"SELECT ts, meter_id, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+                        ),
+                        (customer_id, meter_id, lo, reach if table != main else hi, limit + 1),
                     )
-                    found.update(txn.fetchall())
+                    if rows := txn.fetchall():
+                        found.append(rows)
                     row = self._one(
                         txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
                         (customer_id, meter_id, lo),
@@ -471,8 +491,10 @@ class SqlStore(AlarmSql):
                     if row and (before is None or row[0] > before.ts):
                         before = Sample(*row)
                 previous[meter_id] = before
-                rows.extend((ts, meter_id, found[ts]) for ts in sorted(found)[: limit + 1])
-            rows.sort()
+                if len(found) > 1:  # a reading being moved is the same row in two tables
+                    found = [sorted(set(chain.from_iterable(found)))[: limit + 1]]
+                runs.extend(found)
+            rows = runs[0] if len(runs) == 1 else sorted(chain.from_iterable(runs))
             return ReadingsPage(rows[:limit], previous, len(rows) > limit)
 
         return self._read(query)
