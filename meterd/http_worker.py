@@ -15,8 +15,8 @@ nothing: authentication, every route, caches and metrics stay in meterd.
 stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 
 meterd to worker
-  ``{"settings": {limit: value}}`` first, meterd's HTTP limits (meterd.web.request.Limits; the worker
-  serves the port from then on), then
+  ``{"settings": {limit: value}, "repeat_polls": bool}`` first, meterd's HTTP limits
+  (meterd.web.request.Limits) and whether polls may be repeated (the worker serves the port from then on), then
   ``{"answers": [[id, status, content_type, body, {header: value}], ...]}``, and for a streamed answer
   ``{"stream": [id, status, content_type, {header: value}]}``, then a ``{"chunk": [id, data]}`` for each
   ``more`` the worker sent, and ``{"end": [id, whole]}`` (``whole`` false: cut short by a failure)
@@ -109,6 +109,7 @@ class HttpWorker(ParentLink):
         self.next_id = 0
         self.generation: Generation | None = None
         self.polls: dict[Poll, tuple[int, bytes]] = {}  # -> (generation when sent, meterd's 200 body)
+        self.repeat_polls = True  # meterd says no when other processes settle alarms too (a shared store)
         self.answered = 0  # polls answered here since the last frame
         self.streams: dict[int, PipedStream] = {}  # streamed answers being written
         self.more: list[int] = []  # streams that want their next chunk, for the next frame
@@ -155,6 +156,7 @@ class HttpWorker(ParentLink):
             return
         if self.port is None and "settings" in message:
             self.site.set_limits(Limits(**message["settings"]).within_descriptors())
+            self.repeat_polls = bool(message["repeat_polls"])
             self.generation = Generation(GENERATION_FD)
             self.adopt(self.reactor.adoptStreamPort, self.site)
             accept_one_per_wakeup(self.port)
@@ -170,7 +172,7 @@ class HttpWorker(ParentLink):
 
     def forward(self, request: Request) -> None:
         """Answer a poll meterd answered before, while nothing has changed since; else pass it to meterd."""
-        poll = _poll(request) if request.path == b"/getAlarme" else None
+        poll = _poll(request) if self.repeat_polls and request.path == b"/getAlarme" else None
         generation = 0
         if poll is not None:
             assert self.generation is not None

@@ -9,7 +9,8 @@ when the worker asks for it (its client has taken the one before), with one
 chunk read ahead: a client that stops reading stops the body's source in
 meterd, and neither process holds more than two chunks of it. A worker repeats
 meterd's answer to a ``/getAlarme`` poll it sees again until meterd's
-answers generation (:mod:`meterd.generation`) moves on. While at least one
+answers generation (:mod:`meterd.generation`) moves on, unless the store is
+shared with other processes, whose settlements never move it. While at least one
 worker is up meterd's own port stops accepting (connections it already has
 stay with it), so the reactor spends its time on ingest, alarms and the
 answers themselves; while none is, the reactor accepts again.
@@ -43,6 +44,9 @@ class HttpWorkers(WorkerPool):
         super().__init__(count, reactor)
         self.api = api
         self.limits = limits
+        # Other processes settle alarms in a shared store without moving this
+        # process's generation: there, every poll goes to meterd, which reads the store.
+        self.repeat_polls = not api.store.shared
         self.listening: Any = None  # meterd's own HTTP port, once it listens
         self.generation: Generation | None = None  # while started
         self._answers: dict[WorkerLink, list[list[Any]]] = {}  # this turn's, per worker
@@ -57,7 +61,7 @@ class HttpWorkers(WorkerPool):
         return {GENERATION_FD: self.generation.fd}
 
     def first_messages(self) -> list[dict[str, Any]]:
-        return [{"settings": asdict(self.limits)}]
+        return [{"settings": asdict(self.limits), "repeat_polls": self.repeat_polls}]
 
     def answers_changed(self) -> None:
         """An alarm settled or credentials changed: the workers' kept answers are stale."""

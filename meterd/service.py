@@ -209,8 +209,8 @@ class Meterd(service.MultiService):
             parts.directory.add_meter(meter)
         log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
         # What is loaded by now lives as long as the process, and a full
-        # collection traverses every tracked object with the GIL held (88 ms
-        # for a directory of 100,000 meters), a pause the reactor cannot
+        # collection traverses every tracked object with the GIL held, a
+        # pause that grows with the directory and that the reactor cannot
         # afford under load. Frozen, the collector skips it.
         gc.collect()
         gc.freeze()

@@ -2,14 +2,14 @@
 
 * The garbage collector: every datagram and request allocates a few
   containers (a dict, tuples, a Reading) that die within a flush, but with
-  CPython's default thresholds (700, 10, 10) a young collection ran every few
-  hundred datagrams and, as pending readings and the alarms' windows kept
+  CPython's default thresholds (700, 10, 10) a young collection would run every
+  few hundred datagrams and, as pending readings and the alarms' windows keep
   surviving, a full collection every second or so, each a pause with the GIL
   held long enough to overflow the socket's buffer. Counts are net of frees,
   so with these a young collection comes only once garbage accumulates.
 * The switch interval: the store's writer thread hands the GIL back and forth
   with the reactor thread; each hand-back waits up to one interval (5 ms by
-  default), which capped durable ingest far below what SQLite does.
+  default), which would cap durable ingest far below what SQLite does.
 
 Applied when meterd starts (and undone when it stops), and in each worker
 process: importing or building meterd changes nothing.

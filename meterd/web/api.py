@@ -119,7 +119,7 @@ class Api:
         self.tariff = tariff
         self.bills = bills
         self.alarm_service = alarms
-        #: Read from the data dir when meterd starts (meterd.service.Core), not when it is built.
+        #: Read from the data dir when meterd starts (meterd.service.Meterd), not when it is built.
         self.operator_token = ""
         self._counters: dict[tuple[str, int], Counter] = {}
         self.routes: dict[str, tuple[Route, Handler]] = {r.path: (r, getattr(self, r.handler)) for r in routes.routes_of(Api)}
