@@ -329,6 +329,9 @@ def test_a_worker_tells_meterd_when_the_client_goes_and_cuts_what_meterd_cut() -
 class FakeApi:
     respond = None  # no requests come in these tests
 
+    class store:  # noqa: N801 - what HttpWorkers reads of Api.store
+        shared = False
+
     class metrics:  # noqa: N801 - what HttpWorkers reads of Api.metrics
         class http_workers:  # noqa: N801
             @staticmethod
