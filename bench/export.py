@@ -1,4 +1,4 @@
-"""The ``export`` phase: a year of one-minute readings (525,600 rows) as one streamed CSV (issue 29).
+"""The ``export`` phase: a year of one-minute readings (525,600 rows) as one streamed CSV.
 
 One customer's year is bulk-inserted offline through the store's writer
 (``bench.prepare``), then exported from ``/getLeituras?format=csv`` twice:
