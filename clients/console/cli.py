@@ -36,7 +36,7 @@ from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
 from .export import ExportFile, Progress
-from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid, parse_when
+from .fields import parse_choice, parse_date_or_time, parse_int, parse_positive_number, parse_taxid
 from .messages import LANGS, Messages
 from .render import Renderer
 from .waiting import Spinner
@@ -194,8 +194,8 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c.add_argument("--historico", action="store_true", help=m("help.historico_export"))
     c.add_argument("--kind", type=_choice_arg(m, KIND), metavar=_choice_metavar(m, KIND), help=m("help.kind_export"))
     c.add_argument("--periodo", type=_whole(m, 0), default=None, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
-    c.add_argument("--inicio", type=_arg(lambda t: parse_when(m, t)), metavar=m("metavar.when"), help=m("help.inicio"))
-    c.add_argument("--fim", type=_arg(lambda t: parse_when(m, t)), metavar=m("metavar.when"), help=m("help.fim"))
+    c.add_argument("--inicio", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.inicio"))
+    c.add_argument("--fim", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.fim"))
     c.add_argument("--medidor", type=_whole(m, 1), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
     c.add_argument("--saida", "-o", default=None, metavar=m("metavar.file"), help=m("help.saida"))
 

@@ -17,7 +17,7 @@ from .choices import Choice
 from .errors import Invalid
 from .messages import Messages
 
-__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice", "parse_when"]
+__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice", "parse_date_or_time"]
 
 
 def parse_taxid(m: Messages, text: str) -> str:
@@ -65,7 +65,7 @@ def parse_choice(m: Messages, choice: Choice, text: str) -> str:
 _DAY_MONTH_YEAR = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
 
 
-def parse_when(m: Messages, text: str) -> str:
+def parse_date_or_time(m: Messages, text: str) -> str:
     """A date or a time as the API takes it (ISO 8601); ``DD/MM/AAAA`` too, as dates are written in Brazil."""
     typed = text.strip()
     dmy = _DAY_MONTH_YEAR.fullmatch(typed)
@@ -77,4 +77,4 @@ def parse_when(m: Messages, text: str) -> str:
         except ValueError:
             return datetime.fromisoformat(typed).isoformat()
     except ValueError:
-        raise Invalid(m("invalid.when", value=text)) from None
+        raise Invalid(m("invalid.date_or_time", value=text)) from None
