@@ -436,11 +436,11 @@ def read_all(sock: socket.socket) -> bytes:
     return data
 
 
-async def settle(count: list[int]) -> int:
-    """The read count once it has stopped moving for half a second."""
+async def settle(count: list[int], quiet: float = 1.0) -> int:
+    """The read count once it has not moved for ``quiet`` seconds."""
     while True:
         before = count[0]
-        await deferLater(reactor, 0.5, lambda: None)
+        await deferLater(reactor, quiet, lambda: None)
         if count[0] == before:
             return before
 
@@ -457,10 +457,11 @@ async def test_a_real_client_that_stops_reading_stops_the_store_reads_and_gets_e
         sock = open_export(server)
         first = await deferToThread(sock.recv, 65536)
         assert first.startswith(b"HTTP/1.1 200 OK\r\n")
-        stalled = await settle(count)
         pages = ROWS // 4_000 + 1
-        assert 1 <= stalled < pages / 2, (stalled, pages)  # stopped with the client, far from the end
-        assert await settle(count) == stalled
+        stalled = await settle(count)
+        assert 1 <= stalled < pages / 2, (stalled, pages)  # stopped with the client, far from the end...
+        await deferLater(reactor, 2.0, lambda: None)
+        assert count[0] < pages / 2, (count[0], pages)  # ... and staying there (a busy machine may have been slow to fill its buffers)
         rest = await deferToThread(read_all, sock)
         sock.close()
         assert count[0] == pages
