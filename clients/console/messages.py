@@ -35,6 +35,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  7) Reconhecer um alarme de um cliente\n"
             "  8) Novo token de um cliente ou nova chave de um medidor\n"
             "  9) Trocar de modo\n"
+            "  e) Exportar leituras ou histórico de um cliente (CSV)\n"
             "  0) Sair"
         ),
         "menu.customer": (
@@ -64,6 +65,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.kind": "Agrupar por D (dia), M (mês) ou A (ano) [D]: ",
         "field.periodo_hist": "Quantos períodos atrás (0 = o atual) [0]: ",
         "field.meter": "Medidor (vazio = todos): ",
+        "field.export_what": "Exportar L (leituras) ou H (histórico) [L]: ",
+        "field.export_kind": "Período: D (dia), M (mês) ou A (ano) [M]: ",
+        "field.export_file": "Arquivo (vazio = o nome sugerido pelo servidor, aqui): ",
         "field.meter_credential": "Medidor que recebe chave nova (vazio = token novo do cliente): ",
         "field.alarm_id": "Número do alarme: ",
         # choices: how the API's values are shown and typed
@@ -75,6 +79,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "choice.kind.D": "D",
         "choice.kind.M": "M",
         "choice.kind.Y": "A",
+        "choice.export.leituras": "L",
+        "choice.export.historico": "H",
         # validation
         "invalid.integer": "Digite um número inteiro, não {value!r}.",
         "invalid.nonnegative": "O número não pode ser negativo.",
@@ -337,6 +343,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  7) Acknowledge a customer's alarm\n"
             "  8) New token for a customer or new key for a meter\n"
             "  9) Switch mode\n"
+            "  e) Export a customer's readings or history (CSV)\n"
             "  0) Quit"
         ),
         "menu.customer": (
@@ -365,6 +372,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.kind": "Group by D (day), M (month) or Y (year) [D]: ",
         "field.periodo_hist": "How many periods back (0 = the current one) [0]: ",
         "field.meter": "Meter (empty = all): ",
+        "field.export_what": "Export R (readings) or H (history) [R]: ",
+        "field.export_kind": "Period: D (day), M (month) or Y (year) [M]: ",
+        "field.export_file": "File (empty = the name the server suggests, here): ",
         "field.meter_credential": "Meter to get a new key (empty = a new token for the customer): ",
         "field.alarm_id": "Alarm number: ",
         "choice.ligacao.mono": "single",
@@ -375,6 +385,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "choice.kind.D": "D",
         "choice.kind.M": "M",
         "choice.kind.Y": "Y",
+        "choice.export.leituras": "R",
+        "choice.export.historico": "H",
         "invalid.integer": "Type a whole number, not {value!r}.",
         "invalid.nonnegative": "The number cannot be negative.",
         "invalid.positive_int": "Type a whole number above zero, not {value!r}.",
