@@ -286,3 +286,18 @@ async def test_head_answers_the_headers_only_and_every_export_ends(world: World)
         return streaming.get() == 0
 
     await until(ended)
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_export_gives_its_place_back_however_it_ends(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    exports_ = next(group for _, handler in world.server.core.api.routes.values() if isinstance(group := getattr(handler, "__self__", None), web_exports.Exports))
+    await csv_of(world, "/getLeituras", {"id": ZONES["UTC"], "format": "csv"})
+    await deferToThread(raw_get, world.server.url, f"/getLeituras?id={ZONES['UTC']}&format=csv", world.server.token, "HEAD")
+    monkeypatch.setattr(world.server.core.store, "count_readings", lambda *a: fail(StoreError("down")))
+    assert (await world.server.call("GET", "/getLeituras", params={"id": ZONES["UTC"], "format": "csv"}))[0] == 503
+    monkeypatch.undo()
+
+    async def none_open() -> bool:
+        return exports_.open == 0
+
+    await until(none_open)

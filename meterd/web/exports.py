@@ -58,7 +58,7 @@ class Exports:
 
     def __init__(self, api: Api) -> None:
         self.api = api
-        self.open = 0  # CSV bodies not closed yet
+        self.open = 0  # CSV exports begun and not closed yet
 
     @route(
         "GET", "/getLeituras", "customer",
@@ -103,8 +103,13 @@ class Exports:
         if wants_csv(a["format"], call.incoming.accept):
             if self.open >= MAX_STREAMS:
                 raise ApiError(503, "busy", "too many exports are being sent; retry shortly")
-            first = await store.readings_page(customer.id, meter_ids, span.start, span.end, a["cursor"], PAGE_ROWS)
-            total = await store.count_readings(customer.id, meter_ids, span.start, span.end)
+            self.open += 1  # taken before the first reads, so that requests arriving meanwhile count it
+            try:
+                first = await store.readings_page(customer.id, meter_ids, span.start, span.end, a["cursor"], PAGE_ROWS)
+                total = await store.count_readings(customer.id, meter_ids, span.start, span.end)
+            except BaseException:
+                self.open -= 1
+                raise
             filename = exports.readings_filename(customer.name, customer.id, a["id_medidor"], span.label)
             headers = {"Content-Disposition": exports.attachment(filename), "X-Total-Count": str(total)}
             return Streamed(200, exports.CSV, headers, ReadingsCsv(self, store, customer.id, span, modes, tz, first))
@@ -123,7 +128,10 @@ class Exports:
 
 
 class ReadingsCsv:
-    """The body of a CSV export (:class:`~meterd.web.exchange.Chunks`): a page of the store per chunk."""
+    """The body of a CSV export (:class:`~meterd.web.exchange.Chunks`): a page of the store per chunk.
+
+    It holds one of the exports' places (:attr:`Exports.open`), taken by the handler, until it is closed.
+    """
 
     def __init__(
         self, exports_: Exports, store: Store, customer_id: str, span: Span, modes: dict[int, str], tz: ZoneInfo, first: ReadingsPage,
@@ -138,7 +146,6 @@ class ReadingsCsv:
         self.first: ReadingsPage | None = first
         self.after: tuple[int, int] | None = None  # where the next page starts; None: no next page
         self.closed = False
-        exports_.open += 1
         exports_.api.metrics.exports_streaming.inc()
 
     def next_chunk(self) -> Deferred[bytes | None]:
