@@ -23,7 +23,7 @@ meterd to worker
 worker to meterd
   ``{"ready": true}`` once the socket is being accepted on; then, after each
   reactor turn that parsed requests to forward, and each second it answered some itself:
-  ``{"requests": [[id, method, path, query, authorization, content_type, body, accept], ...], "answered": n,
+  ``{"requests": [[id, method, path, query, authorization, content_type, body, client, accept], ...], "answered": n,
   "notices": {name: n}, "more": [id, ...], "cancel": [id, ...]}``
   (``answered``: the ``/getAlarme`` polls it answered from what meterd answered before, for meterd's metrics;
   ``more``: streams whose client has taken the last chunk; ``cancel``: streams whose client has gone)

@@ -54,7 +54,8 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
 from meterd.web.exports import Exports
-from meterd.web.request import make_site
+from meterd.web.operations import Operations
+from meterd.web.request import make_site, with_backlog
 
 __all__ = ["Meterd", "Options", "makeService"]
 
@@ -117,7 +118,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
         meter_mode=config["meter-mode"],
     )
     api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
-    mount_all(api, Exports(api))
+    mount_all(api, Operations(api), Exports(api))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
         config, clock, metrics, store, directory, ingest, bills, alarms, api, meters,
@@ -225,7 +226,7 @@ class Meterd(service.MultiService):
 
     async def _listen_http(self) -> IListeningPort:
         config, parts = self.parts.config, self.parts
-        description = config["http"]
+        description = with_backlog(config["http"])
         endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
             else serverFromString(default_reactor, description)
         try:

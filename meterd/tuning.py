@@ -13,12 +13,19 @@
 
 Applied when meterd starts (and undone when it stops), and in each worker
 process: importing or building meterd changes nothing.
+
+And one call for when a burst is over: glibc keeps the heap that many
+connections' buffers took (freed, but at its high-water mark) until asked
+to give it back; :func:`release_free_memory` asks.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import sys
+from functools import cache
 
 GC_THRESHOLDS = (50_000, 20, 100)
 SWITCH_INTERVAL = 0.001
@@ -38,3 +45,19 @@ def restore(previous: Tuning) -> None:
     switch, thresholds = previous
     sys.setswitchinterval(switch)
     gc.set_threshold(*thresholds)
+
+
+@cache
+def _malloc_trim() -> object | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``); nothing elsewhere."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)  # type: ignore[operator]

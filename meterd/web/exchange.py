@@ -44,6 +44,7 @@ class Incoming(NamedTuple):
     authorization: str | None  # the header, latin-1 decoded
     content_type: str | None
     body: bytes
+    client: str = ""  # the peer's address (the audit log's "from where")
     accept: str | None = None  # the Accept header: which form of an answer the client prefers
 
 
@@ -86,8 +87,19 @@ def incoming_of(request: Request) -> Incoming:
         _text(request.getHeader(b"authorization")),
         _text(request.getHeader(b"content-type")),
         request.content.read() if request.content is not None else b"",
+        client_address(request),
         _text(request.getHeader(b"accept")),
     )
+
+
+def client_address(request: Request) -> str:
+    """The peer's IP address (a UNIX socket's path, if that is what it is)."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is not None:
+        return str(host)
+    name = getattr(address, "name", None)
+    return "" if name is None else name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def answer_headers(request: Request, status: int, content_type: bytes, headers: dict[str, str]) -> None:
@@ -116,13 +128,13 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
 
 
 def incoming_row(incoming: Incoming) -> list[Any]:
-    method, path, query, authorization, content_type, body, accept = incoming
-    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), accept]
+    method, path, query, authorization, content_type, body, client, accept = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), client, accept]
 
 
 def incoming_from_row(row: list[Any]) -> Incoming:
-    method, path, query, authorization, content_type, body, accept = row
-    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), accept)
+    method, path, query, authorization, content_type, body, client, accept = row
+    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), client, accept)
 
 
 def answer_row(answer: Answer) -> list[Any]:

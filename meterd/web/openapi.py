@@ -13,7 +13,7 @@ Pure: imports nothing from Twisted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import meterd
@@ -67,11 +67,16 @@ _MONEY = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2}$", "description": "
 _RATE = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "a decimal rate as written in the tariff"}
 
 
-def document(routes: Sequence[Route]) -> dict[str, Any]:
-    """The whole document for ``routes``."""
+def document(
+    routes: Sequence[Route], *, schemas: Mapping[str, Any] | None = None, tags: Sequence[Mapping[str, str]] = ()
+) -> dict[str, Any]:
+    """The whole document for ``routes``; ``schemas`` and ``tags`` are a feature module's own, beside the core API's."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    extra = dict(schemas or {})
+    clash = set(extra) & set(_COMPONENTS["schemas"])
+    assert not clash, f"schemas declared twice: {sorted(clash)}"
     return {
         "openapi": "3.0.3",
         "info": {
@@ -94,9 +99,10 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             {"name": "readings", "description": "meters: energy readings (UDP is the main way in)"},
             {"name": "customer", "description": "a customer (or the operator): history, bill, alarms, meters"},
             {"name": "operations", "description": "anyone: health, metrics, this document"},
+            *(dict(tag) for tag in tags),
         ],
         "paths": paths,
-        "components": _COMPONENTS,
+        "components": {**_COMPONENTS, "schemas": {**_COMPONENTS["schemas"], **extra}},
     }
 
 
@@ -174,7 +180,7 @@ _COMPONENTS: dict[str, Any] = {
             "a field is missing or invalid (codes such as `missing_field`, `invalid_type`, `invalid_number`,"
             " `not_finite`, `negative`, `out_of_range`, `too_precise`, `invalid_id`, `invalid_value`,"
             " `invalid_tz`, `timestamp_too_old`, `timestamp_in_future`, `malformed_json`,"
-            " `conflicting_parameter`)"
+            " `conflicting_parameter`, `invalid_cursor`, `nothing_to_change`)"
         ),
         "Unauthorized": {
             **_error_response("no or bad credentials (`unauthorized`)"),
@@ -188,10 +194,16 @@ _COMPONENTS: dict[str, Any] = {
             **_error_response("wrong method (`method_not_allowed`)"),
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "the methods the route accepts"}},
         },
-        "Conflict": _error_response("already exists (`customer_exists`) or a different value for the same reading (`conflict`)"),
+        "Conflict": _error_response(
+            "already exists (`customer_exists`), a different value for the same reading (`conflict`),"
+            " or a meter's state forbids it (`already_retired`, `not_retired`, `already_replaced`)"
+        ),
         "PayloadTooLarge": _error_response("the body is larger than 64 KiB (`body_too_large`)"),
         "UnsupportedMediaType": _error_response("the body is not a JSON object (`unsupported_media_type`)"),
-        "Unprocessable": _error_response("well-formed but impossible, e.g. `register_backwards`"),
+        "Unprocessable": _error_response(
+            "well-formed but impossible: `register_backwards`, `meter_retired` (a reading after a retired"
+            " meter's final one), `readings_after_final`, `before_final_reading`"
+        ),
         "ServiceUnavailable": _error_response(
         "the store is unavailable (`store_unavailable`), ingest is full (`overloaded`)"
         " or alarms are not running (`alarms_unavailable`); retry"
