@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from twisted.logger import globalLogPublisher
 from meterd.store.base import StoreError
 from meterd.taxid import make_cpf
 from meterd.web import exports as web_exports
-from tests.support import LiveServer, http_workers_ready, start_server, until
+from tests.support import LiveServer, http_workers_ready, pg_dsn, reset_pg, start_server, until
 from tests.web_support import call
 
 # A zone without DST, one with a half-hour offset, and one whose offset changes inside the readings.
@@ -76,11 +77,17 @@ class World:
     posted: list[Posted]
 
 
-@pytest_twisted.async_yield_fixture(scope="module", params=["reactor", pytest.param("http-workers", marks=pytest.mark.slow)])
+@pytest_twisted.async_yield_fixture(scope="module", params=["reactor", pytest.param("http-workers", marks=pytest.mark.slow), "postgresql"])
 async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    args = ("--http-workers", "1") if request.param == "http-workers" else ()
+    """Served by meterd's reactor on SQLite, through an HTTP worker, and on PostgreSQL (with METERD_TEST_PG)."""
+    args: tuple[str, ...] = ("--http-workers", "1") if request.param == "http-workers" else ()
+    if request.param == "postgresql":
+        if not os.environ.get("METERD_TEST_PG"):
+            pytest.skip("METERD_TEST_PG not set: no PostgreSQL to test against")
+        reset_pg()
+        args = ("--db", pg_dsn())
     server = await start_server(tmp_path_factory.mktemp("exports") / "data", *args)
-    if args:
+    if request.param == "http-workers":
         await http_workers_ready(server, 1)
     tokens = {}
     for zone, cid in [*ZONES.items(), ("UTC", OTHER)]:
