@@ -55,6 +55,7 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings, serve
 from meterd.web.app import mount_all
 from meterd.web.bills import Bills
+from meterd.web.exports import Exports
 from meterd.web.operations import Operations
 from meterd.web.request import make_site, with_backlog
 
@@ -121,7 +122,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
     )
     runs = BillingRuns(store, config["tariff"], clock, config["tz"], bills)
     api = Api(settings, store, directory, ingest, metrics, clock, bills, alarms)
-    mount_all(api, Bills(api, config["tariff"], runs, IssuedBills(store)), Operations(api))
+    mount_all(api, Bills(api, config["tariff"], runs, IssuedBills(store)), Operations(api), Exports(api))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
         config, clock, metrics, store, directory, ingest, bills, alarms, runs, api, meters,

@@ -4,26 +4,27 @@ The run itself is the server's (``POST /faturamento``); the console polls its
 state (``/getFaturamento``) and draws the bar on stderr when a person watches
 it, nothing otherwise. The summary goes to stdout, or the run's JSON with
 ``--json``. ``--resultado csv|jsonl`` writes every bill the run issued to
-stdout, page by page as the server hands them out.
+stdout as the server streams them.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+from collections.abc import Mapping
 from typing import TextIO
-from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from clients.api import MeterdClient
 
+from .export import Progress
 from .messages import Messages
 from .render import Renderer
-from .waiting import Progress
 
-__all__ = ["RUNNING", "follow", "write_result"]
+__all__ = ["RUNNING", "Output", "follow", "write_result"]
 
 RUNNING = "executando"
 
@@ -44,8 +45,8 @@ async def follow(
     try:
         while state["estado"] == RUNNING:
             if progress is not None:
-                progress.show(state["processados"], state["clientes"],
-                              m("billing.progress", referencia=renderer.reference(state["referencia"]), emitidas=renderer.num(state["emitidas"], 0)))
+                progress.update(state["processados"], state["clientes"], force=True,
+                                referencia=renderer.reference(state["referencia"]), emitidas=renderer.num(state["emitidas"], 0))
             await deferLater(clock, poll, lambda: None)
             state = await client.billing_run(state["execucao"])
     finally:
@@ -56,27 +57,24 @@ async def follow(
 
 
 async def write_result(args: argparse.Namespace, client: MeterdClient, stdout: TextIO) -> None:
-    """Every bill of the run, as CSV (one header) or JSON Lines, following the server's ``Link`` to each next page."""
-    depois, first = 0, True
-    while True:
-        page, headers = await client.billing_result(args.execucao, args.resultado, depois)
-        text = page.decode("utf-8")
-        if args.resultado == "csv" and not first:
-            text = text.split("\r\n", 1)[1] if "\r\n" in text else ""  # the header once
-        stdout.write(text)
-        first = False
-        after = _next_page(headers)
-        if after is None:
-            return
-        depois = after
+    """Every bill of the run, as CSV or JSON Lines, to ``stdout`` as it arrives (never whole in memory)."""
+    out = Output(stdout)
+    await client.billing_result(args.execucao, args.resultado, out)
+    out.close()
 
 
-def _next_page(headers: dict[str, list[str]]) -> int | None:
-    """The ``depois`` of the page a ``Link: <...>; rel="next"`` header names."""
-    for link in headers.get("link", []):
-        target, _, rel = link.partition(";")
-        if 'rel="next"' in rel:
-            query = parse_qs(urlsplit(target.strip().strip("<>")).query)
-            return int(query["depois"][0])
-    return None
+class Output:
+    """A download's UTF-8 body straight to a text stream (:class:`clients.api.Receiver`), decoded as it arrives."""
 
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")()  # a character may straddle two pieces
+
+    def begin(self, headers: Mapping[str, str]) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(self.decoder.decode(data))
+
+    def close(self) -> None:
+        self.stream.write(self.decoder.decode(b"", final=True))

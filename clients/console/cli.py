@@ -5,7 +5,8 @@ Subcommands and flags follow DESIGN §8 (``cliente``, ``medidor``,
 ``--server --token --json --lang``), so scripts written against the design
 keep working; the operator's management adds ``buscar``, ``ficha``,
 ``alterar``, ``retirar``, ``substituir`` and ``auditoria``, whose pages end
-with the ``--cursor`` of the next. The global options may come before or after the subcommand:
+with the ``--cursor`` of the next; ``exportar`` writes a customer's readings
+or history to a CSV file (:mod:`.export`). The global options may come before or after the subcommand:
 each subcommand repeats them with a default of ``SUPPRESS``, so a value given
 after it overrides the one before and an absent one leaves it alone.
 
@@ -38,10 +39,11 @@ from . import billing
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_when
+from .export import ExportFile, Progress
+from .fields import parse_choice, parse_date_or_time, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_when
 from .messages import LANGS, Messages
 from .render import Renderer
-from .waiting import Progress, Spinner
+from .waiting import Spinner
 
 __all__ = ["build_parser", "main", "run_command", "EXIT_OK", "EXIT_API", "EXIT_INPUT", "EXIT_UNREACHABLE"]
 
@@ -238,6 +240,15 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c = command("auditoria", customer=None)
     page_options(c)
 
+    c = command("exportar")
+    c.add_argument("--historico", action="store_true", help=m("help.historico_export"))
+    c.add_argument("--kind", type=_choice_arg(m, KIND), metavar=_choice_metavar(m, KIND), help=m("help.kind_export"))
+    c.add_argument("--periodo", type=_whole(m, 0), default=None, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
+    c.add_argument("--inicio", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.inicio"))
+    c.add_argument("--fim", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.fim"))
+    c.add_argument("--medidor", type=_whole(m, 1), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
+    c.add_argument("--saida", "-o", default=None, metavar=m("metavar.file"), help=m("help.saida"))
+
     for parser in sub.choices.values():
         _global_options(parser, m, main=False)
     return p
@@ -272,6 +283,8 @@ async def run_command(
     try:
         cid = parse_taxid(m, args.id) if getattr(args, "id", None) else ""
         cmd = args.command
+        if cmd == "exportar":
+            return await run_export(args, cid, client, m, stdout, stderr, waiting=waiting)
         if cmd == "cliente":
             call = client.register_customer(
                 cid, args.name, ligacao=args.ligacao, limite_kw=args.limite_kw, limite_kwh=args.limite_kwh, tz=args.tz
@@ -286,7 +299,7 @@ async def run_command(
         elif cmd == "nova-chave":
             call, view = client.new_key(cid, args.medidor), renderer.new_key
         elif cmd == "fatura" and args.codigo:
-            return await _svg(args, client.bill_code(cid, args.periodo, args.codigo), m, stdout, stderr)
+            return await _svg(args, client, cid, m, stdout, stderr)
         elif cmd == "fatura":
             call, view = client.bill(cid, args.periodo), renderer.bill
         elif cmd == "historico":
@@ -360,14 +373,16 @@ async def _billing(
     return EXIT_OK if done else EXIT_API
 
 
-async def _svg(args: argparse.Namespace, call: Deferred[tuple[bytes, dict[str, list[str]]]], m: Messages, stdout: TextIO, stderr: TextIO) -> int:
+async def _svg(args: argparse.Namespace, client: MeterdClient, cid: str, m: Messages, stdout: TextIO, stderr: TextIO) -> int:
     """``fatura --codigo``: the payment code's SVG, as the server drew it, on stdout."""
+    out = billing.Output(stdout)
     try:
-        svg, _ = await call
+        await client.bill_code(cid, args.periodo, args.codigo, out)
     except ApiError as e:
         _refused(e, args, m, stderr)
         return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
-    stdout.write(svg.decode("utf-8") + "\n")
+    out.close()
+    stdout.write("\n")
     return EXIT_OK
 
 
@@ -376,6 +391,53 @@ def _refused(e: ApiError, args: argparse.Namespace, m: Messages, stderr: TextIO)
         stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
     else:
         stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+
+
+async def run_export(
+    args: argparse.Namespace, cid: str, client: MeterdClient, m: Messages, stdout: TextIO, stderr: TextIO,
+    *, waiting: Spinner | None = None, binary_stdout: Any = None,
+) -> int:
+    """``exportar``: the readings (or, with ``--historico``, the history) as a CSV file; where it went on stdout."""
+    if args.historico and args.kind is None:
+        raise Invalid(m("invalid.historico_kind"))
+    if args.kind is not None and (args.inicio or args.fim):
+        raise Invalid(m("invalid.kind_or_dates"))
+    if args.historico:
+        path, query = "/getConsumoHist", {"kind": args.kind, "periodo": args.periodo or 0}
+    else:
+        path, query = "/getLeituras", {"kind": args.kind, "periodo": args.periodo, "inicio": args.inicio, "fim": args.fim}
+    progress = None
+    if _terminal(stderr):
+        def draw(text: str) -> None:
+            stderr.write(text)
+            stderr.flush()
+
+        progress = Progress(draw, m, shutil.get_terminal_size().columns, ascii_only=args.plain)
+    if waiting is not None:
+        waiting.start(m("wait.connecting", server=client.server))
+    receiver = ExportFile(args.saida, progress=progress, began=waiting.stop if waiting else None, stdout=binary_stdout)
+    try:
+        await client.download(path, {"id": cid, "id_medidor": args.medidor, **query}, receiver)
+    except ApiError as e:
+        receiver.abandon()
+        if waiting is not None:
+            waiting.stop()
+        stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    except OSError as e:
+        receiver.abandon()
+        stderr.write(m("export.cannot_write", path=str(receiver.path or args.saida), reason=e.strerror or str(e)) + "\n")
+        return EXIT_API
+    written = receiver.finish()
+    size = m.number(round(receiver.size / 1_000_000, 1))
+    if args.json:
+        report = {"file": None if written is None else str(written), "rows": receiver.rows, "bytes": receiver.size}
+        (stderr if written is None else stdout).write(json.dumps(report, ensure_ascii=False) + "\n")
+    elif written is None:
+        stderr.write(m("export.done_stdout", rows=receiver.rows, size=size) + "\n")
+    else:
+        stdout.write(m("export.done", path=str(written), rows=receiver.rows, size=size) + "\n")
+    return EXIT_OK
 
 
 def _now_or(timestamp: float | None, clock: Callable[[], float]) -> float:
@@ -413,8 +475,8 @@ def _stream_spinner(stream: TextIO, clock: IReactorTime, ascii_only: bool) -> Sp
     return Spinner(write, clock, ascii_only=ascii_only)
 
 
-def _stream_progress(stream: TextIO, ascii_only: bool, renderer: Renderer) -> Progress | None:
-    """A progress bar on ``stream`` if a person is watching it (pipes get nothing)."""
+def _stream_progress(stream: TextIO, ascii_only: bool, m: Messages) -> Progress | None:
+    """A billing run's progress bar on ``stream`` if a person is watching it (pipes get nothing)."""
     if not _terminal(stream):
         return None
 
@@ -422,7 +484,7 @@ def _stream_progress(stream: TextIO, ascii_only: bool, renderer: Renderer) -> Pr
         stream.write(text)
         stream.flush()
 
-    return Progress(write, shutil.get_terminal_size().columns, ascii_only=ascii_only, number=lambda n: renderer.num(n, 0))
+    return Progress(write, m, shutil.get_terminal_size().columns, ascii_only=ascii_only, key="billing.progress")
 
 
 async def _reachable(reactor: Any, args: argparse.Namespace, m: Messages, ascii_only: bool) -> bool:
@@ -551,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def command(reactor: Any) -> Deferred[int]:
             client = MeterdClient(args.server, token, reactor=reactor, timeout=args.timeout)
             waiting = _stream_spinner(sys.stderr, reactor, args.plain)
-            progress = _stream_progress(sys.stderr, args.plain, renderer)
+            progress = _stream_progress(sys.stderr, args.plain, m)
             return ensureDeferred(
                 run_command(args, client, m, renderer, sys.stdout, sys.stderr, waiting=waiting, progress=progress, timer=reactor)
             )

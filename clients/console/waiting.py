@@ -17,7 +17,7 @@ from rich.spinner import SPINNERS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 
-__all__ = ["Progress", "Spinner"]
+__all__ = ["Spinner"]
 
 ERASE_LINE = "\r\x1b[K"
 
@@ -77,31 +77,3 @@ class Spinner:
             self._loop = None
             self._write(ERASE_LINE)
 
-
-class Progress:
-    """``[#####·····]  45%  45.000/100.000  text`` redrawn in place, erased by :meth:`clear`.
-
-    For long work whose size is known (a billing run): drawn only where a
-    person watches (the caller decides), cut to ``width`` so it never wraps.
-    """
-
-    def __init__(self, write: Callable[[str], None], width: int, *, ascii_only: bool = False, number: Callable[[int], str] = str) -> None:
-        self._write = write
-        self._width = width
-        self._full, self._empty = ("#", "-") if ascii_only else ("█", "░")
-        self._number = number
-        self._drawn = False
-
-    def show(self, done: int, total: int, text: str) -> None:
-        fraction = done / total if total > 0 else 1.0
-        counts = f" {fraction:4.0%}  {self._number(done)}/{self._number(total)}  {text}"
-        bar = max(10, min(40, self._width - len(counts) - 3))
-        filled = round(bar * min(1.0, fraction))
-        line = f"[{self._full * filled}{self._empty * (bar - filled)}]{counts}"
-        self._write(f"{ERASE_LINE}{line[: self._width - 1]}")
-        self._drawn = True
-
-    def clear(self) -> None:
-        if self._drawn:
-            self._write(ERASE_LINE)
-            self._drawn = False

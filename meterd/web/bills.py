@@ -4,7 +4,7 @@
 (the same bytes every time) and any other month with a preview computed from
 the readings as they are (``"status": "previa"``). The operator starts and
 follows billing runs with ``/faturamento`` and ``/getFaturamento`` and takes
-what a run issued, page by page, as CSV or JSON Lines.
+what a run issued, streamed, as JSON Lines or CSV.
 """
 
 from __future__ import annotations
@@ -13,28 +13,31 @@ import csv
 import io
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import orjson
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThread
 
-from meterd import arrecadacao, bill_document, periods, pix
+from meterd import arrecadacao, bill_document, exports, periods, pix
 from meterd.bill_document import ABERTO, FECHADO
 from meterd.billing import compute_bill, money
 from meterd.faturamento import AlreadyRunning, BillingRuns, IssuedBills, NoCompany
+from meterd.store.base import Store
 from meterd.tariff import Tariff
 from meterd.web import routes
-from meterd.web.api import ID, JSON, Api, Call, Raw
+from meterd.web.api import ID, JSON, Api, Call
 from meterd.web.errors import ApiError, bad_request, not_found
+from meterd.web.exchange import Answer, Streamed
 from meterd.web.routes import route
 
 __all__ = ["Bills", "CSV_COLUMNS"]
 
 MAX_BILL_MONTHS = 1_200
-MAX_PAGE = 5_000
+#: Bills read from the store for each chunk of a run's result: the most its body holds at once (two chunks).
+PAGE = 1_000
 SVG = b"image/svg+xml"
 JSON_LINES = b"application/jsonl; charset=utf-8"
-CSV = b"text/csv; charset=utf-8"
 #: The CSV of a run's bills, one row per bill: what another system (a bank's
 #: collection file, an accounting import) needs to match payments to bills.
 CSV_COLUMNS = (
@@ -72,7 +75,7 @@ class Bills:
         ),
         ok=((200, "the bill", "Bill"),), errors=(404, 503),
     )
-    async def bill(self, call: Call) -> tuple[int, dict[str, Any]]:
+    async def bill(self, call: Call) -> tuple[int, dict[str, Any]] | Answer:
         api = self.api
         customer = await api.customer(call.args["id"])
         periodo = call.args["periodo"]
@@ -85,7 +88,7 @@ class Bills:
         if mes == FECHADO:
             stored = await self.issued.get(customer.id, f"{year:04d}-{month:02d}")
             if stored is not None:
-                raise Raw(JSON, stored)
+                return Answer(200, JSON, stored, {})
         begun = api.bills.begin()
         start, end = periods.month_range(year, month, tz)
         usages = await api.usage(customer, await api.meter_ids(customer.id, None), [start, end])
@@ -113,7 +116,7 @@ class Bills:
         ),
         media="image/svg+xml", ok=((200, "the code as SVG", None),), errors=(404, 503),
     )
-    async def payment_code(self, call: Call) -> tuple[int, dict[str, Any]]:
+    async def payment_code(self, call: Call) -> Answer:
         customer = await self.api.customer(call.args["id"])
         year, month = _month(self.api.now_ms(), ZoneInfo(customer.tz), call.args["periodo"])
         stored = await self.issued.get(customer.id, f"{year:04d}-{month:02d}")
@@ -124,7 +127,7 @@ class Bills:
         code = doc["pix"] if pix_code else doc["codigo_barras"]
         if code is None:
             raise not_found("nothing_to_pay", f"bill {doc['numero']} has nothing to pay, so no payment code")
-        raise Raw(SVG, (pix.qr_svg(code) if pix_code else arrecadacao.itf_svg(code)).encode())
+        return Answer(200, SVG, (pix.qr_svg(code) if pix_code else arrecadacao.itf_svg(code)).encode(), {})
 
     @route(
         "POST", "/faturamento", "operator",
@@ -172,28 +175,56 @@ class Bills:
         "GET", "/getFaturamentoResultado", "operator",
         RUN,
         routes.choice("formato", "jsonl: each bill's document, one per line; csv: one row per bill", ("jsonl", "csv")).optional("jsonl"),
-        routes.integer("depois", "only bills numbered after this one (the previous page's last)", maximum=2**62).optional(0),
-        routes.integer("limite", f"bills per page, at most {MAX_PAGE:,}", minimum=1, maximum=MAX_PAGE).optional(1000),
+        routes.integer("depois", "only bills numbered after this one (to take up a transfer cut short)", maximum=2**62).optional(0),
         summary="The bills a run issued, as JSON Lines or CSV (operator token)",
         description=(
-            "By bill number, a page at a time; while there may be more, the answer has a `Link` header to the next"
-            f" page (`rel=\"next\"`). CSV columns: {', '.join(CSV_COLUMNS)}."
+            "Every bill of the run by number, streamed: read from the store a page at a time, only as fast as the client"
+            f" takes it. CSV columns: {', '.join(CSV_COLUMNS)}."
         ),
-        tag="billing", media="application/jsonl, text/csv", ok=((200, "a page of the run's bills", None),), errors=(404, 503),
+        tag="billing", media="application/jsonl", also=(exports.CSV_MEDIA,), ok=((200, "the run's bills", None),), errors=(404, 503),
     )
-    async def run_result(self, call: Call) -> tuple[int, dict[str, Any]]:
+    async def run_result(self, call: Call) -> Streamed:
         a = call.args
         run = await self.api.store.get_run(a["execucao"])
         if run is None:
             raise not_found("unknown_run", "no such billing run")
-        page = await self.api.store.run_bills(run.run_id, a["depois"], a["limite"])
-        headers = {}
-        if len(page) == a["limite"]:
-            query = urlencode({"execucao": run.run_id, "formato": a["formato"], "depois": page[-1][0], "limite": a["limite"]})
-            headers["Link"] = f'</getFaturamentoResultado?{query}>; rel="next"'
-        if a["formato"] == "jsonl":
-            raise Raw(JSON_LINES, b"".join(doc + b"\n" for _, doc in page), headers)
-        raise Raw(CSV, _csv([orjson.loads(doc) for _, doc in page]), headers)
+        csv_ = a["formato"] == "csv"
+        name = f"faturamento-{run.run_id}-{run.referencia}.{a['formato']}"
+        return Streamed(200, exports.CSV if csv_ else JSON_LINES, {"Content-Disposition": exports.attachment(name)},
+                        RunBills(self.api.store, run.run_id, a["depois"], csv=csv_))
+
+
+class RunBills:
+    """A run's result as a streamed body (:class:`~meterd.web.exchange.Chunks`): a page of its bills per chunk.
+
+    JSON Lines are the stored documents as they are; CSV rows are encoded on
+    a thread, off the reactor.
+    """
+
+    def __init__(self, store: Store, run_id: int, after: int, *, csv: bool) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.after = after
+        self.csv = csv
+        self.header = csv  # the CSV's header goes first, even before no rows
+        self.done = False
+
+    def next_chunk(self) -> Deferred[bytes | None]:
+        if self.done:
+            return succeed(None)
+        return self.store.run_bills(self.run_id, self.after, PAGE).addCallback(self._encode)
+
+    def _encode(self, page: list[tuple[int, bytes]]) -> Deferred[bytes | None]:
+        self.done = len(page) < PAGE
+        if page:
+            self.after = page[-1][0]
+        header, self.header = self.header, False
+        if self.csv and (page or header):
+            return deferToThread(_csv, [doc for _, doc in page], header=header)
+        return succeed(b"".join(doc + b"\n" for _, doc in page) if page else None)
+
+    def close(self) -> None:
+        self.done = True
 
 
 def _month(now_ms: int, tz: ZoneInfo, periodo: int) -> tuple[int, int]:
@@ -203,11 +234,12 @@ def _month(now_ms: int, tz: ZoneInfo, periodo: int) -> tuple[int, int]:
         raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
 
 
-def _csv(docs: list[dict[str, Any]]) -> bytes:
+def _csv(documents: list[bytes], *, header: bool) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for d in docs:
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    for d in map(orjson.loads, documents):
         ajustes = sum((Decimal(a["valor"]) for a in d["ajustes"]), Decimal("0.00"))
         writer.writerow([
             d["numero"], d["referencia"], d["id"], d["name"], d["emissao"], d["vencimento"], d["consumo_kwh"], d["faturado_kwh"],
