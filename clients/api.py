@@ -413,8 +413,8 @@ class MeterdClient:
         """A billing run's state; the latest one by default (operator)."""
         return self._request("GET", "/getFaturamento", query={"execucao": execucao})
 
-    def billing_result(self, execucao: int | None, formato: str, receiver: Receiver) -> Deferred[None]:
-        """Every bill a run issued (the latest by default), as CSV or JSON Lines, streamed to ``receiver`` (operator)."""
+    def billing_result(self, execucao: int, formato: str, receiver: Receiver) -> Deferred[None]:
+        """Every bill a run issued, as CSV or JSON Lines, streamed to ``receiver`` (operator)."""
         accept = "text/csv" if formato == "csv" else "application/jsonl"
         return self.download("/getFaturamentoResultado", {"execucao": execucao, "formato": formato}, receiver, accept=accept)
 

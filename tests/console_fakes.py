@@ -122,8 +122,7 @@ class FakeMeterd(Resource):
         self.events: list[dict[str, Any]] = []
         self.run: dict[str, Any] | None = None
         self.run_customers = 4
-        # /getFaturamentoResultado by ``depois``: (body, next page's depois or None)
-        self.pages: dict[int, Any] = {}
+        self.result = b""  # /getFaturamentoResultado's body
         self.audit: list[dict[str, Any]] = []
         # What a CSV export answers: its rows after the header (``Accept: text/csv``)
         self.csv_rows = ["1,2026-11-05T00:00:00-03:00,1000.000,0.000,false", "1,2026-11-05T00:01:00-03:00,1000.010,0.010,false"]
@@ -171,12 +170,9 @@ class FakeMeterd(Resource):
         except KeyError as e:
             status, doc = 400, _err("missing_field", f"falta o campo {e}")
         request.setResponseCode(status)
-        if isinstance(doc, tuple):  # a page of a run's bills: (body, the next page's depois or None)
-            body, after = doc
+        if isinstance(doc, bytes):  # a run's bills, as the server streams them
             request.setHeader("content-type", "text/csv; charset=utf-8")
-            if after is not None:
-                request.setHeader("link", f'</getFaturamentoResultado?execucao=1&formato=csv&depois={after}>; rel="next"')
-            return bytes(body)
+            return doc
         if status == 200 and uri.path in ("/getLeituras", "/getConsumoHist") and request.getHeader("accept") == "text/csv":
             name = f"{'leituras' if uri.path == '/getLeituras' else 'historico'}-Zé-{params['id']}.csv"
             request.setHeader("content-type", "text/csv; charset=utf-8")
@@ -344,8 +340,7 @@ class FakeMeterd(Resource):
                 if run["processados"] == run["clientes"]:
                     run["estado"], run["concluida"] = "concluida", "2026-12-01T08:01:00-03:00"
             return 200, dict(run)
-        page = self.pages[int(p.get("depois", 0))]
-        return 200, page
+        return 200, self.result
 
     def calls(self, path: str) -> list[dict[str, Any]]:
         return [p for (_, pth, p) in self.requests if pth == path]

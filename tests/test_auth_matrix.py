@@ -142,7 +142,7 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
     if route == "/faturamento":
         return "POST", {"periodo": 1}, None
     if route == "/getFaturamentoResultado":
-        return "GET", None, {"formato": "csv"}
+        return "GET", None, {"execucao": "1", "formato": "csv"}
     if route == "/ackAlarme":
         ids = w.alarm_ids or [1]
         return "POST", {"id": A, "alarm_id": ids[0] if principal != "operator" else ids[-1]}, None

@@ -203,21 +203,21 @@ async def test_a_second_run_issues_none_and_numbers_follow_on(server: LiveServer
     assert (again["execucao"], again["emitidas"], again["ja_emitidas"]) == (first["execucao"] + 1, 0, 7)
     numbers = [orjson.loads(await bill_bytes(server, 1, cid))["numero"] for cid in cids]
     assert numbers == list(range(1, 8))
-    # the result, a page at a time
-    status, page, response = await server.call("GET", "/getFaturamentoResultado", params={"execucao": 1, "limite": 4})
+    # the result, streamed: every bill of the run, or those after a number
+    status, page, response = await server.call("GET", "/getFaturamentoResultado", params={"execucao": 1})
     assert status == 200 and response.headers.getRawHeaders(b"content-type") == [b"application/jsonl; charset=utf-8"]
-    lines = [orjson.loads(line) for line in page.splitlines()]
-    assert [d["numero"] for d in lines] == [1, 2, 3, 4]
-    [link] = response.headers.getRawHeaders(b"link")
-    assert link.decode() == '</getFaturamentoResultado?execucao=1&formato=jsonl&depois=4&limite=4>; rel="next"'
+    assert [orjson.loads(line)["numero"] for line in page.splitlines()] == list(range(1, 8))
+    assert [orjson.loads(line) for line in page.splitlines()][0] == orjson.loads(await bill_bytes(server, 1, cids[0]))
     status, page, response = await server.call("GET", "/getFaturamentoResultado", params={"execucao": 1, "formato": "csv", "depois": 4})
-    assert status == 200 and response.headers.getRawHeaders(b"link") is None
+    assert status == 200 and response.headers.getRawHeaders(b"content-type") == [b"text/csv; charset=utf-8"]
+    assert "faturamento-1-" in response.headers.getRawHeaders(b"content-disposition")[0].decode()
     rows = list(csv.DictReader(io.StringIO(page.decode())))
     assert [int(r["numero"]) for r in rows] == [5, 6, 7]
     assert [r["id"] for r in rows] == cids[4:]
     assert all(arrecadacao.parse_code(r["linha_digitavel"]).value == Decimal(r["total"]) for r in rows)
-    status, empty, _ = await server.call("GET", "/getFaturamentoResultado", params={"execucao": 2})
-    assert (status, empty) == (200, b"")
+    status, empty, _ = await server.call("GET", "/getFaturamentoResultado", params={"execucao": 2, "formato": "csv"})
+    assert (status, empty) == (200, b"numero,referencia,id,nome,emissao,vencimento,consumo_kwh,faturado_kwh,total_mes,ajustes,total,"
+                                    b"codigo_barras,linha_digitavel,pix\r\n")  # the header alone: it issued none
 
 
 @pytest_twisted.ensureDeferred

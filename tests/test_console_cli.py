@@ -16,7 +16,7 @@ from clients.api import MeterdClient
 from clients.console.cli import EXIT_API, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, build_parser, run_command
 from clients.console.messages import Messages
 from clients.console.render import Renderer
-from clients.console.waiting import Progress
+from clients.console.export import Progress
 from tests.console_fakes import CPF, OPERATOR, FakeMeterd, stub_client_factory
 
 
@@ -229,15 +229,16 @@ def run_billing(fake: FakeMeterd, *argv: str, progress: Any = None) -> tuple[Any
 def test_faturamento_follows_the_run_and_prints_its_summary_or_its_json() -> Any:
     fake = FakeMeterd()
     drawn: list[str] = []
-    d, out, err = run_billing(fake, "faturamento", "--periodo", "2", progress=Progress(drawn.append, 80, ascii_only=True))
+    progress = Progress(drawn.append, Messages("pt"), 80, ascii_only=True, key="billing.progress")
+    d, out, err = run_billing(fake, "faturamento", "--periodo", "2", progress=progress)
     assert (yield d) == EXIT_OK
     assert fake.calls("/faturamento") == [{"periodo": 2}]
     assert len(fake.calls("/getFaturamento")) == 4  # looked at until it was over
     assert "Faturamento de nov/2026 (execução 1): concluído" in out.getvalue() and "R$ 400,00" in out.getvalue()
     assert err.getvalue() == ""
-    bars = [line for line in drawn if line.startswith("\r\x1b[K[")]
-    assert re.fullmatch(r"\r\x1b\[K\[-{10,}\]   0%  0/4  faturamento de nov/2026: 0 faturas", bars[0]), bars[0]
-    assert re.search(r"\[#{20,}-+\]  75%  3/4  faturamento de nov/2026: 3 faturas$", bars[-1]), bars[-1]
+    bars = [line for line in drawn if line.startswith("\r\x1b[KFaturando")]
+    assert re.fullmatch(r"\r\x1b\[KFaturando nov/2026 -{10,}   0%  0 de 4 clientes, 0 faturas", bars[0]), bars[0]
+    assert re.search(r"Faturando nov/2026 #{10,}-+  75%  3 de 4 clientes, 3 faturas$", bars[-1]), bars[-1]
     assert drawn[-1] == "\r\x1b[K"  # erased before the summary
     assert all(len(line) - len("\r\x1b[K") < 80 for line in drawn)
     d, out, err = run_billing(fake, "--json", "faturamento")
@@ -261,75 +262,11 @@ def test_faturamento_while_one_runs_is_refused_and_a_run_can_be_followed() -> An
 
 
 @pytest_twisted.inlineCallbacks
-def test_faturamento_resultado_writes_every_page_with_one_header() -> Any:
+def test_faturamento_resultado_writes_the_runs_bills_as_they_arrive() -> Any:
     fake = FakeMeterd()
     fake.billing("/faturamento", {"periodo": 1})
-    fake.pages = {0: (b"numero,id\r\n1,a\r\n2,b\r\n", 2), 2: (b"numero,id\r\n3,c\r\n", None)}
-    d, out, err = run_billing(fake, "faturamento", "--resultado", "csv")
+    fake.result = "numero,id,nome\r\n1,a,Zé\r\n2,b,Çá\r\n".encode()
+    d, out, err = run_billing(fake, "faturamento", "--resultado", "csv", "--execucao", "1")
     assert (yield d) == EXIT_OK
-    assert out.getvalue() == "numero,id\r\n1,a\r\n2,b\r\n3,c\r\n"
-    assert [p.get("depois") for p in fake.calls("/getFaturamentoResultado")] == ["0", "2"]
-
-
-def test_progress_fits_its_width_and_erases_itself() -> None:
-    drawn: list[str] = []
-    bar = Progress(drawn.append, 40)
-    bar.show(50, 200, "a long text that does not fit in forty columns")
-    assert drawn[-1].startswith("\r\x1b[K[") and len(drawn[-1]) - len("\r\x1b[K") == 39 and "25%" in drawn[-1]
-    bar.clear()
-    bar.clear()
-    assert drawn[-1] == "\r\x1b[K" and len(drawn) == 2
-
-
-# -- the operator's management subcommands ---------------------------------------------
-
-
-def test_management_flags_parse() -> None:
-    b = parse("buscar", "--texto", " joão  silva ", "--cursor", "abc", "--limite", "5")
-    assert (b.texto, b.cursor, b.limite) == ("joão  silva", "abc", 5)
-    assert parse("buscar", "--texto", "x").limite == 20
-    assert parse("ficha", "--id", CPF).command == "ficha"
-    a = parse("alterar", "--id", CPF, "--name", "Ana", "--ligacao", "bi", "--tz", "America/Manaus", "--limite-kw", "2,5")
-    assert (a.name, a.ligacao, a.tz, a.limite_kw, a.limite_kwh) == ("Ana", "bi", "America/Manaus", 2.5, None)
-    r = parse("retirar", "--id", CPF, "--medidor", "1", "--valor", "1234,567", "--timestamp", "2026-11-05T14:30:00-03:00")
-    assert (r.medidor, r.valor, r.timestamp) == (1, "1234.567", 1_793_899_800.0)
-    s = parse("substituir", "--id", CPF, "--medidor", "1", "--mode", "intervalo")
-    assert (s.valor, s.timestamp, s.mode) == ("0", None, "interval")
-    assert parse("auditoria").id is None and parse("auditoria", "--id", CPF).id == CPF
-    for argv in (["buscar", "--texto", "  "], ["retirar", "--id", CPF, "--medidor", "1", "--valor", "-1"],
-                 ["retirar", "--id", CPF, "--medidor", "1", "--valor", "1", "--timestamp", "ontem"], ["buscar"]):  # fmt: skip
-        with pytest.raises(SystemExit) as e:
-            parse(*argv)
-        assert e.value.code == EXIT_INPUT, argv
-
-
-@pytest_twisted.inlineCallbacks
-def test_management_subcommands_print_their_views_and_the_next_page() -> Any:
-    fake = FakeMeterd()
-    for n, name in enumerate(("Ana Souza", "Ana Lima", "Bruno")):
-        yield run(fake, "cliente", "--id", ["52998224725", "11144477735", "39053344705"][n], "--name", name)[0]
-    yield run(fake, "medidor", "--id", CPF)[0]
-    d, out, err = run(fake, "buscar", "--texto", "ana", "--limite", "1")
-    assert (yield d) == EXIT_OK
-    assert "Ana Lima" in out.getvalue() and "Ana Souza" not in out.getvalue()
-    assert "Próxima página: --cursor search-1" in out.getvalue()
-    d, out, err = run(fake, "buscar", "--texto", "ana", "--limite", "1", "--cursor", "search-1")
-    assert (yield d) == EXIT_OK
-    assert "Ana Souza" in out.getvalue() and "Próxima página" not in out.getvalue()
-    d, out, err = run(fake, "--json", "ficha", "--id", CPF)
-    assert (yield d) == EXIT_OK and json.loads(out.getvalue())["meters"][0]["id_medidor"] == 1
-    d, out, err = run(fake, "alterar", "--id", CPF)
-    assert (yield d) == EXIT_INPUT and err.getvalue() == "Nada a alterar.\n"
-    d, out, err = run(fake, "alterar", "--id", CPF, "--limite-kwh", "500")
-    assert (yield d) == EXIT_OK and out.getvalue() == "Cliente 529.982.247-25 alterado: limite mensal (kWh).\n"
-    d, out, err = run(fake, "substituir", "--id", CPF, "--medidor", "1")
-    assert (yield d) == EXIT_API and "o medidor está em serviço" in err.getvalue()
-    d, out, err = run(fake, "retirar", "--id", CPF, "--medidor", "1", "--valor", "12,5", "--timestamp", "1764000000")
-    assert (yield d) == EXIT_OK and "retirado na leitura final de 12,500 kWh" in out.getvalue()
-    assert fake.calls("/retiraMedidor") == [{"id": CPF, "id_medidor": 1, "valor": "12.5", "timestamp": 1_764_000_000.0}]
-    d, out, err = run(fake, "--lang", "en", "substituir", "--id", CPF, "--medidor", "1")
-    assert (yield d) == EXIT_OK and "in place of 1" in out.getvalue() and f"METER KEY: {202:064x}" in out.getvalue()
-    assert abs(fake.calls("/substituiMedidor")[-1]["timestamp"] - time.time()) < 60  # no time given: now
-    d, out, err = run(fake, "auditoria", "--id", CPF, "--limite", "2")
-    assert (yield d) == EXIT_OK
-    assert "medidor 2 no lugar do 1" in out.getvalue() and "Próxima página: --cursor audit-2" in out.getvalue()
+    assert out.getvalue() == "numero,id,nome\r\n1,a,Zé\r\n2,b,Çá\r\n"
+    assert fake.calls("/getFaturamentoResultado") == [{"execucao": "1", "formato": "csv"}]

@@ -58,8 +58,9 @@ async def follow(
 
 async def write_result(args: argparse.Namespace, client: MeterdClient, stdout: TextIO) -> None:
     """Every bill of the run, as CSV or JSON Lines, to ``stdout`` as it arrives (never whole in memory)."""
+    execucao = args.execucao or (await client.billing_run(None))["execucao"]  # the latest run by default
     out = Output(stdout)
-    await client.billing_result(args.execucao, args.resultado, out)
+    await client.billing_result(execucao, args.resultado, out)
     out.close()
 
 

@@ -45,7 +45,7 @@ CSV_COLUMNS = (
     "total_mes", "ajustes", "total", "codigo_barras", "linha_digitavel", "pix",
 )
 
-RUN = routes.integer("execucao", "the billing run (default: the latest)", minimum=1, maximum=2**62).optional()
+RUN = routes.integer("execucao", "the billing run", minimum=1, maximum=2**62)
 MONTHS_BACK = "months back in each customer's zone (1 = the last closed month); no month before 1970"
 
 
@@ -131,7 +131,7 @@ class Bills:
 
     @route(
         "POST", "/faturamento", "operator",
-        routes.integer("periodo", MONTHS_BACK, minimum=1, maximum=MAX_BILL_MONTHS).optional(1),
+        routes.integer("periodo", MONTHS_BACK, minimum=1, maximum=MAX_BILL_MONTHS),
         summary="Start a billing run (operator token)",
         description=(
             "Issues the bill of the month `periodo` months back for every customer who has none for it, in batches,"
@@ -160,7 +160,7 @@ class Bills:
 
     @route(
         "GET", "/getFaturamento", "operator",
-        RUN,
+        RUN.optional(description="the billing run (default: the latest)"),
         summary="A billing run's state and counts (operator token)",
         description="`estado` is `executando`, `concluida` or `interrompida` (resumed by the next start of its `periodo`).",
         tag="billing", ok=((200, "the run", "BillingRun"),), errors=(404, 503),
