@@ -2,7 +2,8 @@
 
 meterd spawns N :mod:`meterd.http_worker` processes and gives each the
 listening HTTP socket. A worker parses each request and sends it over; meterd
-answers it with the same :meth:`~meterd.web.api.Api.respond` as its own port
+answers it with the same code as its own port (the API's
+:meth:`~meterd.web.api.Api.respond`, the web portal's pages)
 and sends the answer back, gathered per reactor turn. A worker repeats
 meterd's answer to a ``/getAlarme`` poll it sees again until meterd's
 answers generation (:mod:`meterd.generation`) moves on. While at least one
@@ -13,13 +14,14 @@ answers themselves; while none is, the reactor accepts again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from functools import partial
 from typing import Any
 
 from meterd.generation import Generation
 from meterd.web.api import Api, run_now
-from meterd.web.exchange import Answer, answer_row, incoming_from_row
+from meterd.web.exchange import Answer, Incoming, answer_row, incoming_from_row
 from meterd.web.request import Limits
 from meterd.worker_process import GENERATION_FD
 from meterd.workers import WorkerLink, WorkerPool
@@ -32,6 +34,8 @@ class HttpWorkers(WorkerPool):
     def __init__(self, count: int, api: Api, limits: Limits, reactor: Any) -> None:
         super().__init__(count, reactor)
         self.api = api
+        #: What answers a request: the API's, unless meterd serves more on its port (the web portal's dispatch).
+        self.respond: Callable[[Incoming], Coroutine[Any, Any, Answer]] = api.respond
         self.limits = limits
         self.listening: Any = None  # meterd's own HTTP port, once it listens
         self.generation: Generation | None = None  # while started
@@ -66,7 +70,7 @@ class HttpWorkers(WorkerPool):
             self.api.count("/getAlarme", 200, message["answered"])
         for reason, n in message.get("notices", {}).items():
             self.api.metrics.http_refused(reason, n)
-        respond = self.api.respond
+        respond = self.respond
         for id_, *row in message.get("requests", ()):
             run_now(respond(incoming_from_row(row)), partial(self._answered, link, id_))
 

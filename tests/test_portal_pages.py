@@ -44,8 +44,9 @@ from meterd.portal.fmt import Fmt
 from meterd.portal.layout import HTML_CONTENT_TYPE, SECURITY_HEADERS, PageContext, PortalPage, render_bytes
 from meterd.portal.login_page import LoginPage
 from meterd.portal.sessions import Who
-from meterd.portal.staff_pages import CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
-from meterd.portal.static import static_resource
+from meterd.portal.message_page import MessagePage
+from meterd.portal.staff_pages import CredentialPage, CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
+from meterd.portal.static import load_assets
 from meterd.tariff import default_tariff
 
 TZ = ZoneInfo("America/Sao_Paulo")
@@ -200,13 +201,19 @@ def history_data() -> dict[str, Any]:
     return {"history": data["month"], "now": NOW, "meters": METERS, "rate": str(all_in_rate(data["bill"]))}
 
 
-FLEET = [
-    {"id": CPF, "name": NAME, **METERS[0]},
-    {"id": CPF, "name": NAME, **METERS[1]},
-    {"id": taxid.make_cpf("987654321"), "name": "Carlos Eduardo Lima", "id_medidor": 1, "mode": "interval", "last_seen": "2026-12-18T11:02:10-03:00", "last_reading_at": "2026-12-18T11:02:00-03:00", "last_kwh": 0.412},
-    {"id": taxid.make_cnpj("112223330001"), "name": "Padaria Pão Quente Ltda.", "id_medidor": 1, "mode": "register", "last_seen": "2026-12-18T15:20:00-03:00", "last_reading_at": "2026-12-18T15:20:00-03:00", "last_kwh": 95231.008},
-    {"id": taxid.make_cnpj("112223330001"), "name": "Padaria Pão Quente Ltda.", "id_medidor": 2, "mode": "register", "last_seen": None, "last_reading_at": None, "last_kwh": None},
-]
+FLEET = {
+    "at": NOW,
+    "readings_per_s": 1843.7,
+    "customers": 3,
+    "meters": 5,
+    "silent_meters": 2,
+    "silent": [
+        {"id": taxid.make_cnpj("112223330001"), "name": "Padaria Pão Quente Ltda.", "id_medidor": 2, "since": "2026-12-17T09:00:00-03:00"},
+        {"id": taxid.make_cpf("987654321"), "name": "Carlos Eduardo Lima", "id_medidor": 1, "since": "2026-12-18T11:17:10-03:00"},
+    ],
+    "alarms": {"demand": 1, "monthly": 1, "anomaly": 0, "silent": 2},
+    "drops": {"bad_signature": 12, "kernel": 3, "unknown_meter": 1},
+}
 
 
 def _ctx(lang: str, url: str, who: Who | None, **kw: Any) -> PageContext:
@@ -261,7 +268,21 @@ PAGES: list[tuple[str, str, Callable[[str], PortalPage]]] = [
         routes.STAFF_NEW_METER,
         lambda lang: NewMeterPage(_ctx(lang, routes.STAFF_NEW_METER, OPERATOR), {"created": {"id": CPF, "id_medidor": 3, "mode": "register", "key": "9f" * 32}}),
     ),
-    ("fleet", routes.STAFF_FLEET, lambda lang: FleetPage(_ctx(lang, routes.STAFF_FLEET, OPERATOR), {"now": NOW, "silent_after_s": 3600, "meters": FLEET})),
+    ("fleet", routes.STAFF_FLEET, lambda lang: FleetPage(_ctx(lang, routes.STAFF_FLEET, OPERATOR), FLEET)),
+    (
+        "new-token",
+        routes.STAFF_NEW_TOKEN,
+        lambda lang: CredentialPage(_ctx(lang, routes.STAFF_NEW_TOKEN, OPERATOR), {"kind": "token", "customer": {"id": CPF, "name": NAME}}),
+    ),
+    (
+        "new-key-done",
+        routes.STAFF_NEW_KEY,
+        lambda lang: CredentialPage(
+            _ctx(lang, routes.STAFF_NEW_KEY, OPERATOR),
+            {"kind": "key", "customer": {"id": CPF, "name": NAME}, "meter": 2, "issued": {"id": CPF, "id_medidor": 2, "key": "7a" * 32}},
+        ),
+    ),
+    ("forbidden", "/portal/proibido", lambda lang: MessagePage(_ctx(lang, "/portal/proibido", CUSTOMER), {"status": 403})),
 ]
 
 
@@ -429,6 +450,21 @@ def artifacts() -> Path:
     return artifacts_dir()
 
 
+class _Static(Resource):
+    """The portal's two files, as meterd answers them."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets = load_assets()
+
+    def render_GET(self, request: Request) -> bytes:
+        asset = self.assets[request.postpath[-1].decode()]
+        request.setHeader(b"content-type", asset.content_type)
+        return asset.body
+
+
 @pytest_twisted.async_yield_fixture
 async def site() -> Any:
     root = Resource()
@@ -436,7 +472,7 @@ async def site() -> Any:
     pages = PortalFixtureSite()
     root.putChild(b"portal", portal)
     root.putChild(b"favicon.ico", pages)
-    portal.putChild(b"static", static_resource())
+    portal.putChild(b"static", _Static())
     portal.getChild = lambda name, request: pages  # type: ignore[method-assign]
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")  # type: ignore[attr-defined]
     yield f"http://127.0.0.1:{port.getHost().port}", pages

@@ -331,7 +331,10 @@ class BillPage(PortalPage):
     [{``referencia``, ``consumo_kwh`` (None before the customer existed),
     ``estimado``}] (the last 12 months), ``pix`` (the copia-e-cola payload) and
     ``codigo_barras`` (the 44-digit FEBRABAN barcode; the linha digitável is
-    derived from it). Each is shown when present.
+    derived from it). Each is shown when present. Optional ``others``
+    [{``periodo``, ``referencia``, ``total``}]: the bills to switch to (the
+    open month's preview is ``periodo`` 0), listed beside the document and
+    left out of print.
     """
 
     page_class = "page page-bill"
@@ -390,7 +393,25 @@ class BillPage(PortalPage):
         actions = tags.p(
             tags.button(t("bill.print"), type="button", class_="button", hidden="hidden", **{"data-print": ""}), class_="bill-actions no-print"
         )
-        return [actions, tags.article(*sections, class_="bill", **{"aria-label": self.title()})]
+        out: list[Flattenable] = [actions, tags.article(*sections, class_="bill", **{"aria-label": self.title()})]
+        if b.get("others"):
+            out.append(self._others())
+        return out
+
+    def _others(self) -> Tag:
+        fmt, t, b = self.fmt, self.fmt.t, self.data
+        items = []
+        for other in b["others"]:
+            label = t("bill.this_month") if other["periodo"] == 0 else fmt.month(other["referencia"])
+            current = {"aria-current": "page"} if other["referencia"] == b["referencia"] else {}
+            link = tags.a(label, href=self.ctx.link(routes.BILL, periodo=other["periodo"]), **current)
+            items.append(tags.li(link, " · ", tags.span(fmt.money(other["total"]), class_="sub")))
+        return tags.nav(
+            tags.h2(t("bill.others"), id="bill-others-heading"),
+            tags.ul(*items, class_="link-list"),
+            class_="bill-others no-print",
+            **{"aria-labelledby": "bill-others-heading"},
+        )
 
     def _readings(self) -> Tag:
         fmt, t, b = self.fmt, self.fmt.t, self.data
@@ -575,7 +596,8 @@ class AlarmsPage(PortalPage):
     ``data``: ``alarms`` (the API's ``Alarms``: ``active``, ``events``,
     ``cursor``); optional ``past`` (cleared ``Alarm`` objects, newest first).
     The live list subscribes to :data:`meterd.portal.routes.ALARM_EVENTS`
-    from the ``cursor``.
+    from the ``cursor``; where the server refuses the stream the script
+    reloads the active section (``#active-section``) instead.
     """
 
     page_class = "page page-alarms"
@@ -600,6 +622,7 @@ class AlarmsPage(PortalPage):
                 tags.h2(t("alarms.active"), id="active-heading"),
                 *([] if active else [tags.p(t("alarms.none_active"), class_="all-clear", id="no-active")]),
                 live,
+                id="active-section",
                 **{"aria-labelledby": "active-heading"},
             ),
         ]

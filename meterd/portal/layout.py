@@ -218,6 +218,8 @@ def _nav(ctx: PageContext) -> Tag | str:
         ]
     current = ctx.url.partition("?")[0]
     links = []
+    if ctx.who.kind == "operator" and ctx.viewing is not None:  # the way back from the customer's pages
+        links.append(tags.li(tags.a(t("nav.desk"), href=routes.href(routes.STAFF_CUSTOMER, id=ctx.viewing))))
     for path, text in items:
         attrs = {"aria-current": "page"} if path == current else {}
         target = path if ctx.who.kind == "operator" and ctx.viewing is None else ctx.link(path)

@@ -29,7 +29,9 @@ __all__ = [
     "STAFF_CUSTOMER",
     "STAFF_FLEET",
     "STAFF_NEW_CUSTOMER",
+    "STAFF_NEW_KEY",
     "STAFF_NEW_METER",
+    "STAFF_NEW_TOKEN",
     "STAFF_SEARCH",
     "STATIC",
     "STYLESHEET",
@@ -55,6 +57,8 @@ STAFF_SEARCH: Final = f"{PREFIX}/operador/clientes"  # ?q=
 STAFF_CUSTOMER: Final = f"{PREFIX}/operador/cliente"  # ?id=
 STAFF_NEW_CUSTOMER: Final = f"{PREFIX}/operador/clientes/novo"  # GET form, POST register
 STAFF_NEW_METER: Final = f"{PREFIX}/operador/medidores/novo"  # GET form, POST register
+STAFF_NEW_TOKEN: Final = f"{PREFIX}/operador/clientes/novo-token"  # ?id= GET confirm, POST reissue
+STAFF_NEW_KEY: Final = f"{PREFIX}/operador/medidores/nova-chave"  # ?id=&medidor= GET confirm, POST reissue
 STAFF_FLEET: Final = f"{PREFIX}/operador/frota"
 
 STATIC: Final = f"{PREFIX}/static"

@@ -9,9 +9,8 @@ same declarations are ``/openapi.json``. Anything unexpected becomes a logged
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -21,7 +20,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Request
 
 from meterd import credentials, periods
 from meterd.alarms import Alarms, UnknownAlarm, alarm_json, view_json
@@ -48,7 +46,7 @@ from meterd.tariff import LIGACOES, Tariff
 from meterd.web import params as p
 from meterd.web import routes
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
-from meterd.web.exchange import Answer, Incoming, incoming_of, write_answer
+from meterd.web.exchange import Answer, Incoming
 from meterd.web.routes import Route, route
 
 log = Logger()
@@ -260,6 +258,25 @@ class Api:
             return self._answer(label, 200, raw.body, {}, raw.content_type)
         return self._answer(label, status, orjson.dumps(payload), {})
 
+    async def call_as(self, principal: Principal, method: str, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A route called in this process on behalf of ``principal``: what the web portal's pages show.
+
+        The same declaration parses ``params`` (strings, as in a query
+        string), :meth:`authorize` decides as for a request over HTTP, and the
+        route's own handler answers, so a customer's session sees exactly what
+        the customer's token would. Raises :class:`ApiError` as the handler
+        does (and ``StoreError``); returns the JSON body of a success.
+        """
+        found = self.routes.get(path)
+        if found is None or found[0].method != method:
+            raise not_found("unknown_route", f"no route {method} {path}")
+        route, handler = found
+        args = route.parse(params)
+        self.authorize(route, principal, args)
+        incoming = Incoming(method, path, b"", None, None, b"")
+        _, payload = await handler(Call(incoming, dict(params), args, principal))
+        return payload
+
     def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str], content_type: bytes = JSON) -> Answer:
         self._counter(label, status).inc()
         return Answer(status, content_type, body, headers)
@@ -306,7 +323,7 @@ class Api:
             raise ApiError(409, "customer_exists", f"customer {record.id} is already registered") from None
         self.directory.add_customer(record)
         log.info("registered customer {id}", id=record.id)
-        return 201, {**_customer_json(record), "token": token}
+        return 201, {**customer_json(record), "token": token}
 
     @route(
         "POST", "/cadMedidor", "operator",
@@ -631,7 +648,7 @@ def bearer_token(header: str) -> str:
     return token
 
 
-def _customer_json(c: Customer) -> dict[str, Any]:
+def customer_json(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "ligacao": c.ligacao, "limite_kw": kwh(c.limit_w), "limite_kwh": kwh(c.limit_wh), "tz": c.tz}
 
 
@@ -641,11 +658,6 @@ class _Raw(Exception):
     def __init__(self, content_type: bytes, body: bytes) -> None:
         self.content_type = content_type
         self.body = body
-
-
-def serve(api: Api, request: Request) -> None:
-    """twisted.web's side: the request as an :class:`Incoming`, its :class:`Answer` written back."""
-    run_now(api.respond(incoming_of(request)), partial(write_answer, request))
 
 
 def run_now(coroutine: Coroutine[Deferred[Any], Any, T], deliver: Callable[[T], object]) -> None:

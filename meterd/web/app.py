@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from meterd.web import openapi
 from meterd.web.api import Api, Call
+from meterd.web.fleet import Fleet
 from meterd.web.routes import Route, route, routes_of
 
 
@@ -28,7 +29,7 @@ class Document:
         return 200, openapi_document()
 
 
-ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document)
+ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document, Fleet)
 
 
 def all_routes() -> list[Route]:

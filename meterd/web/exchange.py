@@ -38,6 +38,12 @@ class Incoming(NamedTuple):
     authorization: str | None  # the header, latin-1 decoded
     content_type: str | None
     body: bytes
+    # What only the web portal reads (meterd.portal.site): its session cookie,
+    # the client's address (logins are throttled by it), and If-None-Match
+    # (its stylesheet and script are revalidated by ETag).
+    cookie: str | None = None
+    peer: str = ""
+    if_none_match: str | None = None
 
 
 class Answer(NamedTuple):
@@ -59,6 +65,9 @@ def incoming_of(request: Request) -> Incoming:
         _text(request.getHeader(b"authorization")),
         _text(request.getHeader(b"content-type")),
         request.content.read() if request.content is not None else b"",
+        _text(request.getHeader(b"cookie")),
+        getattr(request.getClientAddress(), "host", ""),
+        _text(request.getHeader(b"if-none-match")),
     )
 
 
@@ -70,7 +79,8 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
     for name, value in answer.headers.items():
         request.setHeader(name, value)
     request.setHeader(b"content-type", answer.content_type)
-    request.setHeader(b"cache-control", b"no-store")
+    if "Cache-Control" not in answer.headers:
+        request.setHeader(b"cache-control", b"no-store")
     request.setHeader(b"content-length", b"%d" % len(answer.body))  # not chunked: simpler for every client
     if (close or answer.status == 413) and request.channel is not None:
         request.channel.persistent = False  # after a 413: the rest of an oversized body is not worth reading
@@ -83,13 +93,15 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
 
 
 def incoming_row(incoming: Incoming) -> list[Any]:
-    method, path, query, authorization, content_type, body = incoming
-    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1")]
+    method, path, query, authorization, content_type, body, cookie, peer, if_none_match = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), cookie, peer, if_none_match]
 
 
 def incoming_from_row(row: list[Any]) -> Incoming:
-    method, path, query, authorization, content_type, body = row
-    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"))
+    method, path, query, authorization, content_type, body, cookie, peer, if_none_match = row
+    return Incoming(
+        method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), cookie, peer, if_none_match
+    )
 
 
 def answer_row(answer: Answer) -> list[Any]:

@@ -92,7 +92,7 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             {"name": "registration", "description": "operator: customers and meters"},
             {"name": "readings", "description": "meters: energy readings (UDP is the main way in)"},
             {"name": "customer", "description": "a customer (or the operator): history, bill, alarms, meters"},
-            {"name": "operations", "description": "anyone: health, metrics, this document"},
+            {"name": "operations", "description": "health, metrics and this document (anyone); the fleet at a glance (operator)"},
         ],
         "paths": paths,
         "components": _COMPONENTS,
@@ -420,6 +420,48 @@ _COMPONENTS: dict[str, Any] = {
                 "status": {"type": "string", "enum": ["ok"]},
                 "db": {"type": "string", "enum": ["ok"]},
                 "pending": {"type": "integer", "minimum": 0, "description": "readings waiting to be stored"},
+            },
+        },
+        "Fleet": {
+            "type": "object",
+            "required": ["at", "readings_per_s", "customers", "meters", "silent_meters", "silent", "alarms", "drops"],
+            "additionalProperties": False,
+            "properties": {
+                "at": _ISO,
+                "readings_per_s": {
+                    "type": "number", "minimum": 0, "nullable": True,
+                    "description": "readings stored per second over the last 10 s by this process; null until measured",
+                },
+                "customers": {"type": "integer", "minimum": 0},
+                "meters": {"type": "integer", "minimum": 0},
+                "silent_meters": {"type": "integer", "minimum": 0, "description": "meters with an active `silent` alarm"},
+                "silent": {
+                    "type": "array",
+                    "description": "the silent meters, silent the longest first (at most 100)",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "name", "id_medidor", "since"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "id": {"type": "string"},
+                            "name": {"type": "string"},
+                            "id_medidor": {"type": "integer", "minimum": 1},
+                            "since": {**_ISO, "description": "when its silent alarm was raised"},
+                        },
+                    },
+                },
+                "alarms": {
+                    "type": "object",
+                    "required": list(RULES),
+                    "additionalProperties": False,
+                    "properties": {rule: {"type": "integer", "minimum": 0} for rule in RULES},
+                    "description": "active alarms by rule, every customer's",
+                },
+                "drops": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer", "minimum": 1},
+                    "description": "UDP datagrams dropped since start, by reason (`kernel`: by the kernel, before meterd read them)",
+                },
             },
         },
         "HealthDegraded": {
