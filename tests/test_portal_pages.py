@@ -43,11 +43,12 @@ from meterd.portal.estimates import all_in_rate, month_projection_kwh
 from meterd.portal.fmt import Fmt
 from meterd.portal.layout import HTML_CONTENT_TYPE, SECURITY_HEADERS, PageContext, PortalPage, render_bytes
 from meterd.portal.login_page import LoginPage
-from meterd.portal.sessions import Who
 from meterd.portal.message_page import MessagePage
+from meterd.portal.sessions import Who
 from meterd.portal.staff_pages import CredentialPage, CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
 from meterd.portal.static import load_assets
 from meterd.tariff import default_tariff
+from tests.browser_support import csp_violations, errors, heading, load, wait
 
 TZ = ZoneInfo("America/Sao_Paulo")
 CPF = taxid.make_cpf("123456789")
@@ -487,123 +488,22 @@ def in_thread(fn: Callable[[], Any]) -> Deferred[Any]:
     return deferToThread(fn)
 
 
-def _wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(condition)
-
-
-def _load(browser: Any, url: str) -> None:
-    browser.driver.get(url)
-    _wait(browser.driver, lambda d: d.execute_script("return document.readyState") == "complete")
-
-
-def _heading(driver: Any) -> str:
-    """The page's <h1> text, read in one step: the script may swap the element at any moment."""
-    return str(driver.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : ''"))
-
-
-def _errors(entries: list[dict[str, Any]]) -> list[str]:
-    return [e["message"] for e in entries if e["level"] == "SEVERE"]
-
-
-def _csp_violations(entries: list[dict[str, Any]]) -> list[str]:
-    return [e["message"] for e in entries if "Content Security Policy" in e["message"]]
-
-
-_FIELDS_WITHOUT_LABEL = """
-return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
-  .filter(el => el.labels.length === 0 && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
-  .map(el => el.outerHTML);
-"""
-
-_MARK_CONTROLS = """
-const controls = Array.from(document.querySelectorAll(
-  'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])'))
-  .filter(el => !el.disabled && !el.closest('[hidden]') && el.getClientRects().length > 0);
-controls.forEach((el, i) => { el.dataset.tabcheck = String(i); });
-document.activeElement && document.activeElement.blur();
-return controls.length;
-"""
-
-_CHART_ALTERNATIVES = """
-return Array.from(document.querySelectorAll('svg.chart')).map(svg => {
-  const title = document.getElementById(svg.getAttribute('aria-labelledby'));
-  const desc = document.getElementById(svg.getAttribute('aria-describedby'));
-  const figure = svg.closest('figure');
-  const table = figure.querySelector('table') || figure.nextElementSibling;
-  return {
-    role: svg.getAttribute('role'),
-    title: title && title.parentNode === svg ? title.textContent : '',
-    desc: desc && desc.parentNode === svg ? desc.textContent : '',
-    rows: table && table.tagName === 'TABLE' ? table.tBodies[0].rows.length : -1,
-  };
-});
-"""
-
 #: Bucket counts of each page's charts in the fixtures.
 CHART_BUCKETS = {"overview": [31], "history": [31], "bill": [12]}
-
-
-def _check_page(browser: Any, base: str, name: str, path: str, lang: str, artifacts: Path) -> dict[str, Any]:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    from tests.browser_support import DESKTOP, PHONE
-
-    driver = browser.driver
-    browser.viewport(*DESKTOP)
-    browser.read_console()
-    _load(browser, routes.href(base + path, fixture=name, lang=lang))
-    _wait(driver, lambda d: d.execute_script("return document.styleSheets.length") == 1)
-    result: dict[str, Any] = {"unlabelled": driver.execute_script(_FIELDS_WITHOUT_LABEL)}
-    result["charts"] = driver.execute_script(_CHART_ALTERNATIVES)
-
-    # Tab from the top of the page until every control has had the focus once.
-    count = driver.execute_script(_MARK_CONTROLS)
-    reached = set()
-    for _ in range(count + 3):
-        ActionChains(driver).send_keys(Keys.TAB).perform()
-        mark = driver.execute_script("return document.activeElement.dataset.tabcheck || null")
-        if mark is not None:
-            reached.add(int(mark))
-    result["unreached"] = sorted(set(range(count)) - reached)
-    result["controls"] = count
-
-    driver.execute_script("document.activeElement && document.activeElement.blur()")
-    stem = f"{name}-{lang}"
-    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}x{DESKTOP[1]}.png")
-    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}-full.png", full=True)
-    browser.viewport(*PHONE, mobile=True)
-    _load(browser, driver.current_url)
-    # Against the phone's width itself: a mobile viewport zooms out to fit wider content.
-    result["phone_overflow"] = driver.execute_script("return document.documentElement.scrollWidth") - PHONE[0]
-    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}x{PHONE[1]}.png")
-    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}-full.png", full=True)
-    browser.viewport(*DESKTOP)
-    entries = browser.read_console()
-    result["errors"] = _errors(entries)
-    result["csp"] = _csp_violations(entries)
-    return result
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "path"), [(n, p) for n, p, _ in PAGES])
 @pytest_twisted.ensureDeferred
 async def test_page_in_browser(browser: Any, site: Any, artifacts: Path, name: str, path: str) -> None:
+    from tests.browser_support import assert_page_passes, audit_page
+
     base, _ = site
     for lang in ("pt", "en"):
-        result = await in_thread(lambda lang=lang: _check_page(browser, base, name, path, lang, artifacts))
-        assert result["errors"] == [], (lang, result["errors"])
-        assert result["csp"] == [], (lang, result["csp"])
-        assert result["unlabelled"] == [], lang
-        assert result["controls"] > 0
-        assert result["unreached"] == [], (lang, result["unreached"])
-        assert result["phone_overflow"] <= 0, (lang, "wider than a phone by", result["phone_overflow"])
-        charts = result["charts"]
-        assert [c["rows"] for c in charts] == CHART_BUCKETS.get(name, [])
-        for chart in charts:
-            assert chart["role"] == "img" and chart["title"] and chart["desc"]
+        url = routes.href(base + path, fixture=name, lang=lang)
+        result = await in_thread(lambda url=url, lang=lang: audit_page(browser, url, f"{name}-{lang}", artifacts))
+        assert_page_passes(result, f"{name} ({lang})")
+        assert [c["rows"] for c in result["charts"]] == CHART_BUCKETS.get(name, [])
 
 
 @pytest.mark.slow
@@ -614,8 +514,8 @@ async def test_csp_violation_is_seen_in_the_console(browser: Any, site: Any) -> 
 
     def probe() -> tuple[list[str], str]:
         browser.read_console()
-        _load(browser, base + "/portal/csp-probe")
-        return _csp_violations(browser.read_console()), browser.driver.title
+        load(browser, base + "/portal/csp-probe")
+        return csp_violations(browser.read_console()), browser.driver.title
 
     violations, title = await in_thread(probe)
     assert title == "probe"  # the inline script did not run
@@ -629,7 +529,7 @@ async def test_bill_prints_to_one_a4_page(browser: Any, site: Any, artifacts: Pa
     base, _ = site
 
     def print_bill() -> bytes:
-        _load(browser, base + routes.BILL)
+        load(browser, base + routes.BILL)
         return browser.print_pdf()
 
     pdf = await in_thread(print_bill)
@@ -648,9 +548,9 @@ async def test_live_alarm_is_inserted_without_reload(browser: Any, site: Any) ->
 
     def watch() -> tuple[str, bool, bool]:
         driver = browser.driver
-        _load(browser, base + routes.ALARMS)
+        load(browser, base + routes.ALARMS)
         driver.execute_script("window.loadedOnce = true")
-        text = _wait(driver, lambda d: d.execute_script("const li = document.querySelector('#active-alarms > #alarm-42'); return li && li.textContent"))
+        text = wait(driver, lambda d: d.execute_script("const li = document.querySelector('#active-alarms > #alarm-42'); return li && li.textContent"))
         first = driver.execute_script("return document.querySelector('#active-alarms').firstElementChild.id")
         return first, driver.execute_script("return window.loadedOnce === true"), "Consumo" in text
 
@@ -669,10 +569,10 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
 
     def navigate() -> dict[str, Any]:
         driver = browser.driver
-        _load(browser, base + routes.OVERVIEW)
+        load(browser, base + routes.OVERVIEW)
         driver.execute_script("window.loadedOnce = true")
         driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.HISTORY}"]').click()
-        _wait(driver, lambda d: _heading(d).startswith("Consumo"))
+        wait(driver, lambda d: heading(d).startswith("Consumo"))
         after = {
             "url": driver.current_url,
             "same_page": driver.execute_script("return window.loadedOnce === true"),
@@ -680,9 +580,9 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
             "focused": driver.execute_script("return document.activeElement.id"),
         }
         driver.back()
-        _wait(driver, lambda d: _heading(d).startswith("Olá"))
+        wait(driver, lambda d: heading(d).startswith("Olá"))
         after["back_same_page"] = driver.execute_script("return window.loadedOnce === true")
-        after["errors"] = _errors(browser.read_console())
+        after["errors"] = errors(browser.read_console())
         return after
 
     result = await in_thread(navigate)
@@ -702,10 +602,10 @@ async def test_copy_button_appears_and_reports(browser: Any, site: Any) -> None:
 
     def copy() -> str:
         driver = browser.driver
-        _load(browser, base + routes.BILL)
+        load(browser, base + routes.BILL)
         button = driver.find_element(By.CSS_SELECTOR, "[data-copy=pix-code]")
         button.click()
-        return _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".pay-pix .copy-status").text)
+        return wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".pay-pix .copy-status").text)
 
     assert await in_thread(copy) == "Copiado."
 
@@ -725,10 +625,10 @@ async def test_without_javascript_links_and_forms_still_work(site: Any) -> None:
         from selenium.webdriver.common.by import By
 
         with chromium(javascript=False) as b:
-            _load(b, base + routes.BILL)
+            load(b, base + routes.BILL)
             hidden = b.driver.find_element(By.CSS_SELECTOR, "[data-copy=pix-code]").is_displayed()
             b.driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.ALARMS}"]').click()
-            _wait(b.driver, lambda d: _heading(d) == "Alarmes")
+            wait(b.driver, lambda d: heading(d) == "Alarmes")
             return {"copy_visible": hidden, "url": b.driver.current_url}
 
     result = await in_thread(plain)

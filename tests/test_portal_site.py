@@ -325,12 +325,12 @@ async def test_a_new_alarm_is_pushed_to_the_open_page(server: LiveServer) -> Non
     await until(lambda: _true(b"event: alarm" in stream.data))
     event = stream.data.split(b"event: alarm", 1)[1]
     alarm_id = await _active_alarm(server, A)
-    assert f'id: '.encode() in event and f'<li class="alarm alarm-active" id="alarm-{alarm_id}">'.encode() in event
-    assert "Demanda alta".encode() in event
+    assert b'id: ' in event and f'<li class="alarm alarm-active" id="alarm-{alarm_id}">'.encode() in event
+    assert b"Demanda alta" in event
     # Acknowledged elsewhere (the API): the open page gets the item again, acknowledged.
     await server.call("POST", "/ackAlarme", json_body={"id": A, "alarm_id": alarm_id})
     await until(lambda: _true(stream.data.count(b"event: alarm") == 2))
-    assert "reconhecido em".encode() in stream.data.rsplit(b"event: alarm", 1)[1]
+    assert b"reconhecido em" in stream.data.rsplit(b"event: alarm", 1)[1]
     # A page reconnecting with the last event id it saw misses nothing and repeats nothing.
     last = int(re.findall(rb"id: (\d+)", stream.data)[0])
     again = await open_stream(browser, routes.ALARM_EVENTS, last_event_id=last)

@@ -28,7 +28,7 @@ def test_asset_is_the_shipped_file_with_its_type_and_an_etag_it_is_revalidated_b
 
 
 def test_routes_name_the_shipped_files() -> None:
-    assert {routes.STYLESHEET.rpartition("/")[2], routes.SCRIPT.rpartition("/")[2]} == set(ASSETS)
+    assert {path.rpartition("/")[2] for path in (routes.STYLESHEET, routes.SCRIPT, routes.ICON)} == set(ASSETS)
 
 
 def test_stylesheet_prints_a4_and_script_has_no_eval() -> None:

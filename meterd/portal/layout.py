@@ -268,6 +268,7 @@ def _document(ctx: PageContext, title: str, main: Flattenable, page_class: str) 
             tags.meta(charset="utf-8"),
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"{title} · {ctx.utility}"),
+            tags.link(rel="icon", href=routes.ICON, type="image/svg+xml"),
             tags.link(rel="stylesheet", href=routes.STYLESHEET),
             tags.script(src=routes.SCRIPT, defer="defer"),
         ),

@@ -20,6 +20,7 @@ __all__ = [
     "BILL",
     "HISTORY",
     "HISTORY_CSV",
+    "ICON",
     "LOGIN",
     "LOGIN_STAFF",
     "LOGOUT",
@@ -64,6 +65,7 @@ STAFF_FLEET: Final = f"{PREFIX}/operador/frota"
 STATIC: Final = f"{PREFIX}/static"
 STYLESHEET: Final = f"{STATIC}/portal.css"
 SCRIPT: Final = f"{STATIC}/portal.js"
+ICON: Final = f"{STATIC}/favicon.svg"
 
 
 def href(path: str, **params: str | int | None) -> str:

@@ -152,7 +152,7 @@ class Portal:
             r.BILL: Page(("GET",), "session", self._customer_page(customer_views.bill, query=True)),
             r.ALARMS: Page(("GET",), "session", self._customer_page(customer_views.alarms)),
             r.ALARM_ACK: Page(("POST",), "session", self._ack),
-            r.ALARM_EVENTS: Page(("GET",), "session", self._no_stream),
+            r.ALARM_EVENTS: Page(("GET",), "public", self._no_stream),  # decides its own refusals: a stream is no page to redirect
             r.STAFF_SEARCH: Page(("GET",), "operator", self._staff(lambda d, v: staff_views.search(d, v.query))),
             r.STAFF_CUSTOMER: Page(("GET",), "operator", self._staff(lambda d, v: staff_views.customer(d, v.query))),
             r.STAFF_NEW_CUSTOMER: Page(("GET", "POST"), "operator", self._new_customer),
@@ -228,8 +228,8 @@ class Portal:
                 return self._login_page(visit, 403, {"error": "expired", "form": _login_form(incoming.path)})
             return self._message(visit, 403, text=Fmt(visit.lang).t("error.csrf"))
         if page.access != "public":
-            if visit.session is None:
-                return self._redirect(routes.href(routes.LOGIN, next=visit.url))
+            if visit.session is None:  # after login, back to the page (a form's POST is not repeated)
+                return self._redirect(routes.href(routes.LOGIN, next=visit.url if incoming.method != "POST" else None))
             if page.access == "operator" and visit.session.who.kind != "operator":
                 return self._message(visit, 403)
         return await page.handler(visit)
@@ -398,8 +398,11 @@ class Portal:
     # -- live alarms ---------------------------------------------------------------------
 
     async def _no_stream(self, visit: Visit) -> Answer:
-        """The stream asked of an HTTP worker, which cannot hold it open: the script falls back to reloading."""
-        return Answer(503, TEXT, b"live updates are served by meterd's own port only\n", {**SECURITY_HEADERS, "Retry-After": "60"})
+        """The stream asked of an HTTP worker, which cannot hold it open: refused as meterd's port would
+        refuse it, else 503 (the script falls back to reloading the list)."""
+        answer = await self._open_stream(visit, None)
+        assert answer is not None
+        return answer
 
     async def _stream(self, request: Request) -> None:
         started = time.perf_counter()
@@ -415,8 +418,8 @@ class Portal:
         log.failure("unhandled error opening a live alarm stream", failure)
         write_answer(request, Answer(500, TEXT, b"internal error\n", dict(SECURITY_HEADERS)))
 
-    async def _open_stream(self, visit: Visit, request: Request) -> Answer | None:
-        """Start the stream (None), or the answer that refuses it."""
+    async def _open_stream(self, visit: Visit, request: Request | None) -> Answer | None:
+        """Start the stream on ``request`` (None), or the answer that refuses it (always, without a request to hold)."""
 
         def refused(status: int, text: str, **headers: str) -> Answer:
             return Answer(status, TEXT, text.encode() + b"\n", {**SECURITY_HEADERS, **headers})
@@ -427,7 +430,7 @@ class Portal:
         viewer = self._viewer(visit, visit.query)
         if isinstance(viewer, Answer):
             return refused(400, "which customer?")
-        last = request.getHeader(b"last-event-id")
+        last = request.getHeader(b"last-event-id") if request is not None else None
         cursor = (last.decode("latin-1") if last else None) or visit.query.get("cursor") or None
         try:
             view = await viewer.ask("GET", "/getAlarme", cursor=cursor)
@@ -435,6 +438,8 @@ class Portal:
             return refused(e.status, e.message)
         except StoreError:
             return refused(503, "the store is unavailable", **{"Retry-After": "5"})
+        if request is None:
+            return refused(503, "live updates are served by meterd's own port only", **{"Retry-After": "60"})
         if not self.live.room_for(session.key):
             return refused(503, "too many live connections", **{"Retry-After": "60"})
         request.setResponseCode(200)

@@ -1,6 +1,6 @@
-"""The portal's stylesheet and script, shipped inside the package.
+"""The portal's stylesheet, script and icon, shipped inside the package.
 
-Two files, read once at start from the installed package (so ``pip install .``
+Three files, read once at start from the installed package (so ``pip install .``
 is all the portal needs, offline), each answered with its content type, an
 ``ETag`` and ``Cache-Control: no-cache``: the browser keeps its copy and
 revalidates it with a cheap 304, so a new meterd version is picked up at the
@@ -23,6 +23,7 @@ __all__ = ["ASSETS", "Asset", "load_assets"]
 ASSETS: Final = {
     "portal.css": b"text/css; charset=utf-8",
     "portal.js": b"text/javascript; charset=utf-8",
+    "favicon.svg": b"image/svg+xml",
 }
 
 
