@@ -6,6 +6,8 @@ Phases (DESIGN §9 and issue 8), each with its baseline measured in the same run
            vs a bare twisted.web resource returning constant JSON
   history  /getConsumoHist kind=Y over one year of one-minute readings vs the same with hourly readings
   rss      server RSS with 100,000 registered meters vs the same server with none
+  portal   (only when asked for) each web portal page's server-side time for a customer with a year of one-minute readings,
+           vs the JSON route the page is built on
   scaleout (only when asked for) the ingest load on one meterd on SQLite vs one and two meterd processes
            (--reuse-port, one UDP port) on one PostgreSQL database (--pg DSN, or $METERD_BENCH_PG)
 """
@@ -27,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import pg
+from bench.portal import phase_portal
 from bench.common import median, metric_values, python, subprocess_env
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
-PHASES = ("ingest", "http", "history", "rss", "scaleout")
+PHASES = ("ingest", "http", "history", "rss", "scaleout", "portal")
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")  # scaleout needs a PostgreSQL server: asked for by name
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
 # The target is 60,000/s stored; the stored rate counts whole flushes (~3,500
@@ -548,6 +551,8 @@ def main(argv: list[str]) -> int:
             phase_rss(a, report, work)
         if "scaleout" in a.phases:
             phase_scaleout(a, report, work)
+        if "portal" in a.phases:
+            phase_portal(a, report, work, prepare, log)
     finally:
         if server is not None:
             server.stop()

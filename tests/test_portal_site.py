@@ -10,6 +10,7 @@ import csv
 import io
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from meterd.portal.throttle import LoginThrottle
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Incoming
 from tests.portal_support import PortalClient, open_stream, raise_demand_alarm
-from tests.support import LiveServer, until
+from tests.support import LiveServer, pg_dsn, reset_pg, start_server, until
 
 A = make_cpf("529982247")
 B = make_cpf("168995350")
@@ -114,6 +115,25 @@ async def test_a_customer_logs_in_with_a_new_session_id_and_sees_its_pages(serve
     assert head.status == 200 and head.body == b""
     # The login page is for people without a session.
     assert (await browser.get(routes.LOGIN)).location == routes.OVERVIEW
+
+
+@pytest.mark.parametrize(
+    "target, lands",
+    [
+        (routes.href(routes.HISTORY, kind="D"), routes.href(routes.HISTORY, kind="D")),
+        ("https://evil.example/portal/", routes.OVERVIEW),
+        ("//evil.example/portal/", routes.OVERVIEW),
+        ("/\\evil.example/portal/", routes.OVERVIEW),
+        ("/getFatura?id=1", routes.OVERVIEW),
+        (routes.LOGOUT, routes.OVERVIEW),
+        ("", routes.OVERVIEW),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_after_login_only_a_page_of_the_portal_is_a_destination(server: LiveServer, target: str, lands: str) -> None:
+    token = await register(server, A, "Ana")
+    browser = PortalClient(server)
+    assert (await browser.login(A, token, next=target)).location == lands
 
 
 @pytest_twisted.ensureDeferred
@@ -495,3 +515,29 @@ async def test_over_tls_the_cookie_is_secure_and_host_only(server: LiveServer) -
     value = cookie.split(";")[0].split("=", 1)[1]
     again = await site.respond(Incoming("GET", routes.LOGIN, b"", None, None, b"", f"meterd_portal={value}"))
     assert "Set-Cookie" in again.headers
+
+
+# -- several processes on one PostgreSQL database ---------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not pg_dsn(), reason="METERD_TEST_PG is not set: no PostgreSQL to test against (.ci/run starts one)")
+@pytest_twisted.ensureDeferred
+async def test_on_a_shared_store_the_portal_learns_what_another_process_did(tmp_path: Path) -> None:
+    """A customer registered by one meterd logs in on another; an alarm settled by the first reaches a page open on the second."""
+    reset_pg()
+    first = await start_server(tmp_path / "one", "--db", pg_dsn())
+    second = await start_server(tmp_path / "two", "--db", pg_dsn())
+    try:
+        token = await register(first, A, "Ana", limite_kw=0.001)
+        browser = PortalClient(second)
+        assert (await browser.login(A, token)).location == routes.OVERVIEW
+        stream = await open_stream(browser, routes.href(routes.ALARM_EVENTS, cursor=0))
+        await until(lambda: _true(b"retry:" in stream.data))
+        await raise_demand_alarm(first, A)
+        await until(lambda: _true(b"event: alarm" in stream.data))  # by the second's poll of the database
+        assert b"Demanda alta" in stream.data
+    finally:
+        await second.stop()
+        await first.stop()

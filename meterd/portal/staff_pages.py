@@ -17,6 +17,7 @@ from twisted.web.template import Flattenable, Tag, tags
 
 from meterd import taxid
 from meterd.portal import routes
+from meterd.portal.customer_pages import alarm_item
 from meterd.portal.fmt import Fmt
 from meterd.portal.layout import PageContext, PortalPage, csrf_field, field, scroll_region, select_field
 
@@ -195,6 +196,8 @@ class CustomerPage(PortalPage):
             tags.section(
                 tags.h2(t("alarms.active"), id="alarms-heading"),
                 tags.p(t("staff.active_alarms", count=len(active))),
+                *([tags.ul(*(alarm_item(a, self.ctx, can_ack=False) for a in active), class_="alarm-list")] if active else []),
+                tags.p(tags.a(t("overview.see_alarms"), href=routes.href(routes.ALARMS, id=c["id"]))),
                 **{"aria-labelledby": "alarms-heading"},
             ),
             tags.section(
