@@ -227,6 +227,41 @@ async def _now(value: bool) -> bool:
 
 
 @pytest_twisted.ensureDeferred
+async def test_when_the_stream_is_refused_the_page_reloads_its_list_instead(world: World, browser: Browser) -> None:
+    """Past the bound on live streams (as through an HTTP worker) the script falls back to fetching the list."""
+    server, base = world.server, world.server.url
+    live = server.core.parts.portal.live
+    bound, live.max_streams = live.max_streams, 0
+    try:
+
+        def open_page() -> None:
+            log_in(browser, base, "f-id", A, world.token)
+            load(browser, base + routes.ALARMS)
+            browser.driver.execute_script("window.loadedOnce = true")
+
+        await in_thread(open_page)
+        now, register = int(time.time()), world.registers_wh[1]
+        for ts, valor in ((now - 45, f"{(register + 1) / 1000:.3f}"), (now - 5, f"{(register + 4001) / 1000:.3f}")):
+            status, body, _ = await server.call("POST", "/postConsumo", json_body={"id": A, "id_medidor": 1, "valor": valor, "timestamp": ts})
+            assert status == 201, body
+        world.registers_wh[1] += 4001
+
+        def watch() -> tuple[str, bool, list[str]]:
+            driver = browser.driver
+            script = "return Array.from(document.querySelectorAll('#active-alarms > li')).map(li => li.textContent).join('|')"
+            text = wait(driver, lambda d: "Medidor 1" in d.execute_script(script) and d.execute_script(script), timeout=30)
+            refused = [m for m in errors(browser.read_console()) if "eventos" not in m or "503" not in m]
+            return text, driver.execute_script("return window.loadedOnce === true"), refused
+
+        text, same_page, other_errors = await in_thread(watch)
+        assert "Demanda alta" in text and same_page
+        assert other_errors == []  # the refused stream's 503 is the only complaint
+        assert not live.streams
+    finally:
+        live.max_streams = bound
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_operator_finds_the_customer_and_registers_a_meter(world: World, browser: Browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

@@ -50,6 +50,31 @@ def h1(reply: Any) -> str:
 
 
 @pytest_twisted.ensureDeferred
+async def test_pages_ask_the_api_with_its_own_parsing_and_authorisation(server: LiveServer) -> None:
+    from meterd.directory import OPERATOR, Principal
+    from meterd.web.errors import ApiError
+
+    await register(server, A, "Ana")
+    api = server.core.api
+    ana, bruno = Principal("customer", A), Principal("customer", B)
+    bill = await api.call_as(ana, "GET", "/getFatura", {"id": A, "periodo": "0"})
+    status, over_http, _ = await server.call("GET", "/getFatura", params={"id": A})
+    assert bill == over_http
+    for principal, method, path, params, status in (
+        (bruno, "GET", "/getFatura", {"id": A}, 403),  # another customer's: the API's rule
+        (ana, "POST", "/cadCliente", {"id": B, "name": "x"}, 403),  # the operator's route
+        (ana, "GET", "/getFatura", {"id": A, "periodo": "-1"}, 400),  # the route's own parsing
+        (OPERATOR, "GET", "/getFatura", {"id": B}, 404),
+        (OPERATOR, "POST", "/getFatura", {"id": A}, 404),  # no such route with that method
+    ):
+        with pytest.raises(ApiError) as refused:
+            await api.call_as(principal, method, path, params)
+        assert refused.value.status == status, (principal, path, params)
+
+
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_browser_at_the_root_is_sent_to_the_portal_and_the_api_is_untouched(server: LiveServer) -> None:
     browser = PortalClient(server)
     root = await browser.get("/")
