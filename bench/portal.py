@@ -2,7 +2,7 @@
 
 A data dir with one customer whose meter sent a reading a minute for a year
 (525,600 readings) is built offline (bench/prepare.py), meterd starts on it
-with its defaults (no workers), and a logged-in session asks each page
+with its defaults (no workers), and a logged-in browser asks each page
 200 times in a row (80 with ``--quick``) over one keep-alive connection, after a
 few requests of warm-up (the bill cache then holds the months a bill page
 lists, as it does for a customer who comes back). Each page's time is the
@@ -48,7 +48,7 @@ def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.1f}"
 
 
-class Session:
+class Browser:
     """One browser's keep-alive connection and cookie."""
 
     def __init__(self, port: int) -> None:
@@ -108,7 +108,7 @@ def phase_portal(a: argparse.Namespace, report: Report, work: Path, prepare: Any
     customer = prepared["history"][0]
     server = Meterd(work / "portal").start()
     try:
-        page_session, api = Session(server.http_port), Session(server.http_port)
+        page_session, api = Browser(server.http_port), Browser(server.http_port)
         page_session.log_in(customer["id"], customer["token"])
         bearer = {"Authorization": f"Bearer {customer['token']}"}
         firsts = []

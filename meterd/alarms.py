@@ -10,14 +10,15 @@ Three triggers, none of which scans stored readings:
 * a short tick (``evaluate_interval``): dirty customers get ``monthly`` and
   ``anomaly`` decided from the hourly rollups (``store.usage``), each customer
   at most once per ``customer_interval`` (15 s: month-to-date and daily
-  figures move slowly, and with a thousand busy customers every 5 s these
-  queries took ~7 % of the reactor under full ingest), so a meter sending
-  every second costs a few rollup queries every 15 s, not one per reading;
+  figures move slowly, and a thousand busy customers' queries every few
+  seconds would take a noticeable share of the reactor under full ingest),
+  so a meter sending every second costs a few rollup queries every 15 s,
+  not one per reading;
 * a timer every ``silent_after / 2``: every known meter's last-heard time
   against ``--silent-after``.
 
 Rules decide from the book in memory; a decision that changes something (a
-:class:`~meterd.alarm_rules.Transition`) and every acknowledgement is
+:class:`~meterd.alarm_book.Transition`) and every acknowledgement is
 *settled* by the store (``store.settle_alarms``), which applies it to the
 stored alarms in one transaction and hands out the ids. Settlements run one
 at a time, in order; the book then absorbs what was stored. So the book only

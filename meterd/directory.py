@@ -43,7 +43,7 @@ class Directory:
         self.meter_listeners: list[Callable[[MeterEntry], None]] = []
         # Told of every customer added or changed (credentials included): answers kept elsewhere go stale.
         self.customer_listeners: list[Callable[[Customer], None]] = []
-        # Told of a customer whose token was replaced: what the old one opened (a portal session) ends.
+        # Told of a customer whose token was replaced: what the old one opened (a portal login session) ends.
         self.token_listeners: list[Callable[[str], None]] = []
 
     def add_customer(self, customer: Customer) -> None:

@@ -15,8 +15,8 @@ nothing: authentication, every route, caches and metrics stay in meterd.
 stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 
 meterd to worker
-  ``{"settings": {limit: value}}`` first, meterd's HTTP limits (meterd.web.request.Limits; the worker
-  serves the port from then on), then
+  ``{"settings": {limit: value}, "repeat_polls": bool}`` first, meterd's HTTP limits
+  (meterd.web.request.Limits) and whether polls may be repeated (the worker serves the port from then on), then
   ``{"answers": [[id, status, content_type, body, {header: value}], ...]}``
 worker to meterd
   ``{"ready": true}`` once the socket is being accepted on; then, after each
@@ -97,6 +97,7 @@ class HttpWorker(ParentLink):
         self.next_id = 0
         self.generation: Generation | None = None
         self.polls: dict[Poll, tuple[int, bytes]] = {}  # -> (generation when sent, meterd's 200 body)
+        self.repeat_polls = True  # meterd says no when other processes settle alarms too (a shared store)
         self.answered = 0  # polls answered here since the last frame
         self.reporting = LoopingCall(self._report)
         self.reporting.clock = reactor
@@ -116,6 +117,7 @@ class HttpWorker(ParentLink):
             return
         if self.port is None and "settings" in message:
             self.site.set_limits(Limits(**message["settings"]).within_descriptors())
+            self.repeat_polls = bool(message["repeat_polls"])
             self.generation = Generation(GENERATION_FD)
             self.adopt(self.reactor.adoptStreamPort, self.site)
             accept_one_per_wakeup(self.port)
@@ -131,7 +133,7 @@ class HttpWorker(ParentLink):
 
     def forward(self, request: Request) -> None:
         """Answer a poll meterd answered before, while nothing has changed since; else pass it to meterd."""
-        poll = _poll(request) if request.path == b"/getAlarme" else None
+        poll = _poll(request) if self.repeat_polls and request.path == b"/getAlarme" else None
         generation = 0
         if poll is not None:
             assert self.generation is not None

@@ -6,7 +6,8 @@ answers it with the same code as its own port (the API's
 :meth:`~meterd.web.api.Api.respond`, the web portal's pages)
 and sends the answer back, gathered per reactor turn. A worker repeats
 meterd's answer to a ``/getAlarme`` poll it sees again until meterd's
-answers generation (:mod:`meterd.generation`) moves on. While at least one
+answers generation (:mod:`meterd.generation`) moves on, unless the store is
+shared with other processes, whose settlements never move it. While at least one
 worker is up meterd's own port stops accepting (connections it already has
 stay with it), so the reactor spends its time on ingest, alarms and the
 answers themselves; while none is, the reactor accepts again.
@@ -37,6 +38,9 @@ class HttpWorkers(WorkerPool):
         #: What answers a request: the API's, unless meterd serves more on its port (the web portal's dispatch).
         self.respond: Callable[[Incoming], Coroutine[Any, Any, Answer]] = api.respond
         self.limits = limits
+        # Other processes settle alarms in a shared store without moving this
+        # process's generation: there, every poll goes to meterd, which reads the store.
+        self.repeat_polls = not api.store.shared
         self.listening: Any = None  # meterd's own HTTP port, once it listens
         self.generation: Generation | None = None  # while started
         self._answers: dict[WorkerLink, list[list[Any]]] = {}  # this turn's, per worker
@@ -50,7 +54,7 @@ class HttpWorkers(WorkerPool):
         return {GENERATION_FD: self.generation.fd}
 
     def first_messages(self) -> list[dict[str, Any]]:
-        return [{"settings": asdict(self.limits)}]
+        return [{"settings": asdict(self.limits), "repeat_polls": self.repeat_polls}]
 
     def answers_changed(self) -> None:
         """An alarm settled or credentials changed: the workers' kept answers are stale."""

@@ -118,19 +118,16 @@ class Ingest(Service):
         """The last flush is answered: the next starts a whole interval from now, or at once when flush_size are pending.
 
         From now, after the answers, not from the commit nor from the oldest
-        pending reading's arrival, and the interval is what lets batches grow
-        when they are small: flushing as soon as the oldest reading had waited
-        an interval tripled the flushes at 60,000 readings/s, and the
-        per-meter work of each flush (acks, alarm windows, rollups) sank a
-        single process to 41,000 stored readings/s; starting the timer at the
-        commit, so the writer wrote one batch while the reactor answered the
-        last, made more flushes at 10,000 readings/s, each evicting every
-        sending customer's cached bill (/getFatura 0.19x of the bare web
-        resource against 0.28x). A batch of flush_size already amortizes the
-        flush; at 64-68k readings/s, starting it at once rather than after the
-        interval took ack p50 / p99 from 218-275 / 439-645 ms to 170-192 /
-        284-445 ms (three interleaved runs each), every reading acknowledged;
-        at 10,000/s it never triggers (500 readings arrive per interval).
+        pending reading's arrival: the interval is what lets batches grow when
+        they are small, and every flush has per-meter work (acks, alarm
+        windows, rollups) and evicts the cached bills of every customer that
+        sent, so more, smaller flushes cost more per reading. Writing the next
+        batch while the reactor answers the last only adds contention on a
+        machine whose cores are busy (the writer and the reactor share one
+        GIL). A batch of flush_size already amortizes the flush, so under
+        heavy load the next one starts at once and a reading does not wait for
+        the interval too; at 10,000 readings/s it never triggers (500 arrive
+        per interval). docs/performance.md has the measurements.
         """
         self._flushing = None
         if len(self._readings) >= self.flush_size or (self._readings and not self.running):

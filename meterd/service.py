@@ -54,7 +54,7 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings
 from meterd.web.app import mount_all
 from meterd.web.fleet import Fleet
-from meterd.web.request import make_site
+from meterd.web.request import make_site, with_backlog
 
 __all__ = ["Meterd", "Options", "makeService"]
 
@@ -221,8 +221,8 @@ class Meterd(service.MultiService):
             parts.directory.add_meter(meter)
         log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
         # What is loaded by now lives as long as the process, and a full
-        # collection traverses every tracked object with the GIL held (88 ms
-        # for a directory of 100,000 meters), a pause the reactor cannot
+        # collection traverses every tracked object with the GIL held, a
+        # pause that grows with the directory and that the reactor cannot
         # afford under load. Frozen, the collector skips it.
         gc.collect()
         gc.freeze()
@@ -237,7 +237,7 @@ class Meterd(service.MultiService):
 
     async def _listen_http(self) -> IListeningPort:
         config, parts = self.parts.config, self.parts
-        description = config["http"]
+        description = with_backlog(config["http"])
         endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
             else serverFromString(default_reactor, description)
         try:

@@ -2,8 +2,8 @@
 
 One CPython process runs Python on one core at a time, and at tens of
 thousands of datagrams a second, receiving, parsing and verifying each
-datagram was two thirds of the reactor thread's time (py-spy, issue 8). A
-worker does that part on another core. It reads the meters' socket, which it
+datagram is most of what the reactor thread would do. A worker does that
+part on another core. It reads the meters' socket, which it
 inherits from meterd as fd 3 (the kernel hands each datagram to one reader),
 runs every datagram through the same :class:`~meterd.screen.Screen` as the
 reactor's port, and passes meterd the readings that pass. meterd keeps
@@ -53,10 +53,9 @@ if TYPE_CHECKING:
 
 # Bytes read from the socket per reactor turn (Twisted's default: 256 KB, some
 # 1,600 readings). Between turns the worker reads meterd's frames, the acks
-# among them: with 256 KB, under a backlog, a flush's acks and the readings
-# already screened waited behind turns of up to 32 ms (p99 22 ms at 62,000
-# readings/s); with 32 KB, p99 3.6 ms and max 8.7 ms, for the same total time
-# spent reading (17-19 s of a 30 s run either way).
+# among them, and sends the readings it screened: under a backlog, turns of
+# 256 KB would hold a flush's acks for tens of milliseconds, while shorter
+# turns cost no more reading time in all.
 READ_BYTES_PER_TURN = 32 * 1024
 
 

@@ -21,7 +21,6 @@ from twisted.internet import task
 
 from meterd import alarm_book as ab
 from meterd import alarm_rules as ar
-from meterd import alarm_text
 from meterd.alarm_book import Alarm, AlarmBook, Event
 from meterd.alarm_rules import (
     Decision,
@@ -45,17 +44,6 @@ SU = 1_000_000  # one second in microseconds
 
 def _ms(*args: int) -> int:
     return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1000
-
-
-@pytest.mark.parametrize("module", [ar, ab, alarm_text])
-def test_module_is_pure(module: object) -> None:
-    import ast
-
-    tree = ast.parse(open(module.__file__, encoding="utf-8").read())  # type: ignore[attr-defined]
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-    }
-    assert not any(m and m.split(".")[0] == "twisted" for m in imported)
 
 
 # --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Runs ``python -m bench --quick --only history`` in a subprocess: it prepares a
 data dir offline, starts a real ``twistd -n meterd`` and queries it, so it
 checks the harness's moving parts without the long load phases. The scale-out
 phase (issue 9) gets a tiny run when the bench PostgreSQL is reachable, and a
-check that without it the phase is one note line.
+check that without it the phase is one note line. The attack phase runs
+``--quick`` (about 45 s): its rows are checked, not its figures.
 """
 
 from __future__ import annotations
@@ -81,3 +82,38 @@ def test_scaleout_tiny_run_spreads_meters_over_two_processes() -> None:
     split = next(line for line in lines if line.startswith("UDP datagrams per process, PostgreSQL, 2 processes"))
     assert split.rstrip().endswith("PASS")  # both processes received datagrams
     assert "0.00x" not in "\n".join(line for line in lines if line.startswith("stored rate"))
+
+
+ATTACK_ROWS = (
+    "pipelining: server RSS peak",
+    "pipelining: server RSS 2 s after close",
+    "pipelining: kernel queues of meterd's connections, peak",
+    "pipelining: /health p99",
+    "slowloris: /health from 127.0.0.2 answered",
+    "slowloris: /health p99",
+    "slowloris: attacker connections refused",
+    "slowloris: first byte to 408",
+    "UDP overload: offered",
+    "UDP overload: /health p99",
+    "UDP overload: server RSS peak",
+    "UDP overload: dropped by meterd / kernel",
+    *(f"garbage flood, --udp-workers {w}: {figure}" for w in (0, 1)
+      for figure in ("first-try acks", "good ack p99 (of acked)", "garbage offered", "dropped by meterd / kernel")),
+)
+
+
+def test_quick_attack_phase_prints_its_rows() -> None:
+    """Every attack's rows are in the table, each with a figure: which pass is the full run's to say, not this test's."""
+    done = _bench("--quick", "--only", "attack", timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "Traceback" not in out + done.stderr
+    assert "not measured" not in out, out
+    lines = out.splitlines()
+    assert any(line.startswith("[attack: unauthenticated clients") for line in lines)
+    for figure in ATTACK_ROWS:
+        row = next((line for line in lines if line.startswith(figure + "  ")), None)
+        assert row is not None, f"no row {figure!r} in:\n{out}"
+        value = re.split(r"\s{2,}", row)[1]
+        assert value and not value.startswith("n/a"), row
+    assert "[ingest" not in out and "[HTTP" not in out  # only the phase asked for

@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ from meterd.alarm_book import Event
 from meterd.alarms import page
 from meterd.generation import Generation
 from meterd.http_worker import REPORT_INTERVAL, HttpWorker
+from meterd.http_workers import HttpWorkers
 from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
@@ -203,6 +205,20 @@ def test_a_poll_meterd_answered_is_answered_again_from_its_answer_until_somethin
     assert [r[1:3] for r in p.forwarded()] == [["GET", "/getAlarme"], ["HEAD", "/getAlarme"]]
 
 
+def test_with_a_shared_store_every_poll_goes_to_meterd() -> None:
+    """Other processes settle alarms without moving this meterd's generation: nothing is repeated."""
+    p = Poller()
+    p.worker.repeat_polls = False  # as meterd's first frame says for a shared store (below)
+    for _ in range(3):
+        p.send(POLL)
+        [[id_, *_]] = p.forwarded()
+        p.answer(id_, 200, b'{"alarme":false}')
+    assert p.worker.answered == 0 and p.worker.polls == {}
+    api = SlowApi()
+    api.store.shared = True
+    assert HttpWorkers(1, api, Limits(), Clock()).first_messages() == [{"settings": asdict(Limits()), "repeat_polls": False}]  # type: ignore[arg-type]
+
+
 def test_an_answer_that_crossed_a_change_is_not_kept() -> None:
     """The generation is read when the poll leaves: a change before meterd's answer arrives makes it stale."""
     p = Poller()
@@ -289,6 +305,7 @@ class SlowApi:
 
         self.metrics = Metrics()
         self.alarm_service = None
+        self.store = SimpleNamespace(shared=False)
         self.waiting: Deferred[None] = Deferred()
 
     async def respond(self, incoming: Incoming) -> Answer:
@@ -297,8 +314,6 @@ class SlowApi:
 
 
 def test_an_answer_after_the_pool_stopped_is_not_written_to_the_worker() -> None:
-    from meterd.http_workers import HttpWorkers
-
     clock = Clock()
     spawned: list[Any] = []
     clock.spawnProcess = lambda protocol, *args, **kw: spawned.append(protocol)  # type: ignore[attr-defined]
@@ -313,12 +328,12 @@ def test_an_answer_after_the_pool_stopped_is_not_written_to_the_worker() -> None
     incoming = Incoming("POST", "/postConsumo", b"", None, None, b"{}")
     link.childDataReceived(1, frame({"requests": [[7, *incoming_row(incoming)]], "answered": 0}))
     clock.advance(0)
-    assert frames(transport.value()) == [{"settings": asdict(Limits())}]  # not answered yet
+    assert frames(transport.value()) == [{"settings": asdict(Limits()), "repeat_polls": True}]  # not answered yet
     pool.stopService()
     assert transport.stdin_closed
     api.waiting.callback(None)  # the answer comes now: the worker has already answered 503
     clock.advance(0)
-    assert frames(transport.value()) == [{"settings": asdict(Limits())}]
+    assert frames(transport.value()) == [{"settings": asdict(Limits()), "repeat_polls": True}]
 
 
 # -- end to end: workers beside an in-process meterd --------------------------------------

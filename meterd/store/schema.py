@@ -2,8 +2,8 @@
 
 Migration N brings a database from version N-1 to N. Statements use only SQL
 that SQLite and PostgreSQL both accept (BIGINT, TEXT, ON CONFLICT), so one
-list serves both; a backend applies the ones newer than its stored version,
-each in its own transaction. A migration that concerns one backend only is a
+list serves both; at start the store applies the ones newer than the stored
+version, all in one transaction (``SqlStore._migrate``). A migration that concerns one backend only is a
 mapping from backend name to statements; it still gives every backend the
 version number, so an older meterd refuses a database it would misread.
 """

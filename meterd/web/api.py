@@ -114,7 +114,7 @@ class Api:
         self.tariff = tariff
         self.bills = bills
         self.alarm_service = alarms
-        #: Read from the data dir when meterd starts (meterd.service.Core), not when it is built.
+        #: Read from the data dir when meterd starts (meterd.service.Meterd), not when it is built.
         self.operator_token = ""
         self._counters: dict[tuple[str, int], Counter] = {}
         self.routes: dict[str, tuple[Route, Handler]] = {r.path: (r, getattr(self, r.handler)) for r in routes.routes_of(Api)}
@@ -263,7 +263,7 @@ class Api:
 
         The same declaration parses ``params`` (strings, as in a query
         string), :meth:`authorize` decides as for a request over HTTP, and the
-        route's own handler answers, so a customer's session sees exactly what
+        route's own handler answers, so a customer's login session sees exactly what
         the customer's token would. Raises :class:`ApiError` as the handler
         does (and ``StoreError``); returns the JSON body of a success.
         """
