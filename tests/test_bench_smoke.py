@@ -117,3 +117,14 @@ def test_quick_attack_phase_prints_its_rows() -> None:
         value = re.split(r"\s{2,}", row)[1]
         assert value and not value.startswith("n/a"), row
     assert "[ingest" not in out and "[HTTP" not in out  # only the phase asked for
+
+
+def test_quick_portal_phase_times_every_page_against_its_json_route() -> None:
+    done = _bench("--quick", "--only", "portal", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if "(/portal/" in line]
+    assert len(rows) == 8, done.stdout
+    for row in rows:
+        assert "HTTP " not in row and "p99 < 50 ms" in row, row  # every page and its JSON route answered 200
+        assert re.search(r"[\d.]+ / [\d.]+ ms \(client [\d.]+\)\s+/get\w+ [\d.]+ / [\d.]+ ms\s+[\d.]+x", row), row
+    assert "the first request of each page" in done.stdout
