@@ -82,6 +82,7 @@ HTML: Final = HTML_CONTENT_TYPE.encode()
 TEXT: Final = b"text/plain; charset=utf-8"
 #: What a cookie value looks like (``secrets.token_urlsafe(32)``); anything else is ignored.
 _COOKIE_VALUE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+SHARED_STORE_POLL: Final = 2.0  # seconds between the live streams' looks at a store other processes write
 #: Statuses the message page has its own words for; others take their class's.
 _TITLED: Final = (400, 403, 404, 405, 500, 503)
 
@@ -118,23 +119,16 @@ class Page:
 class Portal:
     """The portal's pages, served over :class:`~meterd.web.api.Api` on the same port."""
 
-    def __init__(
-        self,
-        api: Api,
-        clock: IReactorTime,
-        *,
-        secure: bool = False,
-        sessions: SessionStore | None = None,
-        throttle: LoginThrottle | None = None,
-        live: LiveAlarms | None = None,
-    ) -> None:
+    def __init__(self, api: Api, clock: IReactorTime, *, secure: bool = False) -> None:
+        """``secure``: served over TLS (the cookie is then ``Secure``, under the ``__Host-`` name)."""
         self.api = api
         self.clock = clock
         self.secure = secure
         self.cookie_name = SECURE_COOKIE_NAME if secure else COOKIE_NAME
-        self.sessions = sessions or SessionStore(clock.seconds)
-        self.throttle = throttle or LoginThrottle(clock.seconds)
-        self.live = live or LiveAlarms(clock, self.sessions, poll=2.0 if api.store.shared else None)
+        self.sessions = SessionStore(clock.seconds)
+        self.throttle = LoginThrottle(clock.seconds)
+        # With a shared store other processes settle alarms this one is not told of: the streams poll too.
+        self.live = LiveAlarms(clock, self.sessions, poll=SHARED_STORE_POLL if api.store.shared else None)
         self.csrf = CsrfGuard(csrf.new_secret())  # a restart voids the forms shown before, as it ends the sessions
         self.assets = load_assets()
         empresa = api.tariff.empresa
