@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,attack]``: run the benchmark, print one table.
+"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,attack,search,portal]``: run the benchmark, print one table.
 
 Phases (the targets are docs/performance.md's), each with its baseline measured in the same run:
   ingest   signed, acked, durable UDP readings from many meters vs a bare Twisted UDP loop that only parses JSON
@@ -6,13 +6,14 @@ Phases (the targets are docs/performance.md's), each with its baseline measured 
            vs a bare twisted.web resource returning constant JSON
   history  /getConsumoHist kind=Y over one year of one-minute readings vs the same with hourly readings
   rss      server RSS with 100,000 registered meters vs the same server with none
-  portal   (only when asked for) each web portal page's server-side time for a customer with a year of one-minute readings,
-           vs the JSON route the page is built on
   scaleout (only when asked for) the ingest load on one meterd on SQLite vs one and two meterd processes
            (--reuse-port, one UDP port) on one PostgreSQL database (--pg DSN, or $METERD_BENCH_PG)
   attack   (only when asked for) unauthenticated clients, each attack on a fresh meterd beside the same server quiet:
            200 connections pipelining without reading, slowloris from one address, twice the UDP intake, and a good
            fleet's first-try acks under a garbage flood with --udp-workers 0 and 1
+  search   (only when asked for) /buscaClientes over 100,000 customers vs /health on the same connections
+  portal   (only when asked for) each web portal page's server-side time for a customer with a year of one-minute readings,
+           vs the JSON route the page is built on
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import pg
+from bench import pg, search
 from bench.common import median, metric_values, percentile, python, subprocess_env
 from bench.portal import phase_portal
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
-PHASES = ("ingest", "http", "history", "rss", "scaleout", "attack", "portal")
+PHASES = ("ingest", "http", "history", "rss", "scaleout", "attack", "search", "portal")
 # scaleout needs a PostgreSQL server, attack floods the machine for about three minutes: asked for by name
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
@@ -988,6 +989,8 @@ def main(argv: list[str]) -> int:
             phase_scaleout(a, report, work)
         if "attack" in a.phases:
             phase_attack(a, report, work)
+        if "search" in a.phases:
+            search.phase(report, work, 20_000 if a.quick else 100_000, 100 if a.quick else 300)
         if "portal" in a.phases:
             phase_portal(a, report, work, prepare, log)
     finally:

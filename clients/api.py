@@ -256,6 +256,53 @@ class MeterdClient:
     def meters(self, id: str) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getMedidores", query={"id": id})
 
+    # operations (operator)
+
+    def search_customers(self, q: str, *, cursor: str | None = None, limite: int | None = None) -> Deferred[dict[str, Any]]:
+        """A page of customers found by CPF/CNPJ prefix or name words; ``cursor`` asks the next page."""
+        return self._request("GET", "/buscaClientes", query={"q": q, "cursor": cursor, "limite": limite})
+
+    def customer(self, id: str) -> Deferred[dict[str, Any]]:
+        """A customer's record: fields, meters and their state, active alarms."""
+        return self._request("GET", "/getCliente", query={"id": id})
+
+    def update_customer(
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        ligacao: str | None = None,
+        tz: str | None = None,
+        limite_kw: float | str | None = None,
+        limite_kwh: float | str | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """Change the fields given (the others stay as they are)."""
+        return self._request(
+            "POST",
+            "/alteraCliente",
+            body={"id": id, "name": name, "ligacao": ligacao, "tz": tz, "limite_kw": limite_kw, "limite_kwh": limite_kwh},
+        )
+
+    def audit(self, id: str | None = None, *, cursor: str | None = None, limite: int | None = None) -> Deferred[dict[str, Any]]:
+        """A page of the audit log, newest first (one customer's, or everyone's)."""
+        return self._request("GET", "/getAuditoria", query={"id": id, "cursor": cursor, "limite": limite})
+
+    def retire_meter(self, id: str, id_medidor: int, valor: float | str, timestamp: float) -> Deferred[dict[str, Any]]:
+        """Retire a meter at its final reading."""
+        return self._request(
+            "POST", "/retiraMedidor", body={"id": id, "id_medidor": id_medidor, "valor": valor, "timestamp": timestamp}
+        )
+
+    def replace_meter(
+        self, id: str, id_medidor: int, valor: float | str, timestamp: float, *, mode: str | None = None
+    ) -> Deferred[dict[str, Any]]:
+        """Register the meter that replaces retired meter ``id_medidor``; its key is in the answer, once."""
+        return self._request(
+            "POST",
+            "/substituiMedidor",
+            body={"id": id, "id_medidor": id_medidor, "valor": valor, "timestamp": timestamp, "mode": mode},
+        )
+
     def post_reading(
         self,
         id: str,

@@ -39,6 +39,8 @@ class Directory:
         self.meters: dict[tuple[str, int], MeterEntry] = {}
         self._by_customer: dict[str, list[int]] = {}
         self._tokens: dict[str, Principal] = {}
+        # Retired meters' final reading times (us): the screen drops what a meter sends after.
+        self.retired: dict[tuple[str, int], int] = {}
         # Told of every meter added or replaced: the UDP workers hold copies of the keys.
         self.meter_listeners: list[Callable[[MeterEntry], None]] = []
         # Told of every customer added or changed (credentials included): answers kept elsewhere go stale.
@@ -62,6 +64,7 @@ class Directory:
                 token_listener(customer.id)
 
     def add_meter(self, meter: Meter) -> None:
+        """A meter registered, or changed (a new key, retired): listeners are told, and the UDP workers through them."""
         key = (meter.customer_id, meter.meter_id)
         old = self.meters.get(key)
         if old is None:
@@ -70,6 +73,8 @@ class Directory:
             self._tokens.pop(token_hash(old.meter.key_hex), None)  # the old key posts nothing from now on
         entry = self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
         self._tokens[token_hash(meter.key_hex)] = Principal("meter", meter.customer_id, meter.meter_id)
+        if meter.retired_ts is not None:
+            self.retired[key] = meter.retired_ts
         for listener in self.meter_listeners:
             listener(entry)
 

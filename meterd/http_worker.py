@@ -21,7 +21,7 @@ meterd to worker
 worker to meterd
   ``{"ready": true}`` once the socket is being accepted on; then, after each
   reactor turn that parsed requests to forward, and each second it answered some itself:
-  ``{"requests": [[id, method, path, query, authorization, content_type, body], ...], "answered": n, "notices": {name: n}}``
+  ``{"requests": [[id, method, path, query, authorization, content_type, body, client], ...], "answered": n, "notices": {name: n}}``
   (``answered``: the ``/getAlarme`` polls it answered from what meterd answered before, for meterd's metrics)
 
 Customers poll ``/getAlarme`` with the same request over and over. A worker

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from meterd.metrics import Metrics
 from meterd.readings import Outcome, Reading
@@ -30,6 +31,7 @@ Reply = Deferred | Address | None  # an HTTP waiter, a UDP sender to ack (exactl
 AckRow = tuple[str, int, list[int], str, int]
 AckSender = Callable[[list[AckRow]], None]  # a flush's acks, one row per meter
 Observer = Callable[[Sequence[Reading], Sequence[Outcome], int], "Deferred[Any] | None"]
+T = TypeVar("T")
 
 
 class Overloaded(Exception):
@@ -67,7 +69,8 @@ class Ingest(Service):
         self._readings: list[Reading] = []
         self._replies: list[Reply] = []
         self._timer: IDelayedCall | None = None
-        self._flushing: Deferred[None] | None = None  # the flush being written or answered
+        self._flushing: Deferred[Any] | None = None  # the flush (or exclusive work) being written or answered
+        self._exclusive: list[Callable[[], None]] = []  # work waiting for the flush in progress to end
 
     def submit(self, reading: Reading, reply: Reply = None) -> None:
         readings = self._readings
@@ -114,6 +117,39 @@ class Ingest(Service):
             self._flushing = self._flush()
             self._flushing.addBoth(self._flushed)
 
+    def exclusively(self, work: Callable[[], Deferred[T]]) -> Deferred[T]:
+        """Run ``work`` (a transaction that changes what flushes judge readings by) between two flushes.
+
+        Retiring a meter or storing a replacement's first reading changes a
+        meter's newest reading and whether it takes readings at all. A flush
+        takes the meters' state when it starts (the store's memory); one
+        started while such a change is being written would judge its
+        readings by the state before it. So the work waits for the flush in
+        progress, and no flush starts until the work is done: pending
+        readings wait, and are judged by the state after it.
+        """
+        result: Deferred[T] = Deferred()
+
+        def start() -> None:
+            self._flushing = running = maybeDeferred(work)
+            running.addBoth(done)
+
+        def done(outcome: Any) -> None:
+            self._flushed(None)  # the next flush starts from the state the work left
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+
+        if self._flushing is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            start()
+        else:
+            self._exclusive.append(start)
+        return result
+
     def _flushed(self, _: Any) -> None:
         """The last flush is answered: the next starts a whole interval from now, or at once when flush_size are pending.
 
@@ -130,6 +166,9 @@ class Ingest(Service):
         per interval). docs/performance.md has the measurements.
         """
         self._flushing = None
+        if self._exclusive:
+            self._exclusive.pop(0)()
+            return
         if len(self._readings) >= self.flush_size or (self._readings and not self.running):
             self._flush_now()
         elif self._readings and self._timer is None:
@@ -197,7 +236,7 @@ class Ingest(Service):
             if n:
                 counter.inc(n)
         acks: dict[tuple[str, int, Address], AckRow] = {}  # the rows themselves: built once, seqs appended in place
-        stored, duplicate = Outcome.STORED, Outcome.DUPLICATE
+        stored, duplicate, retired = Outcome.STORED, Outcome.DUPLICATE, Outcome.RETIRED
         waiters: list[tuple[Deferred[Outcome], Outcome]] = []
         for reading, reply, outcome in zip(readings, replies, outcomes):
             if reply.__class__ is not tuple:  # an HTTP waiter, or nobody
@@ -213,6 +252,8 @@ class Ingest(Service):
                     acks[key] = (reading[0], reading[1], [seq], *reply)
                 else:
                     entry[2].append(seq)
+            elif outcome is retired:  # screened before the meter was retired: dropped as one screened after
+                self.metrics.drop("meter_retired")
         if acks and self.send_acks is not None:
             self.send_acks(list(acks.values()))
         return waiters

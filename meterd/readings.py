@@ -44,6 +44,7 @@ class Outcome(enum.Enum):
     CONFLICT = "conflict"
     BACKWARDS = "register_backwards"
     UNKNOWN_METER = "unknown_meter"
+    RETIRED = "meter_retired"  # after the final reading of a retired meter
 
 
 class InvalidField(ValueError):

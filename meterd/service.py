@@ -54,6 +54,7 @@ from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings
 from meterd.web.app import mount_all
 from meterd.web.fleet import Fleet
+from meterd.web.operations import Operations
 from meterd.web.request import make_site, with_backlog
 
 __all__ = ["Meterd", "Options", "makeService"]
@@ -120,7 +121,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
     )
     api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
     fleet = Fleet(api, alarms, clock)
-    mount_all(api, fleet)
+    mount_all(api, Operations(api), fleet)
     portal = Portal(api, clock, secure=config["http"].startswith("ssl:"))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(

@@ -45,7 +45,7 @@ class MeterProtocol(DatagramProtocol):
         self.metrics = metrics
         self.clock = clock
         rounded = metrics.rounded.labels("udp")
-        self.screen = Screen(directory.key, require_signature=require_signature, on_rounded=rounded.inc)
+        self.screen = Screen(directory.key, require_signature=require_signature, retired=directory.retired, on_rounded=rounded.inc)
         ingest.send_acks = self.send_acks
         self._misses: dict[tuple[str, int], float] = {}  # unknown meter -> when it was last looked up
         self._lookups_in_flight = 0

@@ -86,6 +86,7 @@ class FakeMeterd(Resource):
         self.down = False  # answer 503 to everything (for error paths)
         self.alarms: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.audit: list[dict[str, Any]] = []
 
     # -- alarm scripting ----------------------------------------------------
 
@@ -143,6 +144,13 @@ class FakeMeterd(Resource):
         if not operator and token not in self.tokens:
             return 401, _err("unauthorized", "token inválido")
         cid = str(p.get("id", ""))
+        if path in OPERATIONS and not operator:
+            return 403, _err("forbidden", "só o operador")
+        if path == "/buscaClientes":
+            return 200, self._page("search", self._found(str(p["q"])), p)
+        if path == "/getAuditoria":
+            entries = [e for e in reversed(self.audit) if not cid or e["id"] == cid]
+            return 200, {"id": cid or None, **self._page("audit", entries, p, "entries")}
         if path == "/cadCliente":
             if not operator:
                 return 403, _err("forbidden", "só o operador")
@@ -160,6 +168,7 @@ class FakeMeterd(Resource):
             }
             self.customers[cid] = c
             self.meters[cid] = []
+            self._log(cid, "customer_registered", new={k: v for k, v in c.items() if k != "id"})
             return 201, {**c, "token": tok}
         if not operator and self.tokens.get(token) != cid:
             return 403, _err("forbidden", "não é seu")
@@ -171,6 +180,7 @@ class FakeMeterd(Resource):
             n = len(self.meters[cid]) + 1
             mode = p.get("mode", "register")
             self.meters[cid].append({"id_medidor": n, "mode": mode, "last_seen": None, "last_kwh": None})
+            self._log(cid, "meter_registered", meter=n, new={"mode": mode})
             return 201, {"id": cid, "id_medidor": n, "mode": mode, "key": f"{n:064x}"}
         if path in ("/novoToken", "/novaChave") and not operator:
             return 403, _err("forbidden", "só o operador")
@@ -187,6 +197,45 @@ class FakeMeterd(Resource):
             return 200, {"id": cid, "id_medidor": n, "key": f"{n + 100:064x}"}
         if path == "/getMedidores":
             return 200, {"id": cid, "meters": self.meters[cid]}
+        if path == "/getCliente":
+            meters = [
+                {"silent": False, "last_reading_at": None, "retired_at": None, "replaces": None, "replaced_by": None, **m}
+                for m in self.meters[cid]
+            ]
+            active = [a for a in self.alarms.values() if a["cleared_at"] is None]
+            return 200, {**self.customers[cid], "created_at": "2026-11-01T09:00:00-03:00", "meters": meters, "active": active}
+        if path == "/alteraCliente":
+            changed = []
+            for field in ("name", "ligacao", "tz", "limite_kw", "limite_kwh"):
+                if p.get(field) is not None and p[field] != self.customers[cid][field]:
+                    self._log(cid, "customer_updated", field=field, old=self.customers[cid][field], new=p[field])
+                    self.customers[cid][field] = p[field]
+                    changed.append(field)
+            if not any(p.get(f) is not None for f in ("name", "ligacao", "tz", "limite_kw", "limite_kwh")):
+                return 400, _err("nothing_to_change", "nada")
+            return 200, {**self.customers[cid], "changed": changed}
+        if path in ("/retiraMedidor", "/substituiMedidor"):
+            n = int(p["id_medidor"])
+            if not 1 <= n <= len(self.meters[cid]):
+                return 404, _err("unknown_meter", f"o medidor {n} não existe")
+            old = self.meters[cid][n - 1]
+            at = "2026-11-05T14:30:00-03:00"
+            if path == "/retiraMedidor":
+                if old.get("retired_at"):
+                    return 409, _err("already_retired", "já retirado")
+                old.update(retired_at=at, last_kwh=float(p["valor"]))
+                self._log(cid, "meter_retired", meter=n, new={"timestamp": at, "valor": float(p["valor"])})
+                return 200, {"id": cid, "id_medidor": n, "retired_at": at, "timestamp": float(p["timestamp"]),
+                             "valor": float(p["valor"]), "stored": True}
+            if not old.get("retired_at"):
+                return 409, _err("not_retired", "em serviço")
+            new = len(self.meters[cid]) + 1
+            mode = p.get("mode") or old["mode"]
+            self.meters[cid].append({"id_medidor": new, "mode": mode, "last_seen": None, "last_kwh": float(p["valor"]), "replaces": n})
+            old["replaced_by"] = new
+            self._log(cid, "meter_replaced", meter=new, new={"replaces": n, "mode": mode, "timestamp": at, "valor": float(p["valor"])})
+            return 201, {"id": cid, "id_medidor": new, "mode": mode, "key": f"{new + 200:064x}", "replaces": n,
+                         "valor": float(p["valor"]), "installed_at": at}
         if path == "/getConsumoHist":
             meter = int(p["id_medidor"]) if p.get("id_medidor") else None
             return 200, history_doc(p["kind"], int(p.get("periodo", 0)), meter)
@@ -218,6 +267,34 @@ class FakeMeterd(Resource):
 
     def calls(self, path: str) -> list[dict[str, Any]]:
         return [p for (_, pth, p) in self.requests if pth == path]
+
+    def _found(self, q: str) -> list[dict[str, Any]]:
+        """A stand-in for meterd's rule: digits find by CPF prefix, words by a name word's start (no accents here)."""
+        digits = "".join(c for c in q if c.isdigit())
+        if digits and not any(c.isalpha() for c in q):
+            hits = [c for c in self.customers.values() if c["id"].startswith(digits)]
+        else:
+            hits = [c for c in self.customers.values()
+                    if all(any(w.startswith(word) for w in c["name"].lower().split()) for word in q.lower().split())]
+        return [{**c, "meters": len(self.meters[c["id"]])} for c in sorted(hits, key=lambda c: c["name"])]
+
+    def _page(self, kind: str, items: list[dict[str, Any]], p: dict[str, Any], key: str = "results") -> dict[str, Any]:
+        """A page of ``items`` after a cursor that is just the offset in disguise (meterd's are keysets)."""
+        start = int(str(p["cursor"]).removeprefix(f"{kind}-")) if p.get("cursor") else 0
+        size = int(p.get("limite", 20))
+        page = items[start : start + size]
+        more = start + size < len(items)
+        body = {key: page, "cursor": f"{kind}-{start + size}" if more else None}
+        return {"q": p["q"], **body} if kind == "search" else body
+
+    def _log(self, cid: str, action: str, *, meter: int | None = None, field: str | None = None, old: Any = None, new: Any = None) -> None:
+        self.audit.append({
+            "audit_id": len(self.audit) + 1, "at": "2026-11-05T14:30:00-03:00", "who": "operator", "address": "127.0.0.1",
+            "action": action, "id": cid, "id_medidor": meter, "field": field, "old": old, "new": new,
+        })
+
+
+OPERATIONS = ("/buscaClientes", "/getCliente", "/alteraCliente", "/retiraMedidor", "/substituiMedidor", "/getAuditoria")
 
 
 def _err(code: str, message: str) -> dict[str, Any]:

@@ -77,7 +77,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     w.key2 = (await _ok(server, "POST", "/cadMedidor", {"id": A}))["key"]
     w.b_key = (await _ok(server, "POST", "/cadMedidor", {"id": B}))["key"]
     await _ok(server, "POST", "/cadCliente", {"id": SPARE, "name": "Sobra"})
-    await _ok(server, "POST", "/cadMedidor", {"id": SPARE})
+    for _ in range(3):  # 1 gets new keys, 2 is retired by the operator's cell, 3 is retired here and replaced by it
+        await _ok(server, "POST", "/cadMedidor", {"id": SPARE})
     w.tokens = {
         "none": None,
         "bad": new_token(),
@@ -87,6 +88,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "operator": server.token,
     }
     now = int(time.time())
+    await _ok(server, "POST", "/retiraMedidor", {"id": SPARE, "id_medidor": 3, "valor": 0, "timestamp": now - 300}, 200)
     w.base_ts = now - 240
     for ts, valor in ((now - 250, 0), (now - 245, 5)):
         await _ok(server, "POST", "/postConsumo", {"id": A, "id_medidor": 2, "valor": valor, "timestamp": ts})
@@ -112,6 +114,16 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "POST", {"id": SPARE}, None
     if route == "/novaChave":
         return "POST", {"id": SPARE, "id_medidor": 1}, None
+    if route == "/alteraCliente":
+        return "POST", {"id": SPARE, "name": f"Sobra {principal}"}, None
+    if route == "/retiraMedidor":
+        return "POST", {"id": SPARE, "id_medidor": 2, "valor": 0, "timestamp": w.base_ts}, None
+    if route == "/substituiMedidor":
+        return "POST", {"id": SPARE, "id_medidor": 3, "valor": 0, "timestamp": w.base_ts}, None
+    if route == "/buscaClientes":
+        return "GET", None, {"q": "ana"}
+    if route in ("/getCliente", "/getAuditoria"):
+        return "GET", None, {"id": A}
     if route == "/postConsumo":
         n = next(w.seq)  # each one a new, later reading of a rising register
         return "POST", {"id": A, "id_medidor": 1, "valor": n / 1000, "timestamp": w.base_ts + n}, None
@@ -133,6 +145,12 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "/cadMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/novoToken": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/novaChave": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/buscaClientes": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/getCliente": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/alteraCliente": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/getAuditoria": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/retiraMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/substituiMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/postConsumo": (401, 401, 403, 403, 201, 201),
     "/getConsumoHist": CUSTOMER_ROUTE,
     "/getFatura": CUSTOMER_ROUTE,

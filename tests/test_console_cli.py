@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any
 
 import pytest
@@ -209,3 +210,57 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out == f"python -m clients.console {meterd.__version__}\n"
 
 
+
+
+# -- the operator's management subcommands ---------------------------------------------
+
+
+def test_management_flags_parse() -> None:
+    b = parse("buscar", "--texto", " joão  silva ", "--cursor", "abc", "--limite", "5")
+    assert (b.texto, b.cursor, b.limite) == ("joão  silva", "abc", 5)
+    assert parse("buscar", "--texto", "x").limite == 20
+    assert parse("ficha", "--id", CPF).command == "ficha"
+    a = parse("alterar", "--id", CPF, "--name", "Ana", "--ligacao", "bi", "--tz", "America/Manaus", "--limite-kw", "2,5")
+    assert (a.name, a.ligacao, a.tz, a.limite_kw, a.limite_kwh) == ("Ana", "bi", "America/Manaus", 2.5, None)
+    r = parse("retirar", "--id", CPF, "--medidor", "1", "--valor", "1234,567", "--timestamp", "2026-11-05T14:30:00-03:00")
+    assert (r.medidor, r.valor, r.timestamp) == (1, "1234.567", 1_793_899_800.0)
+    s = parse("substituir", "--id", CPF, "--medidor", "1", "--mode", "intervalo")
+    assert (s.valor, s.timestamp, s.mode) == ("0", None, "interval")
+    assert parse("auditoria").id is None and parse("auditoria", "--id", CPF).id == CPF
+    for argv in (["buscar", "--texto", "  "], ["retirar", "--id", CPF, "--medidor", "1", "--valor", "-1"],
+                 ["retirar", "--id", CPF, "--medidor", "1", "--valor", "1", "--timestamp", "ontem"], ["buscar"]):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            parse(*argv)
+        assert e.value.code == EXIT_INPUT, argv
+
+
+@pytest_twisted.inlineCallbacks
+def test_management_subcommands_print_their_views_and_the_next_page() -> Any:
+    fake = FakeMeterd()
+    for n, name in enumerate(("Ana Souza", "Ana Lima", "Bruno")):
+        yield run(fake, "cliente", "--id", ["52998224725", "11144477735", "39053344705"][n], "--name", name)[0]
+    yield run(fake, "medidor", "--id", CPF)[0]
+    d, out, err = run(fake, "buscar", "--texto", "ana", "--limite", "1")
+    assert (yield d) == EXIT_OK
+    assert "Ana Lima" in out.getvalue() and "Ana Souza" not in out.getvalue()
+    assert "Próxima página: --cursor search-1" in out.getvalue()
+    d, out, err = run(fake, "buscar", "--texto", "ana", "--limite", "1", "--cursor", "search-1")
+    assert (yield d) == EXIT_OK
+    assert "Ana Souza" in out.getvalue() and "Próxima página" not in out.getvalue()
+    d, out, err = run(fake, "--json", "ficha", "--id", CPF)
+    assert (yield d) == EXIT_OK and json.loads(out.getvalue())["meters"][0]["id_medidor"] == 1
+    d, out, err = run(fake, "alterar", "--id", CPF)
+    assert (yield d) == EXIT_INPUT and err.getvalue() == "Nada a alterar.\n"
+    d, out, err = run(fake, "alterar", "--id", CPF, "--limite-kwh", "500")
+    assert (yield d) == EXIT_OK and out.getvalue() == "Cliente 529.982.247-25 alterado: limite mensal (kWh).\n"
+    d, out, err = run(fake, "substituir", "--id", CPF, "--medidor", "1")
+    assert (yield d) == EXIT_API and "o medidor está em serviço" in err.getvalue()
+    d, out, err = run(fake, "retirar", "--id", CPF, "--medidor", "1", "--valor", "12,5", "--timestamp", "1764000000")
+    assert (yield d) == EXIT_OK and "retirado na leitura final de 12,500 kWh" in out.getvalue()
+    assert fake.calls("/retiraMedidor") == [{"id": CPF, "id_medidor": 1, "valor": "12.5", "timestamp": 1_764_000_000.0}]
+    d, out, err = run(fake, "--lang", "en", "substituir", "--id", CPF, "--medidor", "1")
+    assert (yield d) == EXIT_OK and "in place of 1" in out.getvalue() and f"METER KEY: {202:064x}" in out.getvalue()
+    assert abs(fake.calls("/substituiMedidor")[-1]["timestamp"] - time.time()) < 60  # no time given: now
+    d, out, err = run(fake, "auditoria", "--id", CPF, "--limite", "2")
+    assert (yield d) == EXIT_OK
+    assert "medidor 2 no lugar do 1" in out.getvalue() and "Próxima página: --cursor audit-2" in out.getvalue()

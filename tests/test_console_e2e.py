@@ -266,3 +266,49 @@ def test_new_token_and_key_subcommands_replace_the_old_ones(server: Server) -> N
     assert "Nova chave do medidor 1" in r.stdout and "CHAVE DO MEDIDOR:" in r.stdout
     r = _cli(server, "nova-chave", "--id", cpf, "--medidor", "7")
     assert r.returncode == 1 and r.stdout == "" and "404" in r.stderr
+
+
+def test_the_operator_finds_changes_retires_and_replaces_through_the_console(server: Server) -> None:
+    """The management subcommands and submenu against a real meterd: what they send is what meterd keeps."""
+    cpf = "45317828791"
+    status, doc = server.call("POST", "/cadCliente", {"id": cpf, "name": "Conceição Araújo"})
+    assert status == 201, doc
+    server.call("POST", "/cadMedidor", {"id": cpf})
+    now = time.time()
+    _post(server, cpf, 1, 100.0, now - 120)
+    r = _cli(server, "--json", "buscar", "--texto", "conceicao araujo")
+    assert r.returncode == 0, r.stderr
+    assert [c["id"] for c in json.loads(r.stdout)["results"]] == [cpf]
+    r = _cli(server, "alterar", "--id", cpf, "--name", "Conceição Araújo Lima", "--limite-kw", "7,5")
+    assert r.returncode == 0 and "alterado: nome, limite de demanda (kW)" in r.stdout, r.stderr
+    r = _cli(server, "retirar", "--id", cpf, "--medidor", "1", "--valor", "100,25", "--timestamp", str(now - 60))
+    assert r.returncode == 0 and "retirado na leitura final de 100,250 kWh" in r.stdout, r.stderr
+    r = _cli(server, "--json", "substituir", "--id", cpf, "--medidor", "1", "--timestamp", str(now - 30))
+    assert r.returncode == 0, r.stderr
+    replaced = json.loads(r.stdout)
+    assert (replaced["id_medidor"], replaced["replaces"], replaced["valor"]) == (2, 1, 0.0)
+    status, record = server.call("GET", f"/getCliente?id={cpf}")
+    assert status == 200 and record["name"] == "Conceição Araújo Lima" and record["limite_kw"] == 7.5
+    assert [(m["id_medidor"], m["retired_at"] is not None, m["replaced_by"]) for m in record["meters"]] == [(1, True, 2), (2, False, None)]
+    c = Console("--server", server.url, "--data-dir", str(server.data_dir), "--operator")
+    try:
+        c.expect(r"10\) Gestão")
+        c.send("10", "1", "araujo lima")
+        c.expect(re.escape("Conceição Araújo Lima"))
+        mark = len(c.out)
+        c.send("2", cpf)
+        c.expect(r"retirado \(", start=mark)
+        c.expect(r"substitui o 1", start=mark)
+        mark = len(c.out)
+        c.send("6", cpf)
+        c.expect(r"medidor 2 no lugar do 1", start=mark)
+        c.expect(r"alteração: limite de demanda \(kW\) de 10 para 7,5", start=mark)
+        c.expect(r"operator \(127\.0\.0\.1\)", start=mark)
+        c.send("0", "0")
+        c.expect("Até logo.")
+        assert c.close() == 0
+    finally:
+        c.close()
+    assert "Traceback" not in c.out
+    r = _cli(server, "--lang", "en", "auditoria", "--id", cpf, "--limite", "2")
+    assert r.returncode == 0 and "meter 2 in place of 1" in r.stdout and "Next page: --cursor " in r.stdout, r.stderr

@@ -21,7 +21,7 @@ PURE = [
     "meterd.credentials", "meterd.alarm_rules", "meterd.alarm_book", "meterd.alarm_text", "meterd.store.plan",
     "meterd.bill_cache", "meterd.web.routes", "meterd.portal.sessions", "meterd.portal.csrf", "meterd.portal.sse",
     "meterd.portal.throttle", "meterd.portal.routes", "meterd.portal.estimates", "meterd.portal.fmt",
-    "meterd.portal.catalog", "meterd.portal.charts",
+    "meterd.portal.catalog", "meterd.portal.charts", "meterd.names", "meterd.web.cursors", "meterd.web.operations_openapi",
 ]  # fmt: skip
 
 

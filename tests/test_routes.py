@@ -22,6 +22,7 @@ CPF = "12345678909"
 VALID: dict[str, Any] = {
     "id": CPF, "id_medidor": 1, "valor": 1.5, "seq": 1, "kind": "D", "periodo": 0, "cursor": 0, "alarm_id": 1,
     "name": "Ana", "ligacao": "mono", "limite_kw": 5, "limite_kwh": 500, "mode": "register", "tz": "America/Sao_Paulo",
+    "q": "ana",
 }
 
 

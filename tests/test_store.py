@@ -562,8 +562,13 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
 # -- SQLite specifics -------------------------------------------------------------------
 
 
-#: A database from before migration 6: what these tests rewind a current one to, first.
+#: A database from before migration 7, then 6: what these tests rewind a current one to, first.
+UNDO_MIGRATION_7 = (
+    "DROP TABLE customer_words", "DROP TABLE audit", "DROP TABLE audit_counter",
+    "ALTER TABLE meters DROP COLUMN retired_ts", "ALTER TABLE meters DROP COLUMN replaces",
+)
 UNDO_MIGRATION_6 = (
+    *UNDO_MIGRATION_7,
     "DROP INDEX customers_updated", "DROP INDEX meters_updated",
     "ALTER TABLE customers DROP COLUMN updated_ms", "ALTER TABLE meters DROP COLUMN updated_ms",
 )

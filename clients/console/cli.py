@@ -3,7 +3,9 @@
 Subcommands and flags follow DESIGN §8 (``cliente``, ``medidor``,
 ``medidores``, ``fatura``, ``historico``, ``alarmes``, ``ack``; global
 ``--server --token --json --lang``), so scripts written against the design
-keep working. The global options may come before or after the subcommand:
+keep working; the operator's management adds ``buscar``, ``ficha``,
+``alterar``, ``retirar``, ``substituir`` and ``auditoria``, whose pages end
+with the ``--cursor`` of the next. The global options may come before or after the subcommand:
 each subcommand repeats them with a default of ``SUPPRESS``, so a value given
 after it overrides the one before and an absent one leaves it alone.
 
@@ -22,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
@@ -34,7 +37,7 @@ from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, Serve
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid
+from .fields import parse_choice, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_when
 from .messages import LANGS, Messages
 from .render import Renderer
 from .waiting import Spinner
@@ -52,6 +55,7 @@ LANG_ENV = "METERD_LANG"
 SERVER_ENV = "METERD_SERVER"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_POLL = 30.0
+DEFAULT_PAGE = 20
 RESIZE_SETTLE = 0.15  # seconds without a new size before the screen is redrawn
 
 
@@ -141,10 +145,20 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
 
     sub = p.add_subparsers(dest="command", metavar=m("metavar.command"))
 
-    def command(name: str) -> argparse.ArgumentParser:
+    def command(name: str, *, customer: bool | None = True) -> argparse.ArgumentParser:
+        """A subcommand; ``--id`` required (``customer``), optional (None: everyone's) or not taken (False)."""
         c = sub.add_parser(name, help=m(f"help.cmd.{name}"), description=m(f"help.cmd.{name}"), epilog=m("cli.epilog"))
-        c.add_argument("--id", required=True, metavar=m("metavar.id"), help=m("help.id"))
+        if customer is not False:
+            c.add_argument("--id", required=bool(customer), metavar=m("metavar.id"), help=m("help.id" if customer else "help.id_optional"))
         return c
+
+    def page_options(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--cursor", default=None, metavar=m("metavar.cursor"), help=m("help.page_cursor"))
+        c.add_argument("--limite", type=_whole(m, 1), default=DEFAULT_PAGE, metavar=m("metavar.count"),
+                       help=m("help.limite", default=DEFAULT_PAGE))
+
+    def when_option(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--timestamp", type=_arg(lambda t: parse_when(m, t)), default=None, metavar=m("metavar.when"), help=m("help.quando"))
 
     def choice_option(c: argparse.ArgumentParser, flag: str, choice: Choice, help_key: str) -> None:
         labels = choice.labels(m)
@@ -188,6 +202,34 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c = command("ack")
     c.add_argument("--alarm", type=_whole(m, 1), required=True, metavar=m("metavar.alarm"), help=m("help.alarm"))
 
+    c = command("buscar", customer=False)
+    c.add_argument("--texto", required=True, type=_arg(lambda t: parse_text(m, t)), metavar=m("metavar.text"), help=m("help.texto"))
+    page_options(c)
+
+    command("ficha")
+
+    c = command("alterar")
+    c.add_argument("--name", metavar=m("metavar.name"), help=m("help.name"))
+    choice_option(c, "--ligacao", LIGACAO, "help.ligacao")
+    c.add_argument("--tz", metavar=m("metavar.tz"), help=m("help.tz"))
+    c.add_argument("--limite-kw", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kw"), help=m("help.limite_kw"))
+    c.add_argument("--limite-kwh", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kwh"), help=m("help.limite_kwh"))
+
+    c = command("retirar")
+    c.add_argument("--medidor", type=_whole(m, 1), required=True, metavar=m("metavar.meter"), help=m("help.medidor_retire"))
+    c.add_argument("--valor", type=_arg(lambda t: parse_kwh(m, t)), required=True, metavar=m("metavar.kwh"), help=m("help.valor_final"))
+    when_option(c)
+
+    c = command("substituir")
+    c.add_argument("--medidor", type=_whole(m, 1), required=True, metavar=m("metavar.meter"), help=m("help.medidor_replace"))
+    c.add_argument("--valor", type=_arg(lambda t: parse_kwh(m, t)), default="0", metavar=m("metavar.kwh"), help=m("help.valor_inicial"))
+    when_option(c)
+    c.add_argument("--mode", type=_choice_arg(m, METER_MODE), metavar=_choice_metavar(m, METER_MODE),
+                   help=m("help.new_mode", choices=", ".join(METER_MODE.labels(m))))
+
+    c = command("auditoria", customer=None)
+    page_options(c)
+
     for parser in sub.choices.values():
         _global_options(parser, m, main=False)
     return p
@@ -206,13 +248,15 @@ async def run_command(
     stderr: TextIO,
     *,
     waiting: Spinner | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Run one subcommand; print the result; return the exit status.
 
-    ``waiting`` (on a terminal) says the server is being asked while it is.
+    ``waiting`` (on a terminal) says the server is being asked while it is;
+    ``clock`` is what "now" is for a reading given no time.
     """
     try:
-        cid = parse_taxid(m, args.id)
+        cid = parse_taxid(m, args.id) if getattr(args, "id", None) else ""
         cmd = args.command
         if cmd == "cliente":
             call = client.register_customer(
@@ -236,6 +280,25 @@ async def run_command(
         elif cmd == "ack":
             call = client.ack_alarm(cid, args.alarm)
             view = lambda doc: m("result.acked", alarm_id=doc.get("alarm_id", args.alarm)) + "\n"  # noqa: E731
+        elif cmd == "buscar":
+            call = client.search_customers(args.texto, cursor=args.cursor, limite=args.limite)
+            view = lambda doc: renderer.search(doc, m("page.more_cli", cursor=doc.get("cursor")))  # noqa: E731
+        elif cmd == "ficha":
+            call, view = client.customer(cid), renderer.record
+        elif cmd == "alterar":
+            changes = {"name": args.name, "ligacao": args.ligacao, "tz": args.tz, "limite_kw": args.limite_kw, "limite_kwh": args.limite_kwh}
+            if all(v is None for v in changes.values()):
+                raise Invalid(m("result.nothing_to_change"))
+            call, view = client.update_customer(cid, **changes), renderer.updated
+        elif cmd == "retirar":
+            call = client.retire_meter(cid, args.medidor, args.valor, _now_or(args.timestamp, clock))
+            view = renderer.retired
+        elif cmd == "substituir":
+            call = client.replace_meter(cid, args.medidor, args.valor, _now_or(args.timestamp, clock), mode=args.mode)
+            view = renderer.replaced
+        elif cmd == "auditoria":
+            call = client.audit(cid or None, cursor=args.cursor, limite=args.limite)
+            view = lambda doc: renderer.audit(doc, m("page.more_cli", cursor=doc.get("cursor")))  # noqa: E731
         else:  # pragma: no cover - argparse restricts the choices
             raise Invalid(cmd)
     except Invalid as e:
@@ -254,6 +317,10 @@ async def run_command(
     else:
         stdout.write(view(doc))
     return EXIT_OK
+
+
+def _now_or(timestamp: float | None, clock: Callable[[], float]) -> float:
+    return clock() if timestamp is None else timestamp
 
 
 async def _waiting_for(call: Deferred[dict[str, Any]], waiting: Spinner | None, text: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .choices import METER_MODE
+from .choices import LIGACAO, METER_MODE
 from .messages import SERVER_TEXT_LANG, Messages
 
 __all__ = ["Renderer", "brl", "decimal_of", "format_number"]
@@ -667,6 +667,156 @@ class Renderer:
         m = self.m
         summary = m("result.new_key", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"))
         return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
+
+    # -- operations (the operator's management) ------------------------------
+
+    def search(self, doc: Mapping[str, Any], more: str | None = None) -> str:
+        """A page of customers found; ``more`` is the line that says how to ask the next page (if any)."""
+        m = self.m
+        results = [r for r in doc.get("results") or [] if isinstance(r, Mapping)]
+        if not results:
+            return m("search.none", q=doc.get("q", "")) + "\n"
+        t = self._table(title=m("search.title", q=doc.get("q", "")))
+        rows = [
+            (_taxid(str(r.get("id", ""))), str(r.get("name", "")), LIGACAO.label(m, str(r.get("ligacao", ""))), str(r.get("meters", "")))
+            for r in results
+        ]
+
+        def fixed(i: int, header: str) -> int:  # the columns but the name's are never cut
+            return max(len(header), *(len(row[i]) for row in rows))
+
+        widths = [fixed(0, m("search.col.id")), fixed(2, m("search.col.ligacao")), fixed(3, m("search.col.meters"))]
+        name_width = max(10, self.width - sum(widths) - 13)  # 13: the borders and padding of four columns
+        t.add_column(m("search.col.id"), no_wrap=True, min_width=widths[0])
+        # one line a customer, so that a page fits its screen
+        t.add_column(m("search.col.name"), no_wrap=True, overflow="ellipsis", max_width=name_width)
+        t.add_column(m("search.col.ligacao"), no_wrap=True, min_width=widths[1])
+        t.add_column(m("search.col.meters"), justify="right", no_wrap=True, min_width=widths[2])
+        for row in rows:
+            t.add_row(*row)
+        return self._render(t, *([Text(more)] if more and doc.get("cursor") else []))
+
+    def record(self, doc: Mapping[str, Any]) -> str:
+        """A customer's record: details, the meters with their state, the active alarms."""
+        m = self.m
+        cid = _taxid(str(doc.get("id", "")))
+        parts: list[RenderableType] = [Text(m("record.title", id=cid), style="bold" if self.color else "")]
+        head = self._grid()
+        lig = str(doc.get("ligacao", ""))
+        head.add_row(m("record.name"), str(doc.get("name", "")))
+        head.add_row(m("record.ligacao"), m("ligacao." + lig) if lig else "—")
+        head.add_row(m("record.limits"), m("record.limits_value", kw=self.num(doc.get("limite_kw"), 2), kwh=self.num(doc.get("limite_kwh"), 0)))
+        head.add_row(m("record.tz"), str(doc.get("tz", "")))
+        head.add_row(m("record.since"), self.day(doc.get("created_at")))
+        parts.append(head)
+        meters = [row for row in doc.get("meters") or [] if isinstance(row, Mapping)]
+        if meters:
+            t = self._table(title=m("record.meters"))
+            t.add_column(m("meters.col.meter"), justify="right", no_wrap=True)
+            t.add_column(m("meters.col.mode"), no_wrap=True)
+            t.add_column(m("meters.col.last_seen"), no_wrap=True)
+            t.add_column(m("meters.col.last_kwh"), justify="right", no_wrap=True)
+            t.add_column(m("record.col.state"), ratio=1, overflow="fold")
+            for row in meters:
+                t.add_row(
+                    str(row.get("id_medidor", "")),
+                    METER_MODE.label(m, str(row.get("mode", ""))),
+                    self.when(row.get("last_reading_at")) if row.get("last_reading_at") else m("never"),
+                    self.kwh(row.get("last_kwh")) if row.get("last_kwh") is not None else "—",
+                    self._meter_state(row),
+                )
+            parts.append(t)
+        else:
+            parts.append(Text(m("meters.none", id=cid)))
+        return self._render(*parts) + self.alarms({"active": doc.get("active") or []})
+
+    def _meter_state(self, row: Mapping[str, Any]) -> str:
+        m = self.m
+        if row.get("retired_at"):
+            states = [m("state.retired", at=self.when(row.get("retired_at")))]
+        else:
+            states = [m("state.silent" if row.get("silent") else "state.in_service")]
+        if row.get("replaces") is not None:
+            states.append(m("state.replaces", n=row["replaces"]))
+        if row.get("replaced_by") is not None:
+            states.append(m("state.replaced_by", n=row["replaced_by"]))
+        return "; ".join(states)
+
+    def updated(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        cid = _taxid(str(doc.get("id", "")))
+        changed = [str(f) for f in doc.get("changed") or []]
+        if not changed:
+            return m("result.unchanged", id=cid) + "\n"
+        return m("result.updated", id=cid, fields=", ".join(m(f"fieldname.{f}") if m.has(f"fieldname.{f}") else f for f in changed)) + "\n"
+
+    def retired(self, doc: Mapping[str, Any]) -> str:
+        return self.m(
+            "result.retired", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"),
+            kwh=self.kwh(doc.get("valor")), at=self.when(doc.get("retired_at")),
+        ) + "\n"
+
+    def replaced(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        summary = m(
+            "result.replaced", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"),
+            replaces=doc.get("replaces", "?"), mode=METER_MODE.label(m, str(doc.get("mode", "?"))),
+            kwh=self.kwh(doc.get("valor")), at=self.when(doc.get("installed_at")),
+        )
+        return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
+
+    def audit(self, doc: Mapping[str, Any], more: str | None = None) -> str:
+        """A page of the audit log, newest first: two lines an entry (who and when, then what), cut to the width."""
+        m = self.m
+        entries = [e for e in doc.get("entries") or [] if isinstance(e, Mapping)]
+        if not entries:
+            return m("audit.none") + "\n"
+        title = m("audit.title_of", id=_taxid(str(doc["id"]))) if doc.get("id") else m("audit.title")
+        parts: list[RenderableType] = [Text(title, style="bold" if self.color else "")]
+        number = max(len(str(e.get("audit_id", ""))) for e in entries)
+        for e in entries:
+            head = [f"{str(e.get('audit_id', '')).rjust(number)}", self.when(e.get("at"))]
+            if not doc.get("id"):
+                head.append(_taxid(str(e.get("id", ""))))
+            head.append(m("audit.who", who=e.get("who", ""), address=e.get("address", "")))
+            for line, style in (("  ".join(head), "dim"), (" " * (number + 2) + self._audit_action(e), "")):
+                text = Text(line, style=style if self.color else "")
+                text.truncate(self.width, overflow="ellipsis")
+                parts.append(text)
+        if more and doc.get("cursor"):
+            parts.append(Text(more))
+        return self._render(*parts)
+
+    def _audit_action(self, e: Mapping[str, Any]) -> str:
+        m = self.m
+        action = str(e.get("action", ""))
+        raw_new = e.get("new")
+        new: Mapping[str, Any] = raw_new if isinstance(raw_new, Mapping) else {}
+        key = f"audit.action.{action}"
+        if not m.has(key):
+            return m("audit.action.other", action=action)
+        field = str(e.get("field") or "")
+        return m(
+            key,
+            n=e.get("id_medidor", ""),
+            field=m(f"fieldname.{field}") if m.has(f"fieldname.{field}") else field,
+            old=self._audit_value(field, e.get("old")),
+            new=self._audit_value(field, e.get("new")),
+            kwh=self.kwh(new.get("valor")),
+            at=self.when(new.get("timestamp")),
+            replaces=new.get("replaces", ""),
+        )
+
+    def _audit_value(self, field: str, value: Any) -> str:
+        if value is None:
+            return "—"
+        if field == "ligacao":
+            return self.m(f"ligacao.{value}") if self.m.has(f"ligacao.{value}") else str(value)
+        if field in ("limite_kw", "limite_kwh"):
+            return self.num(value, 3).rstrip("0").rstrip(self.m("num.decimal"))
+        if isinstance(value, Mapping):
+            return ", ".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
 
     def _secret(self, summary: str, secret_line: str, warning: str) -> str:
         """A secret on a line of its own, never wrapped, so it can be copied."""

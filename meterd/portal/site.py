@@ -308,14 +308,14 @@ class Portal:
         typed = (form.get("id") or "").strip()
         login_id = "operator" if operator else _login_id(typed)
         shown = {} if operator else {"id": typed}
-        wait = self.throttle.retry_after(visit.incoming.peer, login_id)
+        wait = self.throttle.retry_after(visit.incoming.client, login_id)
         if wait > 0:
             seconds = math.ceil(wait)
             data = {**shown, "error": "throttled", "retry_after": seconds, "form": _login_form(visit.incoming.path)}
             return self._login_page(visit, 429, data, {"Retry-After": str(seconds)})
         who = await (self._operator(form.get("operator_token") or "") if operator else self._customer(typed, form.get("token") or ""))
         if who is None:
-            self.throttle.failed(visit.incoming.peer, login_id)
+            self.throttle.failed(visit.incoming.client, login_id)
             return self._login_page(visit, 200, {**shown, "error": "failed", "form": _login_form(visit.incoming.path)})
         self.throttle.succeeded(login_id)
         session_id, _ = self.sessions.create(who, visit.lang)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from meterd.alarm_book import Alarm, Change, Event, Settled
+from meterd.names import NameQuery, TaxIdQuery
 from meterd.readings import Outcome, Reading
 from meterd.registers import Span
 
@@ -27,6 +28,26 @@ class AlreadyExists(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class MeterRetired(Exception):
+    """The meter is retired already: it takes no final reading, no new key, no readings after its last."""
+
+
+class NotRetired(Exception):
+    """Only a retired meter can be replaced."""
+
+
+class AlreadyReplaced(Exception):
+    """A retired meter is replaced once; ``args[0]`` is the meter that replaced it."""
+
+
+class ReadingsAfter(Exception):
+    """A meter is retired at or after its newest stored reading; ``args[0]`` is that reading's time (us)."""
+
+
+class ReadingRefused(Exception):
+    """A final or initial reading refused as a live one would be; ``args[0]`` is the :class:`Outcome`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +69,8 @@ class Meter:
     mode: str  # "register" or "interval"
     key_hex: str
     created_ms: int
+    retired_ts: int | None = None  # retired at this final reading's time (us): later readings are refused
+    replaces: int | None = None  # the retired meter of the same customer this one replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +80,53 @@ class MeterStatus:
     last_ts: int | None
     last_wh: int | None
     last_seen_ms: int | None
+    retired_ts: int | None = None
+    replaces: int | None = None
+    replaced_by: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who changes something, for the audit log: the principal's kind and the client's address, and when."""
+
+    who: str
+    address: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change kept in the audit log.
+
+    ``field`` names a customer's attribute (``name``, ``limit_w``...) for an
+    update; ``old`` and ``new`` are JSON values as the store holds them
+    (integer W, Wh and microseconds), for a registration or a meter's
+    retirement the whole record in ``new``.
+    """
+
+    audit_id: int
+    customer_id: str
+    at_ms: int
+    actor: str
+    address: str
+    action: str
+    meter_id: int | None
+    field: str | None
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A customer a search found, with how many meters it has and its place in the results' order."""
+
+    customer: Customer
+    meters: int
+    position: tuple[str, ...]
+
+
+#: A customer's attributes an operator may change (``/alteraCliente``).
+UPDATABLE = ("name", "ligacao", "limit_w", "limit_wh", "tz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +150,21 @@ class Store(Protocol):
     def start(self) -> Deferred[None]: ...
     def stop(self) -> Deferred[None]: ...
     def ping(self) -> Deferred[None]: ...
-    def create_customer(self, customer: Customer) -> Deferred[Customer]: ...
-    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]: ...
+    def create_customer(self, customer: Customer, actor: Actor | None = None) -> Deferred[Customer]: ...
+    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int, actor: Actor | None = None) -> Deferred[Meter]: ...
     def load_directory(self) -> Deferred[tuple[list[Customer], list[Meter]]]: ...
-    def replace_token(self, customer_id: str, token_hash: str, now_ms: int) -> Deferred[Customer]: ...
-    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int) -> Deferred[Meter]: ...
+    def replace_token(self, customer_id: str, token_hash: str, now_ms: int, actor: Actor | None = None) -> Deferred[Customer]: ...
+    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int, actor: Actor | None = None) -> Deferred[Meter]: ...
+    # operations (meterd.web.operations)
+    def update_customer(self, customer_id: str, changes: dict[str, Any], actor: Actor) -> Deferred[tuple[Customer, list[str]]]: ...
+    def search_customers(
+        self, query: TaxIdQuery | NameQuery, driver: int | None, after: tuple[str, ...] | None, limit: int
+    ) -> Deferred[tuple[list[Found], int | None]]: ...
+    def retire_meter(self, customer_id: str, meter_id: int, ts: int, wh: int, actor: Actor) -> Deferred[tuple[Meter, bool]]: ...
+    def replace_meter(
+        self, customer_id: str, retired_id: int, mode: str, key_hex: str, ts: int, wh: int, actor: Actor
+    ) -> Deferred[Meter]: ...
+    def audit_log(self, customer_id: str | None, before: int | None, limit: int) -> Deferred[list[AuditEntry]]: ...
     def changed_since(self, since_ms: int) -> Deferred[tuple[list[Customer], list[Meter]]]: ...
     def get_customer(self, customer_id: str) -> Deferred[Customer | None]: ...
     def get_meter(self, customer_id: str, meter_id: int) -> Deferred[Meter | None]: ...

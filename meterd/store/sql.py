@@ -35,14 +35,16 @@ from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
-from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.base import Actor, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
 from meterd.store.memory import Around, MeterMemory
+from meterd.store.operations_sql import OperationsSql, write_audit
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 
 log = Logger()
 
-_CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
-_METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
+_CUSTOMER_COLUMNS = schema.CUSTOMER_COLUMNS
+_METER_COLUMNS = schema.METER_COLUMNS
+_METER_FIELDS = schema.METER_FIELDS
 CREATE_METER_TRIES = 5  # another process may take the same next meter id (engines whose store is shared)
 
 
@@ -82,7 +84,7 @@ class Engine(Protocol):
         """The unique constraint a failed insert violated (a race with another process), or None."""
 
 
-class SqlStore(AlarmSql):
+class SqlStore(AlarmSql, OperationsSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
     def __init__(self, engine: Engine, memory: MeterMemory | None = None) -> None:
@@ -104,7 +106,7 @@ class SqlStore(AlarmSql):
             version = yield self._writer.runInteraction(self._migrate)
             yield self.engine.started(self._writer)
             if self.memory is not None:
-                rows = yield self._writer.runQuery("SELECT customer_id, meter_id, mode, last_ts, last_wh FROM meters")
+                rows = yield self._writer.runQuery("SELECT customer_id, meter_id, mode, last_ts, last_wh, retired_ts FROM meters")
                 self.memory.load(rows)
         except Exception as e:
             yield self.stop()
@@ -134,7 +136,7 @@ class SqlStore(AlarmSql):
         for number in range(version + 1, schema.LATEST + 1):
             migration = schema.MIGRATIONS[number - 1]
             for statement in migration if isinstance(migration, list) else migration[self.engine.name]:
-                txn.execute(statement)
+                schema.run_step(txn, statement, self.sql)
             txn.execute(self.sql("UPDATE schema_version SET version = ?"), (number,))
             log.info("migrated the schema to version {number}", number=number)
         return schema.LATEST
@@ -165,7 +167,9 @@ class SqlStore(AlarmSql):
 
     # -- customers and meters ---------------------------------------------
 
-    def create_customer(self, customer: Customer) -> Deferred[Customer]:
+    def create_customer(self, customer: Customer, actor: Actor | None = None) -> Deferred[Customer]:
+        """Register a customer, with the words it is found by; kept in the audit log when ``actor`` says who."""
+
         def insert(txn: Any) -> Customer:
             if self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer.id,)):
                 raise AlreadyExists(customer.id)
@@ -174,6 +178,11 @@ class SqlStore(AlarmSql):
                 (customer.id, customer.name, customer.ligacao, customer.limit_w, customer.limit_wh,
                  customer.tz, customer.token_hash, customer.created_ms),
             )
+            self._write_words(txn, customer.id, customer.name)
+            if actor is not None:
+                record = {"name": customer.name, "ligacao": customer.ligacao, "limit_w": customer.limit_w,
+                          "limit_wh": customer.limit_wh, "tz": customer.tz}
+                write_audit(txn, self.sql, actor, customer.id, [("customer_registered", None, None, None, record)])
             return customer
 
         def raced(failure: Failure) -> Failure:
@@ -183,21 +192,33 @@ class SqlStore(AlarmSql):
 
         return self._write(insert).addErrback(raced)
 
-    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]:
+    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int, actor: Actor | None = None) -> Deferred[Meter]:
         """The customer's next meter id; retried when another process took the same id meanwhile."""
 
         def insert(txn: Any) -> Meter:
             if not self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
                 raise NotFound(customer_id)
-            (next_id,) = self._one(txn, "SELECT COALESCE(MAX(meter_id), 0) + 1 FROM meters WHERE customer_id = ?", (customer_id,))
-            meter = Meter(customer_id, int(next_id), mode, key_hex, created_ms)
-            txn.execute(
-                self.sql(f"INSERT INTO meters ({_METER_COLUMNS}) VALUES (?, ?, ?, ?, ?)"),
-                (meter.customer_id, meter.meter_id, meter.mode, meter.key_hex, meter.created_ms),
-            )
+            meter = self._insert_meter(txn, customer_id, mode, key_hex, created_ms)
+            if actor is not None:
+                write_audit(txn, self.sql, actor, customer_id, [("meter_registered", meter.meter_id, None, None, {"mode": mode})])
             return meter
 
-        def attempt(tries: int) -> Deferred[Meter]:
+        return self._new_meter(customer_id, insert).addCallback(self._meter_created)
+
+    def _insert_meter(self, txn: Any, customer_id: str, mode: str, key_hex: str, created_ms: int, replaces: int | None = None) -> Meter:
+        """A new meter row with the customer's next meter id (writer thread)."""
+        (next_id,) = self._one(txn, "SELECT COALESCE(MAX(meter_id), 0) + 1 FROM meters WHERE customer_id = ?", (customer_id,))
+        meter = Meter(customer_id, int(next_id), mode, key_hex, created_ms, None, replaces)
+        txn.execute(
+            self.sql(f"INSERT INTO meters ({_METER_COLUMNS}, replaces) VALUES (?, ?, ?, ?, ?, ?)"),
+            (meter.customer_id, meter.meter_id, meter.mode, meter.key_hex, meter.created_ms, replaces),
+        )
+        return meter
+
+    def _new_meter(self, customer_id: str, insert: Any) -> Deferred[Any]:
+        """Run ``insert`` (a transaction taking a new meter id), again when another process took the same id meanwhile."""
+
+        def attempt(tries: int) -> Deferred[Any]:
             def raced(failure: Failure) -> Any:
                 if tries > 1 and self.engine.violated(failure) == "meters_pkey":
                     log.debug("meter id race for {customer}; retrying", customer=customer_id)
@@ -206,14 +227,14 @@ class SqlStore(AlarmSql):
 
             return self._write(insert).addErrback(raced)
 
-        return attempt(CREATE_METER_TRIES).addCallback(self._meter_created)
+        return attempt(CREATE_METER_TRIES)
 
     def _meter_created(self, meter: Meter) -> Meter:
         if self.memory is not None:
             self.memory.meter_added((meter.customer_id, meter.meter_id), meter.mode)
         return meter
 
-    def replace_token(self, customer_id: str, token_hash: str, now_ms: int) -> Deferred[Customer]:
+    def replace_token(self, customer_id: str, token_hash: str, now_ms: int, actor: Actor | None = None) -> Deferred[Customer]:
         """Give the customer a new token (its hash): the old one opens nothing from the commit on."""
 
         def update(txn: Any) -> Customer:
@@ -221,11 +242,13 @@ class SqlStore(AlarmSql):
             row = self._one(txn, f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
             if row is None:
                 raise NotFound(customer_id)
+            if actor is not None:
+                write_audit(txn, self.sql, actor, customer_id, [("token_renewed", None, None, None, None)])
             return Customer(*row)
 
         return self._write(update)
 
-    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int) -> Deferred[Meter]:
+    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int, actor: Actor | None = None) -> Deferred[Meter]:
         """Give the meter a new key: datagrams signed with the old one are refused from the commit on."""
 
         def update(txn: Any) -> Meter:
@@ -233,9 +256,11 @@ class SqlStore(AlarmSql):
                 self.sql("UPDATE meters SET key_hex = ?, updated_ms = ? WHERE customer_id = ? AND meter_id = ?"),
                 (key_hex, now_ms, customer_id, meter_id),
             )
-            row = self._one(txn, f"SELECT {_METER_COLUMNS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id))
+            row = self._one(txn, f"SELECT {_METER_FIELDS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id))
             if row is None:
                 raise NotFound((customer_id, meter_id))
+            if actor is not None:
+                write_audit(txn, self.sql, actor, customer_id, [("key_renewed", meter_id, None, None, None)])
             return Meter(*row)
 
         return self._write(update)
@@ -246,7 +271,7 @@ class SqlStore(AlarmSql):
         def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
             txn.execute(self.sql(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE updated_ms > ?"), (since_ms,))
             customers = [Customer(*row) for row in txn.fetchall()]
-            txn.execute(self.sql(f"SELECT {_METER_COLUMNS} FROM meters WHERE updated_ms > ?"), (since_ms,))
+            txn.execute(self.sql(f"SELECT {_METER_FIELDS} FROM meters WHERE updated_ms > ?"), (since_ms,))
             return customers, [Meter(*row) for row in txn.fetchall()]
 
         return self._read(load)
@@ -255,7 +280,7 @@ class SqlStore(AlarmSql):
         def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
             txn.execute(f"SELECT {_CUSTOMER_COLUMNS} FROM customers")
             customers = [Customer(*row) for row in txn.fetchall()]
-            txn.execute(f"SELECT {_METER_COLUMNS} FROM meters")
+            txn.execute(f"SELECT {_METER_FIELDS} FROM meters")
             return customers, [Meter(*row) for row in txn.fetchall()]
 
         return self._read(load)
@@ -270,7 +295,7 @@ class SqlStore(AlarmSql):
     def get_meter(self, customer_id: str, meter_id: int) -> Deferred[Meter | None]:
         def get(txn: Any) -> Meter | None:
             row = self._one(
-                txn, f"SELECT {_METER_COLUMNS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id)
+                txn, f"SELECT {_METER_FIELDS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id)
             )
             return Meter(*row) if row else None
 
@@ -279,10 +304,18 @@ class SqlStore(AlarmSql):
     def meter_status(self, customer_id: str) -> Deferred[list[MeterStatus]]:
         def get(txn: Any) -> list[MeterStatus]:
             txn.execute(
-                self.sql("SELECT meter_id, mode, last_ts, last_wh, last_seen_ms FROM meters WHERE customer_id = ? ORDER BY meter_id"),
+                self.sql(
+                    "SELECT meter_id, mode, last_ts, last_wh, last_seen_ms, retired_ts, replaces"
+                    " FROM meters WHERE customer_id = ? ORDER BY meter_id"
+                ),
                 (customer_id,),
             )
-            return [MeterStatus(*row) for row in txn.fetchall()]
+            rows = txn.fetchall()
+            replaced_by = {replaces: meter_id for meter_id, *_, replaces in rows if replaces is not None}
+            return [
+                MeterStatus(meter_id, mode, last_ts, last_wh, seen, retired, replaces, replaced_by.get(meter_id))
+                for meter_id, mode, last_ts, last_wh, seen, retired, replaces in rows
+            ]
 
         return self._read(get)
 
@@ -296,13 +329,7 @@ class SqlStore(AlarmSql):
         def write(txn: Any) -> Plan:
             states = known if known is not None else self.engine.locked_states(txn, keys)
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
-            self.engine.write_readings(txn, plan.rows)
-            self.engine.rows(
-                txn,
-                f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
-                [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
-                schema.ROLLUP_CONFLICT,
-            )
+            self._write_plan(txn, plan)
             # One join with the meters' primary key, state and last_seen together
             # (plan.states' meters are among plan.seen's). A row-value IN list
             # instead made SQLite scan the whole meters table on every flush.
@@ -322,6 +349,23 @@ class SqlStore(AlarmSql):
             return plan.outcomes
 
         return self._write(write).addCallback(committed)
+
+    def _write_plan(self, txn: Any, plan: Plan) -> None:
+        """A plan's new readings and their hourly rollups (writer thread); the meters' rows are the caller's."""
+        self.engine.write_readings(txn, plan.rows)
+        self.engine.rows(
+            txn,
+            f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
+            [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
+            schema.ROLLUP_CONFLICT,
+        )
+
+    def _write_words(self, txn: Any, customer_id: str, name: str) -> None:
+        """The words a customer is found by, in place of those it had (writer thread)."""
+        txn.execute(self.sql("DELETE FROM customer_words WHERE customer_id = ?"), (customer_id,))
+        rows = schema.word_rows(customer_id, name)
+        if rows:
+            txn.executemany(self.sql(schema.WORDS_INSERT), rows)
 
     def _neighbours(self, txn: Any, key: MeterKey, t: int) -> Around:
         """Stored readings at-or-before and after ``t``: two index seeks per table of readings."""

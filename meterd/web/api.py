@@ -41,7 +41,7 @@ from meterd.readings import (
     wh_of,
 )
 from meterd.registers import kwh
-from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
+from meterd.store.base import Actor, AlreadyExists, Customer, NotFound, Store, StoreError, Usage
 from meterd.tariff import LIGACOES, Tariff
 from meterd.web import params as p
 from meterd.web import routes
@@ -128,6 +128,11 @@ class Api:
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
+
+    def actor(self, call: Call) -> Actor:
+        """Who makes the change ``call`` asks for, for the audit log: the principal's kind, the client's address, now."""
+        assert call.principal is not None  # routes that change something need credentials
+        return Actor(call.principal.kind, call.incoming.client, self.now_ms())
 
     # -- authentication ----------------------------------------------------
 
@@ -318,7 +323,7 @@ class Api:
             a["tz"] or s.tz, credentials.token_hash(token), self.now_ms(),
         )
         try:
-            await self.store.create_customer(record)
+            await self.store.create_customer(record, self.actor(call))
         except AlreadyExists:
             raise ApiError(409, "customer_exists", f"customer {record.id} is already registered") from None
         self.directory.add_customer(record)
@@ -344,7 +349,7 @@ class Api:
         await self.customer(cid)
         key = credentials.new_meter_key()
         try:
-            meter = await self.store.create_meter(cid, mode, key, self.now_ms())
+            meter = await self.store.create_meter(cid, mode, key, self.now_ms(), self.actor(call))
         except NotFound:
             raise not_found("unknown_customer", f"customer {cid} is not registered") from None
         self.directory.add_meter(meter)
@@ -367,7 +372,7 @@ class Api:
         await self.customer(cid)
         token = credentials.new_token()
         try:
-            customer = await self.store.replace_token(cid, credentials.token_hash(token), self.now_ms())
+            customer = await self.store.replace_token(cid, credentials.token_hash(token), self.now_ms(), self.actor(call))
         except NotFound:
             raise not_found("unknown_customer", f"customer {cid} is not registered") from None
         self.directory.add_customer(customer)
@@ -391,7 +396,7 @@ class Api:
         await self.meter_ids(cid, meter_id)
         key = credentials.new_meter_key()
         try:
-            meter = await self.store.replace_key(cid, meter_id, key, self.now_ms())
+            meter = await self.store.replace_key(cid, meter_id, key, self.now_ms(), self.actor(call))
         except NotFound:
             raise not_found("unknown_meter", f"customer {cid} has no meter {meter_id}") from None
         self.directory.add_meter(meter)
@@ -415,7 +420,9 @@ class Api:
             "Answered after the reading is committed. The same (customer, meter, timestamp)"
             " with the same value is a duplicate (200); with another value a 409 `conflict`."
             " A register reading that would make the register go backwards is a 422"
-            " `register_backwards`. 503 `overloaded` when too many readings wait to be stored."
+            " `register_backwards`; one after the final reading of a retired meter a 422 `meter_retired`"
+            " (`/retiraMedidor`; readings before it are taken as any late reading)."
+            " 503 `overloaded` when too many readings wait to be stored."
             " With `--no-auth`, a request without credentials has its `valor` rounded half up to the Wh."
         ),
         tag="readings", ok=((201, "stored", "ReadingStored"), (200, "already stored with the same value", "ReadingStored")),
@@ -451,6 +458,8 @@ class Api:
             raise ApiError(409, "conflict", "a different value is already stored for this meter and timestamp")
         if outcome is Outcome.BACKWARDS:
             raise ApiError(422, "register_backwards", "the register would go backwards against its neighbouring readings")
+        if outcome is Outcome.RETIRED:
+            raise ApiError(422, "meter_retired", "the meter was retired at a final reading before this reading's time")
         raise not_found("unknown_meter", f"customer {reading.customer_id} has no meter {reading.meter_id}")
 
     # -- queries -------------------------------------------------------------
@@ -577,7 +586,8 @@ class Api:
             ],
         }
 
-    def _alarm_service(self) -> Alarms:
+    def running_alarms(self) -> Alarms:
+        """The alarm service, or a 503 where this process runs none."""
         if self.alarm_service is None:
             raise ApiError(503, "alarms_unavailable", "alarms are not running in this process")
         return self.alarm_service
@@ -595,7 +605,7 @@ class Api:
     )
     async def alarms(self, call: Call) -> tuple[int, dict[str, Any]]:
         customer = await self.customer(call.args["id"])
-        view = await self._alarm_service().view(customer.id, call.args["cursor"])
+        view = await self.running_alarms().view(customer.id, call.args["cursor"])
         return 200, view_json(customer.id, view, ZoneInfo(customer.tz))
 
     @route(
@@ -610,7 +620,7 @@ class Api:
         customer = await self.customer(call.args["id"])
         alarm_id = call.args["alarm_id"]
         try:
-            alarm = await self._alarm_service().ack(customer.id, alarm_id)
+            alarm = await self.running_alarms().ack(customer.id, alarm_id)
         except UnknownAlarm:
             raise not_found("unknown_alarm", f"customer {customer.id} has no alarm {alarm_id}") from None
         return 200, alarm_json(alarm, ZoneInfo(customer.tz))

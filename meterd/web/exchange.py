@@ -38,11 +38,10 @@ class Incoming(NamedTuple):
     authorization: str | None  # the header, latin-1 decoded
     content_type: str | None
     body: bytes
-    # What only the web portal reads (meterd.portal.site): its session cookie,
-    # the client's address (logins are throttled by it), and If-None-Match
-    # (its stylesheet and script are revalidated by ETag).
+    client: str = ""  # the peer's address (the audit log's "from where"; the portal throttles logins by it)
+    # What only the web portal reads (meterd.portal.site): its login session's
+    # cookie, and If-None-Match (its stylesheet and script are revalidated by ETag).
     cookie: str | None = None
-    peer: str = ""
     if_none_match: str | None = None
 
 
@@ -65,10 +64,20 @@ def incoming_of(request: Request) -> Incoming:
         _text(request.getHeader(b"authorization")),
         _text(request.getHeader(b"content-type")),
         request.content.read() if request.content is not None else b"",
+        client_address(request),
         _text(request.getHeader(b"cookie")),
-        getattr(request.getClientAddress(), "host", ""),
         _text(request.getHeader(b"if-none-match")),
     )
+
+
+def client_address(request: Request) -> str:
+    """The peer's IP address (a UNIX socket's path, if that is what it is)."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is not None:
+        return str(host)
+    name = getattr(address, "name", None)
+    return "" if name is None else name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def write_answer(request: Request, answer: Answer, *, close: bool = False) -> None:
@@ -93,14 +102,14 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
 
 
 def incoming_row(incoming: Incoming) -> list[Any]:
-    method, path, query, authorization, content_type, body, cookie, peer, if_none_match = incoming
-    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), cookie, peer, if_none_match]
+    method, path, query, authorization, content_type, body, client, cookie, if_none_match = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), client, cookie, if_none_match]
 
 
 def incoming_from_row(row: list[Any]) -> Incoming:
-    method, path, query, authorization, content_type, body, cookie, peer, if_none_match = row
+    method, path, query, authorization, content_type, body, client, cookie, if_none_match = row
     return Incoming(
-        method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), cookie, peer, if_none_match
+        method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), client, cookie, if_none_match
     )
 
 

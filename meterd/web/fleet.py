@@ -13,7 +13,7 @@ The rate is this process's: with several meterd processes on one database
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter as PromCounter
@@ -27,6 +27,52 @@ from meterd.web.api import Api, Call
 from meterd.web.routes import route
 
 __all__ = ["Fleet", "ReadingRate"]
+
+_ISO = {"type": "string", "format": "date-time", "description": "ISO 8601 local time with offset"}
+
+#: ``/getFrota``'s answer, for ``/openapi.json``.
+SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["at", "readings_per_s", "customers", "meters", "silent_meters", "silent", "alarms", "drops"],
+    "additionalProperties": False,
+    "properties": {
+        "at": _ISO,
+        "readings_per_s": {
+            "type": "number", "minimum": 0, "nullable": True,
+            "description": "readings stored per second over the last 10 s by this process; null until measured",
+        },
+        "customers": {"type": "integer", "minimum": 0},
+        "meters": {"type": "integer", "minimum": 0},
+        "silent_meters": {"type": "integer", "minimum": 0, "description": "meters with an active `silent` alarm"},
+        "silent": {
+            "type": "array",
+            "description": "the silent meters, silent the longest first (at most 100)",
+            "items": {
+                "type": "object",
+                "required": ["id", "name", "id_medidor", "since"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "id_medidor": {"type": "integer", "minimum": 1},
+                    "since": {**_ISO, "description": "when its silent alarm was raised"},
+                },
+            },
+        },
+        "alarms": {
+            "type": "object",
+            "required": list(RULES),
+            "additionalProperties": False,
+            "properties": {rule: {"type": "integer", "minimum": 0} for rule in RULES},
+            "description": "active alarms by rule, every customer's",
+        },
+        "drops": {
+            "type": "object",
+            "additionalProperties": {"type": "integer", "minimum": 1},
+            "description": "UDP datagrams dropped since start, by reason (`kernel`: by the kernel, before meterd read them)",
+        },
+    },
+}
 
 SAMPLE_INTERVAL: Final = 1.0  # seconds between samples of the stored-readings counter
 RATE_WINDOW: Final = 10  # samples the rate spans
@@ -60,6 +106,9 @@ def _by_label(counter: PromCounter) -> dict[str, float]:
 class Fleet:
     """The route, and the timer that samples the stored-readings counter for its rate."""
 
+    tags: ClassVar[list[dict[str, str]]] = [{"name": "fleet", "description": "operator: the fleet at a glance"}]
+    schemas: ClassVar[dict[str, Any]] = {"Fleet": SCHEMA}
+
     def __init__(self, api: Api, alarms: Alarms, clock: IReactorTime) -> None:
         self.api = api
         self.alarms = alarms
@@ -88,7 +137,7 @@ class Fleet:
             " the meters silent now (their `silent` alarms, longest first, at most 100 listed), the active"
             " alarms by rule, and the UDP datagrams dropped since start by reason."
         ),
-        tag="operations", ok=((200, "the fleet", "Fleet"),), errors=(503,),
+        tag="fleet", ok=((200, "the fleet", "Fleet"),), errors=(503,),
     )
     async def fleet(self, call: Call) -> tuple[int, dict[str, Any]]:
         book = await self.alarms.ready()

@@ -13,7 +13,7 @@ Pure: imports nothing from Twisted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import meterd
@@ -67,11 +67,16 @@ _MONEY = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2}$", "description": "
 _RATE = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "a decimal rate as written in the tariff"}
 
 
-def document(routes: Sequence[Route]) -> dict[str, Any]:
-    """The whole document for ``routes``."""
+def document(
+    routes: Sequence[Route], *, schemas: Mapping[str, Any] | None = None, tags: Sequence[Mapping[str, str]] = ()
+) -> dict[str, Any]:
+    """The whole document for ``routes``; ``schemas`` and ``tags`` are a feature module's own, beside the core API's."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    extra = dict(schemas or {})
+    clash = set(extra) & set(_COMPONENTS["schemas"])
+    assert not clash, f"schemas declared twice: {sorted(clash)}"
     return {
         "openapi": "3.0.3",
         "info": {
@@ -92,10 +97,11 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             {"name": "registration", "description": "operator: customers and meters"},
             {"name": "readings", "description": "meters: energy readings (UDP is the main way in)"},
             {"name": "customer", "description": "a customer (or the operator): history, bill, alarms, meters"},
-            {"name": "operations", "description": "health, metrics and this document (anyone); the fleet at a glance (operator)"},
+            {"name": "operations", "description": "anyone: health, metrics, this document"},
+            *(dict(tag) for tag in tags),
         ],
         "paths": paths,
-        "components": _COMPONENTS,
+        "components": {**_COMPONENTS, "schemas": {**_COMPONENTS["schemas"], **extra}},
     }
 
 
@@ -171,7 +177,7 @@ _COMPONENTS: dict[str, Any] = {
             "a field is missing or invalid (codes such as `missing_field`, `invalid_type`, `invalid_number`,"
             " `not_finite`, `negative`, `out_of_range`, `too_precise`, `invalid_id`, `invalid_value`,"
             " `invalid_tz`, `timestamp_too_old`, `timestamp_in_future`, `malformed_json`,"
-            " `conflicting_parameter`)"
+            " `conflicting_parameter`, `invalid_cursor`, `nothing_to_change`)"
         ),
         "Unauthorized": {
             **_error_response("no or bad credentials (`unauthorized`)"),
@@ -185,10 +191,16 @@ _COMPONENTS: dict[str, Any] = {
             **_error_response("wrong method (`method_not_allowed`)"),
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "the methods the route accepts"}},
         },
-        "Conflict": _error_response("already exists (`customer_exists`) or a different value for the same reading (`conflict`)"),
+        "Conflict": _error_response(
+            "already exists (`customer_exists`), a different value for the same reading (`conflict`),"
+            " or a meter's state forbids it (`already_retired`, `not_retired`, `already_replaced`)"
+        ),
         "PayloadTooLarge": _error_response("the body is larger than 64 KiB (`body_too_large`)"),
         "UnsupportedMediaType": _error_response("the body is not a JSON object (`unsupported_media_type`)"),
-        "Unprocessable": _error_response("well-formed but impossible, e.g. `register_backwards`"),
+        "Unprocessable": _error_response(
+            "well-formed but impossible: `register_backwards`, `meter_retired` (a reading after a retired"
+            " meter's final one), `readings_after_final`, `before_final_reading`"
+        ),
         "ServiceUnavailable": _error_response(
         "the store is unavailable (`store_unavailable`), ingest is full (`overloaded`)"
         " or alarms are not running (`alarms_unavailable`); retry"
@@ -420,48 +432,6 @@ _COMPONENTS: dict[str, Any] = {
                 "status": {"type": "string", "enum": ["ok"]},
                 "db": {"type": "string", "enum": ["ok"]},
                 "pending": {"type": "integer", "minimum": 0, "description": "readings waiting to be stored"},
-            },
-        },
-        "Fleet": {
-            "type": "object",
-            "required": ["at", "readings_per_s", "customers", "meters", "silent_meters", "silent", "alarms", "drops"],
-            "additionalProperties": False,
-            "properties": {
-                "at": _ISO,
-                "readings_per_s": {
-                    "type": "number", "minimum": 0, "nullable": True,
-                    "description": "readings stored per second over the last 10 s by this process; null until measured",
-                },
-                "customers": {"type": "integer", "minimum": 0},
-                "meters": {"type": "integer", "minimum": 0},
-                "silent_meters": {"type": "integer", "minimum": 0, "description": "meters with an active `silent` alarm"},
-                "silent": {
-                    "type": "array",
-                    "description": "the silent meters, silent the longest first (at most 100)",
-                    "items": {
-                        "type": "object",
-                        "required": ["id", "name", "id_medidor", "since"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "id": {"type": "string"},
-                            "name": {"type": "string"},
-                            "id_medidor": {"type": "integer", "minimum": 1},
-                            "since": {**_ISO, "description": "when its silent alarm was raised"},
-                        },
-                    },
-                },
-                "alarms": {
-                    "type": "object",
-                    "required": list(RULES),
-                    "additionalProperties": False,
-                    "properties": {rule: {"type": "integer", "minimum": 0} for rule in RULES},
-                    "description": "active alarms by rule, every customer's",
-                },
-                "drops": {
-                    "type": "object",
-                    "additionalProperties": {"type": "integer", "minimum": 1},
-                    "description": "UDP datagrams dropped since start, by reason (`kernel`: by the kernel, before meterd read them)",
-                },
             },
         },
         "HealthDegraded": {
