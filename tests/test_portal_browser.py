@@ -3,7 +3,7 @@
 A customer with thirteen months of hourly readings on two meters logs in,
 sees the chart, opens the bill and prints it to PDF; an alarm raised by a
 reading appears on the open alarms page without a reload and is acknowledged
-with its button; the operator finds the customer, opens the record and
+with its button; the operator finds the customer ("joao"), opens the record and
 registers a meter whose key is shown once. Every page is audited
 (tests/browser_support.py: labels, Tab, charts' text, a phone's width, no
 console error, no CSP violation) and photographed at 1280×800 and 390×844 into
@@ -274,7 +274,7 @@ async def test_the_operator_finds_the_customer_and_registers_a_meter(world: Worl
         log_in(browser, base, "f-operator_token", world.server.token)
         seen: dict[str, Any] = {"start": heading(driver)}
         search = driver.find_element(By.ID, "f-q")
-        search.send_keys(format_taxid(A) + Keys.ENTER)
+        search.send_keys("joao" + Keys.ENTER)  # accents aside
         link = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'a[href="{routes.href(routes.STAFF_CUSTOMER, id=A)}"]'))
         link[0].click()
         wait(driver, lambda d: heading(d) == NAME)
@@ -317,7 +317,7 @@ PAGES = [
     ("customer", "bill", routes.href(routes.BILL, periodo=1)),
     ("customer", "bill-preview", routes.BILL),
     ("customer", "alarms", routes.ALARMS),
-    ("operator", "search", routes.href(routes.STAFF_SEARCH, q=A)),
+    ("operator", "search", routes.href(routes.STAFF_SEARCH, q="joao silva")),
     ("operator", "customer", routes.href(routes.STAFF_CUSTOMER, id=A)),
     ("operator", "customer-overview", routes.href(routes.OVERVIEW, id=A)),
     ("operator", "new-customer", routes.STAFF_NEW_CUSTOMER),

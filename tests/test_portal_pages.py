@@ -177,6 +177,14 @@ METERS = [
     {"id_medidor": 1, "mode": "register", "last_seen": "2026-12-18T15:19:41-03:00", "last_reading_at": "2026-12-18T15:19:40-03:00", "last_kwh": 18912.337},
     {"id_medidor": 2, "mode": "register", "last_seen": "2026-12-18T15:19:55-03:00", "last_reading_at": "2026-12-18T15:19:55-03:00", "last_kwh": 3230.118},
 ]
+#: The meters as ``/getCliente`` gives them: one reporting, one silent, one retired and the one that replaced it.
+DETAIL_METERS = [
+    {**METERS[0], "silent": False, "retired_at": None, "replaces": None, "replaced_by": None},
+    {**METERS[1], "last_seen": "2026-12-18T11:02:10-03:00", "silent": True, "retired_at": None, "replaces": None, "replaced_by": None},
+    {"id_medidor": 3, "mode": "register", "last_seen": "2026-10-02T09:00:00-03:00", "last_reading_at": "2026-10-02T09:00:00-03:00", "last_kwh": 5120.5,
+     "silent": False, "retired_at": "2026-10-02T09:00:00-03:00", "replaces": None, "replaced_by": 4},
+    {"id_medidor": 4, "mode": "register", "last_seen": None, "last_reading_at": None, "last_kwh": None, "silent": False, "retired_at": None, "replaces": 3, "replaced_by": None},
+]
 
 
 def overview_data() -> dict[str, Any]:
@@ -244,7 +252,10 @@ PAGES: list[tuple[str, str, Callable[[str], PortalPage]]] = [
         routes.STAFF_CUSTOMER,
         lambda lang: CustomerPage(
             _ctx(lang, routes.STAFF_CUSTOMER, OPERATOR),
-            {"customer": {"id": CPF, "name": NAME, "ligacao": "bi", "limite_kw": 5.0, "limite_kwh": 300.0, "tz": "America/Sao_Paulo"}, "meters": METERS, "now": NOW, "silent_after_s": 3600, "alarms": alarms_json()},
+            {
+                "id": CPF, "name": NAME, "ligacao": "bi", "limite_kw": 5.0, "limite_kwh": 300.0, "tz": "America/Sao_Paulo",
+                "created_at": "2025-03-02T10:14:00-03:00", "meters": DETAIL_METERS, "active": ACTIVE,
+            },
         ),
     ),
     (

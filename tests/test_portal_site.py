@@ -450,14 +450,23 @@ async def test_the_operator_registers_a_customer_and_a_meter_and_sees_each_secre
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_operator_finds_a_customer_by_cpf_and_sees_its_pages(server: LiveServer) -> None:
+async def test_the_operator_finds_a_customer_by_name_or_cpf_and_sees_its_pages(server: LiveServer) -> None:
     await register(server, A, "João Gonçalves")
+    for n in range(21):  # more than a page of results (20)
+        status, body, _ = await server.call("POST", "/cadCliente", json_body={"id": make_cpf(f"{700_000_000 + n}"), "name": f"Maria Joana {n}"})
+        assert status == 201, body
     desk = PortalClient(server)
     await desk.login_operator(server.token)
-    found = await desk.get(routes.STAFF_SEARCH, q="529.982.247-25")
-    assert f'href="/portal/operador/cliente?id={A}"' in found.text and "João Gonçalves" in found.text
-    for q in ("joao", "00000000000", B):
-        assert "Nenhum cliente encontrado" in (await desk.get(routes.STAFF_SEARCH, q=q)).text
+    for q in ("joao", "JOÃO gonç", "529.982"):
+        found = await desk.get(routes.STAFF_SEARCH, q=q)
+        assert f'href="/portal/operador/cliente?id={A}"' in found.text and "João Gonçalves" in found.text, q
+    for q in ("ninguém", "000", "...", B):
+        assert "Nenhum cliente encontrado" in (await desk.get(routes.STAFF_SEARCH, q=q)).text, q
+    first = await desk.get(routes.STAFF_SEARCH, q="maria")
+    more = re.search(r'<a href="([^"]+)" rel="next">Mais resultados</a>', first.text)
+    assert more is not None and first.text.count('href="/portal/operador/cliente?id=') == 20
+    second = await desk.request("GET", more.group(1).replace("&amp;", "&"))
+    assert second.text.count('href="/portal/operador/cliente?id=') == 1 and 'rel="next"' not in second.text
     record = await desk.get(routes.STAFF_CUSTOMER, id=A)
     assert record.status == 200 and h1(record) == "João Gonçalves" and "Nunca comunicou" in record.text
     for path in (routes.OVERVIEW, routes.HISTORY, routes.BILL, routes.ALARMS):
@@ -466,6 +475,19 @@ async def test_the_operator_finds_a_customer_by_cpf_and_sees_its_pages(server: L
         assert f'href="/portal/operador/cliente?id={A}"' in page.text  # the way back to the record
     assert (await desk.get(routes.OVERVIEW)).location == routes.STAFF_SEARCH  # whose? the operator must say
     assert (await desk.get(routes.OVERVIEW, id=B)).status == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_operator_does_in_the_portal_is_in_the_audit_log_with_the_browsers_address(server: LiveServer) -> None:
+    desk = PortalClient(server)
+    await desk.login_operator(server.token)
+    form = await desk.get(routes.STAFF_NEW_CUSTOMER)
+    created = await desk.request("POST", routes.STAFF_NEW_CUSTOMER, form={"csrf": form.csrf(), "id": A, "name": "Ana"})
+    assert created.status == 201
+    status, log, _ = await server.call("GET", "/getAuditoria", params={"id": A})
+    assert status == 200, log
+    [entry] = log["entries"]
+    assert entry["who"] == "operator" and entry["address"] == "127.0.0.1" and entry["action"], entry
 
 
 @pytest_twisted.ensureDeferred

@@ -197,7 +197,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         # staff
         "staff.search.title": "Clientes",
         "staff.search.label": "Buscar cliente",
-        "staff.search.hint": "CPF ou CNPJ completo, com ou sem pontuação.",
+        "staff.search.hint": "O começo do CPF/CNPJ, ou palavras do nome (sem se preocupar com acentos).",
+        "staff.search.more": "Mais resultados",
         "staff.search.submit": "Buscar",
         "staff.search.none": "Nenhum cliente encontrado para “{q}”.",
         "staff.search.results": "{count} cliente(s) encontrado(s)",
@@ -284,6 +285,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "state.ok": "Comunicando",
         "state.silent": "Sem sinal",
         "state.never": "Nunca comunicou",
+        "state.retired": "Retirado",
     },
     "en": {
         # site
@@ -466,7 +468,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         # staff
         "staff.search.title": "Customers",
         "staff.search.label": "Find a customer",
-        "staff.search.hint": "The full CPF or CNPJ, with or without punctuation.",
+        "staff.search.hint": "The start of the CPF/CNPJ, or words of the name (accents aside).",
+        "staff.search.more": "More results",
         "staff.search.submit": "Search",
         "staff.search.none": "No customer found for “{q}”.",
         "staff.search.results": "{count} customer(s) found",
@@ -553,5 +556,6 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "state.ok": "Reporting",
         "state.silent": "Silent",
         "state.never": "Never reported",
+        "state.retired": "Retired",
     },
 }

@@ -41,17 +41,18 @@ HISTORY_MONTHS = 12
 
 @dataclass(frozen=True)
 class Viewer:
-    """A session (its principal and page context) looking at the pages of ``customer_id``."""
+    """A login session (its principal and page context) looking at the pages of ``customer_id``, from ``client``."""
 
     api: Api
     principal: Principal
     ctx: PageContext
     customer_id: str
+    client: str  # the browser's address
 
     async def ask(self, method: str, path: str, **params: Any) -> dict[str, Any]:
         """``path`` for this customer, as the session's principal; ``None`` parameters are left out."""
         values = {"id": self.customer_id, **{k: str(v) for k, v in params.items() if v is not None}}
-        return await self.api.call_as(self.principal, method, path, values)
+        return await self.api.call_as(self.principal, method, path, values, self.client)
 
     def parse(self, path: str, **params: Any) -> dict[str, Any]:
         """The route's own parsing of these parameters (400 ``ApiError`` as the API gives it)."""

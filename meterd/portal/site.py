@@ -361,9 +361,10 @@ class Portal:
         except InvalidField as e:
             raise ApiError(400, e.code, str(e)) from None
         assert cid is not None
+        client = visit.incoming.client
         if who.kind == "operator":
-            return Viewer(self.api, OPERATOR, self.context(visit, viewing=cid), cid)
-        return Viewer(self.api, Principal("customer", who.customer_id), self.context(visit), cid)
+            return Viewer(self.api, OPERATOR, self.context(visit, viewing=cid), cid, client)
+        return Viewer(self.api, Principal("customer", who.customer_id), self.context(visit), cid, client)
 
     def _customer_page(self, build: Callable[..., Awaitable[PortalPage]], *, query: bool = False) -> Handler:
         async def handler(visit: Visit) -> Answer:
@@ -446,7 +447,7 @@ class Portal:
     # -- operator pages ------------------------------------------------------------------
 
     def _desk(self, visit: Visit) -> staff_views.Desk:
-        return staff_views.Desk(self.api, self.context(visit))
+        return staff_views.Desk(self.api, self.context(visit), visit.incoming.client)
 
     def _staff(self, build: Callable[[staff_views.Desk, Visit], Awaitable[PortalPage]]) -> Handler:
         async def handler(visit: Visit) -> Answer:

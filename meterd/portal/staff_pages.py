@@ -10,7 +10,6 @@ forms re-show what was typed, with each field's error next to it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from twisted.web.template import Flattenable, Tag, tags
@@ -49,7 +48,9 @@ def _values(data: Mapping[str, Any]) -> Mapping[str, str]:
 
 class SearchPage(PortalPage):
     """``data``: ``q`` (what was searched, may be empty); ``results`` (None
-    before a search) [{``id``, ``name``, ``ligacao``, ``meters`` (count)}]."""
+    before a search; the API's ``CustomerSearch`` results) [{``id``,
+    ``name``, ``ligacao``, ``meters`` (count)}]; optional ``more`` (the URL of
+    the next page of results)."""
 
     page_class = "page page-search"
 
@@ -95,23 +96,26 @@ class SearchPage(PortalPage):
                         caption,
                     )
                 )
+                if d.get("more"):
+                    out.append(tags.p(tags.a(t("staff.search.more"), href=d["more"], rel="next")))
         return out
 
 
-def meter_state(meter: Mapping[str, Any], now: str | datetime, silent_after_s: float) -> str:
-    """``"never"`` (no reading yet), ``"silent"`` (none for ``silent_after_s``) or ``"ok"``."""
+def meter_state(meter: Mapping[str, Any]) -> str:
+    """A meter of the API's ``CustomerDetail`` as the record shows it: ``"retired"``,
+    ``"never"`` (no reading yet), ``"silent"`` (the silent rule finds it so now) or ``"ok"``."""
+    if meter.get("retired_at"):
+        return "retired"
     if meter.get("last_seen") is None:
         return "never"
-    moment = now if isinstance(now, datetime) else datetime.fromisoformat(now)
-    age = (moment - datetime.fromisoformat(meter["last_seen"])).total_seconds()
-    return "silent" if age >= silent_after_s else "ok"
+    return "silent" if meter["silent"] else "ok"
 
 
-def _meter_rows(fmt: Fmt, meters: list[Mapping[str, Any]], now: str, silent_after_s: float) -> list[Tag]:
+def _meter_rows(fmt: Fmt, meters: list[Mapping[str, Any]]) -> list[Tag]:
     t = fmt.t
     rows = []
     for m in meters:
-        state = meter_state(m, now, silent_after_s)
+        state = meter_state(m)
         rows.append(
             tags.tr(
                 tags.th(str(m["id_medidor"]), scope="row"),
@@ -131,18 +135,17 @@ def _meter_head(fmt: Fmt) -> Tag:
 
 
 class CustomerPage(PortalPage):
-    """``data``: ``customer`` {``id``, ``name``, ``ligacao``, ``limite_kw``,
-    ``limite_kwh``, ``tz``}; ``meters`` (the ``meters`` of ``Meters``);
-    ``now`` (ISO); ``silent_after_s``; optional ``alarms`` (``Alarms``)."""
+    """``data``: the API's ``CustomerDetail`` (``/getCliente``): the
+    customer's fields, its ``meters`` with their state, its ``active`` alarms."""
 
     page_class = "page page-customer"
 
     def title(self) -> str:
-        return self.data["customer"]["name"]
+        return str(self.data["name"])
 
     def main(self) -> Flattenable:
         fmt, t, d = self.fmt, self.fmt.t, self.data
-        c = d["customer"]
+        c = d
         facts = tags.dl(
             *(
                 tags.div(tags.dt(term), tags.dd(value))
@@ -174,7 +177,7 @@ class CustomerPage(PortalPage):
                 tags.table(
                     tags.caption(t("staff.meters"), class_="visually-hidden"),
                     _meter_head(fmt),
-                    tags.tbody(*_meter_rows(fmt, meters, d["now"], d["silent_after_s"])),
+                    tags.tbody(*_meter_rows(fmt, meters)),
                     class_="data",
                 ),
                 t("staff.meters"),
@@ -182,7 +185,7 @@ class CustomerPage(PortalPage):
             if meters
             else tags.p(t("staff.no_meters"))
         )
-        active = (d.get("alarms") or {}).get("active", [])
+        active = d["active"]
         return [
             tags.h1(c["name"]),
             facts,
@@ -212,6 +215,7 @@ class CustomerPage(PortalPage):
                             )
                         )
                         for m in meters
+                        if not m.get("retired_at")
                     ),
                     class_="link-list",
                 ),

@@ -5,10 +5,8 @@ API's own routes in this process (:meth:`meterd.web.api.Api.call_as`); a form
 is checked first by the same field declarations the route parses with, so
 every field's error is shown next to it at once, in the page's language.
 
-Two pages wait on work of the operations issue, and say so here: the search
-finds a customer by the exact CPF/CNPJ (``/buscaClientes``, with names and
-accents, replaces it), and the customer's record is read from the API's
-directory of customers (its detail route replaces that).
+The search is ``/buscaClientes`` (a CPF/CNPJ prefix, or words of the name,
+accents aside) a page at a time, and the customer's record ``/getCliente``.
 """
 
 from __future__ import annotations
@@ -16,15 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from meterd import periods
 from meterd.directory import OPERATOR
+from meterd.portal import routes
 from meterd.portal.layout import PageContext
 from meterd.portal.message_page import api_reason
 from meterd.portal.staff_pages import CredentialPage, CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
-from meterd.readings import InvalidField, customer_id
-from meterd.web.api import Api, customer_json
+from meterd.web.api import Api
 from meterd.web.errors import ApiError
 
 __all__ = ["Desk", "credential", "customer", "fleet", "new_customer", "new_meter", "search"]
@@ -34,13 +30,15 @@ _NEW_CUSTOMER_FIELDS = ("id", "name", "ligacao", "limite_kw", "limite_kwh", "tz"
 
 @dataclass(frozen=True)
 class Desk:
-    """The operator's session: the API, and the page context."""
+    """The operator's login session: the API, the page context, and the browser's address (the audit log's)."""
 
     api: Api
     ctx: PageContext
+    client: str
 
     async def ask(self, method: str, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.api.call_as(OPERATOR, method, path, {k: v for k, v in params.items() if v not in (None, "")})
+        values = {k: v for k, v in params.items() if v not in (None, "")}
+        return await self.api.call_as(OPERATOR, method, path, values, self.client)
 
     def field_errors(self, path: str, values: Mapping[str, str]) -> dict[str, str]:
         """Each field of the route that ``values`` gets wrong, with the reason in the page's language."""
@@ -54,35 +52,22 @@ class Desk:
 
 
 async def search(d: Desk, query: Mapping[str, str]) -> SearchPage:
-    """A customer by the exact CPF/CNPJ typed (until ``/buscaClientes`` searches names too)."""
+    """A page of ``/buscaClientes``, with the link to the next one."""
     q = (query.get("q") or "").strip()
-    results: list[dict[str, Any]] | None = None
-    if q:
-        results = []
-        try:
-            found = await d.api.customer(customer_id(q))
-        except (InvalidField, ApiError):  # not a CPF/CNPJ, or nobody's
-            found = None
-        if found is not None:
-            meters = await d.api.meter_ids(found.id, None)
-            results.append({"id": found.id, "name": found.name, "ligacao": found.ligacao, "meters": len(meters)})
-    return SearchPage(d.ctx, {"q": q, "results": results})
+    if not q:
+        return SearchPage(d.ctx, {"q": q, "results": None})
+    try:
+        found = await d.ask("GET", "/buscaClientes", {"q": q, "cursor": query.get("cursor")})
+    except ApiError as e:
+        if e.status != 400:  # a query with nothing to search for (punctuation alone): no one found
+            raise
+        return SearchPage(d.ctx, {"q": q, "results": []})
+    more = routes.href(routes.STAFF_SEARCH, q=q, cursor=found["cursor"]) if found["cursor"] else None
+    return SearchPage(d.ctx, {"q": q, "results": found["results"], "more": more})
 
 
 async def customer(d: Desk, query: Mapping[str, str]) -> CustomerPage:
-    meters = await d.ask("GET", "/getMedidores", {"id": query.get("id")})
-    record = await d.api.customer(meters["id"])
-    service = d.api.alarm_service
-    return CustomerPage(
-        d.ctx,
-        {
-            "customer": customer_json(record),
-            "meters": meters["meters"],
-            "now": periods.iso(d.api.now_ms(), ZoneInfo(record.tz)),
-            "silent_after_s": float(service.silent_after_s) if service is not None else 0.0,
-            "alarms": await d.ask("GET", "/getAlarme", {"id": record.id}),
-        },
-    )
+    return CustomerPage(d.ctx, await d.ask("GET", "/getCliente", {"id": query.get("id")}))
 
 
 async def new_customer(d: Desk, form: Mapping[str, str] | None) -> tuple[int, NewCustomerPage]:

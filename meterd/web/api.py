@@ -263,13 +263,16 @@ class Api:
             return self._answer(label, 200, raw.body, {}, raw.content_type)
         return self._answer(label, status, orjson.dumps(payload), {})
 
-    async def call_as(self, principal: Principal, method: str, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def call_as(
+        self, principal: Principal, method: str, path: str, params: Mapping[str, Any], client: str = ""
+    ) -> dict[str, Any]:
         """A route called in this process on behalf of ``principal``: what the web portal's pages show.
 
         The same declaration parses ``params`` (strings, as in a query
         string), :meth:`authorize` decides as for a request over HTTP, and the
         route's own handler answers, so a customer's login session sees exactly what
-        the customer's token would. Raises :class:`ApiError` as the handler
+        the customer's token would; ``client`` is the browser's address (the
+        audit log's "from where"). Raises :class:`ApiError` as the handler
         does (and ``StoreError``); returns the JSON body of a success.
         """
         found = self.routes.get(path)
@@ -278,7 +281,7 @@ class Api:
         route, handler = found
         args = route.parse(params)
         self.authorize(route, principal, args)
-        incoming = Incoming(method, path, b"", None, None, b"")
+        incoming = Incoming(method, path, b"", None, None, b"", client)
         _, payload = await handler(Call(incoming, dict(params), args, principal))
         return payload
 
