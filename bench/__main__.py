@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,attack,search,portal]``: run the benchmark, print one table.
+"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,attack,search,export,portal]``: run the benchmark, print one table.
 
 Phases (the targets are docs/performance.md's), each with its baseline measured in the same run:
   ingest   signed, acked, durable UDP readings from many meters vs a bare Twisted UDP loop that only parses JSON
@@ -12,6 +12,7 @@ Phases (the targets are docs/performance.md's), each with its baseline measured 
            200 connections pipelining without reading, slowloris from one address, twice the UDP intake, and a good
            fleet's first-try acks under a garbage flood with --udp-workers 0 and 1
   search   (only when asked for) /buscaClientes over 100,000 customers vs /health on the same connections
+  export   (only when asked for) a year of one-minute readings as one streamed CSV vs a plain SQL loop over the rows
   portal   (only when asked for) each web portal page's server-side time for a customer with a year of one-minute readings,
            vs the JSON route the page is built on
 """
@@ -35,12 +36,13 @@ from typing import Any
 
 from bench import pg, search
 from bench.common import median, metric_values, percentile, python, subprocess_env
+from bench.export import phase_export
 from bench.portal import phase_portal
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
-PHASES = ("ingest", "http", "history", "rss", "scaleout", "attack", "search", "portal")
+PHASES = ("ingest", "http", "history", "rss", "scaleout", "attack", "search", "export", "portal")
 # scaleout needs a PostgreSQL server, attack floods the machine for about three minutes: asked for by name
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
@@ -991,6 +993,8 @@ def main(argv: list[str]) -> int:
             phase_attack(a, report, work)
         if "search" in a.phases:
             search.phase(report, work, 20_000 if a.quick else 100_000, 100 if a.quick else 300)
+        if "export" in a.phases:
+            phase_export(a, report, work, prepare, log)
         if "portal" in a.phases:
             phase_portal(a, report, work, prepare, log)
     finally:

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from twisted.internet import error as ierror
@@ -24,6 +24,8 @@ from meterd.credentials import OPERATOR_TOKEN_FILE
 
 __all__ = [
     "ApiError",
+    "IncompleteAnswer",
+    "Receiver",
     "ServerUnreachable",
     "UNREACHABLE_REASONS",
     "MeterdClient",
@@ -83,6 +85,23 @@ class ServerUnreachable(ApiError):
         self.reason = reason
         self.server = server
         self.timeout = timeout
+
+
+class IncompleteAnswer(ApiError):
+    """A streamed answer that ended before its end: the server failed, or the connection broke, midway."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(200, "incomplete_answer", message)
+
+
+class Receiver(Protocol):
+    """Where :meth:`MeterdClient.download` puts a body as it arrives."""
+
+    def begin(self, headers: Mapping[str, str]) -> None:
+        """The answer is a success; its headers (names in lower case), before any of the body."""
+
+    def write(self, data: bytes) -> None:
+        """The next piece of the body (raising stops the download)."""
 
 
 def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,6 +224,40 @@ class MeterdClient:
         if not isinstance(doc, dict):
             raise ApiError(status, "bad_response", "expected a JSON object")
         return doc
+
+    @inlineCallbacks
+    def download(self, path: str, query: Mapping[str, Any], receiver: Receiver, *, accept: str = "text/csv") -> Any:
+        """GET ``path`` and give its body to ``receiver`` piece by piece as it arrives, never whole in memory.
+
+        Fires with None once the body is complete. An error answer fails
+        with :class:`ApiError` as :meth:`request` does; a body cut short,
+        with :class:`IncompleteAnswer`. The timeout is for the answer to
+        begin: a long body may take as long as it takes.
+        """
+        url = self.server + path
+        qs = _as_query(query)
+        if qs:
+            url += "?" + qs
+        headers = self._headers(False)
+        headers[b"Accept"] = [accept.encode("ascii")]
+        kwargs: dict[str, Any] = {"headers": headers, "unbuffered": True}
+        if self.timeout:
+            kwargs["timeout"] = self.timeout
+        if self._reactor is not None:
+            kwargs["reactor"] = self._reactor
+        try:
+            response = yield self._http.request("GET", url, **kwargs)
+            status = int(response.code)
+            if not 200 <= status < 300:
+                raise _decode_error(status, (yield self._http.content(response)))
+        except _UNREACHABLE as e:
+            reason = _reason(e)
+            raise ServerUnreachable(self._describe(e, reason), reason=reason, server=self.server, timeout=self.timeout) from None
+        receiver.begin({k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()})
+        try:
+            yield self._http.collect(response, receiver.write)
+        except (webclient.ResponseFailed, ierror.ConnectionLost, ierror.ConnectionDone) as e:
+            raise IncompleteAnswer(f"{self.server}: the answer ended before its end ({self._describe(e, 'failed')})") from None
 
     def _describe(self, e: BaseException, reason: str) -> str:
         if reason == "timeout":

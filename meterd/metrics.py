@@ -42,6 +42,8 @@ class Metrics:
             "meterd_readings_rounded", "Unauthenticated readings (--no-auth) whose valor was rounded half up to the Wh, by transport",
             ["transport"], registry=r,
         )
+        self.exports_streaming = Gauge("meterd_exports_streaming", "CSV exports being sent (/getLeituras)", registry=r)
+        self.exports_cut = Counter("meterd_exports_cut", "CSV exports cut short by a store failure", registry=r)
         self.outcomes = {o: self.readings.labels(o.value) for o in Outcome}
         self._drops: dict[str, Counter] = {}
         # What the log summarises once a minute (meterd.notices): counted here, logged there.

@@ -53,6 +53,7 @@ from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
 from meterd.web.api import Api, Settings
 from meterd.web.app import mount_all
+from meterd.web.exports import Exports
 from meterd.web.fleet import Fleet
 from meterd.web.operations import Operations
 from meterd.web.request import make_site, with_backlog
@@ -121,7 +122,7 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
     )
     api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
     fleet = Fleet(api, alarms, clock)
-    mount_all(api, Operations(api), fleet)
+    mount_all(api, Operations(api), Exports(api), fleet)
     portal = Portal(api, clock, secure=config["http"].startswith("ssl:"))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(

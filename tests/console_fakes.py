@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from treq.testing import StubTreq
 from twisted.web.resource import Resource
@@ -87,6 +87,8 @@ class FakeMeterd(Resource):
         self.alarms: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
+        # What a CSV export answers: its rows after the header (``Accept: text/csv``)
+        self.csv_rows = ["1,2026-11-05T00:00:00-03:00,1000.000,0.000,false", "1,2026-11-05T00:01:00-03:00,1000.010,0.010,false"]
 
     # -- alarm scripting ----------------------------------------------------
 
@@ -131,6 +133,12 @@ class FakeMeterd(Resource):
         except KeyError as e:
             status, doc = 400, _err("missing_field", f"falta o campo {e}")
         request.setResponseCode(status)
+        if status == 200 and uri.path in ("/getLeituras", "/getConsumoHist") and request.getHeader("accept") == "text/csv":
+            name = f"{'leituras' if uri.path == '/getLeituras' else 'historico'}-Zé-{params['id']}.csv"
+            request.setHeader("content-type", "text/csv; charset=utf-8")
+            request.setHeader("content-disposition", f"attachment; filename*=UTF-8''{quote(name)}")
+            request.setHeader("x-total-count", str(len(self.csv_rows)))
+            return "".join(f"{line}\r\n" for line in ["id_medidor,timestamp,valor_kwh,consumo_kwh,estimated", *self.csv_rows]).encode()
         return json.dumps(doc).encode()
 
     def route(self, method: str, path: str, p: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
@@ -236,6 +244,8 @@ class FakeMeterd(Resource):
             self._log(cid, "meter_replaced", meter=new, new={"replaces": n, "mode": mode, "timestamp": at, "valor": float(p["valor"])})
             return 201, {"id": cid, "id_medidor": new, "mode": mode, "key": f"{new + 200:064x}", "replaces": n,
                          "valor": float(p["valor"]), "installed_at": at}
+        if path == "/getLeituras":
+            return 200, {"id": cid, "leituras": []}  # the JSON form is not what the console asks for
         if path == "/getConsumoHist":
             meter = int(p["id_medidor"]) if p.get("id_medidor") else None
             return 200, history_doc(p["kind"], int(p.get("periodo", 0)), meter)

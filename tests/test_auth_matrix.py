@@ -129,6 +129,8 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "POST", {"id": A, "id_medidor": 1, "valor": n / 1000, "timestamp": w.base_ts + n}, None
     if route == "/getConsumoHist":
         return "GET", None, {"id": A, "kind": "M", "periodo": "0"}
+    if route == "/getLeituras":
+        return "GET", None, {"id": A, "format": "csv"}
     if route in ("/getFatura", "/getAlarme", "/getMedidores"):
         return "GET", None, {"id": A}
     if route == "/ackAlarme":
@@ -157,6 +159,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "/getAlarme": CUSTOMER_ROUTE,
     "/ackAlarme": CUSTOMER_ROUTE,
     "/getMedidores": CUSTOMER_ROUTE,
+    "/getLeituras": CUSTOMER_ROUTE,
     "/getFrota": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/health": (200,) * 6,
     "/metrics": (200,) * 6,

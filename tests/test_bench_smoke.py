@@ -119,6 +119,16 @@ def test_quick_attack_phase_prints_its_rows() -> None:
     assert "[ingest" not in out and "[HTTP" not in out  # only the phase asked for
 
 
+def test_export_phase_exports_every_row_with_its_figures() -> None:
+    done = _bench("--only", "export", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("meterd's port:", "2 HTTP workers:"))]
+    assert len(rows) == 10, done.stdout
+    assert all("PASS" in line for line in rows if "rows exported" in line), done.stdout  # the figures are not checked, the rows are
+    assert all(re.search(r"[0-9,]+/s\s+[0-9,]+/s \(plain SQL\)\s+[0-9.]+x", line) for line in rows if "rows/s" in line), done.stdout
+    assert all(re.search(r"\d+ MB peak\s+\d+ MB before\s+\+-?[0-9.]+ MB", line) for line in rows if "server RSS" in line), done.stdout
+
+
 def test_quick_portal_phase_times_every_page_against_its_json_route() -> None:
     done = _bench("--quick", "--only", "portal", timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

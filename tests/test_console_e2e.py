@@ -6,6 +6,7 @@ themselves (with the reason) while the server answers 501 for those routes.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -312,3 +314,29 @@ def test_the_operator_finds_changes_retires_and_replaces_through_the_console(ser
     assert "Traceback" not in c.out
     r = _cli(server, "--lang", "en", "auditoria", "--id", cpf, "--limite", "2")
     assert r.returncode == 0 and "meter 2 in place of 1" in r.stdout and "Next page: --cursor " in r.stdout, r.stderr
+
+
+def test_exportar_writes_the_readings_posted_to_a_file(server: Server, tmp_path: Path) -> None:
+    cpf = "71428793860"
+    status, doc = server.call("POST", "/cadCliente", {"id": cpf, "name": "Iara Gonçalves", "tz": "America/Sao_Paulo"})
+    assert status == 201, doc
+    server.call("POST", "/cadMedidor", {"id": cpf})
+    server.call("POST", "/cadMedidor", {"id": cpf, "mode": "interval"})
+    start = int(time.time()) - 4 * 3600
+    posted = [(1, start + i * 120, f"{100 + i * 0.25:.3f}") for i in range(60)] + [(2, start + 30 + i * 300, f"{i % 3 * 0.1:.3f}") for i in range(40)]
+    for meter, ts, valor in posted:
+        _post(server, cpf, meter, float(valor), ts)
+    r = subprocess.run(
+        [PY, "-m", "clients.console", "--server", server.url, "--token", server.token, "exportar", "--id", cpf],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    [written] = tmp_path.iterdir()
+    assert written.name == f"leituras-Iara-Gonçalves-{cpf}.csv"
+    assert r.stdout == f"Gravado em {written}: {len(posted)} linhas, 0 MB.\n"
+    assert r.stderr == ""  # a pipe: no bar
+    with open(written, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id_medidor", "timestamp", "valor_kwh", "consumo_kwh", "estimated"]
+    got = [(int(datetime.fromisoformat(t).timestamp()), int(m), v) for m, t, v, _, _ in rows[1:]]
+    assert got == sorted((ts, m, v) for m, ts, v in posted)  # in time order, every reading as posted

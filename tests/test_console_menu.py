@@ -785,3 +785,25 @@ def test_the_management_screens_in_english() -> None:
     assert "Audit log of customer 529.982.247-25" in out and "meter 1 retired: 12.500 kWh" in out
     out = s.type("3", CPF, "", "", "Mars/Olympus", "", "")
     assert "Customer 529.982.247-25 changed: time zone." in out  # the fake takes any zone; meterd refuses it
+def test_the_export_item_writes_a_file_where_the_menu_says(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("e", CPF, "", "", "", "", "")  # readings of this month, every meter, the server's file name
+    written = tmp_path / f"leituras-Zé-{CPF}.csv"
+    assert f"Gravado em {written}: 2 linhas" in out
+    assert written.read_text(encoding="utf-8").splitlines()[1:] == s.fake.csv_rows
+    [asked] = s.fake.calls("/getLeituras")
+    assert asked == {"id": CPF, "kind": "M", "periodo": "0"}
+    out = s.type("E", CPF, "h", "a", "1", "2", str(tmp_path / "ano.csv"))
+    assert f"Gravado em {tmp_path / 'ano.csv'}" in out
+    assert s.fake.calls("/getConsumoHist")[-1] == {"id": CPF, "kind": "Y", "periodo": "1", "id_medidor": "2"}
+    s.fake.down = True
+    out = s.type("e", CPF, "", "", "", "", "")
+    assert "503" in out and sorted(p.name for p in tmp_path.iterdir()) == ["ano.csv", f"leituras-Zé-{CPF}.csv"]
+
+
+def test_the_operator_menu_with_its_export_item_fits_80_by_24() -> None:
+    for lang in ("pt", "en"):
+        text = Messages(lang)("menu.operator")
+        assert "e) " in text and len(text.splitlines()) <= 14 and max(len(line) for line in text.splitlines()) <= 80, lang

@@ -22,6 +22,7 @@ PURE = [
     "meterd.bill_cache", "meterd.web.routes", "meterd.portal.sessions", "meterd.portal.csrf", "meterd.portal.sse",
     "meterd.portal.throttle", "meterd.portal.routes", "meterd.portal.estimates", "meterd.portal.fmt",
     "meterd.portal.catalog", "meterd.portal.charts", "meterd.names", "meterd.web.cursors", "meterd.web.operations_openapi",
+    "meterd.exports", "meterd.web.formats",
 ]  # fmt: skip
 
 

@@ -5,7 +5,8 @@ Subcommands and flags follow DESIGN §8 (``cliente``, ``medidor``,
 ``--server --token --json --lang``), so scripts written against the design
 keep working; the operator's management adds ``buscar``, ``ficha``,
 ``alterar``, ``retirar``, ``substituir`` and ``auditoria``, whose pages end
-with the ``--cursor`` of the next. The global options may come before or after the subcommand:
+with the ``--cursor`` of the next; ``exportar`` writes a customer's readings
+or history to a CSV file (:mod:`.export`). The global options may come before or after the subcommand:
 each subcommand repeats them with a default of ``SUPPRESS``, so a value given
 after it overrides the one before and an absent one leaves it alone.
 
@@ -37,7 +38,8 @@ from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, Serve
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_when
+from .export import ExportFile, Progress
+from .fields import parse_choice, parse_date_or_time, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_when
 from .messages import LANGS, Messages
 from .render import Renderer
 from .waiting import Spinner
@@ -230,6 +232,15 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c = command("auditoria", customer=None)
     page_options(c)
 
+    c = command("exportar")
+    c.add_argument("--historico", action="store_true", help=m("help.historico_export"))
+    c.add_argument("--kind", type=_choice_arg(m, KIND), metavar=_choice_metavar(m, KIND), help=m("help.kind_export"))
+    c.add_argument("--periodo", type=_whole(m, 0), default=None, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
+    c.add_argument("--inicio", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.inicio"))
+    c.add_argument("--fim", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.fim"))
+    c.add_argument("--medidor", type=_whole(m, 1), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
+    c.add_argument("--saida", "-o", default=None, metavar=m("metavar.file"), help=m("help.saida"))
+
     for parser in sub.choices.values():
         _global_options(parser, m, main=False)
     return p
@@ -258,6 +269,8 @@ async def run_command(
     try:
         cid = parse_taxid(m, args.id) if getattr(args, "id", None) else ""
         cmd = args.command
+        if cmd == "exportar":
+            return await run_export(args, cid, client, m, stdout, stderr, waiting=waiting)
         if cmd == "cliente":
             call = client.register_customer(
                 cid, args.name, ligacao=args.ligacao, limite_kw=args.limite_kw, limite_kwh=args.limite_kwh, tz=args.tz
@@ -316,6 +329,53 @@ async def run_command(
         stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
     else:
         stdout.write(view(doc))
+    return EXIT_OK
+
+
+async def run_export(
+    args: argparse.Namespace, cid: str, client: MeterdClient, m: Messages, stdout: TextIO, stderr: TextIO,
+    *, waiting: Spinner | None = None, binary_stdout: Any = None,
+) -> int:
+    """``exportar``: the readings (or, with ``--historico``, the history) as a CSV file; where it went on stdout."""
+    if args.historico and args.kind is None:
+        raise Invalid(m("invalid.historico_kind"))
+    if args.kind is not None and (args.inicio or args.fim):
+        raise Invalid(m("invalid.kind_or_dates"))
+    if args.historico:
+        path, query = "/getConsumoHist", {"kind": args.kind, "periodo": args.periodo or 0}
+    else:
+        path, query = "/getLeituras", {"kind": args.kind, "periodo": args.periodo, "inicio": args.inicio, "fim": args.fim}
+    progress = None
+    if _terminal(stderr):
+        def draw(text: str) -> None:
+            stderr.write(text)
+            stderr.flush()
+
+        progress = Progress(draw, m, shutil.get_terminal_size().columns, ascii_only=args.plain)
+    if waiting is not None:
+        waiting.start(m("wait.connecting", server=client.server))
+    receiver = ExportFile(args.saida, progress=progress, began=waiting.stop if waiting else None, stdout=binary_stdout)
+    try:
+        await client.download(path, {"id": cid, "id_medidor": args.medidor, **query}, receiver)
+    except ApiError as e:
+        receiver.abandon()
+        if waiting is not None:
+            waiting.stop()
+        stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    except OSError as e:
+        receiver.abandon()
+        stderr.write(m("export.cannot_write", path=str(receiver.path or args.saida), reason=e.strerror or str(e)) + "\n")
+        return EXIT_API
+    written = receiver.finish()
+    size = m.number(round(receiver.size / 1_000_000, 1))
+    if args.json:
+        report = {"file": None if written is None else str(written), "rows": receiver.rows, "bytes": receiver.size}
+        (stderr if written is None else stdout).write(json.dumps(report, ensure_ascii=False) + "\n")
+    elif written is None:
+        stderr.write(m("export.done_stdout", rows=receiver.rows, size=size) + "\n")
+    else:
+        stdout.write(m("export.done", path=str(written), rows=receiver.rows, size=size) + "\n")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ share them, so a value is refused the same way wherever it is typed.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 from meterd.taxid import InvalidTaxId, normalize
@@ -17,7 +17,7 @@ from .choices import Choice
 from .errors import Invalid
 from .messages import Messages
 
-__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice", "parse_kwh", "parse_when", "parse_text"]
+__all__ = ["parse_taxid", "parse_int", "parse_positive_number", "parse_choice", "parse_kwh", "parse_when", "parse_text", "parse_date_or_time"]
 
 _BRAZILIAN_TIME = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
@@ -102,3 +102,21 @@ def _instant(raw: str) -> datetime:
     else:
         moment = datetime.fromisoformat(raw)
     return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+_DAY_MONTH_YEAR = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
+
+
+def parse_date_or_time(m: Messages, text: str) -> str:
+    """A date or a time as the API takes it (ISO 8601); ``DD/MM/AAAA`` too, as dates are written in Brazil."""
+    typed = text.strip()
+    dmy = _DAY_MONTH_YEAR.fullmatch(typed)
+    try:
+        if dmy and m.lang == "pt":
+            return date(int(dmy[3]), int(dmy[2]), int(dmy[1])).isoformat()
+        try:
+            return date.fromisoformat(typed).isoformat()
+        except ValueError:
+            return datetime.fromisoformat(typed).isoformat()
+    except ValueError:
+        raise Invalid(m("invalid.date_or_time", value=text)) from None

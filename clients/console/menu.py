@@ -30,8 +30,9 @@ from twisted.python.failure import Failure
 
 from clients.api import ApiError, MeterdClient
 
-from .choices import KIND, LIGACAO, METER_MODE, Choice
+from .choices import EXPORT, KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
+from .export import ExportFile
 from .fields import parse_choice, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_when
 from .messages import Messages
 from .poller import AlarmPoller
@@ -276,6 +277,7 @@ class Menu:
                 "8": self._new_credential,
                 "9": self._switch_mode,
                 "10": self._enter_manage,
+                "e": self._export,
                 "0": self._quit,
             }
         elif self.state == "manage":
@@ -300,7 +302,7 @@ class Menu:
                 "9": self._switch_mode,
                 "0": self._quit,
             }
-        action = table.get(choice)
+        action = table.get(choice.lower())
         if choice:
             self._more = None  # a page is continued right after it, or not at all
         if action is None:
@@ -696,3 +698,37 @@ class Menu:
             )
 
         return self._ask([Field("id", m("field.customer_or_all"), lambda t: parse_taxid(m, t), required=False)], submit)
+
+    def _export(self) -> Any:
+        """A customer's readings or history of a calendar period into a CSV file (``exportar`` asks more)."""
+        m = self.m
+        fields = [
+            *self._f_whose(),
+            self._f_choice("what", "field.export_what", EXPORT, default=EXPORT.default),
+            Field("kind", m("field.export_kind"), lambda t: parse_choice(m, KIND, t), required=False, default="M"),
+            Field("periodo", m("field.periodo_hist"), lambda t: parse_int(m, t, minimum=0), required=False, default=0),
+            Field("meter", m("field.meter"), lambda t: parse_int(m, t, minimum=1), required=False),
+            Field("file", m("field.export_file"), str.strip, required=False),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            path = "/getConsumoHist" if v["what"] == "historico" else "/getLeituras"
+            query = {"id": self._whose(v), "kind": v["kind"], "periodo": v["periodo"], "id_medidor": v["meter"]}
+            receiver = ExportFile(v["file"])
+
+            def written(_: object) -> str:
+                size = m.number(round(receiver.size / 1_000_000, 1))
+                return m("export.done", path=str(receiver.finish()), rows=receiver.rows, size=size)
+
+            def failed(failure: Failure) -> Failure | str:
+                receiver.abandon()
+                error = failure.value
+                if isinstance(error, OSError):
+                    return m("export.cannot_write", path=str(receiver.path or v["file"]), reason=error.strerror or str(error))
+                return failure
+
+            return self.client.download(path, query, receiver).addCallbacks(written, failed)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)

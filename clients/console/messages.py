@@ -36,6 +36,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  8) Novo token de um cliente ou nova chave de um medidor\n"
             "  9) Trocar de modo\n"
             " 10) Gestão: buscar e alterar clientes, retirar medidores, auditoria\n"
+            "  e) Exportar leituras ou histórico de um cliente (CSV)\n"
             "  0) Sair"
         ),
         "menu.customer": (
@@ -65,6 +66,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.kind": "Agrupar por D (dia), M (mês) ou A (ano) [D]: ",
         "field.periodo_hist": "Quantos períodos atrás (0 = o atual) [0]: ",
         "field.meter": "Medidor (vazio = todos): ",
+        "field.export_what": "Exportar L (leituras) ou H (histórico) [L]: ",
+        "field.export_kind": "Período: D (dia), M (mês) ou A (ano) [M]: ",
+        "field.export_file": "Arquivo (vazio = o nome sugerido pelo servidor, aqui): ",
         "field.meter_credential": "Medidor que recebe chave nova (vazio = token novo do cliente): ",
         "field.alarm_id": "Número do alarme: ",
         # choices: how the API's values are shown and typed
@@ -76,6 +80,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "choice.kind.D": "D",
         "choice.kind.M": "M",
         "choice.kind.Y": "A",
+        "choice.export.leituras": "L",
+        "choice.export.historico": "H",
         # validation
         "invalid.integer": "Digite um número inteiro, não {value!r}.",
         "invalid.nonnegative": "O número não pode ser negativo.",
@@ -88,6 +94,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "invalid.taxid.repeated": "CPF/CNPJ com todos os dígitos iguais não é válido.",
         "invalid.taxid.check_digits": "Os dígitos verificadores do CPF/CNPJ não conferem.",
         "invalid.no_token": "Sem token do operador: use --token, METERD_TOKEN ou --data-dir.",
+        "invalid.date_or_time": "Digite uma data (2026-11-05 ou 05/11/2026) ou data e hora (2026-11-05T14:30), não {value!r}.",
+        "invalid.historico_kind": "O histórico precisa de --kind (D, M ou A).",
+        "invalid.kind_or_dates": "Use --kind (e --periodo) ou --inicio e --fim, não os dois.",
         # results
         "result.customer_created": "Cliente {id} ({name}) cadastrado: ligação {ligacao}, limites {limite_kw} kW e {limite_kwh} kWh/mês, fuso {tz}.",
         "result.customer_token": "TOKEN DO CLIENTE: {token}",
@@ -98,6 +107,11 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "result.meter_key": "CHAVE DO MEDIDOR: {key}",
         "result.key_once": "Guarde esta chave agora: ela é mostrada só esta vez e assina as leituras do medidor.",
         "result.acked": "Alarme {alarm_id} reconhecido.",
+        "export.progress": "Exportando {bar} {percent}  {rows} de {total} linhas",
+        "export.progress_rows": "Exportando… {rows} linhas",
+        "export.done": "Gravado em {path}: {rows} linhas, {size} MB.",
+        "export.done_stdout": "Exportadas {rows} linhas, {size} MB.",
+        "export.cannot_write": "Não foi possível gravar {path}: {reason}.",
         # waiting
         "wait.connecting": "Conectando a {server}…",
         "wait.working": "Consultando o servidor…",
@@ -146,6 +160,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "api.store_unavailable": "o banco de dados está indisponível; tente de novo em instantes",
         "api.alarms_unavailable": "os alarmes não estão disponíveis neste servidor",
         "api.stopping": "o servidor está sendo desligado; tente de novo em instantes",
+        "api.busy": "o servidor está ocupado com outras exportações; tente de novo em instantes",
+        "api.incomplete_answer": "a resposta do servidor foi interrompida antes do fim; nada foi gravado",
         "api.internal_error": "erro interno do servidor (registrado no log dele)",
         "api.not_implemented": "este servidor ainda não oferece esta função",
         # polling
@@ -270,6 +286,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "metavar.meter": "MEDIDOR",
         "metavar.cursor": "CURSOR",
         "metavar.alarm": "ALARME",
+        "metavar.date": "DATA",
+        "metavar.file": "ARQUIVO",
         "help.server": "endereço do servidor (padrão {default}; ou a variável METERD_SERVER)",
         "help.token": "token de acesso (ou a variável {env}; no modo operador, o operator.token do diretório de dados)",
         "help.data_dir": "diretório de dados do servidor, onde está o operator.token (padrão ./meterd-data)",
@@ -292,6 +310,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.cmd.historico": "mostra o histórico de consumo",
         "help.cmd.alarmes": "mostra os alarmes",
         "help.cmd.ack": "reconhece um alarme",
+        "help.cmd.exportar": "grava as leituras (ou o histórico) de um cliente num arquivo CSV",
         "help.id": "CPF ou CNPJ do cliente",
         "help.name": "nome do cliente",
         "help.ligacao": "tipo de ligação: {choices} (padrão {default})",
@@ -411,6 +430,11 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.medidor_retire": "o medidor a retirar",
         "help.medidor_replace": "o medidor retirado a substituir",
         "help.new_mode": "modo do medidor novo: {choices} (padrão: o do retirado)",
+        "help.historico_export": "exporta o histórico por período (com --kind e --periodo) em vez das leituras",
+        "help.kind_export": "um período do calendário: D (dia), M (mês) ou A (ano), com --periodo",
+        "help.inicio": "primeiro dia (2026-11-01 ou 01/11/2026) ou instante (2026-11-01T08:00) das leituras",
+        "help.fim": "último dia, incluído, ou o primeiro instante que fica de fora",
+        "help.saida": "arquivo a gravar (padrão: o nome sugerido pelo servidor, no diretório atual; - é a saída padrão)",
     },
     "en": {
         "app.title": "meterd — console",
@@ -427,6 +451,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
             "  8) New token for a customer or new key for a meter\n"
             "  9) Switch mode\n"
             " 10) Management: find and change customers, retire meters, audit log\n"
+            "  e) Export a customer's readings or history (CSV)\n"
             "  0) Quit"
         ),
         "menu.customer": (
@@ -455,6 +480,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "field.kind": "Group by D (day), M (month) or Y (year) [D]: ",
         "field.periodo_hist": "How many periods back (0 = the current one) [0]: ",
         "field.meter": "Meter (empty = all): ",
+        "field.export_what": "Export R (readings) or H (history) [R]: ",
+        "field.export_kind": "Period: D (day), M (month) or Y (year) [M]: ",
+        "field.export_file": "File (empty = the name the server suggests, here): ",
         "field.meter_credential": "Meter to get a new key (empty = a new token for the customer): ",
         "field.alarm_id": "Alarm number: ",
         "choice.ligacao.mono": "single",
@@ -465,6 +493,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "choice.kind.D": "D",
         "choice.kind.M": "M",
         "choice.kind.Y": "Y",
+        "choice.export.leituras": "R",
+        "choice.export.historico": "H",
         "invalid.integer": "Type a whole number, not {value!r}.",
         "invalid.nonnegative": "The number cannot be negative.",
         "invalid.positive_int": "Type a whole number above zero, not {value!r}.",
@@ -476,6 +506,9 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "invalid.taxid.repeated": "A CPF/CNPJ with all digits equal is not valid.",
         "invalid.taxid.check_digits": "The CPF/CNPJ check digits do not match.",
         "invalid.no_token": "No operator token: use --token, METERD_TOKEN or --data-dir.",
+        "invalid.date_or_time": "Type a date (2026-11-05) or a date and time (2026-11-05T14:30), not {value!r}.",
+        "invalid.historico_kind": "The history needs --kind (D, M or Y).",
+        "invalid.kind_or_dates": "Use --kind (and --periodo) or --inicio and --fim, not both.",
         "result.customer_created": (
             "Customer {id} ({name}) registered: {ligacao} connection, limits {limite_kw} kW and {limite_kwh} kWh/month, time zone {tz}."
         ),
@@ -487,6 +520,11 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "result.meter_key": "METER KEY: {key}",
         "result.key_once": "Save this key now: it is shown only this once and signs the meter's readings.",
         "result.acked": "Alarm {alarm_id} acknowledged.",
+        "export.progress": "Exporting {bar} {percent}  {rows} of {total} rows",
+        "export.progress_rows": "Exporting… {rows} rows",
+        "export.done": "Written to {path}: {rows} rows, {size} MB.",
+        "export.done_stdout": "Exported {rows} rows, {size} MB.",
+        "export.cannot_write": "Could not write {path}: {reason}.",
         "wait.connecting": "Connecting to {server}…",
         "wait.working": "Asking the server…",
         "error.refused": "Refused by the server ({status}): {text}.",
@@ -532,6 +570,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "api.store_unavailable": "the database is unavailable; try again shortly",
         "api.alarms_unavailable": "alarms are not available on this server",
         "api.stopping": "the server is stopping; try again shortly",
+        "api.busy": "the server is busy with other exports; try again shortly",
+        "api.incomplete_answer": "the server's answer stopped before its end; nothing was written",
         "api.internal_error": "internal server error (recorded in its log)",
         "api.not_implemented": "this server does not offer this yet",
         "poll.lost": "Server unreachable; alarms will be checked again when it is back.",
@@ -649,6 +689,8 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "metavar.meter": "METER",
         "metavar.cursor": "CURSOR",
         "metavar.alarm": "ALARM",
+        "metavar.date": "DATE",
+        "metavar.file": "FILE",
         "help.server": "server address (default {default}; or the METERD_SERVER variable)",
         "help.token": "access token (or the {env} variable; in operator mode, the data dir's operator.token)",
         "help.data_dir": "the server's data directory, holding operator.token (default ./meterd-data)",
@@ -671,6 +713,7 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.cmd.historico": "show consumption history",
         "help.cmd.alarmes": "show alarms",
         "help.cmd.ack": "acknowledge an alarm",
+        "help.cmd.exportar": "write a customer's readings (or history) to a CSV file",
         "help.id": "customer CPF or CNPJ",
         "help.name": "customer name",
         "help.ligacao": "connection phases: {choices} (default {default})",
@@ -789,6 +832,11 @@ CATALOG: Final[dict[str, dict[str, str]]] = {
         "help.medidor_retire": "the meter to retire",
         "help.medidor_replace": "the retired meter to replace",
         "help.new_mode": "the new meter's mode: {choices} (default: the retired one's)",
+        "help.historico_export": "export the history by period (with --kind and --periodo) instead of the readings",
+        "help.kind_export": "a calendar period: D (day), M (month) or Y (year), with --periodo",
+        "help.inicio": "first day (2026-11-01) or instant (2026-11-01T08:00) of the readings",
+        "help.fim": "last day, included, or the first instant left out",
+        "help.saida": "the file to write (default: the name the server suggests, in the current directory; - is standard output)",
     },
 }
 

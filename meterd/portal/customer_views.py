@@ -9,16 +9,13 @@ another customer's page gets the API's 403, as the customer's token would.
 
 The few things the API does not answer are composed here from its answers:
 the month-end projection priced by the bill's own rules, the cost per
-history bucket, the 12 months behind a bill, the CSV of a history view.
+history bucket, the 12 months behind a bill.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,6 +29,7 @@ from meterd.portal.fmt import decimal_of
 from meterd.portal.layout import PageContext
 from meterd.web.api import Api
 from meterd.web.errors import ApiError
+from meterd.web.exchange import Reply
 
 __all__ = ["HISTORY_MONTHS", "Viewer", "ack", "alarms", "bill", "history", "history_csv", "overview"]
 
@@ -49,10 +47,16 @@ class Viewer:
     customer_id: str
     client: str  # the browser's address
 
-    async def ask(self, method: str, path: str, **params: Any) -> dict[str, Any]:
+    async def reply(self, method: str, path: str, **params: Any) -> dict[str, Any] | Reply:
         """``path`` for this customer, as the session's principal; ``None`` parameters are left out."""
         values = {"id": self.customer_id, **{k: str(v) for k, v in params.items() if v is not None}}
         return await self.api.call_as(self.principal, method, path, values, self.client)
+
+    async def ask(self, method: str, path: str, **params: Any) -> dict[str, Any]:
+        """A JSON answer of ``path`` for this customer (:meth:`reply`)."""
+        answer = await self.reply(method, path, **params)
+        assert isinstance(answer, dict), f"{path} answered {type(answer).__name__}, not JSON"
+        return answer
 
     def parse(self, path: str, **params: Any) -> dict[str, Any]:
         """The route's own parsing of these parameters (400 ``ApiError`` as the API gives it)."""
@@ -98,25 +102,12 @@ async def history(v: Viewer, query: Mapping[str, str]) -> HistoryPage:
     return HistoryPage(v.ctx, data)
 
 
-async def history_csv(v: Viewer, query: Mapping[str, str]) -> tuple[str, bytes]:
-    """The history view as CSV (RFC 4180, UTF-8, a header row): its file name and its bytes.
-
-    Composed here from the history's JSON until ``/getConsumoHist`` answers
-    ``format=csv`` itself (the exports work); then this asks for that instead.
-    Columns are the JSON's names: each bucket's start (ISO, the customer's
-    zone), its kWh with 3 decimals and whether it was estimated.
-    """
+async def history_csv(v: Viewer, query: Mapping[str, str]) -> Reply:
+    """The history view as the API's CSV (``/getConsumoHist`` with ``format=csv``: its file name, its columns)."""
     args = _history_args(v, query)
-    h = await v.ask("GET", "/getConsumoHist", kind=args["kind"], periodo=args["periodo"], id_medidor=args["id_medidor"])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["start", "kwh", "estimated"])
-    for bucket in h["buckets"]:
-        kwh = decimal_of(bucket["kwh"]).quantize(Decimal("0.001"))
-        writer.writerow([bucket["start"], f"{kwh:f}", "true" if bucket["estimated"] else "false"])
-    meter = f"-medidor{args['id_medidor']}" if args["id_medidor"] else ""
-    name = f"consumo-{h['id']}-{h['kind']}-{h['start'][: {'D': 10, 'M': 7, 'Y': 4}[h['kind']]]}{meter}.csv"
-    return name, out.getvalue().encode("utf-8")
+    csv = await v.reply("GET", "/getConsumoHist", kind=args["kind"], periodo=args["periodo"], id_medidor=args["id_medidor"], format="csv")
+    assert not isinstance(csv, dict), "/getConsumoHist answered JSON when asked for CSV"
+    return csv
 
 
 async def bill(v: Viewer, query: Mapping[str, str]) -> BillPage:

@@ -67,16 +67,16 @@ from meterd.portal.static import load_assets
 from meterd.portal.throttle import LoginThrottle
 from meterd.readings import InvalidField, customer_id
 from meterd.store.base import StoreError
-from meterd.web.api import Api, run_now
+from meterd.web.api import Api, run_now, write_reply
 from meterd.web.errors import ApiError
-from meterd.web.exchange import Answer, Incoming, incoming_of, write_answer
+from meterd.web.exchange import Answer, Incoming, Reply, incoming_of, write_answer
 
 __all__ = ["Portal"]
 
 log = Logger()
 
 Access = Literal["public", "session", "operator"]
-Handler = Callable[["Visit"], Awaitable[Answer]]
+Handler = Callable[["Visit"], Awaitable[Reply]]
 
 HTML: Final = HTML_CONTENT_TYPE.encode()
 TEXT: Final = b"text/plain; charset=utf-8"
@@ -164,7 +164,7 @@ class Portal:
             return method in ("GET", "HEAD")
         return path == routes.PREFIX or path.startswith(routes.PREFIX + "/")
 
-    def dispatch(self, incoming: Incoming) -> Coroutine[Any, Any, Answer]:
+    def dispatch(self, incoming: Incoming) -> Coroutine[Any, Any, Reply]:
         """The answer to any request of meterd's port: the portal's pages here, the rest the API's."""
         if self.owns(incoming.method, incoming.path):
             return self.respond(incoming)
@@ -175,7 +175,7 @@ class Portal:
         if request.path == _EVENTS and request.method == b"GET":
             Deferred.fromCoroutine(self._stream(request)).addErrback(self._stream_failed, request)
         else:
-            run_now(self.dispatch(incoming_of(request)), partial(write_answer, request))
+            run_now(self.dispatch(incoming_of(request)), partial(write_reply, request))
 
     def token_replaced(self, customer_id: str) -> None:
         """A customer got a new token (``/novoToken``, here or in another process): their sessions end now."""
@@ -184,7 +184,7 @@ class Portal:
 
     # -- one request -------------------------------------------------------------------
 
-    async def respond(self, incoming: Incoming) -> Answer:
+    async def respond(self, incoming: Incoming) -> Reply:
         started = time.perf_counter()
         path = incoming.path
         page = self.pages.get(path)
@@ -205,7 +205,7 @@ class Portal:
         answer.headers["Server-Timing"] = f"portal;dur={(time.perf_counter() - started) * 1000:.1f}"
         return answer
 
-    async def _answer(self, visit: Visit, page: Page | None) -> Answer:
+    async def _answer(self, visit: Visit, page: Page | None) -> Reply:
         incoming = visit.incoming
         if page is None:
             asset = self.assets.get(incoming.path.removeprefix(routes.STATIC + "/"))
@@ -376,13 +376,13 @@ class Portal:
 
         return handler
 
-    async def _history_csv(self, visit: Visit) -> Answer:
+    async def _history_csv(self, visit: Visit) -> Reply:
         viewer = self._viewer(visit, visit.query)
         if isinstance(viewer, Answer):
             return viewer
-        name, body = await customer_views.history_csv(viewer, visit.query)
-        headers = {**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
-        return Answer(200, b"text/csv; charset=utf-8", body, headers)
+        reply = await customer_views.history_csv(viewer, visit.query)
+        reply.headers.update(SECURITY_HEADERS)
+        return reply
 
     async def _ack(self, visit: Visit) -> Answer:
         viewer = self._viewer(visit, visit.form)

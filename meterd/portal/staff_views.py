@@ -38,7 +38,9 @@ class Desk:
 
     async def ask(self, method: str, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         values = {k: v for k, v in params.items() if v not in (None, "")}
-        return await self.api.call_as(OPERATOR, method, path, values, self.client)
+        answer = await self.api.call_as(OPERATOR, method, path, values, self.client)
+        assert isinstance(answer, dict), f"{path} answered {type(answer).__name__}, not JSON"
+        return answer
 
     def field_errors(self, path: str, values: Mapping[str, str]) -> dict[str, str]:
         """Each field of the route that ``values`` gets wrong, with the reason in the page's language."""

@@ -24,6 +24,7 @@ store's attributes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 from twisted.enterprise import adbapi
@@ -31,6 +32,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from meterd.exports import ReadingsPage
 from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
@@ -46,6 +48,7 @@ _CUSTOMER_COLUMNS = schema.CUSTOMER_COLUMNS
 _METER_COLUMNS = schema.METER_COLUMNS
 _METER_FIELDS = schema.METER_FIELDS
 CREATE_METER_TRIES = 5  # another process may take the same next meter id (engines whose store is shared)
+_NO_TS = 2**63 - 1  # past every reading time: an open end
 
 
 class Engine(Protocol):
@@ -468,6 +471,108 @@ class SqlStore(AlarmSql, OperationsSql):
             return result
 
         return self._read(query).addCallback(remember)
+
+
+    # -- exports -------------------------------------------------------------
+
+    def readings_page(
+        self, customer_id: str, meter_ids: Sequence[int], start: int | None, end: int | None,
+        after: tuple[int, int] | None, limit: int,
+    ) -> Deferred[ReadingsPage]:
+        """Up to ``limit`` of these meters' readings in ``[start, end)`` after the key ``after``, in (ts, meter) order.
+
+        Keyset paging: each page asks, per meter and per table of readings,
+        for the first ``limit + 1`` readings from where the meter's own
+        readings resume (an index range, however far into a year it is)
+        and for the one before them (the first row's consumption), and keeps
+        the first ``limit`` of them all. A reading stored meanwhile behind
+        the key is not seen, one ahead of it is. The tables are asked logs
+        first, so a reading being moved is found (meterd.store.readings_log).
+
+        With write logs, the logs hold the newest readings: asked from the
+        middle of a year, each would give ``limit + 1`` rows the page cannot
+        use. So the main table, last in ``reading_tables``, is first probed
+        (on its index alone) for its ``limit + 1``-th reading from there,
+        and the logs are asked only up to it: those readings stay in the
+        main table (rows only ever move into it), so no reading after that
+        one can be among the page's.
+        """
+        tables = self.engine.reading_tables
+        logs, main = tables[:-1], tables[-1]
+
+        def lower(meter_id: int) -> int:
+            lo = start or 0
+            if after is not None:
+                ts, meter = after
+                lo = max(lo, ts + 1 if meter_id <= meter else ts)
+            return lo
+
+        def query(txn: Any) -> ReadingsPage:
+            runs: list[list[tuple[int, int, int]]] = []  # each meter's first readings, in time order
+            previous: dict[int, Sample | None] = {}
+            for meter_id in meter_ids:
+                lo, found, before = lower(meter_id), [], None
+                hi = reach = _NO_TS if end is None else end
+                if logs:
+                    row = self._one(
+                        txn, f"SELECT ts FROM {main} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?",
+                        (customer_id, meter_id, lo, hi, limit),
+                    )
+                    reach = hi if row is None else row[0] + 1
+                for table in tables:
+                    txn.execute(
+                        self.sql(
+                            f"SELECT ts, meter_id, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+                        ),
+                        (customer_id, meter_id, lo, reach if table != main else hi, limit + 1),
+                    )
+                    if rows := txn.fetchall():
+                        found.append(rows)
+                    row = self._one(
+                        txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
+                        (customer_id, meter_id, lo),
+                    )
+                    if row and (before is None or row[0] > before.ts):
+                        before = Sample(*row)
+                previous[meter_id] = before
+                if len(found) > 1:  # a reading being moved is the same row in two tables
+                    found = [sorted(set(chain.from_iterable(found)))[: limit + 1]]
+                runs.extend(found)
+            rows = runs[0] if len(runs) == 1 else sorted(chain.from_iterable(runs))
+            return ReadingsPage(rows[:limit], previous, len(rows) > limit)
+
+        return self._read(query)
+
+    def count_readings(self, customer_id: str, meter_ids: Sequence[int], start: int | None, end: int | None) -> Deferred[int]:
+        """How many readings of these meters lie in ``[start, end)``: the hourly rollups' counts, and the readings of partial hours."""
+        tables = self.engine.reading_tables
+
+        def readings_between(txn: Any, meter_id: int, lo: int, hi: int) -> int:
+            union = " UNION ".join(f"SELECT ts FROM {t} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?" for t in tables)
+            row = self._one(txn, f"SELECT COUNT(*) FROM ({union}) AS edge", (customer_id, meter_id, lo, hi) * len(tables))
+            return int(row[0])
+
+        def query(txn: Any) -> int:
+            lo, hi = start or 0, _NO_TS if end is None else end
+            first_hour = -(-lo // HOUR_US) * HOUR_US  # the first whole hour inside [lo, hi)...
+            last_hour = hi // HOUR_US * HOUR_US  # ... and where the whole hours stop
+            total = 0
+            for meter_id in meter_ids:
+                if first_hour >= last_hour:
+                    total += readings_between(txn, meter_id, lo, hi)
+                    continue
+                row = self._one(
+                    txn, "SELECT COALESCE(SUM(n), 0) FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?",
+                    (customer_id, meter_id, first_hour, last_hour),
+                )
+                total += int(row[0])
+                if lo < first_hour:
+                    total += readings_between(txn, meter_id, lo, first_hour)
+                if last_hour < hi:
+                    total += readings_between(txn, meter_id, last_hour, hi)
+            return total
+
+        return self._read(query)
 
 
 def _register_usage(meter_id: int, edges: Sequence[int], around: Sequence[Around]) -> Usage:

@@ -20,8 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.server import Request
 
-from meterd import credentials, periods
+from meterd import credentials, exports, periods
 from meterd.alarms import Alarms, UnknownAlarm, alarm_json, view_json
 from meterd.bill_cache import BillCache
 from meterd.billing import compute_bill
@@ -46,8 +47,10 @@ from meterd.tariff import LIGACOES, Tariff
 from meterd.web import params as p
 from meterd.web import routes
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
-from meterd.web.exchange import Answer, Incoming
+from meterd.web.exchange import Answer, Incoming, Reply, Streamed, write_answer
+from meterd.web.formats import FORMAT, wants_csv
 from meterd.web.routes import Route, route
+from meterd.web.streaming import write_stream
 
 log = Logger()
 T = TypeVar("T")
@@ -76,7 +79,8 @@ class Call:
     principal: Principal | None
 
 
-Handler = Callable[[Call], Awaitable[tuple[int, dict[str, Any]]]]
+#: A handler answers ``(status, JSON object)``, or a reply of its own (another media type, a streamed body).
+Handler = Callable[[Call], Awaitable[tuple[int, dict[str, Any]] | Reply]]
 
 # -- the fields the routes share --------------------------------------------------
 
@@ -225,7 +229,7 @@ class Api:
 
     # -- answering ----------------------------------------------------------
 
-    async def respond(self, incoming: Incoming) -> Answer:
+    async def respond(self, incoming: Incoming) -> Reply:
         """The answer to one request; anything unexpected is logged and becomes a 500."""
         try:
             return await self._respond(incoming)
@@ -234,7 +238,7 @@ class Api:
             error = ApiError(500, "internal_error", "internal error; it has been logged")
             return self._answer("error", error.status, orjson.dumps(error.body()), error.headers)
 
-    async def _respond(self, incoming: Incoming) -> Answer:
+    async def _respond(self, incoming: Incoming) -> Reply:
         """In the order the API promises: 404 route, 405, 400/415 body, 401, 400 fields, 403, then the handler.
 
         (A body over 64 KiB never gets here: the HTTP channel answers 413 from its headers.)
@@ -253,19 +257,21 @@ class Api:
             principal = await self.identify(route, incoming, params)
             args = route.parse(params)
             self.authorize(route, principal, args)
-            status, payload = await handler(Call(incoming, params, args, principal))
+            result = await handler(Call(incoming, params, args, principal))
         except ApiError as e:
             return self._answer(label, e.status, orjson.dumps(e.body()), e.headers)
         except StoreError:
             error = ApiError(503, "store_unavailable", "the store is unavailable; retry shortly")
             return self._answer(label, 503, orjson.dumps(error.body()), {})
-        except _Raw as raw:
-            return self._answer(label, 200, raw.body, {}, raw.content_type)
+        if isinstance(result, (Answer, Streamed)):
+            self._counter(label, result.status).inc()
+            return result
+        status, payload = result
         return self._answer(label, status, orjson.dumps(payload), {})
 
     async def call_as(
         self, principal: Principal, method: str, path: str, params: Mapping[str, Any], client: str = ""
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | Reply:
         """A route called in this process on behalf of ``principal``: what the web portal's pages show.
 
         The same declaration parses ``params`` (strings, as in a query
@@ -273,7 +279,8 @@ class Api:
         route's own handler answers, so a customer's login session sees exactly what
         the customer's token would; ``client`` is the browser's address (the
         audit log's "from where"). Raises :class:`ApiError` as the handler
-        does (and ``StoreError``); returns the JSON body of a success.
+        does (and ``StoreError``); returns the JSON body of a success, or the
+        handler's own reply (a CSV, a streamed body).
         """
         found = self.routes.get(path)
         if found is None or found[0].method != method:
@@ -282,12 +289,12 @@ class Api:
         args = route.parse(params)
         self.authorize(route, principal, args)
         incoming = Incoming(method, path, b"", None, None, b"", client)
-        _, payload = await handler(Call(incoming, dict(params), args, principal))
-        return payload
+        result = await handler(Call(incoming, dict(params), args, principal))
+        return result if isinstance(result, (Answer, Streamed)) else result[1]
 
-    def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str], content_type: bytes = JSON) -> Answer:
+    def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str]) -> Answer:
         self._counter(label, status).inc()
-        return Answer(status, content_type, body, headers)
+        return Answer(status, JSON, body, headers)
 
     def count(self, route: str, status: int, n: int) -> None:
         """Answers given elsewhere (an HTTP worker's own), in the request counters."""
@@ -478,16 +485,19 @@ class Api:
         routes.choice("kind", "D: a day by hours, M: a month by days, Y: a year by months", periods.KINDS, fold=str.upper),
         routes.integer("periodo", PERIODO, maximum=MAX_HISTORY_PERIODS).optional(0),
         METER.optional(description="only this meter (default: all of the customer's)"),
+        FORMAT,
         summary="Consumption history of a calendar day, month or year",
         description=(
             "Periods are calendar periods in the customer's time zone. `D` has hourly buckets,"
             " `M` daily, `Y` monthly. Register meters: consumption is the difference of the"
             " linearly interpolated register; a bucket interpolated across a gap longer than"
-            " an hour is `estimated`."
+            " an hour is `estimated`. As CSV (`format=csv` or `Accept: text/csv`): one row per"
+            " bucket, `start,end,kwh,estimated` and a `medidor_N_kwh` column per meter, with a"
+            " `Content-Disposition` file name and the number of rows in `X-Total-Count`."
         ),
-        ok=((200, "the history", "History"),), errors=(404, 503),
+        ok=((200, "the history", "History"),), errors=(404, 503), also=(exports.CSV_MEDIA,),
     )
-    async def history(self, call: Call) -> tuple[int, dict[str, Any]]:
+    async def history(self, call: Call) -> tuple[int, dict[str, Any]] | Answer:
         a = call.args
         customer = await self.customer(a["id"])
         kind, periodo = a["kind"], a["periodo"]
@@ -499,6 +509,11 @@ class Api:
             raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
         edges = periods.bucket_edges(kind, start, end, tz)
         usages = await self._usage(customer, meter_ids, edges)
+        if wants_csv(a["format"], call.incoming.accept):
+            filename = exports.history_filename(customer.name, customer.id, a["id_medidor"], kind, start, tz)
+            body = exports.history_csv(edges, [(u.meter_id, u.buckets) for u in usages], tz)
+            headers = {"Content-Disposition": exports.attachment(filename), "X-Total-Count": str(len(edges) - 1)}
+            return Answer(200, exports.CSV, body, headers)
         buckets = []
         for i in range(len(edges) - 1):
             wh = sum(u.buckets[i][0] for u in usages)
@@ -647,8 +662,8 @@ class Api:
         summary="Prometheus metrics", tag="operations", media="text/plain",
         ok=((200, "Prometheus text exposition format 0.0.4", None),),
     )
-    async def prometheus(self, call: Call) -> tuple[int, dict[str, Any]]:
-        raise _Raw(b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
+    async def prometheus(self, call: Call) -> Answer:
+        return Answer(200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(), {})
 
 
 
@@ -665,12 +680,12 @@ def customer_json(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "ligacao": c.ligacao, "limite_kw": kwh(c.limit_w), "limite_kwh": kwh(c.limit_wh), "tz": c.tz}
 
 
-class _Raw(Exception):
-    """A non-JSON answer (the metrics text); carried out of the handler as an exception."""
-
-    def __init__(self, content_type: bytes, body: bytes) -> None:
-        self.content_type = content_type
-        self.body = body
+def write_reply(request: Request, reply: Reply) -> None:
+    """A whole answer at once, a streamed one as the client reads it."""
+    if isinstance(reply, Streamed):
+        write_stream(request, reply)
+    else:
+        write_answer(request, reply)
 
 
 def run_now(coroutine: Coroutine[Deferred[Any], Any, T], deliver: Callable[[T], object]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from meterd.web import openapi
 from meterd.web.api import Api, Call
+from meterd.web.exports import Exports
 from meterd.web.fleet import Fleet
 from meterd.web.operations import Operations
 from meterd.web.routes import Route, route, routes_of
@@ -30,7 +31,7 @@ class Document:
         return 200, openapi_document()
 
 
-ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document, Operations, Fleet)
+ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document, Operations, Exports, Fleet)
 
 
 def all_routes() -> list[Route]:

@@ -84,7 +84,8 @@ def document(
             "version": meterd.__version__,
             "description": (
                 "Smart-meter head-end and billing server. Every answer is a JSON object"
-                " (`application/json; charset=utf-8`) except `/metrics`; every error is"
+                " (`application/json; charset=utf-8`) except `/metrics` and the CSV forms of"
+                " `/getConsumoHist` and `/getLeituras` (`format=csv`, or `Accept: text/csv`); every error is"
                 " `{\"error\": {\"code\", \"message\"}}`. Bodies over 64 KiB get 413,"
                 " unknown routes 404 `unknown_route`, GET routes also answer HEAD."
                 + _PARAMS_NOTE
@@ -133,6 +134,8 @@ def _operation(route: Route) -> dict[str, Any]:
             description, schema = ok[0]
             media = {"type": "string"} if route.media == "text/plain" else {"type": "object"}
             content = _json(_ref(schema)) if schema else {route.media: {"schema": media}}
+            if status == 200:
+                content.update({other: {"schema": {"type": "string"}} for other in route.also})
             responses[str(status)] = {"description": description, "content": content}
         else:
             responses[str(status)] = {"$ref": f"#/components/responses/{_ERROR_RESPONSES[status]}"}
@@ -304,6 +307,32 @@ _COMPONENTS: dict[str, Any] = {
             "required": ["start", "kwh", "estimated"],
             "additionalProperties": False,
             "properties": {"start": _ISO, "kwh": _KWH, "estimated": {"type": "boolean"}},
+        },
+        "Readings": {
+            "type": "object",
+            "required": ["id", "tz", "inicio", "fim", "total", "leituras", "cursor"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "tz": {"type": "string"},
+                "inicio": {**_ISO_OR_NULL, "description": "the period's first instant (null: from the first reading)"},
+                "fim": {**_ISO_OR_NULL, "description": "the first instant after the period (null: to the newest reading)"},
+                "total": {"type": "integer", "minimum": 0, "description": "readings in the whole period"},
+                "leituras": {"type": "array", "items": _ref("Reading")},
+                "cursor": {"type": "string", "nullable": True, "description": "send it back for the next page; null: this is the last"},
+            },
+        },
+        "Reading": {
+            "type": "object",
+            "required": ["id_medidor", "timestamp", "valor_kwh", "consumo_kwh", "estimated"],
+            "additionalProperties": False,
+            "properties": {
+                "id_medidor": {"type": "integer", "minimum": 1},
+                "timestamp": _ISO,
+                "valor_kwh": {**_KWH, "description": "as the meter sent it: the register, or the interval's energy"},
+                "consumo_kwh": {**_KWH, "description": "the consumption since the meter's previous reading"},
+                "estimated": {"type": "boolean", "description": "the previous reading is more than an hour before this one"},
+            },
         },
         "Bill": {
             "type": "object",
