@@ -62,7 +62,8 @@ B = make_cpf("168995350")
 def test_rows_carry_every_byte_through_json() -> None:
     every_byte = bytes(range(256))
     incoming = Incoming(
-        "POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', "2001:db8::1", "a=\xe9", '"x"'
+        "POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', "2001:db8::1", "text/csv",
+        "meterd_portal=\xe9", '"x"',
     )
     assert incoming_from_row(orjson.loads(orjson.dumps(incoming_row(incoming)))) == incoming
     answer = Answer(405, b"application/json; charset=utf-8", every_byte, {"Allow": "GET, HEAD"})
@@ -113,7 +114,7 @@ def test_a_worker_forwards_a_request_and_writes_the_answer_meterd_sends() -> Non
     [sent] = frames(stdio.value())
     [[id_, *row]] = sent["requests"]
     assert incoming_from_row(row) == Incoming(
-        "POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', "127.0.0.1", "meterd_portal=abc", '"e1"'
+        "POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', "127.0.0.1", None, "meterd_portal=abc", '"e1"'
     )
     assert client.value() == b""  # nothing until meterd answers
     worker.dataReceived(frame({"answers": [[id_, *answer_row(Answer(409, b"application/json", b'{"e":1}', {"X-Why": "exists"}))]]}))
