@@ -77,13 +77,16 @@ class World:
     posted: list[Posted]
 
 
-@pytest_twisted.async_yield_fixture(scope="module", params=["reactor", pytest.param("http-workers", marks=pytest.mark.slow), "postgresql"])
+NO_PG = pytest.mark.skipif(not os.environ.get("METERD_TEST_PG"), reason="METERD_TEST_PG not set: no PostgreSQL to test against")
+
+
+@pytest_twisted.async_yield_fixture(
+    scope="module", params=["reactor", pytest.param("http-workers", marks=pytest.mark.slow), pytest.param("postgresql", marks=NO_PG)]
+)
 async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     """Served by meterd's reactor on SQLite, through an HTTP worker, and on PostgreSQL (with METERD_TEST_PG)."""
     args: tuple[str, ...] = ("--http-workers", "1") if request.param == "http-workers" else ()
     if request.param == "postgresql":
-        if not os.environ.get("METERD_TEST_PG"):
-            pytest.skip("METERD_TEST_PG not set: no PostgreSQL to test against")
         reset_pg()
         args = ("--db", pg_dsn())
     server = await start_server(tmp_path_factory.mktemp("exports") / "data", *args)
