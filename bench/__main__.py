@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,attack,search,export,billing]``: run the benchmark, print one table.
+"""``python -m bench [--quick] [--only ingest,http,history,rss,scaleout,attack,search,export,portal,billing]``: run the benchmark, print one table.
 
 Phases (the targets are docs/performance.md's), each with its baseline measured in the same run:
   ingest   signed, acked, durable UDP readings from many meters vs a bare Twisted UDP loop that only parses JSON
@@ -13,6 +13,8 @@ Phases (the targets are docs/performance.md's), each with its baseline measured 
            fleet's first-try acks under a garbage flood with --udp-workers 0 and 1
   search   (only when asked for) /buscaClientes over 100,000 customers vs /health on the same connections
   export   (only when asked for) a year of one-minute readings as one streamed CSV vs a plain SQL loop over the rows
+  portal   (only when asked for) each web portal page's server-side time for a customer with a year of one-minute readings,
+           vs the JSON route the page is built on
   billing  (only when asked for) a billing run of 100,000 customers vs one plain query of their readings (bench/billing.py)
 """
 
@@ -36,11 +38,12 @@ from typing import Any
 from bench import billing, pg, search
 from bench.common import median, metric_values, percentile, python, subprocess_env
 from bench.export import phase_export
+from bench.portal import phase_portal
 from bench.report import Report, Row, ms, rate, ratio
 from bench.server import Baseline, Meterd, raise_rmem_max, rmem_max
 from meterd.service import UDP_RECEIVE_BUFFER
 
-PHASES = ("ingest", "http", "history", "rss", "scaleout", "attack", "search", "export", "billing")
+PHASES = ("ingest", "http", "history", "rss", "scaleout", "attack", "search", "export", "portal", "billing")
 # scaleout needs a PostgreSQL server, attack floods the machine for about three minutes: asked for by name
 DEFAULT_PHASES = ("ingest", "http", "history", "rss")
 SCALEOUT_SOCKETS = 16  # source ports per sender process, so SO_REUSEPORT has something to spread
@@ -993,6 +996,8 @@ def main(argv: list[str]) -> int:
             search.phase(report, work, 20_000 if a.quick else 100_000, 100 if a.quick else 300)
         if "export" in a.phases:
             phase_export(a, report, work, prepare, log)
+        if "portal" in a.phases:
+            phase_portal(a, report, work, prepare, log)
         if "billing" in a.phases:  # long (a minute of preparation): asked for by name
             billing.phase(report, work, 20_000 if a.quick else 100_000, 24.0, a.profile)
     finally:

@@ -655,6 +655,14 @@ class Alarms(Service):
             active, events, last = book.active(customer_id), book.events_after(customer_id, cursor, limit), book.last_event_id
         return page(active, events, last, cursor, limit)
 
+    def recent(self, customer_id: str, alarm_ids: Sequence[int]) -> list[Alarm]:
+        """The customer's alarms of these ids that memory holds, newest first (the portal's past alarms).
+
+        The book keeps the alarms its recent events refer to; with a shared
+        store it holds only active ones, and the rest are not listed.
+        """
+        return [] if self.book is None else self.book.known(customer_id, alarm_ids)
+
     async def ack(self, customer_id: str, alarm_id: int) -> Alarm:
         """Acknowledge; returns once the ack is stored. UnknownAlarm if not this customer's."""
         await self.ready()

@@ -45,16 +45,23 @@ class Directory:
         self.meter_listeners: list[Callable[[MeterEntry], None]] = []
         # Told of every customer added or changed (credentials included): answers kept elsewhere go stale.
         self.customer_listeners: list[Callable[[Customer], None]] = []
+        # Told of a customer whose token was replaced: what the old one opened (a portal login session) ends.
+        self.token_listeners: list[Callable[[str], None]] = []
 
     def add_customer(self, customer: Customer) -> None:
         """A customer registered, or changed: a token it no longer has opens nothing from now on."""
         old = self.customers.get(customer.id)
+        replaced = False
         if old is not None and old.token_hash != customer.token_hash:
             self._tokens.pop(old.token_hash, None)
+            replaced = True
         self.customers[customer.id] = customer
         self._tokens[customer.token_hash] = Principal("customer", customer.id)
         for listener in self.customer_listeners:
             listener(customer)
+        if replaced:
+            for token_listener in self.token_listeners:
+                token_listener(customer.id)
 
     def add_meter(self, meter: Meter) -> None:
         """A meter registered, or changed (a new key, retired): listeners are told, and the UDP workers through them."""

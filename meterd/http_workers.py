@@ -2,7 +2,8 @@
 
 meterd spawns N :mod:`meterd.http_worker` processes and gives each the
 listening HTTP socket. A worker parses each request and sends it over; meterd
-answers it with the same :meth:`~meterd.web.api.Api.respond` as its own port
+answers it with the same code as its own port (the API's
+:meth:`~meterd.web.api.Api.respond`, the web portal's pages)
 and sends the answer back, gathered per reactor turn. A streamed answer
 (:class:`~meterd.web.exchange.Streamed`) goes a chunk per frame, each sent
 when the worker asks for it (its client has taken the one before), with one
@@ -18,6 +19,7 @@ answers themselves; while none is, the reactor accepts again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from functools import partial
 from typing import Any
@@ -27,7 +29,7 @@ from twisted.python.failure import Failure
 
 from meterd.generation import Generation
 from meterd.web.api import Api, run_now
-from meterd.web.exchange import Reply, Streamed, answer_row, incoming_from_row
+from meterd.web.exchange import Incoming, Reply, Streamed, answer_row, incoming_from_row
 from meterd.web.request import Limits
 from meterd.web.streaming import Pump
 from meterd.worker_process import GENERATION_FD
@@ -43,6 +45,8 @@ class HttpWorkers(WorkerPool):
     def __init__(self, count: int, api: Api, limits: Limits, reactor: Any) -> None:
         super().__init__(count, reactor)
         self.api = api
+        #: What answers a request: the API's, unless meterd serves more on its port (the web portal's dispatch).
+        self.respond: Callable[[Incoming], Coroutine[Any, Any, Reply]] = api.respond
         self.limits = limits
         # Other processes settle alarms in a shared store without moving this
         # process's generation: there, every poll goes to meterd, which reads the store.
@@ -89,7 +93,7 @@ class HttpWorkers(WorkerPool):
             stream = self.streams.pop((link, id_), None)
             if stream is not None:
                 stream.pump.stop()
-        respond = self.api.respond
+        respond = self.respond
         for id_, *row in message.get("requests", ()):
             run_now(respond(incoming_from_row(row)), partial(self._answered, link, id_))
 

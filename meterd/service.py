@@ -20,7 +20,6 @@ import gc
 import os
 import socket
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,6 +44,7 @@ from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.notices import Notices
 from meterd.options import Options
+from meterd.portal.site import Portal
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
 from meterd.store.sqlite import SqliteStore
@@ -52,10 +52,11 @@ from meterd.sync import DirectorySync
 from meterd.twisted_internals import datagram_socket
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
-from meterd.web.api import Api, Settings, serve
+from meterd.web.api import Api, Settings
 from meterd.web.app import mount_all
 from meterd.web.bills import Bills
 from meterd.web.exports import Exports
+from meterd.web.fleet import Fleet
 from meterd.web.operations import Operations
 from meterd.web.request import make_site, with_backlog
 
@@ -101,6 +102,8 @@ class Parts:
     alarms: Alarms
     runs: BillingRuns
     api: Api
+    fleet: Fleet
+    portal: Portal
     meters: MeterProtocol
     udp_workers: UdpWorkers | None
     http_workers: HttpWorkers | None
@@ -121,11 +124,13 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
         meter_mode=config["meter-mode"],
     )
     runs = BillingRuns(store, config["tariff"], clock, config["tz"], bills)
-    api = Api(settings, store, directory, ingest, metrics, clock, bills, alarms)
-    mount_all(api, Bills(api, config["tariff"], runs, IssuedBills(store)), Operations(api), Exports(api))
+    api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
+    fleet = Fleet(api, alarms, clock)
+    mount_all(api, Bills(api, runs, IssuedBills(store)), Operations(api), Exports(api), fleet)
+    portal = Portal(api, clock, secure=config["http"].startswith("ssl:"))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
-        config, clock, metrics, store, directory, ingest, bills, alarms, runs, api, meters,
+        config, clock, metrics, store, directory, ingest, bills, alarms, runs, api, fleet, portal, meters,
         UdpWorkers(config["udp-workers"], meters, directory, ingest, metrics, default_reactor) if config.get("udp-workers") else None,
         HttpWorkers(config["http-workers"], api, config["limits"], default_reactor) if config.get("http-workers") else None,
     )
@@ -147,6 +152,10 @@ def connect(parts: Parts) -> None:
        settlement and every change of credentials: a poll they answered
        before is answered by meterd again.
     4. The UDP workers are told every new meter's key.
+    5. The web portal's open alarms pages are told of every alarm
+       settlement; a customer's new token ends their portal sessions; the
+       HTTP workers' requests are answered by the portal's dispatch (its
+       pages, and the API for the rest).
     """
     ingest, bills, alarms = parts.ingest, parts.bills, parts.alarms
     ingest.observers.append(lambda readings, outcomes, _: bills.readings_stored(readings, outcomes))
@@ -158,6 +167,10 @@ def connect(parts: Parts) -> None:
         parts.directory.customer_listeners.append(lambda _: bump())
     if parts.udp_workers is not None:
         parts.directory.meter_listeners.append(parts.udp_workers.meter_added)
+    alarms.settled_listeners.append(parts.portal.live.changed)
+    parts.directory.token_listeners.append(parts.portal.token_replaced)
+    if parts.http_workers is not None:
+        parts.http_workers.respond = parts.portal.dispatch
 
 
 class Meterd(service.MultiService):
@@ -172,7 +185,7 @@ class Meterd(service.MultiService):
         self._tuning: tuning.Tuning | None = None
         self._umask: int | None = None
         self._stopping: Deferred[None] | None = None
-        for child in (parts.ingest, parts.alarms, parts.runs, Notices(parts.metrics.recent)):
+        for child in (parts.ingest, parts.alarms, parts.runs, Notices(parts.metrics.recent), parts.fleet.sampler, parts.portal.live):
             child.setServiceParent(self)
         if parts.store.shared:  # other processes change the directory too
             DirectorySync(parts.store, parts.directory, parts.clock).setServiceParent(self)
@@ -236,7 +249,7 @@ class Meterd(service.MultiService):
         try:
             limits = config["limits"].within_descriptors()
             log.info("HTTP: at most {n} connections, {a} from one address", n=limits.max_connections, a=limits.max_per_address)
-            site = make_site(partial(serve, parts.api), limits, parts.metrics.http_refused, default_reactor)
+            site = make_site(parts.portal.serve, limits, parts.metrics.http_refused, default_reactor)
             port: IListeningPort = await endpoint.listen(site)
         except Exception as e:
             raise StartError(f"cannot listen for HTTP on {description}: {_reason(e)}") from None

@@ -639,6 +639,18 @@ def test_one_active_alarm_per_customer_meter_rule() -> None:
     assert book.active_alarm("c1", 3, "demand") is None
 
 
+def test_every_active_alarm_and_the_ended_ones_memory_holds() -> None:
+    book = AlarmBook()
+    book.apply("c2", 1, "demand", Decision.RAISE, T, 7, 6)
+    book.apply("c1", 1, "silent", Decision.RAISE, T, 900, 900)
+    book.apply("c1", None, "monthly", Decision.RAISE, T, 1001, 1000)
+    book.apply("c1", 1, "silent", Decision.CLEAR, T + S, 0, 900)
+    assert [(a.customer_id, a.rule) for a in book.every_active()] == [("c2", "demand"), ("c1", "monthly")]  # oldest first
+    # The portal's past alarms: the customer's own, by id, newest first; another's never.
+    assert [(a.alarm_id, a.active) for a in book.known("c1", [2, 3, 1, 99])] == [(3, True), (2, False)]
+    assert book.known("c2", [2, 3]) == []
+
+
 def test_rule_and_meter_are_checked() -> None:
     book = AlarmBook()
     with pytest.raises(ValueError):

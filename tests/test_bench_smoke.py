@@ -127,3 +127,14 @@ def test_export_phase_exports_every_row_with_its_figures() -> None:
     assert all("PASS" in line for line in rows if "rows exported" in line), done.stdout  # the figures are not checked, the rows are
     assert all(re.search(r"[0-9,]+/s\s+[0-9,]+/s \(plain SQL\)\s+[0-9.]+x", line) for line in rows if "rows/s" in line), done.stdout
     assert all(re.search(r"\d+ MB peak\s+\d+ MB before\s+\+-?[0-9.]+ MB", line) for line in rows if "server RSS" in line), done.stdout
+
+
+def test_quick_portal_phase_times_every_page_against_its_json_route() -> None:
+    done = _bench("--quick", "--only", "portal", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if "(/portal/" in line]
+    assert len(rows) == 8, done.stdout
+    for row in rows:
+        assert "HTTP " not in row and "p99 < 50 ms" in row, row  # every page and its JSON route answered 200
+        assert re.search(r"[\d.]+ / [\d.]+ ms \(client [\d.]+\)\s+/get\w+ [\d.]+ / [\d.]+ ms\s+[\d.]+x", row), row
+    assert "the first request of each page" in done.stdout

@@ -61,7 +61,10 @@ B = make_cpf("168995350")
 
 def test_rows_carry_every_byte_through_json() -> None:
     every_byte = bytes(range(256))
-    incoming = Incoming("POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', "2001:db8::1")
+    incoming = Incoming(
+        "POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', "2001:db8::1", "text/csv",
+        "meterd_portal=\xe9", '"x"',
+    )
     assert incoming_from_row(orjson.loads(orjson.dumps(incoming_row(incoming)))) == incoming
     answer = Answer(405, b"application/json; charset=utf-8", every_byte, {"Allow": "GET, HEAD"})
     assert answer_from_row(orjson.loads(orjson.dumps(answer_row(answer)))) == answer
@@ -106,11 +109,13 @@ def worker_with_request(raw: bytes) -> tuple[HttpWorker, StringTransport, String
 def test_a_worker_forwards_a_request_and_writes_the_answer_meterd_sends() -> None:
     worker, stdio, client, _ = worker_with_request(
         b"POST /cadCliente?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer T\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 8\r\n\r\n{\"a\":1}\n"
+        b"Cookie: meterd_portal=abc\r\nIf-None-Match: \"e1\"\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n"
     )
     [sent] = frames(stdio.value())
     [[id_, *row]] = sent["requests"]
-    assert incoming_from_row(row) == Incoming("POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', "127.0.0.1")
+    assert incoming_from_row(row) == Incoming(
+        "POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', "127.0.0.1", None, "meterd_portal=abc", '"e1"'
+    )
     assert client.value() == b""  # nothing until meterd answers
     worker.dataReceived(frame({"answers": [[id_, *answer_row(Answer(409, b"application/json", b'{"e":1}', {"X-Why": "exists"}))]]}))
     written = client.value()

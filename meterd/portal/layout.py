@@ -218,6 +218,8 @@ def _nav(ctx: PageContext) -> Tag | str:
         ]
     current = ctx.url.partition("?")[0]
     links = []
+    if ctx.who.kind == "operator" and ctx.viewing is not None:  # the way back from the customer's pages
+        links.append(tags.li(tags.a(t("nav.desk"), href=routes.href(routes.STAFF_CUSTOMER, id=ctx.viewing))))
     for path, text in items:
         attrs = {"aria-current": "page"} if path == current else {}
         target = path if ctx.who.kind == "operator" and ctx.viewing is None else ctx.link(path)
@@ -266,6 +268,7 @@ def _document(ctx: PageContext, title: str, main: Flattenable, page_class: str) 
             tags.meta(charset="utf-8"),
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"{title} · {ctx.utility}"),
+            tags.link(rel="icon", href=routes.ICON, type="image/svg+xml"),
             tags.link(rel="stylesheet", href=routes.STYLESHEET),
             tags.script(src=routes.SCRIPT, defer="defer"),
         ),

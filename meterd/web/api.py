@@ -9,9 +9,8 @@ same declarations are ``/openapi.json``. Anything unexpected becomes a logged
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -43,11 +42,11 @@ from meterd.readings import (
 )
 from meterd.registers import kwh
 from meterd.store.base import Actor, AlreadyExists, Customer, NotFound, Store, StoreError, Usage
-from meterd.tariff import LIGACOES
+from meterd.tariff import LIGACOES, Tariff
 from meterd.web import params as p
 from meterd.web import routes
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
-from meterd.web.exchange import Answer, Incoming, Reply, Streamed, incoming_of, write_answer
+from meterd.web.exchange import Answer, Incoming, Reply, Streamed, write_answer
 from meterd.web.formats import FORMAT, wants_csv
 from meterd.web.routes import Route, route
 from meterd.web.streaming import write_stream
@@ -104,6 +103,7 @@ class Api:
         ingest: Ingest,
         metrics: Metrics,
         clock: IReactorTime,
+        tariff: Tariff,
         bills: BillCache,
         alarms: Alarms | None = None,
     ) -> None:
@@ -113,6 +113,7 @@ class Api:
         self.ingest = ingest
         self.metrics = metrics
         self.clock = clock
+        self.tariff = tariff
         self.bills = bills
         self.alarm_service = alarms
         #: Read from the data dir when meterd starts (meterd.service.Meterd), not when it is built.
@@ -265,6 +266,32 @@ class Api:
             return result
         status, payload = result
         return self._answer(label, status, orjson.dumps(payload), {})
+
+    async def call_as(
+        self, principal: Principal, method: str, path: str, params: Mapping[str, Any], client: str = ""
+    ) -> dict[str, Any] | Reply:
+        """A route called in this process on behalf of ``principal``: what the web portal's pages show.
+
+        The same declaration parses ``params`` (strings, as in a query
+        string), :meth:`authorize` decides as for a request over HTTP, and the
+        route's own handler answers, so a customer's login session sees exactly what
+        the customer's token would; ``client`` is the browser's address (the
+        audit log's "from where"). Raises :class:`ApiError` as the handler
+        does (and ``StoreError``); returns the JSON body of a success, or the
+        handler's own reply (a CSV, a streamed body).
+        """
+        found = self.routes.get(path)
+        if found is None or found[0].method != method:
+            raise not_found("unknown_route", f"no route {method} {path}")
+        route, handler = found
+        args = route.parse(params)
+        self.authorize(route, principal, args)
+        incoming = Incoming(method, path, b"", None, None, b"", client)
+        result = await handler(Call(incoming, dict(params), args, principal))
+        if isinstance(result, Answer) and result.content_type == JSON:  # a JSON body the handler had as bytes (an issued bill)
+            decoded: dict[str, Any] = orjson.loads(result.body)
+            return decoded
+        return result if isinstance(result, (Answer, Streamed)) else result[1]
 
     def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str]) -> Answer:
         self._counter(label, status).inc()
@@ -605,11 +632,6 @@ def bearer_token(header: str) -> str:
 
 def customer_json(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "ligacao": c.ligacao, "limite_kw": kwh(c.limit_w), "limite_kwh": kwh(c.limit_wh), "tz": c.tz}
-
-
-def serve(api: Api, request: Request) -> None:
-    """twisted.web's side: the request as an :class:`Incoming`, its answer written back."""
-    run_now(api.respond(incoming_of(request)), partial(write_reply, request))
 
 
 def write_reply(request: Request, reply: Reply) -> None:

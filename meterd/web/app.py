@@ -15,6 +15,7 @@ from meterd.web import openapi
 from meterd.web.api import Api, Call
 from meterd.web.bills import Bills
 from meterd.web.exports import Exports
+from meterd.web.fleet import Fleet
 from meterd.web.operations import Operations
 from meterd.web.routes import Route, route, routes_of
 
@@ -31,7 +32,7 @@ class Document:
         return 200, openapi_document()
 
 
-ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Bills, Document, Operations, Exports)
+ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Bills, Document, Operations, Exports, Fleet)
 
 
 def all_routes() -> list[Route]:

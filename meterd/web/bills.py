@@ -24,7 +24,6 @@ from meterd.bill_document import ABERTO, FECHADO
 from meterd.billing import compute_bill, money
 from meterd.faturamento import AlreadyRunning, BillingRuns, IssuedBills, NoCompany
 from meterd.store.base import Store
-from meterd.tariff import Tariff
 from meterd.web import routes
 from meterd.web.api import ID, JSON, Api, Call
 from meterd.web.errors import ApiError, bad_request, not_found
@@ -54,9 +53,9 @@ class Bills:
 
     tags: ClassVar[list[dict[str, str]]] = [{"name": "billing", "description": "operator: billing runs, which issue the month's bills"}]
 
-    def __init__(self, api: Api, tariff: Tariff, runs: BillingRuns, issued: IssuedBills) -> None:
+    def __init__(self, api: Api, runs: BillingRuns, issued: IssuedBills) -> None:
         self.api = api
-        self.tariff = tariff
+        self.tariff = api.tariff
         self.runs = runs
         self.issued = issued
 

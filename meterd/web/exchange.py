@@ -44,8 +44,12 @@ class Incoming(NamedTuple):
     authorization: str | None  # the header, latin-1 decoded
     content_type: str | None
     body: bytes
-    client: str = ""  # the peer's address (the audit log's "from where")
+    client: str = ""  # the peer's address (the audit log's "from where"; the portal throttles logins by it)
     accept: str | None = None  # the Accept header: which form of an answer the client prefers
+    # What only the web portal reads (meterd.portal.site): its login session's
+    # cookie, and If-None-Match (its stylesheet and script are revalidated by ETag).
+    cookie: str | None = None
+    if_none_match: str | None = None
 
 
 class Answer(NamedTuple):
@@ -89,6 +93,8 @@ def incoming_of(request: Request) -> Incoming:
         request.content.read() if request.content is not None else b"",
         client_address(request),
         _text(request.getHeader(b"accept")),
+        _text(request.getHeader(b"cookie")),
+        _text(request.getHeader(b"if-none-match")),
     )
 
 
@@ -108,7 +114,8 @@ def answer_headers(request: Request, status: int, content_type: bytes, headers: 
     for name, value in headers.items():
         request.setHeader(name, value)
     request.setHeader(b"content-type", content_type)
-    request.setHeader(b"cache-control", b"no-store")
+    if "Cache-Control" not in headers:  # the portal's stylesheet and script are revalidated instead
+        request.setHeader(b"cache-control", b"no-store")
 
 
 def write_answer(request: Request, answer: Answer, *, close: bool = False) -> None:
@@ -128,13 +135,15 @@ def write_answer(request: Request, answer: Answer, *, close: bool = False) -> No
 
 
 def incoming_row(incoming: Incoming) -> list[Any]:
-    method, path, query, authorization, content_type, body, client, accept = incoming
-    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), client, accept]
+    method, path, query, authorization, content_type, body, client, accept, cookie, if_none_match = incoming
+    return [method, path, query.decode("latin-1"), authorization, content_type, body.decode("latin-1"), client, accept, cookie, if_none_match]
 
 
 def incoming_from_row(row: list[Any]) -> Incoming:
-    method, path, query, authorization, content_type, body, client, accept = row
-    return Incoming(method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), client, accept)
+    method, path, query, authorization, content_type, body, client, accept, cookie, if_none_match = row
+    return Incoming(
+        method, path, query.encode("latin-1"), authorization, content_type, body.encode("latin-1"), client, accept, cookie, if_none_match
+    )
 
 
 def answer_row(answer: Answer) -> list[Any]:

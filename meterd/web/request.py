@@ -420,5 +420,5 @@ def with_backlog(description: str) -> str:
 
 
 def make_site(handle: Callable[[Request], None], limits: Limits, notice: Notice, clock: Any) -> MeterdSite:
-    """The Site of meterd's own HTTP port (:func:`meterd.web.api.serve`), or of an HTTP worker's."""
+    """The Site of meterd's own HTTP port (:meth:`meterd.portal.site.Portal.serve`), or of an HTTP worker's."""
     return MeterdSite(handle, limits, notice, clock)
