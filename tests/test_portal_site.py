@@ -587,3 +587,28 @@ async def test_on_a_shared_store_the_portal_learns_what_another_process_did(tmp_
     finally:
         await second.stop()
         await first.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_issued_bill_is_shown_as_issued_with_its_payment_codes(server: LiveServer) -> None:
+    from meterd import arrecadacao
+    from tests.test_billing_run import HOUR_MS, month_back, reading, run
+
+    token = await register(server, A, "Ana Conceição")
+    _, start, end = month_back(server, 1)
+    await reading(server, start + HOUR_MS, "1000", A)
+    await reading(server, end - HOUR_MS, "1312.5", A)
+    await run(server, 1)
+    status, issued, _ = await server.call("GET", "/getFatura", params={"id": A, "periodo": 1})
+    assert status == 200 and issued["status"] == "emitida"
+    browser = PortalClient(server)
+    await browser.login(A, token)
+    page = await browser.get(routes.BILL, periodo=1)
+    assert page.status == 200
+    bill = page.text.split('class="bill"')[1].split("</article>")[0]
+    assert "Ana Conceição" in bill and "Prévia" not in bill
+    line = arrecadacao.format_linha_digitavel(issued["linha_digitavel"])
+    assert line in bill  # the barcode's line, as printed on paper
+    assert f">{issued['pix']}</textarea>" in bill  # copia e cola, ready to copy
+    assert "<svg" in bill.split('class="qr"')[1].split("</div>")[0]  # the QR code drawn inline
+    assert "312,5" in bill  # the month's kWh, Brazilian style
