@@ -235,6 +235,13 @@ def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[s
     load(browser, driver.current_url)
     # Against the phone's width itself: a mobile viewport zooms out to fit wider content.
     result["phone_overflow"] = driver.execute_script("return document.documentElement.scrollWidth") - PHONE[0]
+    result["too_wide"] = driver.execute_script(  # the innermost elements that stick out, to name them when it fails
+        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5"
+        " && ![...e.children].some(c => c.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5))"
+        ".slice(0, 5).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && e.className.baseVal === undefined"
+        " ? '.' + String(e.className).split(' ').join('.') : '') + ' ' + Math.round(e.getBoundingClientRect().right)"
+        " + (e.closest('table') && e.closest('table').caption ? ' in ' + e.closest('table').caption.textContent : ''))"
+    )
     browser.screenshot(artifacts / f"{stem}-{PHONE[0]}x{PHONE[1]}.png")
     browser.screenshot(artifacts / f"{stem}-{PHONE[0]}-full.png", full=True)
     browser.viewport(*DESKTOP)
@@ -251,6 +258,6 @@ def assert_page_passes(result: dict[str, Any], what: str) -> None:
     assert result["unlabelled"] == [], (what, result["unlabelled"])
     assert result["controls"] > 0, what
     assert result["unreached"] == [], (what, "not reached with Tab", result["unreached"])
-    assert result["phone_overflow"] <= 0, (what, "wider than a phone by", result["phone_overflow"])
+    assert result["phone_overflow"] <= 0, (what, "wider than a phone by", result["phone_overflow"], result["too_wide"])
     for chart in result["charts"]:
         assert chart["role"] == "img" and chart["title"] and chart["desc"], (what, chart)

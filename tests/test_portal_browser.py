@@ -32,6 +32,7 @@ from meterd.readings import US_PER_MS, Reading
 from meterd.taxid import format_taxid, make_cpf
 from tests.browser_support import Browser, assert_page_passes, audit_page, errors, heading, load, wait
 from tests.support import LiveServer, start_server, until
+from tests.test_billing_run import run
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         status, meter, _ = await server.call("POST", "/cadMedidor", json_body={"id": A})
         assert status == 201, meter
     registers = await seed_history(server, A)
+    for periodo in range(12, 0, -1):  # the year's bills issued, month by month, as a utility would
+        await run(server, periodo)
     yield World(server, body["token"], registers)
     await server.stop()
 
@@ -151,6 +154,7 @@ async def test_a_customer_sees_the_chart_and_prints_the_bill(world: World, brows
         wait(driver, lambda d: heading(d) == "Fatura de energia elétrica")
         seen["bill"] = driver.find_element(By.CSS_SELECTOR, "article.bill").text
         load(browser, base + routes.href(routes.BILL, periodo=1))
+        seen["closed_text"] = driver.find_element(By.CSS_SELECTOR, "article.bill").text
         seen["closed"] = browser.print_pdf()
         load(browser, base + routes.BILL)
         seen["open"] = browser.print_pdf()
@@ -163,6 +167,7 @@ async def test_a_customer_sees_the_chart_and_prints_the_bill(world: World, brows
     assert seen["bars"] in (before, datetime.now(TZ).day)  # a bar a day of this month so far
     assert "Previsão para o fim do mês" in seen["projection"] and "R$" in seen["projection"]
     assert "Bifásica" in seen["bill"] and "Total a pagar" in seen["bill"] and "Bandeira tarifária" in seen["bill"]
+    assert "Pix" in seen["closed_text"] and "Código de barras" in seen["closed_text"]  # last month's, issued
     for name in ("closed", "open"):
         pdf = seen[name]
         (artifacts / f"real-bill-{name}.pdf").write_bytes(pdf)
