@@ -11,6 +11,10 @@ sockets (meter m always on socket m % N, so each meter keeps one source port,
 as a real meter does): SO_REUSEPORT hashes by source port, so one socket
 would put all of a sender's traffic on one of the server processes.
 
+With ``"ack_within": S`` the result also counts the readings acknowledged
+within S seconds of their send (``acked_within``): each reading is sent once,
+so that is the first-try ack count.
+
 Protocol with the parent: one JSON config line on stdin; "ready" on stdout
 when the datagrams are built; then "go" on stdin; one JSON result line on stdout.
 """
@@ -180,7 +184,7 @@ def run(config: dict[str, Any], datagrams: list[bytes], socks: list[socket.socke
             return None
         return latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))]
 
-    return {
+    result = {
         "sent": sent,
         "send_seconds": send_seconds,
         "send_errors": send_errors,
@@ -192,6 +196,10 @@ def run(config: dict[str, Any], datagrams: list[bytes], socks: list[socket.socke
         "ack_p99_s": pct(99),
         "ack_max_s": latencies[-1] if latencies else None,
     }
+    if "ack_within" in config:  # acked within this many seconds of the send (each reading is sent once: first try)
+        within = float(config["ack_within"])
+        result["acked_within"] = sum(1 for x in latencies if x <= within)
+    return result
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from twisted.internet import error as ierror
@@ -24,6 +24,8 @@ from meterd.credentials import OPERATOR_TOKEN_FILE
 
 __all__ = [
     "ApiError",
+    "IncompleteAnswer",
+    "Receiver",
     "ServerUnreachable",
     "UNREACHABLE_REASONS",
     "MeterdClient",
@@ -83,6 +85,23 @@ class ServerUnreachable(ApiError):
         self.reason = reason
         self.server = server
         self.timeout = timeout
+
+
+class IncompleteAnswer(ApiError):
+    """A streamed answer that ended before its end: the server failed, or the connection broke, midway."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(200, "incomplete_answer", message)
+
+
+class Receiver(Protocol):
+    """Where :meth:`MeterdClient.download` puts a body as it arrives."""
+
+    def begin(self, headers: Mapping[str, str]) -> None:
+        """The answer is a success; its headers (names in lower case), before any of the body."""
+
+    def write(self, data: bytes) -> None:
+        """The next piece of the body (raising stops the download)."""
 
 
 def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,6 +192,27 @@ class MeterdClient:
         query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
+        status, raw, _ = yield self._exchange(method, path, query=query, body=body)
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise ApiError(
+                status, "bad_response", raw.decode("utf-8", "replace")[:200]
+            ) from None
+        if not isinstance(doc, dict):
+            raise ApiError(status, "bad_response", "expected a JSON object")
+        return doc
+
+    @inlineCallbacks
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+    ) -> Any:
+        """One request: ``(status, body bytes, response)`` of a 2xx answer, else the error raised."""
         url = self.server + path
         if query:
             qs = _as_query(query)
@@ -196,15 +236,41 @@ class MeterdClient:
         status = int(response.code)
         if not 200 <= status < 300:
             raise _decode_error(status, raw)
+        return status, raw, response
+
+    @inlineCallbacks
+    def download(self, path: str, query: Mapping[str, Any], receiver: Receiver, *, accept: str = "text/csv") -> Any:
+        """GET ``path`` and give its body to ``receiver`` piece by piece as it arrives, never whole in memory.
+
+        Fires with None once the body is complete. An error answer fails
+        with :class:`ApiError` as :meth:`request` does; a body cut short,
+        with :class:`IncompleteAnswer`. The timeout is for the answer to
+        begin: a long body may take as long as it takes.
+        """
+        url = self.server + path
+        qs = _as_query(query)
+        if qs:
+            url += "?" + qs
+        headers = self._headers(False)
+        headers[b"Accept"] = [accept.encode("ascii")]
+        kwargs: dict[str, Any] = {"headers": headers, "unbuffered": True}
+        if self.timeout:
+            kwargs["timeout"] = self.timeout
+        if self._reactor is not None:
+            kwargs["reactor"] = self._reactor
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except ValueError:
-            raise ApiError(
-                status, "bad_response", raw.decode("utf-8", "replace")[:200]
-            ) from None
-        if not isinstance(doc, dict):
-            raise ApiError(status, "bad_response", "expected a JSON object")
-        return doc
+            response = yield self._http.request("GET", url, **kwargs)
+            status = int(response.code)
+            if not 200 <= status < 300:
+                raise _decode_error(status, (yield self._http.content(response)))
+        except _UNREACHABLE as e:
+            reason = _reason(e)
+            raise ServerUnreachable(self._describe(e, reason), reason=reason, server=self.server, timeout=self.timeout) from None
+        receiver.begin({k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()})
+        try:
+            yield self._http.collect(response, receiver.write)
+        except (webclient.ResponseFailed, ierror.ConnectionLost, ierror.ConnectionDone) as e:
+            raise IncompleteAnswer(f"{self.server}: the answer ended before its end ({self._describe(e, 'failed')})") from None
 
     def _describe(self, e: BaseException, reason: str) -> str:
         if reason == "timeout":
@@ -256,6 +322,53 @@ class MeterdClient:
     def meters(self, id: str) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getMedidores", query={"id": id})
 
+    # operations (operator)
+
+    def search_customers(self, q: str, *, cursor: str | None = None, limite: int | None = None) -> Deferred[dict[str, Any]]:
+        """A page of customers found by CPF/CNPJ prefix or name words; ``cursor`` asks the next page."""
+        return self._request("GET", "/buscaClientes", query={"q": q, "cursor": cursor, "limite": limite})
+
+    def customer(self, id: str) -> Deferred[dict[str, Any]]:
+        """A customer's record: fields, meters and their state, active alarms."""
+        return self._request("GET", "/getCliente", query={"id": id})
+
+    def update_customer(
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        ligacao: str | None = None,
+        tz: str | None = None,
+        limite_kw: float | str | None = None,
+        limite_kwh: float | str | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """Change the fields given (the others stay as they are)."""
+        return self._request(
+            "POST",
+            "/alteraCliente",
+            body={"id": id, "name": name, "ligacao": ligacao, "tz": tz, "limite_kw": limite_kw, "limite_kwh": limite_kwh},
+        )
+
+    def audit(self, id: str | None = None, *, cursor: str | None = None, limite: int | None = None) -> Deferred[dict[str, Any]]:
+        """A page of the audit log, newest first (one customer's, or everyone's)."""
+        return self._request("GET", "/getAuditoria", query={"id": id, "cursor": cursor, "limite": limite})
+
+    def retire_meter(self, id: str, id_medidor: int, valor: float | str, timestamp: float) -> Deferred[dict[str, Any]]:
+        """Retire a meter at its final reading."""
+        return self._request(
+            "POST", "/retiraMedidor", body={"id": id, "id_medidor": id_medidor, "valor": valor, "timestamp": timestamp}
+        )
+
+    def replace_meter(
+        self, id: str, id_medidor: int, valor: float | str, timestamp: float, *, mode: str | None = None
+    ) -> Deferred[dict[str, Any]]:
+        """Register the meter that replaces retired meter ``id_medidor``; its key is in the answer, once."""
+        return self._request(
+            "POST",
+            "/substituiMedidor",
+            body={"id": id, "id_medidor": id_medidor, "valor": valor, "timestamp": timestamp, "mode": mode},
+        )
+
     def post_reading(
         self,
         id: str,
@@ -287,6 +400,23 @@ class MeterdClient:
 
     def bill(self, id: str, periodo: int = 0) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getFatura", query={"id": id, "periodo": periodo})
+
+    def bill_code(self, id: str, periodo: int, codigo: str, receiver: Receiver) -> Deferred[None]:
+        """An issued bill's payment code as SVG (``codigo``: ``pix`` or ``barras``), given to ``receiver``."""
+        return self.download("/getFaturaCodigo", {"id": id, "periodo": periodo, "codigo": codigo}, receiver, accept="image/svg+xml")
+
+    def start_billing(self, periodo: int) -> Deferred[dict[str, Any]]:
+        """Start (or resume) the billing run of the month ``periodo`` months back (operator)."""
+        return self._request("POST", "/faturamento", body={"periodo": periodo})
+
+    def billing_run(self, execucao: int | None = None) -> Deferred[dict[str, Any]]:
+        """A billing run's state; the latest one by default (operator)."""
+        return self._request("GET", "/getFaturamento", query={"execucao": execucao})
+
+    def billing_result(self, execucao: int, formato: str, receiver: Receiver) -> Deferred[None]:
+        """Every bill a run issued, as CSV or JSON Lines, streamed to ``receiver`` (operator)."""
+        accept = "text/csv" if formato == "csv" else "application/jsonl"
+        return self.download("/getFaturamentoResultado", {"execucao": execucao, "formato": formato}, receiver, accept=accept)
 
     def alarms(self, id: str, cursor: int | None = None) -> Deferred[dict[str, Any]]:
         return self._request("GET", "/getAlarme", query={"id": id, "cursor": cursor})

@@ -110,6 +110,15 @@ class AlarmBook:
         ids = self._active_by_customer.get(customer_id, ())
         return [self._alarms[i] for i in sorted(ids)]
 
+    def every_active(self) -> list[Alarm]:
+        """Every customer's active alarms, oldest first (the fleet's view)."""
+        return [self._alarms[i] for i in sorted(self._active.values())]
+
+    def known(self, customer_id: str, alarm_ids: Iterable[int]) -> list[Alarm]:
+        """Those of the customer's alarms named that memory still holds (those its kept events refer to), newest first."""
+        found = (self._alarms.get(i) for i in set(alarm_ids))
+        return sorted((a for a in found if a is not None and a.customer_id == customer_id), key=lambda a: a.alarm_id, reverse=True)
+
     def events_after(self, customer_id: str, cursor: int | None, limit: int) -> list[Event]:
         """Events of the customer after ``cursor``, oldest first, at most ``limit``.
 

@@ -219,8 +219,8 @@ class DemandWindow:
     away (dropped for a register, its energy merged into the next reading
     for an interval meter), which costs resolution, never energy.  256 is a
     sample every 1.2 s over the default five minutes, finer than meters
-    report, and ~18 KB per meter at worst: at 4,096 a thousand meters sending
-    60 readings/s held ~300 MB of windows.
+    report, and ~18 KB per meter at worst (4,096 would be ~300 KB per meter,
+    ~300 MB for a thousand busy meters).
     """
 
     def __init__(self, window_us: int = 300_000_000, max_samples: int = 256) -> None:

@@ -10,14 +10,15 @@ Three triggers, none of which scans stored readings:
 * a short tick (``evaluate_interval``): dirty customers get ``monthly`` and
   ``anomaly`` decided from the hourly rollups (``store.usage``), each customer
   at most once per ``customer_interval`` (15 s: month-to-date and daily
-  figures move slowly, and with a thousand busy customers every 5 s these
-  queries took ~7 % of the reactor under full ingest), so a meter sending
-  every second costs a few rollup queries every 15 s, not one per reading;
+  figures move slowly, and a thousand busy customers' queries every few
+  seconds would take a noticeable share of the reactor under full ingest),
+  so a meter sending every second costs a few rollup queries every 15 s,
+  not one per reading;
 * a timer every ``silent_after / 2``: every known meter's last-heard time
   against ``--silent-after``.
 
 Rules decide from the book in memory; a decision that changes something (a
-:class:`~meterd.alarm_rules.Transition`) and every acknowledgement is
+:class:`~meterd.alarm_book.Transition`) and every acknowledgement is
 *settled* by the store (``store.settle_alarms``), which applies it to the
 stored alarms in one transaction and hands out the ids. Settlements run one
 at a time, in order; the book then absorbs what was stored. So the book only
@@ -47,6 +48,7 @@ from twisted.python.failure import Failure
 from meterd.alarm_book import Acknowledgement, Alarm, AlarmBook, AlarmKey, Change, Event, Settled, Transition
 from meterd.alarm_rules import (
     ANOMALY_FACTOR,
+    PER_METER_RULES,
     Decision,
     DemandWindow,
     Number,
@@ -282,7 +284,7 @@ class Alarms(Service):
         # This runs for every reading of every flush, so the loop only sorts the
         # stored readings by meter; the rest is done once per meter.
         spoke = self._spoke
-        stored, duplicate, unknown = Outcome.STORED, Outcome.DUPLICATE, Outcome.UNKNOWN_METER
+        stored, duplicate, unknown, retired = Outcome.STORED, Outcome.DUPLICATE, Outcome.UNKNOWN_METER, Outcome.RETIRED
         runs: dict[MeterKey, tuple[list[int], list[int]]] = {}
         for reading, outcome in zip(readings, outcomes):
             if outcome is stored:
@@ -292,7 +294,7 @@ class Alarms(Service):
                     run = runs[key] = ([], [])
                 run[0].append(reading.ts)
                 run[1].append(reading.wh)
-            elif outcome is not duplicate and outcome is not unknown:
+            elif outcome is not duplicate and outcome is not unknown and outcome is not retired:
                 # a duplicate is replayable by anyone: no sign that the meter is alive
                 spoke.add((reading.customer_id, reading.meter_id))
         for key, (ts, wh) in runs.items():
@@ -321,6 +323,9 @@ class Alarms(Service):
             ts, wh = [ts[i] for i in live], [wh[i] for i in live]
         entry = self.directory.meters.get(key)
         if entry is None:
+            return
+        if entry.meter.retired_ts is not None:  # a late reading of a retired meter: history, not demand
+            self._dirty[customer_id] = None
             return
         window = self._windows.get(key)
         if window is None:
@@ -508,10 +513,68 @@ class Alarms(Service):
         for (customer_id, meter_id), entry in list(self.directory.meters.items()):
             last = self._last_seen.get((customer_id, meter_id), entry.meter.created_ms)
             active = self._is_active(customer_id, meter_id, "silent")
+            if entry.meter.retired_ts is not None:  # out of service: never silent (one raised elsewhere clears)
+                if active:
+                    self._decide(changes, customer_id, meter_id, "silent", Decision.CLEAR, now, 0, self.silent_after_s)
+                continue
             decision = silent_decision(now, last, self.silent_after_s, active)
             self._decide(changes, customer_id, meter_id, "silent", decision, now, Fraction(now - last, 1000), self.silent_after_s)
         if changes:
             self._submit(changes).addErrback(lambda _: None)
+
+    def is_silent(self, key: MeterKey, stored_last_seen_ms: int | None) -> bool:
+        """Whether the silent rule finds the meter silent now: nothing heard for --silent-after.
+
+        Heard is the latest of what this process heard and what the store
+        says (``stored_last_seen_ms``; another process may hear the meter),
+        else the meter's registration. A retired meter is never silent.
+        """
+        entry = self.directory.meters.get(key)
+        if entry is None or entry.meter.retired_ts is not None:
+            return False
+        heard = [t for t in (self._last_seen.get(key), stored_last_seen_ms) if t is not None]
+        last = max(heard) if heard else entry.meter.created_ms
+        return silent_decision(self.now_ms(), last, self.silent_after_s, False) is Decision.RAISE
+
+    # -- operations: a meter retired, a customer changed -----------------------
+
+    def meter_retired(self, key: MeterKey) -> Deferred[None] | None:
+        """A meter was retired (the directory says so already): its alarms clear, and no rule watches it again.
+
+        Returns a Deferred that fires once the clearances are settled (None
+        when there was nothing to clear), so the operator's answer shows them.
+        """
+        self._windows.pop(key, None)
+        self._demand_due.discard(key)
+        self._spoke.discard(key)
+        self._dirty[key[0]] = None  # its final reading may change the month
+        if self.book is None:
+            return None
+        now = self.now_ms()
+        changes: list[Change] = []
+        for rule in sorted(PER_METER_RULES):
+            if self._is_active(key[0], key[1], rule):
+                self._decide(changes, key[0], key[1], rule, Decision.CLEAR, now, 0, 0)
+        if not changes:
+            return None
+        settled = self._submit(changes).addCallback(lambda _: None)
+        return settled.addErrback(lambda _: None)  # logged in _settle_failed; retried
+
+    def customer_changed(self, customer_id: str) -> Deferred[None] | None:
+        """A customer's limits or zone changed (the directory has the new ones): decide its rules again now.
+
+        Demand is decided at once from the windows in memory, the per-customer
+        rules at the next tick. A Deferred fires once a demand change is
+        settled (None when nothing changed).
+        """
+        self._evaluated_at.pop(customer_id, None)
+        self._dirty[customer_id] = None
+        for meter_id in self.directory.meter_ids(customer_id):
+            if (customer_id, meter_id) in self._windows:
+                self._demand_due.add((customer_id, meter_id))
+        if self.book is None:
+            return None
+        return self._evaluate_flush(self.now_ms())
 
     async def _refresh(self) -> None:
         """With a shared store: take the active alarms other processes settled."""
@@ -596,6 +659,14 @@ class Alarms(Service):
         else:
             active, events, last = book.active(customer_id), book.events_after(customer_id, cursor, limit), book.last_event_id
         return page(active, events, last, cursor, limit)
+
+    def recent(self, customer_id: str, alarm_ids: Sequence[int]) -> list[Alarm]:
+        """The customer's alarms of these ids that memory holds, newest first (the portal's past alarms).
+
+        The book keeps the alarms its recent events refer to; with a shared
+        store it holds only active ones, and the rest are not listed.
+        """
+        return [] if self.book is None else self.book.known(customer_id, alarm_ids)
 
     async def ack(self, customer_id: str, alarm_id: int) -> Alarm:
         """Acknowledge; returns once the ack is stored. UnknownAlarm if not this customer's."""

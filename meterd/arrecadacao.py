@@ -67,6 +67,8 @@ SEGMENT_ENERGY: Final = 3
 MAX_VALUE: Final = Decimal("999999999.99")
 
 _DIGITS: Final = frozenset("0123456789")
+#: A digit weighted 2 by modulo 10: the sum of the digits of its double.
+_DOUBLED: Final = str.maketrans("0123456789", "0246813579")
 _SEPARATORS: Final = str.maketrans("", "", " .-")
 # Segments 1-7 and 9 exist; 6 ("carnês e assemelhados") identifies the company
 # by 8 digits of its CNPJ instead of a 4-digit code, a layout not handled here.
@@ -107,10 +109,9 @@ def mod10_digit(digits: str) -> int:
     of its two digits; the digit is what brings the sum up to a multiple of 10.
     """
     _any_digits(digits)
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        product = int(c) * (2 if i % 2 == 0 else 1)
-        total += product // 10 + product % 10
+    backwards = digits[::-1]
+    # the digits weighted 2 become the digit sums of their doubles (one table lookup each)
+    total = sum(map(int, backwards[0::2].translate(_DOUBLED))) + sum(map(int, backwards[1::2]))
     return -total % 10
 
 
@@ -224,14 +225,14 @@ def _digits(field: str, text: str, size: int) -> None:
         raise PaymentCodeError(
             field, f"must be a string of {size} digits, not {type(text).__name__}"
         )
-    if not all(c in _DIGITS for c in text):
+    if not (text.isascii() and text.isdigit()):
         raise PaymentCodeError(field, f"must be digits only (got {text!r})")
     if len(text) != size:
         raise PaymentCodeError(field, f"must be {size} digits (got {len(text)})")
 
 
 def _any_digits(digits: str) -> None:
-    if not isinstance(digits, str) or not digits or not all(c in _DIGITS for c in digits):
+    if not isinstance(digits, str) or not digits or not (digits.isascii() and digits.isdigit()):
         raise PaymentCodeError("digits", "must be a non-empty string of digits")
 
 

@@ -62,6 +62,15 @@ class BillCache:
         for key in self._by_customer.pop(customer_id, set()):
             self._entries.pop(key, None)
 
+    def issued(self, customer_ids: Iterable[str]) -> None:
+        """A billing run issued these customers' bills: their previews are stale from now on.
+
+        Counted like a flush, so a preview computed meanwhile is not cached.
+        """
+        self._flushes += 1
+        for cid in customer_ids:
+            self.forget_customer(cid)
+
     def readings_stored(self, readings: Iterable[Reading], outcomes: Iterable[Outcome]) -> None:
         """Ingest observer: evict the bills a newly stored reading changes.
 

@@ -39,22 +39,32 @@ class Directory:
         self.meters: dict[tuple[str, int], MeterEntry] = {}
         self._by_customer: dict[str, list[int]] = {}
         self._tokens: dict[str, Principal] = {}
+        # Retired meters' final reading times (us): the screen drops what a meter sends after.
+        self.retired: dict[tuple[str, int], int] = {}
         # Told of every meter added or replaced: the UDP workers hold copies of the keys.
         self.meter_listeners: list[Callable[[MeterEntry], None]] = []
         # Told of every customer added or changed (credentials included): answers kept elsewhere go stale.
         self.customer_listeners: list[Callable[[Customer], None]] = []
+        # Told of a customer whose token was replaced: what the old one opened (a portal login session) ends.
+        self.token_listeners: list[Callable[[str], None]] = []
 
     def add_customer(self, customer: Customer) -> None:
         """A customer registered, or changed: a token it no longer has opens nothing from now on."""
         old = self.customers.get(customer.id)
+        replaced = False
         if old is not None and old.token_hash != customer.token_hash:
             self._tokens.pop(old.token_hash, None)
+            replaced = True
         self.customers[customer.id] = customer
         self._tokens[customer.token_hash] = Principal("customer", customer.id)
         for listener in self.customer_listeners:
             listener(customer)
+        if replaced:
+            for token_listener in self.token_listeners:
+                token_listener(customer.id)
 
     def add_meter(self, meter: Meter) -> None:
+        """A meter registered, or changed (a new key, retired): listeners are told, and the UDP workers through them."""
         key = (meter.customer_id, meter.meter_id)
         old = self.meters.get(key)
         if old is None:
@@ -63,6 +73,8 @@ class Directory:
             self._tokens.pop(token_hash(old.meter.key_hex), None)  # the old key posts nothing from now on
         entry = self.meters[key] = MeterEntry(meter, bytes.fromhex(meter.key_hex))
         self._tokens[token_hash(meter.key_hex)] = Principal("meter", meter.customer_id, meter.meter_id)
+        if meter.retired_ts is not None:
+            self.retired[key] = meter.retired_ts
         for listener in self.meter_listeners:
             listener(entry)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from meterd.metrics import Metrics
 from meterd.readings import Outcome, Reading
@@ -30,6 +31,7 @@ Reply = Deferred | Address | None  # an HTTP waiter, a UDP sender to ack (exactl
 AckRow = tuple[str, int, list[int], str, int]
 AckSender = Callable[[list[AckRow]], None]  # a flush's acks, one row per meter
 Observer = Callable[[Sequence[Reading], Sequence[Outcome], int], "Deferred[Any] | None"]
+T = TypeVar("T")
 
 
 class Overloaded(Exception):
@@ -67,7 +69,8 @@ class Ingest(Service):
         self._readings: list[Reading] = []
         self._replies: list[Reply] = []
         self._timer: IDelayedCall | None = None
-        self._flushing: Deferred[None] | None = None  # the flush being written or answered
+        self._flushing: Deferred[Any] | None = None  # the flush (or exclusive work) being written or answered
+        self._exclusive: list[Callable[[], None]] = []  # work waiting for the flush in progress to end
 
     def submit(self, reading: Reading, reply: Reply = None) -> None:
         readings = self._readings
@@ -114,25 +117,58 @@ class Ingest(Service):
             self._flushing = self._flush()
             self._flushing.addBoth(self._flushed)
 
+    def exclusively(self, work: Callable[[], Deferred[T]]) -> Deferred[T]:
+        """Run ``work`` (a transaction that changes what flushes judge readings by) between two flushes.
+
+        Retiring a meter or storing a replacement's first reading changes a
+        meter's newest reading and whether it takes readings at all. A flush
+        takes the meters' state when it starts (the store's memory); one
+        started while such a change is being written would judge its
+        readings by the state before it. So the work waits for the flush in
+        progress, and no flush starts until the work is done: pending
+        readings wait, and are judged by the state after it.
+        """
+        result: Deferred[T] = Deferred()
+
+        def start() -> None:
+            self._flushing = running = maybeDeferred(work)
+            running.addBoth(done)
+
+        def done(outcome: Any) -> None:
+            self._flushed(None)  # the next flush starts from the state the work left
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+
+        if self._flushing is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            start()
+        else:
+            self._exclusive.append(start)
+        return result
+
     def _flushed(self, _: Any) -> None:
         """The last flush is answered: the next starts a whole interval from now, or at once when flush_size are pending.
 
         From now, after the answers, not from the commit nor from the oldest
-        pending reading's arrival, and the interval is what lets batches grow
-        when they are small: flushing as soon as the oldest reading had waited
-        an interval tripled the flushes at 60,000 readings/s, and the
-        per-meter work of each flush (acks, alarm windows, rollups) sank a
-        single process to 41,000 stored readings/s; starting the timer at the
-        commit, so the writer wrote one batch while the reactor answered the
-        last, made more flushes at 10,000 readings/s, each evicting every
-        sending customer's cached bill (/getFatura 0.19x of the bare web
-        resource against 0.28x). A batch of flush_size already amortizes the
-        flush; at 64-68k readings/s, starting it at once rather than after the
-        interval took ack p50 / p99 from 218-275 / 439-645 ms to 170-192 /
-        284-445 ms (three interleaved runs each), every reading acknowledged;
-        at 10,000/s it never triggers (500 readings arrive per interval).
+        pending reading's arrival: the interval is what lets batches grow when
+        they are small, and every flush has per-meter work (acks, alarm
+        windows, rollups) and evicts the cached bills of every customer that
+        sent, so more, smaller flushes cost more per reading. Writing the next
+        batch while the reactor answers the last only adds contention on a
+        machine whose cores are busy (the writer and the reactor share one
+        GIL). A batch of flush_size already amortizes the flush, so under
+        heavy load the next one starts at once and a reading does not wait for
+        the interval too; at 10,000 readings/s it never triggers (500 arrive
+        per interval). docs/performance.md has the measurements.
         """
         self._flushing = None
+        if self._exclusive:
+            self._exclusive.pop(0)()
+            return
         if len(self._readings) >= self.flush_size or (self._readings and not self.running):
             self._flush_now()
         elif self._readings and self._timer is None:
@@ -200,7 +236,7 @@ class Ingest(Service):
             if n:
                 counter.inc(n)
         acks: dict[tuple[str, int, Address], AckRow] = {}  # the rows themselves: built once, seqs appended in place
-        stored, duplicate = Outcome.STORED, Outcome.DUPLICATE
+        stored, duplicate, retired = Outcome.STORED, Outcome.DUPLICATE, Outcome.RETIRED
         waiters: list[tuple[Deferred[Outcome], Outcome]] = []
         for reading, reply, outcome in zip(readings, replies, outcomes):
             if reply.__class__ is not tuple:  # an HTTP waiter, or nobody
@@ -216,6 +252,8 @@ class Ingest(Service):
                     acks[key] = (reading[0], reading[1], [seq], *reply)
                 else:
                     entry[2].append(seq)
+            elif outcome is retired:  # screened before the meter was retired: dropped as one screened after
+                self.metrics.drop("meter_retired")
         if acks and self.send_acks is not None:
             self.send_acks(list(acks.values()))
         return waiters

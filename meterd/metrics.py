@@ -46,6 +46,8 @@ class Metrics:
             "meterd_readings_rounded", "Unauthenticated readings (--no-auth) whose valor was rounded half up to the Wh, by transport",
             ["transport"], registry=r,
         )
+        self.exports_streaming = Gauge("meterd_exports_streaming", "CSV exports being sent (/getLeituras)", registry=r)
+        self.exports_cut = Counter("meterd_exports_cut", "CSV exports cut short by a store failure", registry=r)
         # Alarm webhooks (meterd.webhooks), labelled by webhook id; this process's share when several deliver.
         self.webhooks_delivering = Gauge("meterd_webhooks_delivering", "Webhooks this process delivers (holds the lease of)", registry=r)
         self.webhook_backlog = Gauge(

@@ -188,7 +188,7 @@ class Options(usage.Options):
 
     def opt_max_buffered_bodies(self, value: str) -> None:
         """MiB of request bodies being received, all connections together (default 64)"""
-        self["limits"] = replace(self["limits"], max_buffered_bodies=int(_positive("max-buffered-bodies", value, integer=True)) * 1024 * 1024)
+        self._limit("max-buffered-bodies", value, integer=True, scale=1024 * 1024)
 
     def opt_idle_timeout(self, value: str) -> None:
         """seconds a kept-alive HTTP connection may sit idle (default 60)"""

@@ -44,6 +44,7 @@ class Outcome(enum.Enum):
     CONFLICT = "conflict"
     BACKWARDS = "register_backwards"
     UNKNOWN_METER = "unknown_meter"
+    RETIRED = "meter_retired"  # after the final reading of a retired meter
 
 
 class InvalidField(ValueError):
@@ -177,7 +178,7 @@ def parse_reading(fields: dict[str, Any], now_s: float, *, round_to_wh: bool = F
     holds) is checked inline, by the same tests as the fast paths of
     :func:`as_int`, :func:`timestamp_us` and :func:`kwh_to_wh`: at tens of
     thousands of datagrams a second on the reactor thread, the ten calls of
-    the general path were half the cost of a reading. Anything else takes
+    the general path would be half the cost of a reading. Anything else takes
     :func:`_parse_general`, which also names what is wrong. The id is checked
     first on both paths, so both raise the same error for the same fields.
     """

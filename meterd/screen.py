@@ -2,13 +2,14 @@
 
 Pure, so the reactor's UDP port and the UDP worker processes
 (:mod:`meterd.udp_worker`) run the same code, in the same order: size,
-signature shape, payload, fields, a known meter, a valid signature. Anything
+signature shape, payload, fields, a known meter, a valid signature, a meter
+not retired before the reading's time. Anything
 that fails is dropped silently by the caller and counted under ``reason``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from meterd.datagram import MAX_DATAGRAM, MAX_SIGNED, DatagramError, Key, parse_payload, split_signature
 from meterd.readings import InvalidField, Reading, parse_reading, parse_rounding
@@ -33,11 +34,13 @@ class Rejected(Exception):
 class Screen:
     """Turns datagrams into readings, given where the meters' keys are."""
 
-    __slots__ = ("key_of", "require_signature", "on_rounded", "_keys")
+    __slots__ = ("key_of", "retired", "require_signature", "on_rounded", "_keys")
 
     def __init__(self, key_of: Callable[[MeterId], bytes | None], *, require_signature: bool,
-                 on_rounded: Callable[[], None] = lambda: None) -> None:
+                 retired: Mapping[MeterId, int] | None = None, on_rounded: Callable[[], None] = lambda: None) -> None:
         self.key_of = key_of
+        # Retired meters' final reading times (us), kept current by the owner: later readings are refused.
+        self.retired: Mapping[MeterId, int] = {} if retired is None else retired
         self.require_signature = require_signature
         # Told of every unsigned reading whose valor was rounded to the Wh (counted in /metrics).
         self.on_rounded = on_rounded
@@ -83,6 +86,10 @@ class Screen:
             raise Rejected("unknown_meter", meter)
         if signature is not None and not self._key(raw).verify(payload, signature):
             raise Rejected("bad_signature")
+        if self.retired:
+            final = self.retired.get(meter)
+            if final is not None and reading.ts > final:
+                raise Rejected("meter_retired")
         if rounded:
             self.on_rounded()
         return reading

@@ -20,7 +20,6 @@ import gc
 import os
 import socket
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,11 +38,13 @@ from meterd.bill_cache import BillCache
 from meterd.credentials import operator_token
 from meterd.data_dir import prepare as data_dir_prepare
 from meterd.directory import Directory
+from meterd.faturamento import BillingRuns, IssuedBills
 from meterd.http_workers import HttpWorkers
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.notices import Notices
 from meterd.options import Options
+from meterd.portal.site import Portal
 from meterd.reuseport import SharedTCPEndpoint, shared_socket
 from meterd.store.base import Store
 from meterd.store.sqlite import SqliteStore
@@ -51,9 +52,13 @@ from meterd.sync import DirectorySync
 from meterd.twisted_internals import datagram_socket
 from meterd.udp import MeterProtocol
 from meterd.udp_workers import UdpWorkers
-from meterd.web.api import Api, Settings, serve
+from meterd.web.api import Api, Settings
 from meterd.web.app import mount_all
-from meterd.web.request import make_site
+from meterd.web.bills import Bills
+from meterd.web.exports import Exports
+from meterd.web.fleet import Fleet
+from meterd.web.operations import Operations
+from meterd.web.request import make_site, with_backlog
 from meterd.web.webhook_routes import WebhookRoutes
 from meterd.webhooks import Webhooks
 
@@ -97,8 +102,11 @@ class Parts:
     ingest: Ingest
     bills: BillCache
     alarms: Alarms
+    runs: BillingRuns
     webhooks: Webhooks
     api: Api
+    fleet: Fleet
+    portal: Portal
     meters: MeterProtocol
     udp_workers: UdpWorkers | None
     http_workers: HttpWorkers | None
@@ -119,11 +127,14 @@ def makeService(config: dict[str, Any], clock: IReactorTime | None = None) -> Me
         no_auth=bool(config.get("no-auth")), tz=config["tz"], limit_w=config["limit-w"], limit_wh=config["limit-wh"],
         meter_mode=config["meter-mode"],
     )
+    runs = BillingRuns(store, config["tariff"], clock, config["tz"], bills)
     api = Api(settings, store, directory, ingest, metrics, clock, config["tariff"], bills, alarms)
-    mount_all(api, WebhookRoutes(api, webhooks))
+    fleet = Fleet(api, alarms, clock)
+    mount_all(api, Bills(api, runs, IssuedBills(store)), Operations(api), Exports(api), fleet, WebhookRoutes(api, webhooks))
+    portal = Portal(api, clock, secure=config["http"].startswith("ssl:"))
     meters = MeterProtocol(directory, ingest, metrics, clock, require_signature=not config.get("no-auth"))
     parts = Parts(
-        config, clock, metrics, store, directory, ingest, bills, alarms, webhooks, api, meters,
+        config, clock, metrics, store, directory, ingest, bills, alarms, runs, webhooks, api, fleet, portal, meters,
         UdpWorkers(config["udp-workers"], meters, directory, ingest, metrics, default_reactor) if config.get("udp-workers") else None,
         HttpWorkers(config["http-workers"], api, config["limits"], default_reactor) if config.get("http-workers") else None,
     )
@@ -145,7 +156,11 @@ def connect(parts: Parts) -> None:
        settlement and every change of credentials: a poll they answered
        before is answered by meterd again.
     4. The UDP workers are told every new meter's key.
-    5. The webhooks are told of every alarm event this process settles, once committed.
+    5. The web portal's open alarms pages are told of every alarm
+       settlement; a customer's new token ends their portal sessions; the
+       HTTP workers' requests are answered by the portal's dispatch (its
+       pages, and the API for the rest).
+    6. The webhooks are told of every alarm event this process settles, once committed.
     """
     ingest, bills, alarms = parts.ingest, parts.bills, parts.alarms
     ingest.observers.append(lambda readings, outcomes, _: bills.readings_stored(readings, outcomes))
@@ -157,6 +172,10 @@ def connect(parts: Parts) -> None:
         parts.directory.customer_listeners.append(lambda _: bump())
     if parts.udp_workers is not None:
         parts.directory.meter_listeners.append(parts.udp_workers.meter_added)
+    alarms.settled_listeners.append(parts.portal.live.changed)
+    parts.directory.token_listeners.append(parts.portal.token_replaced)
+    if parts.http_workers is not None:
+        parts.http_workers.respond = parts.portal.dispatch
     alarms.event_listeners.append(parts.webhooks.events_stored)
 
 
@@ -172,7 +191,7 @@ class Meterd(service.MultiService):
         self._tuning: tuning.Tuning | None = None
         self._umask: int | None = None
         self._stopping: Deferred[None] | None = None
-        for child in (parts.ingest, parts.alarms, parts.webhooks, Notices(parts.metrics.recent)):
+        for child in (parts.ingest, parts.alarms, parts.webhooks, parts.runs, Notices(parts.metrics.recent), parts.fleet.sampler, parts.portal.live):
             child.setServiceParent(self)
         if parts.store.shared:  # other processes change the directory too
             DirectorySync(parts.store, parts.directory, parts.clock).setServiceParent(self)
@@ -214,8 +233,8 @@ class Meterd(service.MultiService):
             parts.directory.add_meter(meter)
         log.info("loaded {c} customers and {m} meters", c=len(customers), m=len(meters))
         # What is loaded by now lives as long as the process, and a full
-        # collection traverses every tracked object with the GIL held (88 ms
-        # for a directory of 100,000 meters), a pause the reactor cannot
+        # collection traverses every tracked object with the GIL held, a
+        # pause that grows with the directory and that the reactor cannot
         # afford under load. Frozen, the collector skips it.
         gc.collect()
         gc.freeze()
@@ -230,13 +249,13 @@ class Meterd(service.MultiService):
 
     async def _listen_http(self) -> IListeningPort:
         config, parts = self.parts.config, self.parts
-        description = config["http"]
+        description = with_backlog(config["http"])
         endpoint = SharedTCPEndpoint.from_string(default_reactor, description) if config.get("reuse-port") \
             else serverFromString(default_reactor, description)
         try:
             limits = config["limits"].within_descriptors()
             log.info("HTTP: at most {n} connections, {a} from one address", n=limits.max_connections, a=limits.max_per_address)
-            site = make_site(partial(serve, parts.api), limits, parts.metrics.http_refused, default_reactor)
+            site = make_site(parts.portal.serve, limits, parts.metrics.http_refused, default_reactor)
             port: IListeningPort = await endpoint.listen(site)
         except Exception as e:
             raise StartError(f"cannot listen for HTTP on {description}: {_reason(e)}") from None
@@ -297,7 +316,7 @@ class Meterd(service.MultiService):
             if port is not None:
                 await maybeDeferred(port.stopListening)
         self.udp_port = self.http_port = None
-        for child in reversed(list(self)):  # notices, webhooks (saving their cursors), alarms, then ingest, which flushes what is pending
+        for child in reversed(list(self)):  # ..., webhooks (saving their cursors), alarms, then ingest, which flushes what is pending
             if child.running:
                 await maybeDeferred(child.stopService)
         await parts.store.stop()

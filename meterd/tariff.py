@@ -437,11 +437,13 @@ class _Validator:
         )
 
     def _string(self, key: str, value: object) -> str:
-        """A non-blank string, without the spaces around it."""
+        """A non-blank line of printable text, without the spaces around it."""
         if not isinstance(value, str):
             raise self._fail(_EMPRESA, key, f"must be a string, not {_describe(value)}")
         if not value.strip():
             raise self._fail(_EMPRESA, key, "must not be empty")
+        if not value.isprintable():
+            raise self._fail(_EMPRESA, key, "must be one line of printable text (it is printed on every bill)")
         return value.strip()
 
     def _cnpj(self, value: object) -> str:

@@ -116,3 +116,14 @@ def headers_size_so_far(channel: Any) -> int:
     to answer 431 in its own shape. Tests: test_http_guard.py.
     """
     return int(channel._receivedHeaderSize)
+
+
+def waiting_for_transport(channel: Any) -> bool:
+    """Whether an HTTP channel's transport has paused it: its socket's buffer is full.
+
+    ``twisted.web.http.HTTPChannel._waitingForTransport``, set by its
+    ``pauseProducing`` and cleared by ``resumeProducing``. A producer
+    registered with a request while it is set is not paused by the channel;
+    meterd pauses it itself. Tests: test_streaming.py.
+    """
+    return bool(channel is not None and channel._waitingForTransport)

@@ -45,7 +45,7 @@ class MeterProtocol(DatagramProtocol):
         self.metrics = metrics
         self.clock = clock
         rounded = metrics.rounded.labels("udp")
-        self.screen = Screen(directory.key, require_signature=require_signature, on_rounded=rounded.inc)
+        self.screen = Screen(directory.key, require_signature=require_signature, retired=directory.retired, on_rounded=rounded.inc)
         ingest.send_acks = self.send_acks
         self._misses: dict[tuple[str, int], float] = {}  # unknown meter -> when it was last looked up
         self._lookups_in_flight = 0
@@ -56,7 +56,7 @@ class MeterProtocol(DatagramProtocol):
         At 20-45 us of Python per datagram, 256 KB of ~230-byte readings is a
         25-50 ms turn; an HTTP request needs several turns (accept, read,
         the database ping's thread callback, write), so under a UDP flood
-        ``/health`` took 400-650 ms. 8 KB (~35 readings) keeps a turn near 2 ms;
+        ``/health`` would wait several of those. 8 KB (~35 readings) keeps a turn near 2 ms;
         what cannot be read waits in the socket's receive buffer
         (``service.UDP_RECEIVE_BUFFER``) or is dropped by the kernel, as under
         any overload.

@@ -2,8 +2,8 @@
 
 One CPython process runs Python on one core at a time, and at tens of
 thousands of datagrams a second, receiving, parsing and verifying each
-datagram was two thirds of the reactor thread's time (py-spy, issue 8). A
-worker does that part on another core. It reads the meters' socket, which it
+datagram is most of what the reactor thread would do. A worker does that
+part on another core. It reads the meters' socket, which it
 inherits from meterd as fd 3 (the kernel hands each datagram to one reader),
 runs every datagram through the same :class:`~meterd.screen.Screen` as the
 reactor's port, and passes meterd the readings that pass. meterd keeps
@@ -14,9 +14,10 @@ so from the port the meter sent to.
 stdin and stdout carry length-prefixed (``Int32StringReceiver``) orjson frames:
 
 meterd to worker
-  ``{"keys": [[customer_id, meter_id, key_hex], ...]}`` with every known meter, a few
+  ``{"keys": [[customer_id, meter_id, key_hex, retired_ts], ...]}`` with every known meter (``retired_ts``
+  null but for a retired meter, whose readings after that time are dropped), a few
   thousand at a time, the last of these frames also carrying ``"require_signature": bool``
-  (the worker serves the socket from then on); then ``{"keys": [...]}`` for each meter added,
+  (the worker serves the socket from then on); then ``{"keys": [...]}`` for each meter added or changed,
   and ``{"acks": [[customer_id, meter_id, [seq, ...], host, port], ...]}`` to sign and send.
 worker to meterd
   ``{"ready": true}`` once the frame with the settings is in and the socket is being read; then,
@@ -53,10 +54,9 @@ if TYPE_CHECKING:
 
 # Bytes read from the socket per reactor turn (Twisted's default: 256 KB, some
 # 1,600 readings). Between turns the worker reads meterd's frames, the acks
-# among them: with 256 KB, under a backlog, a flush's acks and the readings
-# already screened waited behind turns of up to 32 ms (p99 22 ms at 62,000
-# readings/s); with 32 KB, p99 3.6 ms and max 8.7 ms, for the same total time
-# spent reading (17-19 s of a 30 s run either way).
+# among them, and sends the readings it screened: under a backlog, turns of
+# 256 KB would hold a flush's acks for tens of milliseconds, while shorter
+# turns cost no more reading time in all.
 READ_BYTES_PER_TURN = 32 * 1024
 
 
@@ -93,6 +93,7 @@ class Worker(ParentLink):
     def __init__(self, reactor: Any, fd: int = SOCKET_FD) -> None:
         super().__init__(reactor, fd)
         self.keys: dict[MeterId, bytes] = {}
+        self.retired: dict[MeterId, int] = {}
         self.screen: Screen
         self.pending: Any = None  # the DelayedCall of the next send
         self.readings: list[tuple[Any, ...]] = []  # the Readings' fields
@@ -109,13 +110,17 @@ class Worker(ParentLink):
 
     def stringReceived(self, frame: bytes) -> None:
         message = orjson.loads(frame)
-        for customer_id, meter_id, key_hex in message.get("keys", ()):
+        for customer_id, meter_id, key_hex, retired_ts in message.get("keys", ()):
             self.keys[(customer_id, meter_id)] = bytes.fromhex(key_hex)
+            if retired_ts is not None:
+                self.retired[(customer_id, meter_id)] = retired_ts
         if "acks" in message:
             self._send_acks(message["acks"])
             return
         if self.port is None and "require_signature" in message:
-            self.screen = Screen(self.keys.get, require_signature=bool(message["require_signature"]), on_rounded=self._rounded)
+            self.screen = Screen(
+                self.keys.get, require_signature=bool(message["require_signature"]), retired=self.retired, on_rounded=self._rounded,
+            )
             self.adopt(self.reactor.adoptDatagramPort, Receiver(self, self.reactor))
             self.stdio.registerProducer(self, True)
             self.sendString(b'{"ready":true}')

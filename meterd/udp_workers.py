@@ -45,7 +45,7 @@ class UdpWorkers(WorkerPool):
         return [*({"keys": keys} for keys in head), {"require_signature": self.protocol.screen.require_signature, "keys": last}]
 
     def meter_added(self, entry: MeterEntry) -> None:
-        """A meter was registered (or its key changed): every worker needs its key."""
+        """A meter was registered (or its key changed, or it was retired): every worker needs to know."""
         self.send_all({"keys": [_key_row(entry)]})
 
     def send_acks(self, acks: list[AckRow]) -> None:
@@ -86,6 +86,6 @@ class UdpWorkers(WorkerPool):
 
 
 def _key_row(entry: MeterEntry) -> list[Any]:
-    """A meter's key as the worker's frames carry it: ``[customer_id, meter_id, key_hex]``."""
+    """A meter's key as the worker's frames carry it: ``[customer_id, meter_id, key_hex, retired_ts]``."""
     meter = entry.meter
-    return [meter.customer_id, meter.meter_id, meter.key_hex]
+    return [meter.customer_id, meter.meter_id, meter.key_hex, meter.retired_ts]

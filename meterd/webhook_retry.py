@@ -15,7 +15,7 @@ from __future__ import annotations
 __all__ = ["FIRST_DELAY_S", "MAX_DELAY_S", "delay"]
 
 FIRST_DELAY_S = 1.0
-MAX_DELAY_S = 300.0
+MAX_DELAY_S = 300
 
 
 def delay(failures: int, jitter: float, bound: float = MAX_DELAY_S) -> float:

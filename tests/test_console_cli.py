@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from clients.api import MeterdClient
 from clients.console.cli import EXIT_API, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, build_parser, run_command
 from clients.console.messages import Messages
 from clients.console.render import Renderer
+from clients.console.export import Progress
 from tests.console_fakes import CPF, OPERATOR, FakeMeterd, stub_client_factory
 
 
@@ -209,6 +212,64 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out == f"python -m clients.console {meterd.__version__}\n"
 
 
+
+
+def run_billing(fake: FakeMeterd, *argv: str, progress: Any = None) -> tuple[Any, Any, Any]:
+    from twisted.internet import reactor
+
+    args = parse(*argv)
+    _, make = stub_client_factory(fake)
+    out, err = io.StringIO(), io.StringIO()
+    m = Messages(args.lang)
+    d = ensureDeferred(run_command(args, make(OPERATOR), m, Renderer(m, width=80), out, err, progress=progress, timer=reactor, poll=0))
+    return d, out, err
+
+
+@pytest_twisted.inlineCallbacks
+def test_faturamento_follows_the_run_and_prints_its_summary_or_its_json() -> Any:
+    fake = FakeMeterd()
+    drawn: list[str] = []
+    progress = Progress(drawn.append, Messages("pt"), 80, ascii_only=True, key="billing.progress")
+    d, out, err = run_billing(fake, "faturamento", "--periodo", "2", progress=progress)
+    assert (yield d) == EXIT_OK
+    assert fake.calls("/faturamento") == [{"periodo": 2}]
+    assert len(fake.calls("/getFaturamento")) == 4  # looked at until it was over
+    assert "Faturamento de nov/2026 (execução 1): concluído" in out.getvalue() and "R$ 400,00" in out.getvalue()
+    assert err.getvalue() == ""
+    bars = [line for line in drawn if line.startswith("\r\x1b[KFaturando")]
+    assert re.fullmatch(r"\r\x1b\[KFaturando nov/2026 -{10,}   0%  0 de 4 clientes, 0 faturas", bars[0]), bars[0]
+    assert re.search(r"Faturando nov/2026 #{10,}-+  75%  3 de 4 clientes, 3 faturas$", bars[-1]), bars[-1]
+    assert drawn[-1] == "\r\x1b[K"  # erased before the summary
+    assert all(len(line) - len("\r\x1b[K") < 80 for line in drawn)
+    d, out, err = run_billing(fake, "--json", "faturamento")
+    assert (yield d) == EXIT_OK
+    assert json.loads(out.getvalue())["estado"] == "concluida"
+
+
+@pytest_twisted.inlineCallbacks
+def test_faturamento_while_one_runs_is_refused_and_a_run_can_be_followed() -> Any:
+    fake = FakeMeterd()
+    fake.run_customers = 10**6  # never done
+    fake.billing("/faturamento", {"periodo": 1})
+    d, out, err = run_billing(fake, "faturamento")
+    assert (yield d) == EXIT_API
+    assert err.getvalue() == ("Recusado pelo servidor (409): já há um faturamento em andamento "
+                              "(acompanhe-o com faturamento --execucao N).\n")
+    fake.run_customers = fake.run["clientes"] = 3
+    d, out, err = run_billing(fake, "faturamento", "--execucao", "1")
+    assert (yield d) == EXIT_OK
+    assert fake.calls("/faturamento") == [{"periodo": 1}] and "concluído" in out.getvalue()
+
+
+@pytest_twisted.inlineCallbacks
+def test_faturamento_resultado_writes_the_runs_bills_as_they_arrive() -> Any:
+    fake = FakeMeterd()
+    fake.billing("/faturamento", {"periodo": 1})
+    fake.result = "numero,id,nome\r\n1,a,Zé\r\n2,b,Çá\r\n".encode()
+    d, out, err = run_billing(fake, "faturamento", "--resultado", "csv", "--execucao", "1")
+    assert (yield d) == EXIT_OK
+    assert out.getvalue() == "numero,id,nome\r\n1,a,Zé\r\n2,b,Çá\r\n"
+    assert fake.calls("/getFaturamentoResultado") == [{"execucao": "1", "formato": "csv"}]
 
 
 @pytest_twisted.inlineCallbacks

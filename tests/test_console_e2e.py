@@ -6,6 +6,7 @@ themselves (with the reason) while the server answers 501 for those routes.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -16,12 +17,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from clients.console.render import brl
+from meterd.taxid import make_cpf
 
 pytestmark = pytest.mark.slow  # real processes: the full suite's, not the fast loop's
 
@@ -266,6 +269,106 @@ def test_new_token_and_key_subcommands_replace_the_old_ones(server: Server) -> N
     assert "Nova chave do medidor 1" in r.stdout and "CHAVE DO MEDIDOR:" in r.stdout
     r = _cli(server, "nova-chave", "--id", cpf, "--medidor", "7")
     assert r.returncode == 1 and r.stdout == "" and "404" in r.stderr
+
+
+def test_faturamento_issues_and_fatura_shows_the_issued_bill(server: Server) -> None:
+    cid = make_cpf("707070707")
+    assert server.call("POST", "/cadCliente", {"id": cid, "name": "Dora", "ligacao": "tri"})[0] == 201
+    assert server.call("POST", "/cadMedidor", {"id": cid})[0] == 201
+    last_month = time.time() - 40 * 86_400  # some day of a closed month: Dora was supplied then
+    _post(server, cid, 1, 500.0, last_month)
+    r = _cli(server, "faturamento", "--periodo", "1")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"Faturamento de \w{3}/\d{4} \(execução \d+\): concluído", r.stdout), r.stdout
+    assert r.stderr == ""  # no progress bar on a pipe
+    r = _cli(server, "--json", "faturamento", "--execucao", "1")
+    run = json.loads(r.stdout)
+    assert (r.returncode, run["estado"]) == (0, "concluida") and run["emitidas"] >= 1
+    status, bill = server.call("GET", f"/getFatura?id={cid}&periodo=1")
+    assert (status, bill["status"]) == (200, "emitida")
+    r = _cli(server, "fatura", "--id", cid, "--periodo", "1")
+    assert r.returncode == 0, r.stderr
+    assert f"Nº {bill['numero']}" in r.stdout and "Leituras" in r.stdout and "Linha digitável" in r.stdout
+    assert brl(bill["total"]) in r.stdout
+    r = _cli(server, "--json", "fatura", "--id", cid, "--periodo", "1")
+    assert json.loads(r.stdout) == bill
+    r = _cli(server, "fatura", "--id", cid, "--periodo", "1", "--codigo", "pix")
+    assert r.returncode == 0 and r.stdout.startswith("<svg") and bill["pix"] in r.stdout
+    r = _cli(server, "faturamento", "--resultado", "csv", "--execucao", "1")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith("numero,referencia,id,nome")
+    assert any(line.startswith(f"{bill['numero']},") and cid in line for line in r.stdout.splitlines())
+
+
+def test_the_operator_finds_changes_retires_and_replaces_through_the_console(server: Server) -> None:
+    """The management subcommands and submenu against a real meterd: what they send is what meterd keeps."""
+    cpf = "45317828791"
+    status, doc = server.call("POST", "/cadCliente", {"id": cpf, "name": "Conceição Araújo"})
+    assert status == 201, doc
+    server.call("POST", "/cadMedidor", {"id": cpf})
+    now = time.time()
+    _post(server, cpf, 1, 100.0, now - 120)
+    r = _cli(server, "--json", "buscar", "--texto", "conceicao araujo")
+    assert r.returncode == 0, r.stderr
+    assert [c["id"] for c in json.loads(r.stdout)["results"]] == [cpf]
+    r = _cli(server, "alterar", "--id", cpf, "--name", "Conceição Araújo Lima", "--limite-kw", "7,5")
+    assert r.returncode == 0 and "alterado: nome, limite de demanda (kW)" in r.stdout, r.stderr
+    r = _cli(server, "retirar", "--id", cpf, "--medidor", "1", "--valor", "100,25", "--timestamp", str(now - 60))
+    assert r.returncode == 0 and "retirado na leitura final de 100,250 kWh" in r.stdout, r.stderr
+    r = _cli(server, "--json", "substituir", "--id", cpf, "--medidor", "1", "--timestamp", str(now - 30))
+    assert r.returncode == 0, r.stderr
+    replaced = json.loads(r.stdout)
+    assert (replaced["id_medidor"], replaced["replaces"], replaced["valor"]) == (2, 1, 0.0)
+    status, record = server.call("GET", f"/getCliente?id={cpf}")
+    assert status == 200 and record["name"] == "Conceição Araújo Lima" and record["limite_kw"] == 7.5
+    assert [(m["id_medidor"], m["retired_at"] is not None, m["replaced_by"]) for m in record["meters"]] == [(1, True, 2), (2, False, None)]
+    c = Console("--server", server.url, "--data-dir", str(server.data_dir), "--operator")
+    try:
+        c.expect(r"10\) Gestão")
+        c.send("10", "1", "araujo lima")
+        c.expect(re.escape("Conceição Araújo Lima"))
+        mark = len(c.out)
+        c.send("2", cpf)
+        c.expect(r"retirado \(", start=mark)
+        c.expect(r"substitui o 1", start=mark)
+        mark = len(c.out)
+        c.send("6", cpf)
+        c.expect(r"medidor 2 no lugar do 1", start=mark)
+        c.expect(r"alteração: limite de demanda \(kW\) de 10 para 7,5", start=mark)
+        c.expect(r"operator \(127\.0\.0\.1\)", start=mark)
+        c.send("0", "0")
+        c.expect("Até logo.")
+        assert c.close() == 0
+    finally:
+        c.close()
+    assert "Traceback" not in c.out
+    r = _cli(server, "--lang", "en", "auditoria", "--id", cpf, "--limite", "2")
+    assert r.returncode == 0 and "meter 2 in place of 1" in r.stdout and "Next page: --cursor " in r.stdout, r.stderr
+
+
+def test_exportar_writes_the_readings_posted_to_a_file(server: Server, tmp_path: Path) -> None:
+    cpf = "71428793860"
+    status, doc = server.call("POST", "/cadCliente", {"id": cpf, "name": "Iara Gonçalves", "tz": "America/Sao_Paulo"})
+    assert status == 201, doc
+    server.call("POST", "/cadMedidor", {"id": cpf})
+    server.call("POST", "/cadMedidor", {"id": cpf, "mode": "interval"})
+    start = int(time.time()) - 4 * 3600
+    posted = [(1, start + i * 120, f"{100 + i * 0.25:.3f}") for i in range(60)] + [(2, start + 30 + i * 300, f"{i % 3 * 0.1:.3f}") for i in range(40)]
+    for meter, ts, valor in posted:
+        _post(server, cpf, meter, float(valor), ts)
+    r = subprocess.run(
+        [PY, "-m", "clients.console", "--server", server.url, "--token", server.token, "exportar", "--id", cpf],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    [written] = tmp_path.iterdir()
+    assert written.name == f"leituras-Iara-Gonçalves-{cpf}.csv"
+    assert r.stdout == f"Gravado em {written}: {len(posted)} linhas, 0 MB.\n"
+    assert r.stderr == ""  # a pipe: no bar
+    with open(written, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id_medidor", "timestamp", "valor_kwh", "consumo_kwh", "estimated"]
+    got = [(int(datetime.fromisoformat(t).timestamp()), int(m), v) for m, t, v, _, _ in rows[1:]]
+    assert got == sorted((ts, m, v) for m, ts, v in posted)  # in time order, every reading as posted
 
 
 def test_webhook_subcommands_register_list_and_remove(server: Server) -> None:

@@ -7,6 +7,7 @@ alarm poller's LoopingCall runs only when a test advances it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from treq.testing import StubTreq
@@ -21,6 +22,7 @@ from clients.console.frontend import LineFrontend, TerminalFrontend
 from clients.console.menu import Menu
 from clients.console.messages import Messages
 from clients.console.render import Renderer
+from meterd.taxid import make_cpf
 from tests.console_fakes import CPF, CPF2, OPERATOR, FakeMeterd, stub_client_factory
 
 
@@ -690,13 +692,130 @@ def test_terminal_resize_redraws_the_view_from_the_top_of_the_screen() -> None:
     assert out.endswith("> João")  # the prompt and what was being typed, drawn again
 
 
+# -- the operator's management: find, look, change, retire, replace, audit ----------------
+
+
+def managed(s: Session, *names: str) -> None:
+    """Customers registered through the menu (one meter for the first), then into the management submenu."""
+    s.type("1")
+    for i, name in enumerate(names):
+        s.type("1", make_cpf(f"{400_000_000 + i:09d}") if i else CPF, name, "", "", "")
+    s.type("2", CPF, "")
+    s.type("10")
+
+
+def test_the_operator_menu_and_the_management_submenu_fit_a_screen_and_lead_back() -> None:
+    for lang, back in (("pt", "Cadastrar cliente"), ("en", "Register a customer")):
+        s = session(lang=lang)
+        out = s.type("1")
+        menu = out[out.index("Operador" if lang == "pt" else "Operator") :]
+        assert menu.count("\n") <= 14 and max(len(line) for line in menu.splitlines()) <= 80  # 24 lines leave room for a view
+        out = s.type("10")
+        sub = out[out.index("Gestão" if lang == "pt" else "Management") :]
+        assert sub.count("\n") <= 10 and max(len(line) for line in sub.splitlines()) <= 80
+        assert " m) " not in sub  # no search shown yet: nothing more to see
+        out = s.type("0")
+        assert back in out
+
+
+def test_customers_are_searched_a_page_at_a_time() -> None:
+    s, _ = screen_session(height=24)
+    fake = s.fake
+    for n in range(20):
+        cid = make_cpf(f"{500_000_000 + n:09d}")
+        fake.customers[cid] = {"id": cid, "name": f"Ana {n:02d}", "ligacao": "mono", "limite_kw": 10, "limite_kwh": 1000, "tz": "UTC"}
+        fake.meters[cid] = []
+    s.type("1", "10")
+    out = s.type("1", "ana")
+    assert "Clientes encontrados para “ana”" in out and "Ana 00" in out and "Ana 14" in out and "Ana 15" not in out
+    assert "Há mais resultados: opção m." in out
+    assert fake.calls("/buscaClientes") == [{"q": "ana", "limite": "15"}]  # what fits 24 lines
+    assert max(len(line) for line in out.splitlines()) <= 80
+    out = s.type("")
+    assert " m) Mais resultados" in out
+    out = s.type("m")
+    assert "Ana 15" in out and "Ana 19" in out and "Ana 00" not in out and "opção m" not in out
+    assert fake.calls("/buscaClientes")[-1] == {"q": "ana", "limite": "15", "cursor": "search-15"}
+    out = s.type("", "m")
+    assert "Opção inválida: 'm'" in out  # the last page: nothing more
+    out = s.type("1", "xavier")
+    assert "Nenhum cliente encontrado para “xavier”." in out
+
+
+def test_the_operator_looks_changes_retires_and_replaces_and_reads_the_audit_log() -> None:
+    s = session(renderer=Renderer(Messages("pt"), width=160))  # wide: each cell on one line
+    managed(s, "Ana")
+    out = s.type("2", CPF)
+    assert "Ficha do cliente 529.982.247-25" in out and "em serviço" in out and "Nenhum alarme ativo." in out
+    out = s.type("3", CPF, "Ana Luíza", "tri", "", "", "12,5")
+    assert "Cliente 529.982.247-25 alterado: nome, ligação, limite mensal (kWh)." in out
+    assert s.fake.calls("/alteraCliente") == [{"id": CPF, "name": "Ana Luíza", "ligacao": "tri", "limite_kwh": 12.5}]
+    out = s.type("3", CPF, "", "", "", "", "")
+    assert "Nada a alterar." in out and len(s.fake.calls("/alteraCliente")) == 1  # nothing sent
+    out = s.type("5", CPF, "1", "", "", "")
+    assert "(409): o medidor está em serviço: retire-o antes de substituí-lo" in out
+    out = s.type("4", CPF, "1", "1234,567", "05/11/2026 14:30")
+    assert "Medidor 1 do cliente 529.982.247-25 retirado na leitura final de 1.234,567 kWh" in out
+    (retired,) = s.fake.calls("/retiraMedidor")
+    assert (retired["valor"], retired["timestamp"]) == ("1234.567", datetime(2026, 11, 5, 14, 30).astimezone().timestamp())
+    s.clock.advance(1_764_000_000)
+    out = s.type("5", CPF, "1", "", "", "")
+    assert "Medidor 2 do cliente 529.982.247-25 no lugar do 1 (modo registrador)" in out
+    assert f"CHAVE DO MEDIDOR: {202:064x}" in out and "mostrada só esta vez" in out
+    assert s.fake.calls("/substituiMedidor")[-1] == {"id": CPF, "id_medidor": 1, "valor": "0", "timestamp": 1_764_000_000}
+    out = s.type("2", CPF)
+    assert "retirado (05/11/2026 14:30); substituído pelo 2" in out and "substitui o 1" in out
+    out = s.type("6", "")
+    for line in ("medidor 2 no lugar do 1", "retirada do medidor 1: 1.234,567 kWh", "alteração: ligação de monofásica",
+                 "para trifásica", "alteração: nome de Ana para Ana Luíza", "cadastro do medidor 1", "operator (127.0.0.1)"):
+        assert line in out, line
+    assert s.fake.calls("/getAuditoria") == [{"limite": "10"}]  # two lines an entry: half a page
+    out = s.type("6", "123")
+    assert "CPF tem 11 dígitos" in out
+
+
+def test_the_management_screens_in_english() -> None:
+    s = session(lang="en")
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    s.type("2", CPF, "")
+    s.type("10")
+    out = s.type("4", CPF, "1", "12.5", "")
+    assert "Meter 1 of customer 529.982.247-25 retired at its final reading of 12.500 kWh" in out
+    out = s.type("6", CPF)
+    assert "Audit log of customer 529.982.247-25" in out and "meter 1 retired: 12.500 kWh" in out
+    out = s.type("3", CPF, "", "", "Mars/Olympus", "", "")
+    assert "Customer 529.982.247-25 changed: time zone." in out  # the fake takes any zone; meterd refuses it
+def test_the_export_item_writes_a_file_where_the_menu_says(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = session()
+    s.type("1", "1", CPF, "Ana", "", "", "")
+    out = s.type("e", CPF, "", "", "", "", "")  # readings of this month, every meter, the server's file name
+    written = tmp_path / f"leituras-Zé-{CPF}.csv"
+    assert f"Gravado em {written}: 2 linhas" in out
+    assert written.read_text(encoding="utf-8").splitlines()[1:] == s.fake.csv_rows
+    [asked] = s.fake.calls("/getLeituras")
+    assert asked == {"id": CPF, "kind": "M", "periodo": "0"}
+    out = s.type("E", CPF, "h", "a", "1", "2", str(tmp_path / "ano.csv"))
+    assert f"Gravado em {tmp_path / 'ano.csv'}" in out
+    assert s.fake.calls("/getConsumoHist")[-1] == {"id": CPF, "kind": "Y", "periodo": "1", "id_medidor": "2"}
+    s.fake.down = True
+    out = s.type("e", CPF, "", "", "", "", "")
+    assert "503" in out and sorted(p.name for p in tmp_path.iterdir()) == ["ano.csv", f"leituras-Zé-{CPF}.csv"]
+
+
+def test_the_operator_menu_with_its_export_item_fits_80_by_24() -> None:
+    for lang in ("pt", "en"):
+        text = Messages(lang)("menu.operator")
+        assert "e) " in text and len(text.splitlines()) <= 14 and max(len(line) for line in text.splitlines()) <= 80, lang
+
+
 # -- alarm webhooks (operator) ------------------------------------------------------
 
 
 def test_operator_registers_lists_and_removes_webhooks_in_their_submenu() -> None:
     s = session()
     s.type("1", "1", CPF, "Ana", "", "", "")
-    out = s.type("10")
+    out = s.type("w")
     assert "Webhooks de alarme — escolha uma opção" in out and "0) Voltar ao menu do operador" in out
     out = s.type("1")
     assert "Nenhum webhook cadastrado." in out
@@ -730,7 +849,7 @@ def test_the_webhooks_view_fits_80_columns_and_the_menus_fit_24_lines() -> None:
             "last_failure": "2026-11-05T17:02:00-03:00", "last_error": "connection failed: Connection was refused by other side", "failures": 17,
             "delivered_by": "meterd",
         }
-    out = s.type("1", "10", "1")
+    out = s.type("1", "w", "1")
     assert "Webhooks de alarme" in out and max(len(line) for line in out.splitlines()) <= 80
     url_column = "".join(line.split("|")[2].strip() for line in out.splitlines() if line.startswith("|"))
     assert "https://alarmes.distribuidora-exemplo.com.br/integracoes/meterd/3?token=abc" in url_column  # wrapped, not cut

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from clients.console.messages import CATALOG, Messages
 from clients.console.render import Renderer, brl, format_number
-from tests.console_fakes import BILL, history_doc
+from tests.console_fakes import BILL, history_doc, issued_bill
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_bill_plain_is_itemised() -> None:
     assert "R$ 1,14" in row("PIS (1,03%)")
     assert "R$ 5,28" in row("COFINS (4,75%)")
     assert "R$ 1.111,08" in row("TOTAL A PAGAR")
-    assert "nov/2026" in row("Referência") and "aberta" in row("Referência")
+    assert "nov/2026 — prévia (mês em curso)" in row("Referência")
     assert "01/11/2026 – 30/11/2026" in row("Período")  # fim is exclusive
     assert "amarela" in row("Bandeira tarifária")
 
@@ -350,3 +350,47 @@ def test_every_choice_and_rule_has_its_words_in_both_languages() -> None:
             assert len({label.casefold() for label in labels}) == len(labels)  # each label names one value
             assert [choice.parse(m, label) for label in labels] == list(choice.values)
         assert all(m.has(f"alarm.message.{rule}") and m.has(f"rule.{rule}") for rule in _RULE_UNITS)
+
+
+@pytest.mark.parametrize("lang", ["pt", "en"])
+@pytest.mark.parametrize("color", [False, True])
+def test_an_issued_bill_shows_the_whole_document_within_80_columns(lang: str, color: bool) -> None:
+    doc = issued_bill()
+    out = Renderer(Messages(lang), color=color, width=80, height=24).bill(doc)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert max(cell_len(line) for line in plain.splitlines()) <= 80
+    assert ("Nº 123" if lang == "pt" else "No. 123") in plain
+    assert "12.345.678/0001-95" in plain and doc["empresa"]["endereco"] in plain
+    assert "529.982.247-25" in plain and "B1 - Residencial" in plain
+    pt = lang == "pt"
+    for date in ("01/12/2026", "11/12/2026") if pt else ("2026-12-01", "2026-12-11"):  # issue and due dates
+        assert date in plain
+    assert ("1.000,000" if pt else "1,000.000") in plain and ("1.312,457 *" if pt else "1,312.457 *") in plain  # the current one estimated
+    assert ("média de 10,415 kWh/dia" if lang == "pt" else "10.415 kWh/day") in plain
+    assert ("0,43340075" if lang == "pt" else "0.43340075") in plain  # the tariff with taxes, all 8 decimals
+    assert "ICMS" in plain and ("25%" in plain)
+    ajuste = doc["ajustes"][0]
+    assert ("Ajuste de faturamento ref. 10/2026" if lang == "pt" else "Billing adjustment for Oct 2026") in plain
+    assert brl(ajuste["valor"]) in plain and brl(doc["total"]) in plain and brl(doc["total_mes"]) in plain
+    history = [line for line in plain.splitlines() if re.match(r"\s*\w{3}[/ ]\d{4} \|", line)]
+    assert len(history) == 13
+    linha = doc["linha_digitavel"]
+    assert f"{linha[:11]}-{linha[11]} {linha[12:23]}-{linha[23]}" in plain
+    lines = plain.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("000201"))
+    assert "".join(lines[start : start + 3]) == doc["pix"]  # the copia-e-cola, cut to the width, nothing lost
+
+
+def test_a_bill_with_nothing_to_pay_says_so_and_has_no_codes() -> None:
+    doc = {**issued_bill(), "pix": None, "codigo_barras": None, "linha_digitavel": None, "total": "-12.00"}
+    out = Renderer(Messages("pt"), width=80).bill(doc)
+    assert "Nada a pagar" in out and "Linha digitável" not in out
+
+
+def test_a_billing_run_summary() -> None:
+    run = {"execucao": 3, "referencia": "2026-11", "estado": "interrompida", "clientes": 100_000, "processados": 5_000,
+           "emitidas": 4_990, "ja_emitidas": 10, "ignoradas": 0, "ajustes": 2, "erros": 0, "valor_total": "5594100.00",
+           "iniciada": "2026-12-01T08:00:00-03:00", "concluida": None, "mensagem": "meterd stopped during the run"}
+    out = Renderer(Messages("pt"), width=80).billing_run(run)
+    assert "Faturamento de nov/2026 (execução 3): interrompido" in out
+    assert "4.990" in out and "R$ 5.594.100,00" in out and "meterd stopped during the run" in out

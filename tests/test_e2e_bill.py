@@ -73,7 +73,7 @@ async def test_closed_month_bill_to_the_cent_and_late_reading_changes_it(tmp_pat
         assert status == 200, bill
         consumo = Decimal("235.567")  # 1234.567 - 1000 + half of the 2 kWh across the edge
         assert Decimal(str(bill["consumo_kwh"])) == consumo
-        assert (bill["status"], bill["bandeira"], bill["ligacao"]) == ("fechada", "vermelha2", "bi")
+        assert (bill["status"], bill["mes"], bill["bandeira"], bill["ligacao"]) == ("previa", "fechado", "vermelha2", "bi")
         assert Decimal(bill["total"]) == expected_total(consumo)
         assert bill["estimado"] is True  # the end edge was interpolated across a 24 h gap
 

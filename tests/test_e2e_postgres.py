@@ -2,8 +2,8 @@
 
 The store's own suite (tests/test_store.py) runs on PostgreSQL too; this file
 covers what only appears with more than one writer: two stores racing on the
-same meters and the same first migration, and the end-to-end case of DESIGN
-§9 -- two ``twistd -n meterd --reuse-port`` processes sharing the UDP port, a
+same meters and the same first migration, and the end-to-end case of
+DESIGN §9 -- two ``twistd -n meterd --reuse-port`` processes sharing the UDP port, a
 fleet of signed meters spread across both, every reading stored once, and
 either process answering the history and the bill.
 

@@ -134,14 +134,14 @@ class FixedClock:
 
 
 @pytest_twisted.ensureDeferred
-async def test_open_month_bill_is_cached_until_a_reading_and_closes_as_fechada(server: LiveServer) -> None:
+async def test_open_month_bill_is_cached_until_a_reading_and_closes_as_fechado(server: LiveServer) -> None:
     token, key = await customer_with_meter(server)
     api = server.core.api
     t = now_ms(server)
     await post_reading(server, key, "1000", t - 2000)
 
     status, bill, _ = await server.call("GET", "/getFatura", token=token, params={"id": CID})
-    assert (status, bill["status"], bill["consumo_kwh"]) == (200, "aberta", 0.0)
+    assert (status, bill["mes"], bill["consumo_kwh"]) == (200, "aberto", 0.0)
     year, month = (int(part) for part in bill["referencia"].split("-"))
     assert api.bills.get(CID, year, month) == bill
     status, again, _ = await server.call("GET", "/getFatura", token=token, params={"id": CID})
@@ -150,16 +150,16 @@ async def test_open_month_bill_is_cached_until_a_reading_and_closes_as_fechada(s
     await post_reading(server, key, "1005.5", t - 1000)
     assert api.bills.get(CID, year, month) is None  # the new reading moved the month's end edge
     status, later, _ = await server.call("GET", "/getFatura", token=token, params={"id": CID})
-    assert (later["status"], later["consumo_kwh"], later["medidores"][0]["consumo_kwh"]) == ("aberta", 5.5, 5.5)
+    assert (later["mes"], later["consumo_kwh"], later["medidores"][0]["consumo_kwh"]) == ("aberto", 5.5, 5.5)
 
     # A month later the same month is closed: the bill cached while it was open is not the answer.
     _, end = periods.month_range(year, month, ZoneInfo("America/Sao_Paulo"))
     api.clock = FixedClock((end + 86_400_000) / 1000)
     status, closed, _ = await server.call("GET", "/getFatura", token=token, params={"id": CID, "periodo": 1})
-    assert (status, closed["status"], closed["referencia"], closed["consumo_kwh"]) == (200, "fechada", later["referencia"], 5.5)
-    assert {k: v for k, v in closed.items() if k != "status"} == {k: v for k, v in later.items() if k != "status"}
+    assert (status, closed["status"], closed["mes"], closed["referencia"], closed["consumo_kwh"]) == (200, "previa", "fechado", later["referencia"], 5.5)
+    assert {k: v for k, v in closed.items() if k != "mes"} == {k: v for k, v in later.items() if k != "mes"}
     status, current, _ = await server.call("GET", "/getFatura", token=token, params={"id": CID})
-    assert (current["status"], current["consumo_kwh"]) == ("aberta", 0.0)
+    assert (current["mes"], current["consumo_kwh"]) == ("aberto", 0.0)
     assert current["referencia"] != closed["referencia"]
 
 

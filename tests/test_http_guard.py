@@ -23,8 +23,20 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.web.server import Request
 
+from meterd import tuning
 from meterd.web.exchange import Answer, write_answer
-from meterd.web.request import BODY_GRACE, DESCRIPTOR_RESERVE, MAX_BODY, Limits, MeterdSite
+from meterd.web.request import (
+    BACKLOG,
+    BODY_GRACE,
+    CLOSED_BEFORE_TRIM,
+    DESCRIPTOR_RESERVE,
+    MAX_BODY,
+    SEND_BUFFER,
+    SWEEP_INTERVAL,
+    Limits,
+    MeterdSite,
+    with_backlog,
+)
 from tests.support import LiveServer, Twistd, start_server
 
 
@@ -197,6 +209,47 @@ def test_answers_a_client_does_not_read_stop_its_pipelined_requests() -> None:
     assert client.value().count(b"HTTP/1.1 200") == 1000
 
 
+def test_a_connections_kernel_send_buffer_is_capped() -> None:
+    """What the kernel may hold for a client that reads nothing is small, not tcp_wmem's maximum."""
+    ours, theirs = socket.socketpair()
+    expected = socket.socket()
+    with ours, theirs, expected:
+        expected.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # anything else, to see it set
+        g = Guarded()
+        channel = g.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        client = Client(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        client.getHandle = lambda: ours  # type: ignore[attr-defined]
+        channel.makeConnection(client)
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == expected.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+
+def test_when_many_connections_have_closed_the_free_heap_goes_back_to_the_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(tuning, "release_free_memory", lambda: trims.append(1))
+    g = Guarded()
+    g.site.startFactory()
+    channels = [g.connect("127.0.0.1", 40000 + i)[0] for i in range(CLOSED_BEFORE_TRIM)]
+    for channel in channels[:-1]:
+        channel.connectionLost(None)
+    g.clock.advance(SWEEP_INTERVAL)
+    assert trims == []  # a few closed connections are not worth it
+    channels[-1].connectionLost(None)
+    g.clock.advance(SWEEP_INTERVAL)
+    assert trims == [1]
+    g.clock.advance(SWEEP_INTERVAL * 5)
+    assert trims == [1]  # once per burst
+    g.site.stopFactory()
+
+
+def test_the_listening_backlog_is_meterds_unless_the_endpoint_names_one() -> None:
+    assert with_backlog("tcp:8888") == f"tcp:8888:backlog={BACKLOG}"
+    assert with_backlog("tcp:8888:interface=127.0.0.1") == f"tcp:8888:interface=127.0.0.1:backlog={BACKLOG}"
+    assert with_backlog("tcp:8888:backlog=10") == "tcp:8888:backlog=10"
+    assert with_backlog("unix:/run/meterd.sock").endswith(f":backlog={BACKLOG}")
+    tuning.release_free_memory()  # callable here, whatever the C library
+
+
 def test_idle_timeouts_are_counted_not_logged_one_by_one() -> None:
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
@@ -268,6 +321,7 @@ async def test_a_slowloris_from_one_address_does_not_keep_another_from_being_ser
 async def test_pipelined_requests_never_read_are_not_all_answered_into_memory(tmp_path: Any) -> None:
     server = await start_server(tmp_path / "data")
     try:
+        assert server.core.http_port.backlog == BACKLOG  # type: ignore[union-attr]
         sock = _connect(server)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         requests = 3000

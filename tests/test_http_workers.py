@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ from meterd.alarm_book import Event
 from meterd.alarms import page
 from meterd.generation import Generation
 from meterd.http_worker import REPORT_INTERVAL, HttpWorker
+from meterd.http_workers import HttpWorkers
 from meterd.options import Options
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Answer, Incoming, answer_from_row, answer_row, incoming_from_row, incoming_row
@@ -59,7 +61,10 @@ B = make_cpf("168995350")
 
 def test_rows_carry_every_byte_through_json() -> None:
     every_byte = bytes(range(256))
-    incoming = Incoming("POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}')
+    incoming = Incoming(
+        "POST", "/cadCliente", b"id=1&x=%FF\xff", "Bearer t\xe9", "application/json", every_byte + b'{"a":"\xc3\xa7"}', "2001:db8::1", "text/csv",
+        "meterd_portal=\xe9", '"x"',
+    )
     assert incoming_from_row(orjson.loads(orjson.dumps(incoming_row(incoming)))) == incoming
     answer = Answer(405, b"application/json; charset=utf-8", every_byte, {"Allow": "GET, HEAD"})
     assert answer_from_row(orjson.loads(orjson.dumps(answer_row(answer)))) == answer
@@ -104,11 +109,13 @@ def worker_with_request(raw: bytes) -> tuple[HttpWorker, StringTransport, String
 def test_a_worker_forwards_a_request_and_writes_the_answer_meterd_sends() -> None:
     worker, stdio, client, _ = worker_with_request(
         b"POST /cadCliente?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer T\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 8\r\n\r\n{\"a\":1}\n"
+        b"Cookie: meterd_portal=abc\r\nIf-None-Match: \"e1\"\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n"
     )
     [sent] = frames(stdio.value())
     [[id_, *row]] = sent["requests"]
-    assert incoming_from_row(row) == Incoming("POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n')
+    assert incoming_from_row(row) == Incoming(
+        "POST", "/cadCliente", b"x=1", "Bearer T", "application/json", b'{"a":1}\n', "127.0.0.1", None, "meterd_portal=abc", '"e1"'
+    )
     assert client.value() == b""  # nothing until meterd answers
     worker.dataReceived(frame({"answers": [[id_, *answer_row(Answer(409, b"application/json", b'{"e":1}', {"X-Why": "exists"}))]]}))
     written = client.value()
@@ -199,6 +206,20 @@ def test_a_poll_meterd_answered_is_answered_again_from_its_answer_until_somethin
     assert [r[1:3] for r in p.forwarded()] == [["GET", "/getAlarme"], ["HEAD", "/getAlarme"]]
 
 
+def test_with_a_shared_store_every_poll_goes_to_meterd() -> None:
+    """Other processes settle alarms without moving this meterd's generation: nothing is repeated."""
+    p = Poller()
+    p.worker.repeat_polls = False  # as meterd's first frame says for a shared store (below)
+    for _ in range(3):
+        p.send(POLL)
+        [[id_, *_]] = p.forwarded()
+        p.answer(id_, 200, b'{"alarme":false}')
+    assert p.worker.answered == 0 and p.worker.polls == {}
+    api = SlowApi()
+    api.store.shared = True
+    assert HttpWorkers(1, api, Limits(), Clock()).first_messages() == [{"settings": asdict(Limits()), "repeat_polls": False}]  # type: ignore[arg-type]
+
+
 def test_an_answer_that_crossed_a_change_is_not_kept() -> None:
     """The generation is read when the poll leaves: a change before meterd's answer arrives makes it stale."""
     p = Poller()
@@ -285,6 +306,7 @@ class SlowApi:
 
         self.metrics = Metrics()
         self.alarm_service = None
+        self.store = SimpleNamespace(shared=False)
         self.waiting: Deferred[None] = Deferred()
 
     async def respond(self, incoming: Incoming) -> Answer:
@@ -293,8 +315,6 @@ class SlowApi:
 
 
 def test_an_answer_after_the_pool_stopped_is_not_written_to_the_worker() -> None:
-    from meterd.http_workers import HttpWorkers
-
     clock = Clock()
     spawned: list[Any] = []
     clock.spawnProcess = lambda protocol, *args, **kw: spawned.append(protocol)  # type: ignore[attr-defined]
@@ -309,12 +329,12 @@ def test_an_answer_after_the_pool_stopped_is_not_written_to_the_worker() -> None
     incoming = Incoming("POST", "/postConsumo", b"", None, None, b"{}")
     link.childDataReceived(1, frame({"requests": [[7, *incoming_row(incoming)]], "answered": 0}))
     clock.advance(0)
-    assert frames(transport.value()) == [{"settings": asdict(Limits())}]  # not answered yet
+    assert frames(transport.value()) == [{"settings": asdict(Limits()), "repeat_polls": True}]  # not answered yet
     pool.stopService()
     assert transport.stdin_closed
     api.waiting.callback(None)  # the answer comes now: the worker has already answered 503
     clock.advance(0)
-    assert frames(transport.value()) == [{"settings": asdict(Limits())}]
+    assert frames(transport.value()) == [{"settings": asdict(Limits()), "repeat_polls": True}]
 
 
 # -- end to end: workers beside an in-process meterd --------------------------------------

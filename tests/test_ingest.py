@@ -450,3 +450,57 @@ async def test_the_server_freezes_what_it_loaded_at_start_and_thaws_it_at_stop(t
         await server.stop()
     assert gc.get_freeze_count() == 0
     assert any(obj is loaded for obj in gc.get_objects())
+
+
+# -- work between flushes (a meter retired or replaced) ------------------------------------
+
+
+def test_exclusive_work_waits_for_the_flush_in_progress_and_holds_the_next() -> None:
+    store = FakeStore(auto=False)
+    ingest, clock, _, _ = make(store, flush_size=2)
+    ingest.submit(rd(1))
+    ingest.submit(rd(2))  # flush_size: a flush starts at once
+    assert store.sizes() == [2]
+    work: list[Deferred[str]] = []
+
+    def retire() -> Deferred[str]:
+        work.append(Deferred())
+        return work[-1]
+
+    done = ingest.exclusively(retire)
+    assert work == []  # the flush in progress runs first
+    ingest.submit(rd(3))
+    ingest.submit(rd(4))
+    store.finish()
+    assert len(work) == 1 and store.sizes() == [2]  # the work runs; the pending readings wait for it
+    clock.advance(1)
+    assert store.sizes() == [2]
+    results: list[str] = []
+    done.addCallback(results.append)
+    work[0].callback("retired")
+    assert results == ["retired"]
+    assert store.sizes() == [2, 2]  # and flush after it, judged by the state it left
+    store.finish()
+
+
+def test_exclusive_work_that_fails_frees_the_flushes_and_its_caller_gets_the_error() -> None:
+    store = FakeStore()
+    ingest, clock, _, _ = make(store)
+    failed = ingest.exclusively(lambda: fail(ValueError("refused")))
+    errors: list[Any] = []
+    failed.addErrback(errors.append)
+    assert errors and errors[0].check(ValueError)
+    ingest.submit(rd(1))
+    clock.advance(1)
+    assert store.sizes() == [1]
+
+
+def test_a_reading_screened_before_its_meter_was_retired_is_dropped_and_counted_at_the_flush() -> None:
+    store = FakeStore(lambda r: Outcome.RETIRED if r.ts > T0 + 1000 else Outcome.STORED)
+    ingest, clock, metrics, acks = make(store)
+    ingest.submit(rd(1, seq=1), ADDR)
+    ingest.submit(rd(2, seq=2), ADDR)
+    clock.advance(1)
+    assert acks == [(C, 1, [1], ADDR)]  # no ack for the refused one: it is not stored
+    assert metric(metrics, "meterd_datagrams_dropped_total", {"reason": "meter_retired"}) == 1
+    assert metric(metrics, "meterd_readings_total", {"outcome": "meter_retired"}) == 1

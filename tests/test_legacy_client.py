@@ -82,7 +82,7 @@ async def test_the_assignment_client_bytes_in_no_auth_mode(open_server: LiveServ
     assert hist["buckets"][datetime.fromtimestamp(t1, SAO_PAULO).day - 1]["kwh"] == 3.75
 
     status, bill = await send(server, "GET", "/getFatura", tab_json([("id", CPF), ("periodo", 0)]))
-    assert (status, bill["consumo_kwh"], bill["status"]) == (200, 3.75, "aberta")
+    assert (status, bill["consumo_kwh"], bill["status"]) == (200, 3.75, "previa")
     status, meters = await send(server, "GET", "/getMedidores", tab_json([("id", CPF)]))
     assert (status, meters["meters"][0]["last_kwh"]) == (200, 2.5)
 

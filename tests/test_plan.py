@@ -360,3 +360,21 @@ def test_property_plan_matches_the_straightforward_reference(stored, incoming):
         run = got.rows[start:end]
         assert {row[:2] for row in run} == {key} and [row[2] for row in run] == sorted(row[2] for row in run)
     assert sum(end - start for start, end in got.runs.values()) == len(got.rows)
+
+
+def test_a_retired_meter_takes_late_readings_up_to_its_final_one_and_refuses_the_rest():
+    fake = FakeStored({M1: [(T0, 1000), (T0 + 600, 1600)]})
+    states = {M1: MeterState("register", T0 + 600, 1600, retired_ts=T0 + 600)}
+    p = plan_ingest([r(T0 + 300, 1300), r(T0 + 600, 1600), r(T0 + 601, 1601), r(T0 + 900, 1900)], states, fake.neighbours, RECEIVED)
+    assert p.outcomes == [Outcome.STORED, Outcome.DUPLICATE, Outcome.RETIRED, Outcome.RETIRED]
+    assert [row[2] for row in p.rows] == [T0 + 300]
+    assert p.states[M1].retired_ts == T0 + 600  # carried with the meter's new state
+    assert p.seen == {M1}  # the late reading is news
+
+
+def test_refused_readings_of_a_retired_meter_are_no_sign_of_life():
+    fake = FakeStored({M1: [(T0, 1000)]})
+    states = {M1: MeterState("register", T0, 1000, retired_ts=T0)}
+    p = plan_ingest([r(T0 + 60, 1100), r(T0, 1000)], states, fake.neighbours, RECEIVED)
+    assert p.outcomes == [Outcome.RETIRED, Outcome.DUPLICATE]
+    assert p.seen == set() and p.rows == [] and p.states == {}

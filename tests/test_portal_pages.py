@@ -43,10 +43,12 @@ from meterd.portal.estimates import all_in_rate, month_projection_kwh
 from meterd.portal.fmt import Fmt
 from meterd.portal.layout import HTML_CONTENT_TYPE, SECURITY_HEADERS, PageContext, PortalPage, render_bytes
 from meterd.portal.login_page import LoginPage
+from meterd.portal.message_page import MessagePage
 from meterd.portal.sessions import Who
-from meterd.portal.staff_pages import CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
-from meterd.portal.static import static_resource
+from meterd.portal.staff_pages import CredentialPage, CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
+from meterd.portal.static import load_assets
 from meterd.tariff import default_tariff
+from tests.browser_support import csp_violations, errors, heading, load, wait
 
 TZ = ZoneInfo("America/Sao_Paulo")
 CPF = taxid.make_cpf("123456789")
@@ -95,12 +97,12 @@ def day_history() -> dict[str, Any]:
     return _history("D", datetime(2026, 12, 18, tzinfo=TZ), datetime(2026, 12, 19, tzinfo=TZ), lambda i: shape[i], {3})
 
 
-def bill_json(year: int, month: int, wh: int, status: str, estimado: bool = False) -> dict[str, Any]:
+def bill_json(year: int, month: int, wh: int, mes: str, estimado: bool = False) -> dict[str, Any]:
     bill = compute_bill(tariff=TARIFF, ligacao="bi", year=year, month=month, consumo_wh=wh, estimado=estimado)
     start, end = periods.month_range(year, month, TZ)
     m1 = wh * 4 // 5
     return {
-        "id": CPF, "name": NAME, "status": status,
+        "id": CPF, "name": NAME, "status": "previa", "mes": mes,
         "inicio": periods.iso(start, TZ), "fim": periods.iso(end, TZ),
         **bill.to_json(),
         "medidores": [
@@ -113,7 +115,7 @@ def bill_json(year: int, month: int, wh: int, status: str, estimado: bool = Fals
 def issued_bill() -> dict[str, Any]:
     """November 2026 (flag amarela in the shipped tariff), issued with every optional field."""
     assert EMPRESA is not None
-    bill = bill_json(2026, 11, 312_457, "fechada")
+    bill = bill_json(2026, 11, 312_457, "fechado")
     numero = 2026110004567
     due = date(2026, 12, 11)
     total = Decimal(bill["total"])
@@ -125,6 +127,8 @@ def issued_bill() -> dict[str, Any]:
     historico.append({"referencia": "2026-11", "consumo_kwh": 312.457, "estimado": False})
     return {
         **bill,
+        "status": "emitida",
+        "mes": "fechado",
         "numero": numero,
         "emissao": "2026-12-01",
         "vencimento": due.isoformat(),
@@ -175,12 +179,20 @@ METERS = [
     {"id_medidor": 1, "mode": "register", "last_seen": "2026-12-18T15:19:41-03:00", "last_reading_at": "2026-12-18T15:19:40-03:00", "last_kwh": 18912.337},
     {"id_medidor": 2, "mode": "register", "last_seen": "2026-12-18T15:19:55-03:00", "last_reading_at": "2026-12-18T15:19:55-03:00", "last_kwh": 3230.118},
 ]
+#: The meters as ``/getCliente`` gives them: one reporting, one silent, one retired and the one that replaced it.
+DETAIL_METERS = [
+    {**METERS[0], "silent": False, "retired_at": None, "replaces": None, "replaced_by": None},
+    {**METERS[1], "last_seen": "2026-12-18T11:02:10-03:00", "silent": True, "retired_at": None, "replaces": None, "replaced_by": None},
+    {"id_medidor": 3, "mode": "register", "last_seen": "2026-10-02T09:00:00-03:00", "last_reading_at": "2026-10-02T09:00:00-03:00", "last_kwh": 5120.5,
+     "silent": False, "retired_at": "2026-10-02T09:00:00-03:00", "replaces": None, "replaced_by": 4},
+    {"id_medidor": 4, "mode": "register", "last_seen": None, "last_reading_at": None, "last_kwh": None, "silent": False, "retired_at": None, "replaces": 3, "replaced_by": None},
+]
 
 
 def overview_data() -> dict[str, Any]:
     month = month_history()
     wh = round(month["total_kwh"] * 1000)
-    bill = bill_json(2026, 12, wh, "aberta", estimado=month["estimated"])
+    bill = bill_json(2026, 12, wh, "aberto", estimado=month["estimated"])
     projected = month_projection_kwh(month["total_kwh"], month["start"], month["end"], NOW)
     priced = compute_bill(tariff=TARIFF, ligacao="bi", year=2026, month=12, consumo_wh=int(projected * 1000), estimado=False)
     return {
@@ -189,8 +201,8 @@ def overview_data() -> dict[str, Any]:
         "month": month,
         "bill": bill,
         "projection": {"consumo_kwh": float(projected), "total": f"{priced.total:.2f}"},
-        "previous": bill_json(2026, 11, 312_457, "fechada"),
-        "last_year": bill_json(2025, 12, 287_300, "fechada"),
+        "previous": bill_json(2026, 11, 312_457, "fechado"),
+        "last_year": bill_json(2025, 12, 287_300, "fechado"),
         "alarms": alarms_json(),
     }
 
@@ -200,13 +212,19 @@ def history_data() -> dict[str, Any]:
     return {"history": data["month"], "now": NOW, "meters": METERS, "rate": str(all_in_rate(data["bill"]))}
 
 
-FLEET = [
-    {"id": CPF, "name": NAME, **METERS[0]},
-    {"id": CPF, "name": NAME, **METERS[1]},
-    {"id": taxid.make_cpf("987654321"), "name": "Carlos Eduardo Lima", "id_medidor": 1, "mode": "interval", "last_seen": "2026-12-18T11:02:10-03:00", "last_reading_at": "2026-12-18T11:02:00-03:00", "last_kwh": 0.412},
-    {"id": taxid.make_cnpj("112223330001"), "name": "Padaria Pão Quente Ltda.", "id_medidor": 1, "mode": "register", "last_seen": "2026-12-18T15:20:00-03:00", "last_reading_at": "2026-12-18T15:20:00-03:00", "last_kwh": 95231.008},
-    {"id": taxid.make_cnpj("112223330001"), "name": "Padaria Pão Quente Ltda.", "id_medidor": 2, "mode": "register", "last_seen": None, "last_reading_at": None, "last_kwh": None},
-]
+FLEET = {
+    "at": NOW,
+    "readings_per_s": 1843.7,
+    "customers": 3,
+    "meters": 5,
+    "silent_meters": 2,
+    "silent": [
+        {"id": taxid.make_cnpj("112223330001"), "name": "Padaria Pão Quente Ltda.", "id_medidor": 2, "since": "2026-12-17T09:00:00-03:00"},
+        {"id": taxid.make_cpf("987654321"), "name": "Carlos Eduardo Lima", "id_medidor": 1, "since": "2026-12-18T11:17:10-03:00"},
+    ],
+    "alarms": {"demand": 1, "monthly": 1, "anomaly": 0, "silent": 2},
+    "drops": {"bad_signature": 12, "kernel": 3, "unknown_meter": 1},
+}
 
 
 def _ctx(lang: str, url: str, who: Who | None, **kw: Any) -> PageContext:
@@ -236,7 +254,10 @@ PAGES: list[tuple[str, str, Callable[[str], PortalPage]]] = [
         routes.STAFF_CUSTOMER,
         lambda lang: CustomerPage(
             _ctx(lang, routes.STAFF_CUSTOMER, OPERATOR),
-            {"customer": {"id": CPF, "name": NAME, "ligacao": "bi", "limite_kw": 5.0, "limite_kwh": 300.0, "tz": "America/Sao_Paulo"}, "meters": METERS, "now": NOW, "silent_after_s": 3600, "alarms": alarms_json()},
+            {
+                "id": CPF, "name": NAME, "ligacao": "bi", "limite_kw": 5.0, "limite_kwh": 300.0, "tz": "America/Sao_Paulo",
+                "created_at": "2025-03-02T10:14:00-03:00", "meters": DETAIL_METERS, "active": ACTIVE,
+            },
         ),
     ),
     (
@@ -261,7 +282,21 @@ PAGES: list[tuple[str, str, Callable[[str], PortalPage]]] = [
         routes.STAFF_NEW_METER,
         lambda lang: NewMeterPage(_ctx(lang, routes.STAFF_NEW_METER, OPERATOR), {"created": {"id": CPF, "id_medidor": 3, "mode": "register", "key": "9f" * 32}}),
     ),
-    ("fleet", routes.STAFF_FLEET, lambda lang: FleetPage(_ctx(lang, routes.STAFF_FLEET, OPERATOR), {"now": NOW, "silent_after_s": 3600, "meters": FLEET})),
+    ("fleet", routes.STAFF_FLEET, lambda lang: FleetPage(_ctx(lang, routes.STAFF_FLEET, OPERATOR), FLEET)),
+    (
+        "new-token",
+        routes.STAFF_NEW_TOKEN,
+        lambda lang: CredentialPage(_ctx(lang, routes.STAFF_NEW_TOKEN, OPERATOR), {"kind": "token", "customer": {"id": CPF, "name": NAME}}),
+    ),
+    (
+        "new-key-done",
+        routes.STAFF_NEW_KEY,
+        lambda lang: CredentialPage(
+            _ctx(lang, routes.STAFF_NEW_KEY, OPERATOR),
+            {"kind": "key", "customer": {"id": CPF, "name": NAME}, "meter": 2, "issued": {"id": CPF, "id_medidor": 2, "key": "7a" * 32}},
+        ),
+    ),
+    ("forbidden", "/portal/proibido", lambda lang: MessagePage(_ctx(lang, "/portal/proibido", CUSTOMER), {"status": 403})),
 ]
 
 
@@ -353,7 +388,7 @@ def test_bill_shows_payment_codes_that_parse_back() -> None:
 
 def test_open_bill_without_issue_fields_still_renders() -> None:
     """A bill as /getFatura answers today (no number, dates or codes) is a preview."""
-    page = BillPage(_ctx("pt", routes.BILL, CUSTOMER), bill_json(2026, 12, 194_812, "aberta", estimado=True))
+    page = BillPage(_ctx("pt", routes.BILL, CUSTOMER), bill_json(2026, 12, 194_812, "aberto", estimado=True))
     text = render_bytes(page).decode()
     assert "Prévia" in text and "a emitir" in text
     assert "linha" not in text and "pix-code" not in text
@@ -429,6 +464,21 @@ def artifacts() -> Path:
     return artifacts_dir()
 
 
+class _Static(Resource):
+    """The portal's two files, as meterd answers them."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets = load_assets()
+
+    def render_GET(self, request: Request) -> bytes:
+        asset = self.assets[request.postpath[-1].decode()]
+        request.setHeader(b"content-type", asset.content_type)
+        return asset.body
+
+
 @pytest_twisted.async_yield_fixture
 async def site() -> Any:
     root = Resource()
@@ -436,7 +486,7 @@ async def site() -> Any:
     pages = PortalFixtureSite()
     root.putChild(b"portal", portal)
     root.putChild(b"favicon.ico", pages)
-    portal.putChild(b"static", static_resource())
+    portal.putChild(b"static", _Static())
     portal.getChild = lambda name, request: pages  # type: ignore[method-assign]
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")  # type: ignore[attr-defined]
     yield f"http://127.0.0.1:{port.getHost().port}", pages
@@ -451,123 +501,22 @@ def in_thread(fn: Callable[[], Any]) -> Deferred[Any]:
     return deferToThread(fn)
 
 
-def _wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(condition)
-
-
-def _load(browser: Any, url: str) -> None:
-    browser.driver.get(url)
-    _wait(browser.driver, lambda d: d.execute_script("return document.readyState") == "complete")
-
-
-def _heading(driver: Any) -> str:
-    """The page's <h1> text, read in one step: the script may swap the element at any moment."""
-    return str(driver.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : ''"))
-
-
-def _errors(entries: list[dict[str, Any]]) -> list[str]:
-    return [e["message"] for e in entries if e["level"] == "SEVERE"]
-
-
-def _csp_violations(entries: list[dict[str, Any]]) -> list[str]:
-    return [e["message"] for e in entries if "Content Security Policy" in e["message"]]
-
-
-_FIELDS_WITHOUT_LABEL = """
-return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
-  .filter(el => el.labels.length === 0 && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
-  .map(el => el.outerHTML);
-"""
-
-_MARK_CONTROLS = """
-const controls = Array.from(document.querySelectorAll(
-  'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])'))
-  .filter(el => !el.disabled && !el.closest('[hidden]') && el.getClientRects().length > 0);
-controls.forEach((el, i) => { el.dataset.tabcheck = String(i); });
-document.activeElement && document.activeElement.blur();
-return controls.length;
-"""
-
-_CHART_ALTERNATIVES = """
-return Array.from(document.querySelectorAll('svg.chart')).map(svg => {
-  const title = document.getElementById(svg.getAttribute('aria-labelledby'));
-  const desc = document.getElementById(svg.getAttribute('aria-describedby'));
-  const figure = svg.closest('figure');
-  const table = figure.querySelector('table') || figure.nextElementSibling;
-  return {
-    role: svg.getAttribute('role'),
-    title: title && title.parentNode === svg ? title.textContent : '',
-    desc: desc && desc.parentNode === svg ? desc.textContent : '',
-    rows: table && table.tagName === 'TABLE' ? table.tBodies[0].rows.length : -1,
-  };
-});
-"""
-
 #: Bucket counts of each page's charts in the fixtures.
 CHART_BUCKETS = {"overview": [31], "history": [31], "bill": [12]}
-
-
-def _check_page(browser: Any, base: str, name: str, path: str, lang: str, artifacts: Path) -> dict[str, Any]:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    from tests.browser_support import DESKTOP, PHONE
-
-    driver = browser.driver
-    browser.viewport(*DESKTOP)
-    browser.read_console()
-    _load(browser, routes.href(base + path, fixture=name, lang=lang))
-    _wait(driver, lambda d: d.execute_script("return document.styleSheets.length") == 1)
-    result: dict[str, Any] = {"unlabelled": driver.execute_script(_FIELDS_WITHOUT_LABEL)}
-    result["charts"] = driver.execute_script(_CHART_ALTERNATIVES)
-
-    # Tab from the top of the page until every control has had the focus once.
-    count = driver.execute_script(_MARK_CONTROLS)
-    reached = set()
-    for _ in range(count + 3):
-        ActionChains(driver).send_keys(Keys.TAB).perform()
-        mark = driver.execute_script("return document.activeElement.dataset.tabcheck || null")
-        if mark is not None:
-            reached.add(int(mark))
-    result["unreached"] = sorted(set(range(count)) - reached)
-    result["controls"] = count
-
-    driver.execute_script("document.activeElement && document.activeElement.blur()")
-    stem = f"{name}-{lang}"
-    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}x{DESKTOP[1]}.png")
-    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}-full.png", full=True)
-    browser.viewport(*PHONE, mobile=True)
-    _load(browser, driver.current_url)
-    # Against the phone's width itself: a mobile viewport zooms out to fit wider content.
-    result["phone_overflow"] = driver.execute_script("return document.documentElement.scrollWidth") - PHONE[0]
-    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}x{PHONE[1]}.png")
-    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}-full.png", full=True)
-    browser.viewport(*DESKTOP)
-    entries = browser.read_console()
-    result["errors"] = _errors(entries)
-    result["csp"] = _csp_violations(entries)
-    return result
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "path"), [(n, p) for n, p, _ in PAGES])
 @pytest_twisted.ensureDeferred
 async def test_page_in_browser(browser: Any, site: Any, artifacts: Path, name: str, path: str) -> None:
+    from tests.browser_support import assert_page_passes, audit_page
+
     base, _ = site
     for lang in ("pt", "en"):
-        result = await in_thread(lambda lang=lang: _check_page(browser, base, name, path, lang, artifacts))
-        assert result["errors"] == [], (lang, result["errors"])
-        assert result["csp"] == [], (lang, result["csp"])
-        assert result["unlabelled"] == [], lang
-        assert result["controls"] > 0
-        assert result["unreached"] == [], (lang, result["unreached"])
-        assert result["phone_overflow"] <= 0, (lang, "wider than a phone by", result["phone_overflow"])
-        charts = result["charts"]
-        assert [c["rows"] for c in charts] == CHART_BUCKETS.get(name, [])
-        for chart in charts:
-            assert chart["role"] == "img" and chart["title"] and chart["desc"]
+        url = routes.href(base + path, fixture=name, lang=lang)
+        result = await in_thread(lambda url=url, lang=lang: audit_page(browser, url, f"{name}-{lang}", artifacts))
+        assert_page_passes(result, f"{name} ({lang})")
+        assert [c["rows"] for c in result["charts"]] == CHART_BUCKETS.get(name, [])
 
 
 @pytest.mark.slow
@@ -578,8 +527,8 @@ async def test_csp_violation_is_seen_in_the_console(browser: Any, site: Any) -> 
 
     def probe() -> tuple[list[str], str]:
         browser.read_console()
-        _load(browser, base + "/portal/csp-probe")
-        return _csp_violations(browser.read_console()), browser.driver.title
+        load(browser, base + "/portal/csp-probe")
+        return csp_violations(browser.read_console()), browser.driver.title
 
     violations, title = await in_thread(probe)
     assert title == "probe"  # the inline script did not run
@@ -593,7 +542,7 @@ async def test_bill_prints_to_one_a4_page(browser: Any, site: Any, artifacts: Pa
     base, _ = site
 
     def print_bill() -> bytes:
-        _load(browser, base + routes.BILL)
+        load(browser, base + routes.BILL)
         return browser.print_pdf()
 
     pdf = await in_thread(print_bill)
@@ -612,9 +561,9 @@ async def test_live_alarm_is_inserted_without_reload(browser: Any, site: Any) ->
 
     def watch() -> tuple[str, bool, bool]:
         driver = browser.driver
-        _load(browser, base + routes.ALARMS)
+        load(browser, base + routes.ALARMS)
         driver.execute_script("window.loadedOnce = true")
-        text = _wait(driver, lambda d: d.execute_script("const li = document.querySelector('#active-alarms > #alarm-42'); return li && li.textContent"))
+        text = wait(driver, lambda d: d.execute_script("const li = document.querySelector('#active-alarms > #alarm-42'); return li && li.textContent"))
         first = driver.execute_script("return document.querySelector('#active-alarms').firstElementChild.id")
         return first, driver.execute_script("return window.loadedOnce === true"), "Consumo" in text
 
@@ -633,10 +582,10 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
 
     def navigate() -> dict[str, Any]:
         driver = browser.driver
-        _load(browser, base + routes.OVERVIEW)
+        load(browser, base + routes.OVERVIEW)
         driver.execute_script("window.loadedOnce = true")
         driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.HISTORY}"]').click()
-        _wait(driver, lambda d: _heading(d).startswith("Consumo"))
+        wait(driver, lambda d: heading(d).startswith("Consumo"))
         after = {
             "url": driver.current_url,
             "same_page": driver.execute_script("return window.loadedOnce === true"),
@@ -644,9 +593,9 @@ async def test_navigation_swaps_main_without_reload_and_back_works(browser: Any,
             "focused": driver.execute_script("return document.activeElement.id"),
         }
         driver.back()
-        _wait(driver, lambda d: _heading(d).startswith("Olá"))
+        wait(driver, lambda d: heading(d).startswith("Olá"))
         after["back_same_page"] = driver.execute_script("return window.loadedOnce === true")
-        after["errors"] = _errors(browser.read_console())
+        after["errors"] = errors(browser.read_console())
         return after
 
     result = await in_thread(navigate)
@@ -666,10 +615,10 @@ async def test_copy_button_appears_and_reports(browser: Any, site: Any) -> None:
 
     def copy() -> str:
         driver = browser.driver
-        _load(browser, base + routes.BILL)
+        load(browser, base + routes.BILL)
         button = driver.find_element(By.CSS_SELECTOR, "[data-copy=pix-code]")
         button.click()
-        return _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".pay-pix .copy-status").text)
+        return wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".pay-pix .copy-status").text)
 
     assert await in_thread(copy) == "Copiado."
 
@@ -689,12 +638,27 @@ async def test_without_javascript_links_and_forms_still_work(site: Any) -> None:
         from selenium.webdriver.common.by import By
 
         with chromium(javascript=False) as b:
-            _load(b, base + routes.BILL)
+            load(b, base + routes.BILL)
             hidden = b.driver.find_element(By.CSS_SELECTOR, "[data-copy=pix-code]").is_displayed()
             b.driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.ALARMS}"]').click()
-            _wait(b.driver, lambda d: _heading(d) == "Alarmes")
+            wait(b.driver, lambda d: heading(d) == "Alarmes")
             return {"copy_visible": hidden, "url": b.driver.current_url}
 
     result = await in_thread(plain)
     assert result["copy_visible"] is False
     assert result["url"] == base + routes.ALARMS
+
+
+def test_an_issued_bill_as_meterd_writes_it_shows_its_adjustments_credit_and_tax_base() -> None:
+    """The page renders the billing run's own document: adjustment lines and a credit add up to the total."""
+    from tests.console_fakes import issued_bill as meterd_issued_bill
+
+    bill = meterd_issued_bill()
+    bill["credito_anterior"] = {"numero": 99, "valor": "-5.00"}
+    text = render_bytes(BillPage(_ctx("pt", routes.BILL, CUSTOMER), bill)).decode()
+    fmt = Fmt("pt")
+    [ajuste] = bill["ajustes"]
+    assert "Ajuste de faturamento ref. 10/2026" in text and fmt.money(ajuste["valor"]) in text
+    assert "Crédito da fatura nº 99" in text and fmt.money("-5.00") in text
+    assert fmt.money(bill["tributos"]["base"]) in text  # each tax's base is the gross, not the amount due
+    assert "Prévia" not in text

@@ -81,6 +81,20 @@ def test_logout_and_logout_everywhere() -> None:
     assert store.get(second) is None and store.get(other) is not None
 
 
+def test_a_stream_checks_its_session_by_key_without_keeping_it_alive() -> None:
+    clock = Clock()
+    store = SessionStore(clock, idle=600, absolute=3600)
+    session_id, session = store.create(ANA, "pt")
+    assert store.alive(session.key) and not store.alive(session_id)  # by its key, never its id
+    clock.now += 599
+    assert store.alive(session.key)
+    clock.now += 1  # alive() did not restart the idle timer
+    assert not store.alive(session.key) and store.get(session_id) is None
+    other_id, other = store.create(ANA, "pt")
+    store.logout(other_id)
+    assert not store.alive(other.key)
+
+
 def test_session_knows_who_and_its_language() -> None:
     store = SessionStore(Clock())
     session_id, session = store.create(ANA, "pt")

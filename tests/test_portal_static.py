@@ -1,4 +1,4 @@
-"""meterd.portal.static: the stylesheet and script, as the package ships them."""
+"""meterd.portal.static: the stylesheet and script, as the package ships them (served: tests/test_portal_site.py)."""
 
 from __future__ import annotations
 
@@ -6,41 +6,29 @@ import re
 from importlib import resources
 
 import pytest
-from twisted.web.resource import getChildForRequest
-from twisted.web.test.requesthelper import DummyRequest
 
 from meterd.portal import routes
-from meterd.portal.static import ASSETS, static_resource
-
-
-def _get(name: str, headers: dict[bytes, bytes] | None = None) -> DummyRequest:
-    request = DummyRequest([name.encode()])
-    for key, value in (headers or {}).items():
-        request.requestHeaders.setRawHeaders(key, [value])
-    resource = getChildForRequest(static_resource(), request)
-    body = resource.render(request)
-    request.write(body)
-    return request
+from meterd.portal.static import ASSETS, load_assets
 
 
 @pytest.mark.parametrize("name", list(ASSETS))
-def test_asset_is_served_with_its_type_and_revalidated_by_etag(name: str) -> None:
-    request = _get(name)
+def test_asset_is_the_shipped_file_with_its_type_and_an_etag_it_is_revalidated_by(name: str) -> None:
+    asset = load_assets()[name]
     shipped = (resources.files("meterd.portal") / "static" / name).read_bytes()
-    assert b"".join(request.written) == shipped and shipped
-    headers = request.responseHeaders
-    assert headers.getRawHeaders(b"content-type") == [ASSETS[name]]
-    assert headers.getRawHeaders(b"cache-control") == [b"no-cache"]
-    assert headers.getRawHeaders(b"x-content-type-options") == [b"nosniff"]
-    (etag,) = headers.getRawHeaders(b"etag")
-    again = _get(name, {b"if-none-match": etag})
-    assert again.responseCode == 304 and b"".join(again.written) == b""
-    stale = _get(name, {b"if-none-match": b'"0000"'})
-    assert stale.responseCode in (None, 200) and b"".join(stale.written) == shipped
+    assert asset.body == shipped and shipped
+    assert asset.content_type == ASSETS[name]
+    headers = asset.headers()
+    assert headers["Cache-Control"] == "no-cache" and headers["X-Content-Type-Options"] == "nosniff"
+    etag = headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+    assert asset.fresh(etag) and asset.fresh(f'"0000", {etag}')
+    assert not asset.fresh('"0000"') and not asset.fresh(None) and not asset.fresh("")
+    other = load_assets()[next(n for n in ASSETS if n != name)]
+    assert not asset.fresh(other.etag)
 
 
 def test_routes_name_the_shipped_files() -> None:
-    assert {routes.STYLESHEET.rpartition("/")[2], routes.SCRIPT.rpartition("/")[2]} == set(ASSETS)
+    assert {path.rpartition("/")[2] for path in (routes.STYLESHEET, routes.SCRIPT, routes.ICON)} == set(ASSETS)
 
 
 def test_stylesheet_prints_a4_and_script_has_no_eval() -> None:

@@ -19,7 +19,7 @@ def database() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", isolation_level=None)
     for migration in schema.MIGRATIONS:
         for statement in migration if isinstance(migration, list) else migration["sqlite"]:
-            db.execute(statement)
+            schema.run_step(db.cursor(), statement, str)
     return db
 
 
@@ -149,7 +149,7 @@ def test_a_lookup_racing_the_end_of_a_move_still_finds_the_reading(tmp_path):
     writer.execute("PRAGMA journal_mode=WAL")  # as the store runs: readers never block the writer
     for migration in schema.MIGRATIONS:
         for statement in migration if isinstance(migration, list) else migration["sqlite"]:
-            writer.execute(statement)
+            schema.run_step(writer.cursor(), statement, str)
     flush(writer, [reading(1, 100)], log_rows=1)  # swapped: log 0 holds the reading, to be moved
     reader = sqlite3.connect(path, isolation_level=None)  # autocommit: one snapshot per statement
     moved = []

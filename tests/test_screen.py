@@ -98,3 +98,15 @@ def test_a_datagram_is_refused_in_the_cheapest_order_length_shape_meter_then_hma
     assert verified == []
     assert reason(sign(PAYLOAD, forged)) == "bad_signature"  # last, and only for a known meter
     assert verified == [PAYLOAD]
+
+
+def test_a_retired_meters_reading_after_its_final_one_is_refused_only_once_it_is_authentic() -> None:
+    retired = {(C, 1): 1_764_000_000_000_000}  # the final reading, half a second before PAYLOAD's
+    s = Screen({(C, 1): KEY}.get, require_signature=True, retired=retired)
+    with pytest.raises(Rejected) as e:
+        s.reading(sign(PAYLOAD, KEY), NOW)
+    assert (e.value.reason, e.value.meter) == ("meter_retired", None)
+    with pytest.raises(Rejected, match="bad_signature"):  # a forgery is a forgery first
+        s.reading(sign(PAYLOAD, bytes(32)), NOW)
+    retired[(C, 1)] = 1_764_000_000_500_000  # retired at this very reading: it is the final one, still taken
+    assert s.reading(sign(PAYLOAD, KEY), NOW).ts == 1_764_000_000_500_000

@@ -562,10 +562,16 @@ async def test_migration_3_starts_the_counters_after_the_stored_ids(store):
 # -- SQLite specifics -------------------------------------------------------------------
 
 
-#: A database from before migration 6: what these tests rewind a current one to, first
-#: (the webhooks' table, from a later migration, goes first).
+#: A database from before migration 7, then 6: what these tests rewind a current one to, first
+#: (the webhooks' and the issued bills' tables, later migrations', before them).
+UNDO_MIGRATION_7 = (
+    "DROP TABLE webhooks",  # 8
+    "DROP TABLE bill_counters", "DROP TABLE bills", "DROP TABLE bill_edges", "DROP TABLE billing_runs",
+    "DROP TABLE customer_words", "DROP TABLE audit", "DROP TABLE audit_counter",
+    "ALTER TABLE meters DROP COLUMN retired_ts", "ALTER TABLE meters DROP COLUMN replaces",
+)
 UNDO_MIGRATION_6 = (
-    "DROP TABLE webhooks",
+    *UNDO_MIGRATION_7,
     "DROP INDEX customers_updated", "DROP INDEX meters_updated",
     "ALTER TABLE customers DROP COLUMN updated_ms", "ALTER TABLE meters DROP COLUMN updated_ms",
 )
@@ -899,3 +905,65 @@ async def test_sqlite_flushes_of_ever_new_sizes_reuse_a_few_statement_shapes(tmp
             assert 0 < len(shapes) <= 79  # 1,024 rows, multiples of 64 below it, and 1 to 63
     finally:
         await store.stop()
+
+
+# -- exports ------------------------------------------------------------------
+
+
+async def all_pages(store: Any, meters: list[int], start: int | None, end: int | None, limit: int) -> list[Any]:
+    """Every page of a keyset walk, as an export reads them."""
+    pages, after = [], None
+    while True:
+        page = await store.readings_page(C1, meters, start, end, after, limit)
+        pages.append(page)
+        if not page.more:
+            return pages
+        after = page.rows[-1][:2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_readings_pages_walk_every_reading_once_in_time_then_meter_order(store):
+    await setup_meters(store, "register", "interval")
+    rng = random.Random(7)
+    one = sorted(rng.sample(range(0, 500 * MIN, SECOND), 120))
+    two = sorted(rng.sample(range(0, 500 * MIN, SECOND), 80)) + [one[5], one[60]]  # some at the very same times as meter 1's
+    readings = [rd(D0 + t, 1000 + i, 1) for i, t in enumerate(one)] + [rd(D0 + t, 7, 2) for t in two]
+    rng.shuffle(readings)
+    for i in range(0, len(readings), 23):  # several flushes, out of order: spread over the logs and readings
+        await store.ingest(readings[i : i + 23], D0)
+    expected = sorted((r.ts, r.meter_id, r.wh) for r in readings)
+    for limit in (1, 7, 50, 1000):
+        pages = await all_pages(store, [1, 2], None, None, limit)
+        assert [row for p in pages for row in p.rows] == expected, limit
+        assert all(len(p.rows) == limit for p in pages[:-1]) and len(pages[-1].rows) <= limit
+    start, end = D0 + one[10], D0 + one[100]
+    pages = await all_pages(store, [2, 1], start, end, 9)
+    assert [row for p in pages for row in p.rows] == [row for row in expected if start <= row[0] < end]
+    assert await store.count_readings(C1, [1, 2], start, end) == sum(len(p.rows) for p in pages)
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_page_gives_each_meters_reading_before_its_first(store):
+    await setup_meters(store, "register", "register")
+    await store.ingest([rd(D0 + i * MIN, 100 * i, 1) for i in range(10)] + [rd(D0 + 30 * MIN, 5, 2)], D0)
+    page = await store.readings_page(C1, [1, 2], D0 + 3 * MIN, None, None, 4)
+    assert page.rows == [(D0 + i * MIN, 1, 100 * i) for i in range(3, 7)] and page.more
+    assert page.previous == {1: Sample(D0 + 2 * MIN, 200), 2: None}
+    page = await store.readings_page(C1, [1, 2], D0 + 3 * MIN, None, page.rows[-1][:2], 4)
+    assert page.rows == [(D0 + i * MIN, 1, 100 * i) for i in range(7, 10)] + [(D0 + 30 * MIN, 2, 5)]
+    assert page.previous == {1: Sample(D0 + 6 * MIN, 600), 2: None} and not page.more
+    assert (await store.readings_page(C1, [2], None, D0, None, 4)) == ([], {2: None}, False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_count_readings_adds_the_hours_rollups_and_the_partial_hours_readings(store):
+    await setup_meters(store, "register", "interval")
+    times = [D0 + i * 7 * MIN for i in range(100)]  # over 11 hours
+    await store.ingest([rd(t, i, 1) for i, t in enumerate(times)] + [rd(t, 1, 2) for t in times[::3]], D0)
+    await store.ingest([rd(times[4], 4, 1), rd(times[50] + SECOND, 50, 1)], D0)  # a duplicate counts once; a late one counts
+    stored = {1: sorted(times + [times[50] + SECOND]), 2: times[::3]}
+    for start, end in [(None, None), (D0 + 17 * MIN, D0 + 5 * HOUR + 3 * MIN), (D0 + HOUR, D0 + 3 * HOUR), (D0 + 10 * MIN, D0 + 40 * MIN),
+                       (D0 + 2 * HOUR + 1, None), (None, D0 + 2 * HOUR - 1)]:
+        for meters in ([1], [2], [1, 2]):
+            expected = sum(1 for m in meters for t in stored[m] if (start is None or t >= start) and (end is None or t < end))
+            assert await store.count_readings(C1, meters, start, end) == expected, (start, end, meters)

@@ -116,16 +116,16 @@ def worker() -> tuple[Worker, WorkerReactor, StringTransport]:
 def test_the_worker_reads_only_once_it_has_the_keys(worker: Any) -> None:
     w, clock, transport = worker
     assert clock.ports == []
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
     assert len(clock.ports) == 1 and transport.producer is w
     assert frames(transport.value()) == [{"ready": True}]
 
 
 def test_the_worker_waits_for_the_frame_with_the_settings_before_it_reads(worker: Any) -> None:
     w, clock, transport = worker
-    w.dataReceived(frame({"keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"keys": [[C, 1, K1_HEX, None]]}))
     assert clock.ports == [] and transport.value() == b""
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 2, "22" * 32]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 2, "22" * 32, None]]}))
     assert frames(transport.value()) == [{"ready": True}]
     transport.clear()
     receiver = clock.ports[0].protocol
@@ -138,7 +138,7 @@ def test_the_worker_waits_for_the_frame_with_the_settings_before_it_reads(worker
 
 def test_one_frame_per_turn_with_the_readings_and_the_counted_drops(worker: Any) -> None:
     w, clock, transport = worker
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
     transport.clear()
     receiver = clock.ports[0].protocol
     receiver.datagramReceived(reading(1), ADDR)
@@ -163,7 +163,7 @@ def test_one_frame_per_turn_with_the_readings_and_the_counted_drops(worker: Any)
 def test_a_meter_added_later_is_accepted_once_its_key_arrives(worker: Any) -> None:
     w, clock, transport = worker
     w.dataReceived(frame({"require_signature": True, "keys": []}))
-    w.dataReceived(frame({"keys": [[C, 2, K1_HEX]]}))
+    w.dataReceived(frame({"keys": [[C, 2, K1_HEX, None]]}))
     transport.clear()
     clock.ports[0].protocol.datagramReceived(reading(1, meter=2), ADDR)
     clock.advance(0)
@@ -171,9 +171,21 @@ def test_a_meter_added_later_is_accepted_once_its_key_arrives(worker: Any) -> No
     assert [r[:2] for r in message["readings"]] == [[C, 2]]
 
 
+def test_a_retired_meters_later_readings_are_dropped_by_the_worker_once_told(worker: Any) -> None:
+    w, clock, transport = worker
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
+    w.dataReceived(frame({"keys": [[C, 1, K1_HEX, 1_764_000_002_000_000]]}))  # retired at reading 2's time
+    transport.clear()
+    for seq in (1, 2, 3):
+        clock.ports[0].protocol.datagramReceived(reading(seq), ADDR)
+    clock.advance(0)
+    [message] = frames(transport.value())
+    assert [row[4] for row in message["readings"]] == [1, 2] and message["dropped"] == {"meter_retired": 1}
+
+
 def test_acks_are_signed_with_the_meters_key_and_counted(worker: Any) -> None:
     w, clock, transport = worker
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
     transport.clear()
     w.dataReceived(frame({"acks": [[C, 1, [1, 2], *ADDR], [C, 9, [3], *ADDR]]}))  # meter 9: no key, no ack
     [(datagram, addr)] = clock.ports[0].socket.sent
@@ -184,7 +196,7 @@ def test_acks_are_signed_with_the_meters_key_and_counted(worker: Any) -> None:
 
 def test_acks_the_socket_refuses_are_counted_apart(worker: Any) -> None:
     w, clock, transport = worker
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
     transport.clear()
     clock.ports[0].socket.room = 1
     w.dataReceived(frame({"acks": [[C, 1, list(range(250)), *ADDR]]}))  # three datagrams of at most 100 seqs
@@ -211,7 +223,7 @@ def test_a_turn_reads_a_bounded_share_of_a_backlog_so_meterds_frames_are_read_be
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     w = Worker(reactor, os.dup(server.fileno()))
     w.makeConnection(StringTransport())
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
     try:
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         datagrams = [reading(seq) for seq in range(1, 1001)]
@@ -235,7 +247,7 @@ def test_a_turn_reads_a_bounded_share_of_a_backlog_so_meterds_frames_are_read_be
 @pytest.mark.slow
 def test_when_stdin_closes_the_worker_sends_what_it_holds_and_ends(worker: Any) -> None:
     w, clock, transport = worker
-    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+    w.dataReceived(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
     transport.clear()
     clock.ports[0].protocol.datagramReceived(reading(1), ADDR)
     w.readConnectionLost()
@@ -368,7 +380,7 @@ def test_a_worker_gets_the_socket_and_every_key_then_the_port_stops_reading() ->
     [(_, fds)] = p.reactor.spawned
     assert fds[3] == 42
     link, transport = p.connect()
-    assert frames(transport.value()) == [{"require_signature": True, "keys": [[C, 1, K1_HEX]]}]
+    assert frames(transport.value()) == [{"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}]
     assert p.port.reading  # until the worker says it reads
     link.childDataReceived(1, frame({"ready": True}))
     assert not p.port.reading and p.gauge() == 1
@@ -429,10 +441,10 @@ def test_a_flush_acks_are_in_the_workers_pipe_before_its_observers_run(piped: An
     link.childDataReceived(1, frame({"readings": rows, "from": [list(ADDR)] * 3, "received": 3}))
     p.reactor.advance(1)
     assert in_pipe_when_observed == [[{"acks": [[C, 1, [0, 1, 2], *ADDR]]}]]
-    link.send({"keys": [[C, 2, K1_HEX]]})  # any other frame waits for the reactor's poll, as Twisted's writes do
+    link.send({"keys": [[C, 2, K1_HEX, None]]})  # any other frame waits for the reactor's poll, as Twisted's writes do
     assert transport.in_pipe() == []
     transport.poll()
-    assert transport.in_pipe() == [{"keys": [[C, 2, K1_HEX]]}]
+    assert transport.in_pipe() == [{"keys": [[C, 2, K1_HEX, None]]}]
 
 
 def test_once_the_workers_stdin_is_closing_even_acks_are_left_to_the_reactor(piped: Any) -> None:
@@ -449,7 +461,10 @@ def test_a_meter_registered_later_is_sent_to_the_workers() -> None:
     link, transport = p.connect()
     transport.clear()
     p.directory.add_meter(Meter(C, 2, "register", "22" * 32, 0))
-    assert frames(transport.value()) == [{"keys": [[C, 2, "22" * 32]]}]
+    assert frames(transport.value()) == [{"keys": [[C, 2, "22" * 32, None]]}]
+    transport.clear()
+    p.directory.add_meter(Meter(C, 2, "register", "22" * 32, 0, retired_ts=1_764_000_002_000_000))  # and retired
+    assert frames(transport.value()) == [{"keys": [[C, 2, "22" * 32, 1_764_000_002_000_000]]}]
 
 
 def test_while_no_worker_is_up_the_reactor_reads_and_acks_and_a_new_worker_is_started() -> None:
@@ -598,7 +613,7 @@ def test_a_worker_ignores_sigterm_and_ends_when_its_stdin_closes(tmp_path: Path)
         return orjson.loads(proc.stdout.read(n))
 
     try:
-        proc.stdin.write(frame({"require_signature": True, "keys": [[C, 1, K1_HEX]]}))
+        proc.stdin.write(frame({"require_signature": True, "keys": [[C, 1, K1_HEX, None]]}))
         proc.stdin.flush()
         assert next_frame() == {"ready": True}
         proc.send_signal(signal.SIGTERM)

@@ -185,7 +185,7 @@ BAD_QUERIES = [
     ("PUT", "/postConsumo", {"json_body": reading()}, 405, "method_not_allowed"),
     ("POST", "/health", {}, 405, "method_not_allowed"),
     ("GET", "/nope", {}, 404, "unknown_route"),
-    ("GET", "/", {}, 404, "unknown_route"),
+    ("POST", "/", {}, 404, "unknown_route"),  # a browser's GET / goes to the web portal
     ("POST", "/postconsumo", {"json_body": reading()}, 404, "unknown_route"),
     ("GET", "/getFatura/../cadCliente", {}, 404, "unknown_route"),
 ]

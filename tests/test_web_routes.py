@@ -210,16 +210,16 @@ async def test_bill_computed_by_hand(tmp_path: Path) -> None:
         assert bill["total"] == "57.40"
         assert (bill["consumo_kwh"], bill["faturado_kwh"], bill["bandeira"], bill["ligacao"]) == (50, 50, "vermelha1", "mono")
         assert bill["referencia"] == f"{day.year:04d}-{day.month:02d}"
-        assert bill["status"] == ("aberta" if periodo == 0 else "fechada")
+        assert (bill["status"], bill["mes"]) == ("previa", "aberto" if periodo == 0 else "fechado")
         assert bill["estimado"] is False
         assert bill["medidores"] == [{"id_medidor": 1, "consumo_kwh": 50, "estimado": False}]
         # a month without consumption still bills the minimum of the connection
         status, empty, _ = await call(server, "GET", "/getFatura", params={"id": CPF, "periodo": periodo + 1})
-        assert (status, empty["consumo_kwh"], empty["faturado_kwh"], empty["status"]) == (200, 0, 30, "fechada")
+        assert (status, empty["consumo_kwh"], empty["faturado_kwh"], empty["status"]) == (200, 0, 30, "previa")
         assert [i["valor"] for i in empty["itens"]] == ["9.00", "13.50", "1.34"]  # 30 x 0.04463 = 1.3389
         # GET with a JSON body, and the default periodo is the current month
         status, current, _ = await call(server, "GET", "/getFatura", json_body={"id": CPF})
-        assert (status, current["status"]) == (200, "aberta")
+        assert (status, current["status"], current["mes"]) == (200, "previa", "aberto")
     finally:
         await server.stop()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .messages import Messages
 
-__all__ = ["Choice", "LIGACAO", "METER_MODE", "KIND"]
+__all__ = ["Choice", "LIGACAO", "METER_MODE", "KIND", "EXPORT"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,4 @@ class Choice:
 LIGACAO = Choice("ligacao", ("mono", "bi", "tri"), "mono")
 METER_MODE = Choice("mode", ("register", "interval"), "register")
 KIND = Choice("kind", ("D", "M", "Y"), "D")
+EXPORT = Choice("export", ("leituras", "historico"), "leituras")  # what the menu's export writes

@@ -3,8 +3,11 @@
 Subcommands and flags follow DESIGN §8 (``cliente``, ``medidor``,
 ``medidores``, ``fatura``, ``historico``, ``alarmes``, ``ack``; global
 ``--server --token --json --lang``), so scripts written against the design
-keep working; the operator's ``novo-token``, ``nova-chave``, ``webhook``,
-``webhooks`` and ``remove-webhook`` come besides. The global options may come before or after the subcommand:
+keep working; the operator's management adds ``buscar``, ``ficha``,
+``alterar``, ``retirar``, ``substituir`` and ``auditoria``, whose pages end
+with the ``--cursor`` of the next; ``exportar`` writes a customer's readings
+or history to a CSV file (:mod:`.export`); ``webhook``, ``webhooks`` and
+``remove-webhook`` manage the alarm webhooks. The global options may come before or after the subcommand:
 each subcommand repeats them with a default of ``SUPPRESS``, so a value given
 after it overrides the one before and an absent one leaves it alone.
 
@@ -23,8 +26,9 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -32,10 +36,12 @@ from twisted.internet.interfaces import IReactorTime
 import meterd
 from clients.api import DEFAULT_SERVER, TOKEN_ENV, ApiError, MeterdClient, ServerUnreachable, find_token
 
+from . import billing
 from .argparse_i18n import argparse_language
 from .choices import KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid, parse_url
+from .export import ExportFile, Progress
+from .fields import parse_choice, parse_date_or_time, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_url, parse_when
 from .messages import LANGS, Messages
 from .render import Renderer
 from .waiting import Spinner
@@ -53,6 +59,8 @@ LANG_ENV = "METERD_LANG"
 SERVER_ENV = "METERD_SERVER"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_POLL = 30.0
+BILLING_POLL = 0.5  # seconds between looks at a billing run's progress
+DEFAULT_PAGE = 20
 RESIZE_SETTLE = 0.15  # seconds without a new size before the screen is redrawn
 
 
@@ -142,10 +150,20 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
 
     sub = p.add_subparsers(dest="command", metavar=m("metavar.command"))
 
-    def command(name: str) -> argparse.ArgumentParser:
+    def command(name: str, *, customer: bool | None = True) -> argparse.ArgumentParser:
+        """A subcommand; ``--id`` required (``customer``), optional (None: everyone's) or not taken (False)."""
         c = sub.add_parser(name, help=m(f"help.cmd.{name}"), description=m(f"help.cmd.{name}"), epilog=m("cli.epilog"))
-        c.add_argument("--id", required=True, metavar=m("metavar.id"), help=m("help.id"))
+        if customer is not False:
+            c.add_argument("--id", required=bool(customer), metavar=m("metavar.id"), help=m("help.id" if customer else "help.id_optional"))
         return c
+
+    def page_options(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--cursor", default=None, metavar=m("metavar.cursor"), help=m("help.page_cursor"))
+        c.add_argument("--limite", type=_whole(m, 1), default=DEFAULT_PAGE, metavar=m("metavar.count"),
+                       help=m("help.limite", default=DEFAULT_PAGE))
+
+    def when_option(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--timestamp", type=_arg(lambda t: parse_when(m, t)), default=None, metavar=m("metavar.when"), help=m("help.quando"))
 
     def choice_option(c: argparse.ArgumentParser, flag: str, choice: Choice, help_key: str) -> None:
         labels = choice.labels(m)
@@ -175,6 +193,12 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
 
     c = command("fatura")
     c.add_argument("--periodo", type=_whole(m, 0), default=0, metavar=m("metavar.months"), help=m("help.periodo_bill"))
+    c.add_argument("--codigo", choices=("pix", "barras"), default=None, help=m("help.codigo"))
+
+    c = command("faturamento", customer=False)
+    c.add_argument("--periodo", type=_whole(m, 1), default=1, metavar=m("metavar.months"), help=m("help.periodo_run"))
+    c.add_argument("--execucao", type=_whole(m, 1), default=None, metavar=m("metavar.run"), help=m("help.execucao"))
+    c.add_argument("--resultado", choices=("csv", "jsonl"), default=None, help=m("help.resultado"))
 
     c = command("historico")
     c.add_argument(
@@ -189,14 +213,47 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     c = command("ack")
     c.add_argument("--alarm", type=_whole(m, 1), required=True, metavar=m("metavar.alarm"), help=m("help.alarm"))
 
-    def operation(name: str) -> argparse.ArgumentParser:  # a subcommand about no one customer in particular
-        return sub.add_parser(name, help=m(f"help.cmd.{name}"), description=m(f"help.cmd.{name}"), epilog=m("cli.epilog"))
+    c = command("buscar", customer=False)
+    c.add_argument("--texto", required=True, type=_arg(lambda t: parse_text(m, t)), metavar=m("metavar.text"), help=m("help.texto"))
+    page_options(c)
 
-    c = operation("webhook")
+    command("ficha")
+
+    c = command("alterar")
+    c.add_argument("--name", metavar=m("metavar.name"), help=m("help.name"))
+    choice_option(c, "--ligacao", LIGACAO, "help.ligacao")
+    c.add_argument("--tz", metavar=m("metavar.tz"), help=m("help.tz"))
+    c.add_argument("--limite-kw", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kw"), help=m("help.limite_kw"))
+    c.add_argument("--limite-kwh", type=_arg(lambda t: parse_positive_number(m, t)), metavar=m("metavar.kwh"), help=m("help.limite_kwh"))
+
+    c = command("retirar")
+    c.add_argument("--medidor", type=_whole(m, 1), required=True, metavar=m("metavar.meter"), help=m("help.medidor_retire"))
+    c.add_argument("--valor", type=_arg(lambda t: parse_kwh(m, t)), required=True, metavar=m("metavar.kwh"), help=m("help.valor_final"))
+    when_option(c)
+
+    c = command("substituir")
+    c.add_argument("--medidor", type=_whole(m, 1), required=True, metavar=m("metavar.meter"), help=m("help.medidor_replace"))
+    c.add_argument("--valor", type=_arg(lambda t: parse_kwh(m, t)), default="0", metavar=m("metavar.kwh"), help=m("help.valor_inicial"))
+    when_option(c)
+    c.add_argument("--mode", type=_choice_arg(m, METER_MODE), metavar=_choice_metavar(m, METER_MODE),
+                   help=m("help.new_mode", choices=", ".join(METER_MODE.labels(m))))
+
+    c = command("auditoria", customer=None)
+    page_options(c)
+
+    c = command("exportar")
+    c.add_argument("--historico", action="store_true", help=m("help.historico_export"))
+    c.add_argument("--kind", type=_choice_arg(m, KIND), metavar=_choice_metavar(m, KIND), help=m("help.kind_export"))
+    c.add_argument("--periodo", type=_whole(m, 0), default=None, metavar=m("metavar.periods"), help=m("help.periodo_hist"))
+    c.add_argument("--inicio", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.inicio"))
+    c.add_argument("--fim", type=_arg(lambda t: parse_date_or_time(m, t)), metavar=m("metavar.date"), help=m("help.fim"))
+    c.add_argument("--medidor", type=_whole(m, 1), default=None, metavar=m("metavar.meter"), help=m("help.medidor"))
+    c.add_argument("--saida", "-o", default=None, metavar=m("metavar.file"), help=m("help.saida"))
+
+    c = command("webhook", customer=None)
     c.add_argument("--url", required=True, type=_arg(lambda t: parse_url(m, t)), metavar=m("metavar.url"), help=m("help.url"))
-    c.add_argument("--id", default=None, metavar=m("metavar.id"), help=m("help.webhook_customer"))
-    operation("webhooks")
-    c = operation("remove-webhook")
+    command("webhooks", customer=False)
+    c = command("remove-webhook", customer=False)
     c.add_argument("--webhook", type=_whole(m, 1), required=True, metavar=m("metavar.webhook"), help=m("help.webhook"))
 
     for parser in sub.choices.values():
@@ -217,18 +274,27 @@ async def run_command(
     stderr: TextIO,
     *,
     waiting: Spinner | None = None,
+    progress: Progress | None = None,
+    timer: IReactorTime | None = None,
+    poll: float = BILLING_POLL,
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Run one subcommand; print the result; return the exit status.
 
-    ``waiting`` (on a terminal) says the server is being asked while it is.
+    ``waiting`` (on a terminal) says the server is being asked while it is;
+    ``progress`` (on a terminal) draws a billing run's progress, polled every
+    ``poll`` seconds on ``timer``; ``clock`` is what "now" is for a reading given no time.
     """
+    if args.command == "faturamento":
+        return await _billing(args, client, m, renderer, stdout, stderr, timer=timer, poll=poll, progress=progress)
     try:
+        cid = parse_taxid(m, args.id) if getattr(args, "id", None) else ""
         cmd = args.command
-        given = getattr(args, "id", None)  # the webhook subcommands may name no customer
-        cid = parse_taxid(m, given) if given is not None else ""
-        view: Callable[[dict[str, Any]], str]
+        if cmd == "exportar":
+            return await run_export(args, cid, client, m, stdout, stderr, waiting=waiting)
         if cmd == "webhook":
-            call, view = client.register_webhook(args.url, cid or None), renderer.webhook_created
+            call = client.register_webhook(args.url, cid or None)
+            view: Callable[[dict[str, Any]], str] = renderer.webhook_created
         elif cmd == "webhooks":
             call, view = client.webhooks(), renderer.webhooks
         elif cmd == "remove-webhook":
@@ -246,6 +312,8 @@ async def run_command(
             call, view = client.new_token(cid), renderer.new_token
         elif cmd == "nova-chave":
             call, view = client.new_key(cid, args.medidor), renderer.new_key
+        elif cmd == "fatura" and args.codigo:
+            return await _svg(args, client, cid, m, stdout, stderr)
         elif cmd == "fatura":
             call, view = client.bill(cid, args.periodo), renderer.bill
         elif cmd == "historico":
@@ -255,6 +323,25 @@ async def run_command(
         elif cmd == "ack":
             call = client.ack_alarm(cid, args.alarm)
             view = lambda doc: m("result.acked", alarm_id=doc.get("alarm_id", args.alarm)) + "\n"  # noqa: E731
+        elif cmd == "buscar":
+            call = client.search_customers(args.texto, cursor=args.cursor, limite=args.limite)
+            view = lambda doc: renderer.search(doc, m("page.more_cli", cursor=doc.get("cursor")))  # noqa: E731
+        elif cmd == "ficha":
+            call, view = client.customer(cid), renderer.record
+        elif cmd == "alterar":
+            changes = {"name": args.name, "ligacao": args.ligacao, "tz": args.tz, "limite_kw": args.limite_kw, "limite_kwh": args.limite_kwh}
+            if all(v is None for v in changes.values()):
+                raise Invalid(m("result.nothing_to_change"))
+            call, view = client.update_customer(cid, **changes), renderer.updated
+        elif cmd == "retirar":
+            call = client.retire_meter(cid, args.medidor, args.valor, _now_or(args.timestamp, clock))
+            view = renderer.retired
+        elif cmd == "substituir":
+            call = client.replace_meter(cid, args.medidor, args.valor, _now_or(args.timestamp, clock), mode=args.mode)
+            view = renderer.replaced
+        elif cmd == "auditoria":
+            call = client.audit(cid or None, cursor=args.cursor, limite=args.limite)
+            view = lambda doc: renderer.audit(doc, m("page.more_cli", cursor=doc.get("cursor")))  # noqa: E731
         else:  # pragma: no cover - argparse restricts the choices
             raise Invalid(cmd)
     except Invalid as e:
@@ -263,16 +350,112 @@ async def run_command(
     try:
         doc = await _waiting_for(call, waiting, m("wait.connecting", server=client.server))
     except ApiError as e:
-        if args.json:
-            stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
-        else:
-            stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+        _refused(e, args, m, stderr)
         return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
     if args.json:
         stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
     else:
         stdout.write(view(doc))
     return EXIT_OK
+
+
+async def _billing(
+    args: argparse.Namespace,
+    client: MeterdClient,
+    m: Messages,
+    renderer: Renderer,
+    stdout: TextIO,
+    stderr: TextIO,
+    *,
+    timer: IReactorTime | None,
+    poll: float,
+    progress: Progress | None,
+) -> int:
+    """``faturamento``: follow a run (exit 1 when it was cut short), or write what it issued."""
+    if timer is None:
+        from twisted.internet import reactor
+
+        timer = cast(IReactorTime, reactor)
+    try:
+        if args.resultado:
+            await billing.write_result(args, client, stdout)
+            return EXIT_OK
+        done = await billing.follow(args, client, m, renderer, stdout, clock=timer, poll=poll, progress=progress)
+    except ApiError as e:
+        _refused(e, args, m, stderr)
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    return EXIT_OK if done else EXIT_API
+
+
+async def _svg(args: argparse.Namespace, client: MeterdClient, cid: str, m: Messages, stdout: TextIO, stderr: TextIO) -> int:
+    """``fatura --codigo``: the payment code's SVG, as the server drew it, on stdout."""
+    out = billing.Output(stdout)
+    try:
+        await client.bill_code(cid, args.periodo, args.codigo, out)
+    except ApiError as e:
+        _refused(e, args, m, stderr)
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    out.close()
+    stdout.write("\n")
+    return EXIT_OK
+
+
+def _refused(e: ApiError, args: argparse.Namespace, m: Messages, stderr: TextIO) -> None:
+    if args.json:
+        stderr.write(json.dumps({"error": {"code": e.code, "message": e.message}}, ensure_ascii=False) + "\n")
+    else:
+        stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+
+
+async def run_export(
+    args: argparse.Namespace, cid: str, client: MeterdClient, m: Messages, stdout: TextIO, stderr: TextIO,
+    *, waiting: Spinner | None = None, binary_stdout: Any = None,
+) -> int:
+    """``exportar``: the readings (or, with ``--historico``, the history) as a CSV file; where it went on stdout."""
+    if args.historico and args.kind is None:
+        raise Invalid(m("invalid.historico_kind"))
+    if args.kind is not None and (args.inicio or args.fim):
+        raise Invalid(m("invalid.kind_or_dates"))
+    if args.historico:
+        path, query = "/getConsumoHist", {"kind": args.kind, "periodo": args.periodo or 0}
+    else:
+        path, query = "/getLeituras", {"kind": args.kind, "periodo": args.periodo, "inicio": args.inicio, "fim": args.fim}
+    progress = None
+    if _terminal(stderr):
+        def draw(text: str) -> None:
+            stderr.write(text)
+            stderr.flush()
+
+        progress = Progress(draw, m, shutil.get_terminal_size().columns, ascii_only=args.plain)
+    if waiting is not None:
+        waiting.start(m("wait.connecting", server=client.server))
+    receiver = ExportFile(args.saida, progress=progress, began=waiting.stop if waiting else None, stdout=binary_stdout)
+    try:
+        await client.download(path, {"id": cid, "id_medidor": args.medidor, **query}, receiver)
+    except ApiError as e:
+        receiver.abandon()
+        if waiting is not None:
+            waiting.stop()
+        stderr.write(describe_error(e, m, verbose=args.verbose) + "\n")
+        return EXIT_UNREACHABLE if isinstance(e, ServerUnreachable) else EXIT_API
+    except OSError as e:
+        receiver.abandon()
+        stderr.write(m("export.cannot_write", path=str(receiver.path or args.saida), reason=e.strerror or str(e)) + "\n")
+        return EXIT_API
+    written = receiver.finish()
+    size = m.number(round(receiver.size / 1_000_000, 1))
+    if args.json:
+        report = {"file": None if written is None else str(written), "rows": receiver.rows, "bytes": receiver.size}
+        (stderr if written is None else stdout).write(json.dumps(report, ensure_ascii=False) + "\n")
+    elif written is None:
+        stderr.write(m("export.done_stdout", rows=receiver.rows, size=size) + "\n")
+    else:
+        stdout.write(m("export.done", path=str(written), rows=receiver.rows, size=size) + "\n")
+    return EXIT_OK
+
+
+def _now_or(timestamp: float | None, clock: Callable[[], float]) -> float:
+    return clock() if timestamp is None else timestamp
 
 
 async def _waiting_for(call: Deferred[dict[str, Any]], waiting: Spinner | None, text: str) -> dict[str, Any]:
@@ -304,6 +487,18 @@ def _stream_spinner(stream: TextIO, clock: IReactorTime, ascii_only: bool) -> Sp
         stream.flush()
 
     return Spinner(write, clock, ascii_only=ascii_only)
+
+
+def _stream_progress(stream: TextIO, ascii_only: bool, m: Messages) -> Progress | None:
+    """A billing run's progress bar on ``stream`` if a person is watching it (pipes get nothing)."""
+    if not _terminal(stream):
+        return None
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return Progress(write, m, shutil.get_terminal_size().columns, ascii_only=ascii_only, key="billing.progress")
 
 
 async def _reachable(reactor: Any, args: argparse.Namespace, m: Messages, ascii_only: bool) -> bool:
@@ -432,7 +627,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         def command(reactor: Any) -> Deferred[int]:
             client = MeterdClient(args.server, token, reactor=reactor, timeout=args.timeout)
             waiting = _stream_spinner(sys.stderr, reactor, args.plain)
-            return ensureDeferred(run_command(args, client, m, renderer, sys.stdout, sys.stderr, waiting=waiting))
+            progress = _stream_progress(sys.stderr, args.plain, m)
+            return ensureDeferred(
+                run_command(args, client, m, renderer, sys.stdout, sys.stderr, waiting=waiting, progress=progress, timer=reactor)
+            )
 
         return _run_reactor(command)
 

@@ -30,9 +30,10 @@ from twisted.python.failure import Failure
 
 from clients.api import ApiError, MeterdClient
 
-from .choices import KIND, LIGACAO, METER_MODE, Choice
+from .choices import EXPORT, KIND, LIGACAO, METER_MODE, Choice
 from .errors import Invalid, describe_error
-from .fields import parse_choice, parse_int, parse_positive_number, parse_taxid, parse_url
+from .export import ExportFile
+from .fields import parse_choice, parse_int, parse_kwh, parse_positive_number, parse_taxid, parse_text, parse_url, parse_when
 from .messages import Messages
 from .poller import AlarmPoller
 from .render import Renderer
@@ -120,6 +121,7 @@ class Menu:
         self.poller: AlarmPoller | None = None
         self._view: View | None = None
         self._view_lines = 0
+        self._more: Callable[[], Any] | None = None  # the next page of the last search or audit log shown
         self._queue: list[str] = []
         self._busy = False
         self._eof = False
@@ -215,6 +217,8 @@ class Menu:
     def _menu_text(self) -> str:
         if self.state == "operator":
             return self.m("menu.operator")
+        if self.state == "manage":
+            return self.m("menu.manage", more=self.m("menu.more") if self._more is not None else "")
         if self.state == "webhooks":
             return self.m("menu.webhooks")
         if self.state == "customer":
@@ -273,12 +277,27 @@ class Menu:
                 "6": self._alarms,
                 "7": self._ack,
                 "8": self._new_credential,
-                "10": self._enter_webhooks,
                 "9": self._switch_mode,
+                "10": self._enter_manage,
+                "e": self._export,
+                "w": self._enter_webhooks,
                 "0": self._quit,
             }
         elif self.state == "webhooks":
             table = {"1": self._list_webhooks, "2": self._register_webhook, "3": self._remove_webhook, "0": self._leave_webhooks}
+        elif self.state == "manage":
+            table = {
+                "1": self._search,
+                "2": self._record,
+                "3": self._update,
+                "4": self._retire,
+                "5": self._replace,
+                "6": self._audit,
+                "0": self._leave_manage,
+            }
+            more = self._more
+            if more is not None:
+                table["m"] = lambda: self._ask([], lambda _: more())
         else:
             table = {
                 "1": self._bill,
@@ -288,7 +307,9 @@ class Menu:
                 "9": self._switch_mode,
                 "0": self._quit,
             }
-        action = table.get(choice)
+        action = table.get(choice.lower())
+        if choice:
+            self._more = None  # a page is continued right after it, or not at all
         if action is None:
             if choice:
                 self.out.show(self.m("menu.invalid", choice=choice) + "\n")
@@ -602,3 +623,155 @@ class Menu:
 
         alarm = Field("alarm_id", m("field.alarm_id"), lambda t: parse_int(m, t, minimum=1))
         return self._ask([*self._f_whose(), alarm], submit)
+
+    # -- the operator's management: find, look, change, retire, replace, audit --
+
+    def _enter_manage(self) -> None:
+        self.state = "manage"
+
+    def _leave_manage(self) -> None:
+        self.state = "operator"
+
+    def _page_size(self) -> int:
+        """Results per page: what fits the screen with its table's lines, at most 20."""
+        rows = self.r.height
+        return 20 if rows is None else max(3, min(20, rows - 9))
+
+    def _paged(self, fetch: Callable[[str | None], Deferred[dict[str, Any]]], draw: Callable[[dict[str, Any]], str]) -> Deferred[View]:
+        """The first page of a list; while there are more, option m shows the next."""
+
+        def shown(doc: dict[str, Any]) -> View:
+            cursor = doc.get("cursor")
+            if cursor:
+                self._more = lambda: fetch(cursor).addCallback(shown)
+            return View(lambda: draw(doc))
+
+        return fetch(None).addCallback(shown)
+
+    def _search(self) -> Any:
+        m = self.m
+
+        def submit(v: dict[str, Any]) -> Deferred[View]:
+            client = self.client
+            assert client is not None
+            return self._paged(
+                lambda cursor: client.search_customers(v["q"], cursor=cursor, limite=self._page_size()),
+                lambda doc: self.r.search(doc, m("page.more_menu")),
+            )
+
+        return self._ask([Field("q", m("field.query"), lambda t: parse_text(m, t))], submit)
+
+    def _record(self) -> Any:
+        def submit(v: dict[str, Any]) -> Deferred[View]:
+            assert self.client is not None
+            return self.client.customer(v["id"]).addCallback(lambda doc: View(lambda: self.r.record(doc)))
+
+        return self._ask([self._f_customer()], submit)
+
+    def _update(self) -> Any:
+        m = self.m
+        fields = [
+            self._f_customer(),
+            Field("name", m("field.new_name"), str.strip, required=False),
+            self._f_choice("ligacao", "field.new_ligacao", LIGACAO),
+            Field("tz", m("field.new_tz"), str.strip, required=False),
+            Field("limite_kw", m("field.new_limite_kw"), lambda t: parse_positive_number(m, t), required=False),
+            Field("limite_kwh", m("field.new_limite_kwh"), lambda t: parse_positive_number(m, t), required=False),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str] | str:
+            assert self.client is not None
+            changes = {name: v[name] for name in ("name", "ligacao", "tz", "limite_kw", "limite_kwh")}
+            if all(value is None for value in changes.values()):
+                return m("result.nothing_to_change")
+            return self.client.update_customer(v["id"], **changes).addCallback(self.r.updated)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)
+
+    def _when(self, key: str) -> Field:
+        """An instant, now when left empty."""
+        return Field("when", self.m(key), lambda t: parse_when(self.m, t), required=False)
+
+    def _retire(self) -> Any:
+        m = self.m
+        fields = [
+            self._f_customer(),
+            Field("meter", m("field.meter_to_retire"), lambda t: parse_int(m, t, minimum=1)),
+            Field("valor", m("field.final_kwh"), lambda t: parse_kwh(m, t)),
+            self._when("field.when_read"),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            when = self.clock.seconds() if v["when"] is None else v["when"]
+            return self.client.retire_meter(v["id"], v["meter"], v["valor"], when).addCallback(self.r.retired)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)
+
+    def _replace(self) -> Any:
+        m = self.m
+        fields = [
+            self._f_customer(),
+            Field("meter", m("field.meter_to_replace"), lambda t: parse_int(m, t, minimum=1)),
+            Field("valor", m("field.initial_kwh"), lambda t: parse_kwh(m, t), required=False, default="0"),
+            self._when("field.when_installed"),
+            self._f_choice("mode", "field.new_meter_mode", METER_MODE),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            when = self.clock.seconds() if v["when"] is None else v["when"]
+            d = self.client.replace_meter(v["id"], v["meter"], v["valor"], when, mode=v["mode"])
+            return d.addCallback(self.r.replaced)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)
+
+    def _audit(self) -> Any:
+        m = self.m
+
+        def submit(v: dict[str, Any]) -> Deferred[View]:
+            client = self.client
+            assert client is not None
+            return self._paged(
+                lambda cursor: client.audit(v["id"], cursor=cursor, limite=max(3, self._page_size() // 2)),  # two lines an entry
+                lambda doc: self.r.audit(doc, m("page.more_menu")),
+            )
+
+        return self._ask([Field("id", m("field.customer_or_all"), lambda t: parse_taxid(m, t), required=False)], submit)
+
+    def _export(self) -> Any:
+        """A customer's readings or history of a calendar period into a CSV file (``exportar`` asks more)."""
+        m = self.m
+        fields = [
+            *self._f_whose(),
+            self._f_choice("what", "field.export_what", EXPORT, default=EXPORT.default),
+            Field("kind", m("field.export_kind"), lambda t: parse_choice(m, KIND, t), required=False, default="M"),
+            Field("periodo", m("field.periodo_hist"), lambda t: parse_int(m, t, minimum=0), required=False, default=0),
+            Field("meter", m("field.meter"), lambda t: parse_int(m, t, minimum=1), required=False),
+            Field("file", m("field.export_file"), str.strip, required=False),
+        ]
+
+        def submit(v: dict[str, Any]) -> Deferred[str]:
+            assert self.client is not None
+            path = "/getConsumoHist" if v["what"] == "historico" else "/getLeituras"
+            query = {"id": self._whose(v), "kind": v["kind"], "periodo": v["periodo"], "id_medidor": v["meter"]}
+            receiver = ExportFile(v["file"])
+
+            def written(_: object) -> str:
+                size = m.number(round(receiver.size / 1_000_000, 1))
+                return m("export.done", path=str(receiver.finish()), rows=receiver.rows, size=size)
+
+            def failed(failure: Failure) -> Failure | str:
+                receiver.abandon()
+                error = failure.value
+                if isinstance(error, OSError):
+                    return m("export.cannot_write", path=str(receiver.path or v["file"]), reason=error.strerror or str(error))
+                return failure
+
+            return self.client.download(path, query, receiver).addCallbacks(written, failed)
+
+        self.out.show(m("menu.cancel_hint") + "\n")
+        return self._ask(fields, submit)

@@ -27,7 +27,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .choices import METER_MODE
+from .choices import LIGACAO, METER_MODE
 from .messages import SERVER_TEXT_LANG, Messages
 
 __all__ = ["Renderer", "brl", "decimal_of", "format_number"]
@@ -186,14 +186,14 @@ class Renderer:
     def kwh(self, value: Any) -> str:
         return self.num(value, 3)
 
-    def _rate(self, value: Any) -> str:
-        """Tariffs keep their own precision (R$ 0,018850/kWh is not R$ 0,02)."""
+    def _rate(self, value: Any, most: int = 6) -> str:
+        """Tariffs keep their own precision (R$ 0,018850/kWh is not R$ 0,02), up to ``most`` decimals."""
         d = decimal_of(value)
         if d is None:
             return str(value)
         exp = d.as_tuple().exponent
         decimals = max(2, -exp if isinstance(exp, int) else 2)
-        return self.num(d, min(decimals, 6))
+        return self.num(d, min(decimals, most))
 
     def _percent(self, fraction: Any) -> str:
         d = decimal_of(fraction)
@@ -258,7 +258,7 @@ class Renderer:
             return self.m("date.daymonth", d=dt.day, m=dt.month, mon=self.m.month_name(dt.month))
         return self.m("date.month", y=dt.year, mon=self.m.month_name(dt.month))
 
-    def _reference(self, ref: Any) -> str:
+    def reference(self, ref: Any) -> str:
         """``"2026-11"`` → ``nov/2026`` (pt) or ``Nov 2026`` (en)."""
         try:
             year, month = (int(p) for p in str(ref).split("-"))
@@ -269,7 +269,13 @@ class Renderer:
     # -- bill ---------------------------------------------------------------
 
     def bill(self, doc: Mapping[str, Any], tz: str | None = None) -> str:
-        """An itemised "conta de luz": header, priced lines, taxes, total."""
+        """An itemised "conta de luz": header, priced lines, taxes, total.
+
+        An issued bill is the whole document (:meth:`issued_bill`); a preview
+        fits one screen.
+        """
+        if doc.get("status") == "emitida":
+            return self.issued_bill(doc, tz)
         m = self.m
         parts: list[RenderableType] = []
         title = Text(m("bill.title"), style="bold reverse" if self.color else "")
@@ -279,11 +285,7 @@ class Renderer:
         name = doc.get("name")
         cid = str(doc.get("id", ""))
         head.add_row(m("bill.customer"), f"{name} ({_taxid(cid)})" if name else _taxid(cid))
-        status = doc.get("status")
-        ref = self._reference(doc.get("referencia"))
-        if status:
-            ref += f" — {m('bill.status.' + str(status))}"
-        head.add_row(m("bill.reference"), ref)
+        head.add_row(m("bill.reference"), self.reference(doc.get("referencia")) + self._status(doc))
         if doc.get("inicio") or doc.get("fim"):
             head.add_row(m("bill.period"), f"{self.day(doc.get('inicio'), tz)} – {self._end_day(doc.get('fim'), tz)}")
         lig = str(doc.get("ligacao", ""))
@@ -342,6 +344,169 @@ class Renderer:
         if doc.get("estimado"):
             parts.append(Text(m("bill.estimated"), style="yellow" if self.color else ""))
         return self._render(*parts)
+
+    def _status(self, doc: Mapping[str, Any]) -> str:
+        status = doc.get("status")
+        if not status:
+            return ""
+        key = f"bill.status.previa.{doc.get('mes')}" if status == "previa" else f"bill.status.{status}"
+        return f" — {self.m(key)}"
+
+    def issued_bill(self, doc: Mapping[str, Any], tz: str | None = None) -> str:
+        """The whole issued document, section after section (a view that scrolls): who and
+        where, the readings, the quantities, the lines and taxes, adjustments, the total,
+        the history and the payment codes. Fits 80 columns."""
+        m, dim = self.m, "dim" if self.color else ""
+        tz = doc.get("tz") or tz
+        parts: list[RenderableType] = []
+        title = Text(m("bill.title"), style="bold reverse" if self.color else "")
+        title.append("  " + m("bill.number", numero=doc.get("numero")), style="bold" if self.color else "")
+        parts.append(title)
+        empresa = doc.get("empresa")
+        if isinstance(empresa, Mapping):
+            parts.append(Text(m("bill.company", nome=empresa.get("nome"), cnpj=_taxid(str(empresa.get("cnpj", ""))))))
+            parts.append(Text(str(empresa.get("endereco", "")), style=dim))
+
+        head = self._grid()
+        cid = str(doc.get("id", ""))
+        head.add_row(m("bill.customer"), f"{doc.get('name')} ({_taxid(cid)})")
+        lig = str(doc.get("ligacao", ""))
+        head.add_row(m("bill.class"), m("bill.class_value", classe=doc.get("classe", ""), ligacao=m("ligacao." + lig) if lig else ""))
+        head.add_row(m("bill.reference"), self.reference(doc.get("referencia")) + self._status(doc))
+        period = f"{self.day(doc.get('inicio'), tz)} – {self._end_day(doc.get('fim'), tz)}"
+        head.add_row(m("bill.period"), m("bill.days", period=period, dias=doc.get("dias")))
+        head.add_row(m("bill.issued"), self.day(doc.get("emissao")))
+        head.add_row(m("bill.due"), Text(self.day(doc.get("vencimento")), style="bold" if self.color else ""))
+        parts += [head, Text("")]
+
+        readings = self._table(m("bill.readings"), show_edge=False)
+        leituras = [r for r in doc.get("leituras") or [] if isinstance(r, Mapping)]
+        first = leituras[0] if leituras else {}
+        readings.add_column(m("col.meter"), justify="right")
+        readings.add_column(m("col.previous", date=self.day(first.get("data_anterior"), tz)), justify="right")
+        readings.add_column(m("col.current", date=self.day(first.get("data_atual"), tz)), justify="right")
+        readings.add_column(m("col.constant"), justify="right")
+        readings.add_column(m("col.consumption"), justify="right")
+        for r in leituras:
+            readings.add_row(
+                str(r.get("id_medidor")),
+                self.kwh(r.get("leitura_anterior")) + (" *" if r.get("estimada_anterior") else ""),
+                self.kwh(r.get("leitura_atual")) + (" *" if r.get("estimada_atual") else ""),
+                str(r.get("constante")),
+                self.kwh(r.get("consumo_kwh")),
+            )
+        parts += [readings, Text("")]
+
+        quantities = self._grid()
+        quantities.add_row(m("bill.measured"), f"{self.kwh(doc.get('consumo_kwh'))} kWh, "
+                           + m("bill.average", kwh=self.kwh(doc.get("media_diaria_kwh"))))
+        billed = f"{self.kwh(doc.get('faturado_kwh'))} kWh"
+        minimo = doc.get("minimo")
+        if isinstance(minimo, Mapping) and minimo.get("aplicado"):
+            billed = m("bill.minimum", kwh=billed, ligacao=m("ligacao." + lig) if lig else "")
+        quantities.add_row(m("bill.billed"), billed)
+        flag = str(doc.get("bandeira", ""))
+        quantities.add_row(m("bill.flag"), Text(m("flag." + flag), style=_FLAG_STYLES.get(flag, "") if self.color else ""))
+        parts += [quantities, Text("")]
+
+        items = self._table(show_edge=False)
+        items.add_column(m("col.description"))
+        items.add_column("kWh", justify="right")
+        items.add_column(m("col.tariff"), justify="right")
+        items.add_column(m("col.rate_taxes"), justify="right")
+        items.add_column(m("col.amount"), justify="right")
+        for item in doc.get("itens") or []:
+            items.add_row(self._item(item, doc), self.kwh(item.get("quantidade_kwh")), self._rate(item.get("tarifa")),
+                          self._rate(item.get("tarifa_com_tributos"), 8), brl(item.get("valor")))
+        parts += [items, Text("")]
+
+        tributos = doc.get("tributos") or {}
+        aliquotas = tributos.get("aliquotas")
+        rates: Mapping[str, Any] = aliquotas if isinstance(aliquotas, Mapping) else {}
+        taxes = self._table(show_edge=False)
+        for name, justify in ((m("col.tax"), "left"), (m("col.base"), "right"), (m("col.tax_rate"), "right"), (m("col.amount"), "right")):
+            taxes.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for key, label in (("icms", "ICMS"), ("pis", "PIS"), ("cofins", "COFINS")):
+            taxes.add_row(label, brl(tributos.get("base")), self._percent(rates.get(key)), brl(tributos.get(key)))
+        taxes.add_section()
+        taxes.add_row(Text(m("bill.taxes"), style="italic" if self.color else ""), "", "", brl(tributos.get("valor")))
+        parts += [taxes, Text("")]
+
+        totals = self._table(show_edge=False, show_header=False)
+        totals.add_column(ratio=1)
+        totals.add_column(justify="right")
+        totals.add_column(justify="right")
+        totals.add_row(m("bill.month_total"), "", brl(doc.get("total_mes")))
+        for a in doc.get("ajustes") or []:
+            label = a.get("descricao") if self.m.lang == SERVER_TEXT_LANG else m("bill.adjustment", month=self.reference(a.get("referencia")))
+            change = m("bill.adjustment_kwh", billed=self.kwh(a.get("consumo_faturado_kwh")), now=self.kwh(a.get("consumo_corrigido_kwh")))
+            totals.add_row(str(label), change, brl(a.get("valor")))
+        credito = doc.get("credito_anterior")
+        if isinstance(credito, Mapping):
+            totals.add_row(m("bill.credit", numero=credito.get("numero")), "", brl(credito.get("valor")))
+        totals.add_section()
+        total_style = "bold" if self.color else ""
+        totals.add_row(Text(m("bill.total"), style=total_style), "", Text(brl(doc.get("total")), style=total_style))
+        parts.append(totals)
+        if doc.get("estimado"):
+            parts.append(Text(m("bill.estimated"), style="yellow" if self.color else ""))
+
+        parts.append(Text(""))
+        parts.append(Text(m("bill.history"), style="bold" if self.color else ""))
+        parts.append(self._months(doc.get("historico") or [], str(doc.get("referencia"))))
+
+        parts.append(Text(""))
+        parts.append(Text(m("bill.pay", due=self.day(doc.get("vencimento"))), style="bold" if self.color else ""))
+        if doc.get("linha_digitavel"):
+            line = str(doc["linha_digitavel"])
+            parts.append(Text(f"{m('bill.linha')}:", style=dim))
+            parts.append(Text(" ".join(f"{line[i:i + 11]}-{line[i + 11]}" for i in range(0, len(line), 12))))
+            parts.append(Text(f"{m('bill.pix')}:", style=dim))
+            pix = str(doc.get("pix", ""))
+            parts.append(Text("\n".join(pix[i : i + self.width] for i in range(0, len(pix), self.width))))
+            parts.append(Text(m("bill.codes_hint", id=cid), style=dim))
+        else:
+            parts.append(Text(m("bill.nothing_to_pay")))
+        return self._render(*parts)
+
+    def billing_run(self, doc: Mapping[str, Any]) -> str:
+        """A billing run's summary: its month, its state, what it did."""
+        m = self.m
+        title = m("billing.title", referencia=self.reference(doc.get("referencia")), execucao=doc.get("execucao"),
+                  estado=m(f"billing.state.{doc.get('estado')}"))
+        grid = self._grid()
+        for key in ("clientes", "processados", "emitidas", "ja_emitidas", "ignoradas", "ajustes", "erros"):
+            grid.add_row(m(f"billing.{key}"), self.num(doc.get(key), 0))
+        grid.add_row(m("billing.valor_total"), brl(doc.get("valor_total")))
+        grid.add_row(m("billing.started"), self.when(doc.get("iniciada")))
+        if doc.get("concluida"):
+            grid.add_row(m("billing.finished"), self.when(doc.get("concluida")))
+        parts: list[RenderableType] = [Text(title, style="bold" if self.color else ""), grid]
+        if doc.get("mensagem"):
+            parts.append(Text(m("billing.message", message=doc["mensagem"]), style="yellow" if self.color else ""))
+        return self._render(*parts)
+
+    def _months(self, months: Iterable[Mapping[str, Any]], current: str) -> RenderableType:
+        """The history: a bar per month, its kWh and its daily average; months not billed say so."""
+        rows = []
+        for month in months:
+            label = self.reference(month.get("referencia"))
+            kwh = decimal_of(month.get("consumo_kwh"))
+            rows.append((label, kwh, month, month.get("referencia") == current))
+        top = max((k for _, k, _, _ in rows if k is not None), default=Decimal(0))
+        label_w = max((len(r[0]) for r in rows), default=0)
+        bar_w = max(10, min(30, self.width - label_w - 40))
+        lines = []
+        for label, kwh, month, this in rows:
+            line = Text(label.rjust(label_w) + " |")
+            if kwh is None:
+                line.append(" " + self.m("bill.history_none"), style="dim" if self.color else "")
+            else:
+                line.append(self._bar(kwh, top, bar_w).ljust(bar_w), style=("bold cyan" if this else "cyan") if self.color else "")
+                line.append(f" {self.kwh(month.get('consumo_kwh')):>11}  "
+                            + self.m("bill.history_day", kwh=self.kwh(month.get("media_diaria_kwh"))))
+            lines.append(line)
+        return Text("\n").join(lines)
 
     def _item(self, item: Mapping[str, Any], bill: Mapping[str, Any]) -> str:
         """A bill line's description in the screen's language.
@@ -667,6 +832,156 @@ class Renderer:
         m = self.m
         summary = m("result.new_key", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"))
         return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
+
+    # -- operations (the operator's management) ------------------------------
+
+    def search(self, doc: Mapping[str, Any], more: str | None = None) -> str:
+        """A page of customers found; ``more`` is the line that says how to ask the next page (if any)."""
+        m = self.m
+        results = [r for r in doc.get("results") or [] if isinstance(r, Mapping)]
+        if not results:
+            return m("search.none", q=doc.get("q", "")) + "\n"
+        t = self._table(title=m("search.title", q=doc.get("q", "")))
+        rows = [
+            (_taxid(str(r.get("id", ""))), str(r.get("name", "")), LIGACAO.label(m, str(r.get("ligacao", ""))), str(r.get("meters", "")))
+            for r in results
+        ]
+
+        def fixed(i: int, header: str) -> int:  # the columns but the name's are never cut
+            return max(len(header), *(len(row[i]) for row in rows))
+
+        widths = [fixed(0, m("search.col.id")), fixed(2, m("search.col.ligacao")), fixed(3, m("search.col.meters"))]
+        name_width = max(10, self.width - sum(widths) - 13)  # 13: the borders and padding of four columns
+        t.add_column(m("search.col.id"), no_wrap=True, min_width=widths[0])
+        # one line a customer, so that a page fits its screen
+        t.add_column(m("search.col.name"), no_wrap=True, overflow="ellipsis", max_width=name_width)
+        t.add_column(m("search.col.ligacao"), no_wrap=True, min_width=widths[1])
+        t.add_column(m("search.col.meters"), justify="right", no_wrap=True, min_width=widths[2])
+        for row in rows:
+            t.add_row(*row)
+        return self._render(t, *([Text(more)] if more and doc.get("cursor") else []))
+
+    def record(self, doc: Mapping[str, Any]) -> str:
+        """A customer's record: details, the meters with their state, the active alarms."""
+        m = self.m
+        cid = _taxid(str(doc.get("id", "")))
+        parts: list[RenderableType] = [Text(m("record.title", id=cid), style="bold" if self.color else "")]
+        head = self._grid()
+        lig = str(doc.get("ligacao", ""))
+        head.add_row(m("record.name"), str(doc.get("name", "")))
+        head.add_row(m("record.ligacao"), m("ligacao." + lig) if lig else "—")
+        head.add_row(m("record.limits"), m("record.limits_value", kw=self.num(doc.get("limite_kw"), 2), kwh=self.num(doc.get("limite_kwh"), 0)))
+        head.add_row(m("record.tz"), str(doc.get("tz", "")))
+        head.add_row(m("record.since"), self.day(doc.get("created_at")))
+        parts.append(head)
+        meters = [row for row in doc.get("meters") or [] if isinstance(row, Mapping)]
+        if meters:
+            t = self._table(title=m("record.meters"))
+            t.add_column(m("meters.col.meter"), justify="right", no_wrap=True)
+            t.add_column(m("meters.col.mode"), no_wrap=True)
+            t.add_column(m("meters.col.last_seen"), no_wrap=True)
+            t.add_column(m("meters.col.last_kwh"), justify="right", no_wrap=True)
+            t.add_column(m("record.col.state"), ratio=1, overflow="fold")
+            for row in meters:
+                t.add_row(
+                    str(row.get("id_medidor", "")),
+                    METER_MODE.label(m, str(row.get("mode", ""))),
+                    self.when(row.get("last_reading_at")) if row.get("last_reading_at") else m("never"),
+                    self.kwh(row.get("last_kwh")) if row.get("last_kwh") is not None else "—",
+                    self._meter_state(row),
+                )
+            parts.append(t)
+        else:
+            parts.append(Text(m("meters.none", id=cid)))
+        return self._render(*parts) + self.alarms({"active": doc.get("active") or []})
+
+    def _meter_state(self, row: Mapping[str, Any]) -> str:
+        m = self.m
+        if row.get("retired_at"):
+            states = [m("state.retired", at=self.when(row.get("retired_at")))]
+        else:
+            states = [m("state.silent" if row.get("silent") else "state.in_service")]
+        if row.get("replaces") is not None:
+            states.append(m("state.replaces", n=row["replaces"]))
+        if row.get("replaced_by") is not None:
+            states.append(m("state.replaced_by", n=row["replaced_by"]))
+        return "; ".join(states)
+
+    def updated(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        cid = _taxid(str(doc.get("id", "")))
+        changed = [str(f) for f in doc.get("changed") or []]
+        if not changed:
+            return m("result.unchanged", id=cid) + "\n"
+        return m("result.updated", id=cid, fields=", ".join(m(f"fieldname.{f}") if m.has(f"fieldname.{f}") else f for f in changed)) + "\n"
+
+    def retired(self, doc: Mapping[str, Any]) -> str:
+        return self.m(
+            "result.retired", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"),
+            kwh=self.kwh(doc.get("valor")), at=self.when(doc.get("retired_at")),
+        ) + "\n"
+
+    def replaced(self, doc: Mapping[str, Any]) -> str:
+        m = self.m
+        summary = m(
+            "result.replaced", id=_taxid(str(doc.get("id", ""))), id_medidor=doc.get("id_medidor", "?"),
+            replaces=doc.get("replaces", "?"), mode=METER_MODE.label(m, str(doc.get("mode", "?"))),
+            kwh=self.kwh(doc.get("valor")), at=self.when(doc.get("installed_at")),
+        )
+        return self._secret(summary, m("result.meter_key", key=doc.get("key", "")), m("result.key_once"))
+
+    def audit(self, doc: Mapping[str, Any], more: str | None = None) -> str:
+        """A page of the audit log, newest first: two lines an entry (who and when, then what), cut to the width."""
+        m = self.m
+        entries = [e for e in doc.get("entries") or [] if isinstance(e, Mapping)]
+        if not entries:
+            return m("audit.none") + "\n"
+        title = m("audit.title_of", id=_taxid(str(doc["id"]))) if doc.get("id") else m("audit.title")
+        parts: list[RenderableType] = [Text(title, style="bold" if self.color else "")]
+        number = max(len(str(e.get("audit_id", ""))) for e in entries)
+        for e in entries:
+            head = [f"{str(e.get('audit_id', '')).rjust(number)}", self.when(e.get("at"))]
+            if not doc.get("id"):
+                head.append(_taxid(str(e.get("id", ""))))
+            head.append(m("audit.who", who=e.get("who", ""), address=e.get("address", "")))
+            for line, style in (("  ".join(head), "dim"), (" " * (number + 2) + self._audit_action(e), "")):
+                text = Text(line, style=style if self.color else "")
+                text.truncate(self.width, overflow="ellipsis")
+                parts.append(text)
+        if more and doc.get("cursor"):
+            parts.append(Text(more))
+        return self._render(*parts)
+
+    def _audit_action(self, e: Mapping[str, Any]) -> str:
+        m = self.m
+        action = str(e.get("action", ""))
+        raw_new = e.get("new")
+        new: Mapping[str, Any] = raw_new if isinstance(raw_new, Mapping) else {}
+        key = f"audit.action.{action}"
+        if not m.has(key):
+            return m("audit.action.other", action=action)
+        field = str(e.get("field") or "")
+        return m(
+            key,
+            n=e.get("id_medidor", ""),
+            field=m(f"fieldname.{field}") if m.has(f"fieldname.{field}") else field,
+            old=self._audit_value(field, e.get("old")),
+            new=self._audit_value(field, e.get("new")),
+            kwh=self.kwh(new.get("valor")),
+            at=self.when(new.get("timestamp")),
+            replaces=new.get("replaces", ""),
+        )
+
+    def _audit_value(self, field: str, value: Any) -> str:
+        if value is None:
+            return "—"
+        if field == "ligacao":
+            return self.m(f"ligacao.{value}") if self.m.has(f"ligacao.{value}") else str(value)
+        if field in ("limite_kw", "limite_kwh"):
+            return self.num(value, 3).rstrip("0").rstrip(self.m("num.decimal"))
+        if isinstance(value, Mapping):
+            return ", ".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
 
     # -- alarm webhooks (operator) -------------------------------------------
 

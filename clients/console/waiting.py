@@ -76,3 +76,4 @@ class Spinner:
             self._loop.stop()
             self._loop = None
             self._write(ERASE_LINE)
+

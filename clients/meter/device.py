@@ -88,9 +88,9 @@ class SimMeter:
     def read(self, t: float) -> tuple[int, bytes]:
         """Take a reading at ``t``: ``(seq, signed datagram)``.
 
-        Timestamps are strictly increasing in whole milliseconds, because the
-        server identifies a reading by (meter, ms): two readings in one ms would
-        be a conflict and the second one lost.
+        Timestamps are strictly increasing, in whole milliseconds: the server
+        identifies a reading by (meter, timestamp), so two readings at one
+        timestamp would be a conflict and the second one lost.
         """
         self.advance(t)
         ts_ms = max(round(t * 1000), self.last_ms + 1)

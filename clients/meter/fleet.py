@@ -444,7 +444,7 @@ class Simulator:
         return f"load: +{kw:g} kW steady on {len(self.meters)} meter(s)"
 
     def summary(self) -> dict[str, Any]:
-        """The ``--summary-json`` document (DESIGN §8 / issue 6)."""
+        """The ``--summary-json`` document (DESIGN §8)."""
         meters = []
         for m in self.meters:
             o = m.outbox

@@ -331,7 +331,10 @@ class BillPage(PortalPage):
     [{``referencia``, ``consumo_kwh`` (None before the customer existed),
     ``estimado``}] (the last 12 months), ``pix`` (the copia-e-cola payload) and
     ``codigo_barras`` (the 44-digit FEBRABAN barcode; the linha digitável is
-    derived from it). Each is shown when present.
+    derived from it). Each is shown when present. Optional ``others``
+    [{``periodo``, ``referencia``, ``total``}]: the bills to switch to (the
+    open month's preview is ``periodo`` 0), listed beside the document and
+    left out of print.
     """
 
     page_class = "page page-bill"
@@ -376,7 +379,7 @@ class BillPage(PortalPage):
             class_="bill-keys",
         )
         notices = []
-        if b["status"] == "aberta":
+        if b.get("mes") == "aberto":
             notices.append(tags.p(t("bill.open_notice"), class_="notice"))
         if b["estimado"]:
             notices.append(tags.p(t("bill.estimated_notice"), class_="notice"))
@@ -390,7 +393,25 @@ class BillPage(PortalPage):
         actions = tags.p(
             tags.button(t("bill.print"), type="button", class_="button", hidden="hidden", **{"data-print": ""}), class_="bill-actions no-print"
         )
-        return [actions, tags.article(*sections, class_="bill", **{"aria-label": self.title()})]
+        out: list[Flattenable] = [actions, tags.article(*sections, class_="bill", **{"aria-label": self.title()})]
+        if b.get("others"):
+            out.append(self._others())
+        return out
+
+    def _others(self) -> Tag:
+        fmt, t, b = self.fmt, self.fmt.t, self.data
+        items = []
+        for other in b["others"]:
+            label = t("bill.this_month") if other["periodo"] == 0 else fmt.month(other["referencia"])
+            current = {"aria-current": "page"} if other["referencia"] == b["referencia"] else {}
+            link = tags.a(label, href=self.ctx.link(routes.BILL, periodo=other["periodo"]), **current)
+            items.append(tags.li(link, " · ", tags.span(fmt.money(other["total"]), class_="sub")))
+        return tags.nav(
+            tags.h2(t("bill.others"), id="bill-others-heading"),
+            tags.ul(*items, class_="link-list"),
+            class_="bill-others no-print",
+            **{"aria-labelledby": "bill-others-heading"},
+        )
 
     def _readings(self) -> Tag:
         fmt, t, b = self.fmt, self.fmt.t, self.data
@@ -446,6 +467,20 @@ class BillPage(PortalPage):
         rows.append(
             tags.tr(tags.th(t("bill.taxes_line"), scope="row"), tags.td(""), tags.td(""), tags.td(fmt.money(b["tributos"]["valor"]), class_="num"))
         )
+        # an issued bill's adjustments of earlier months (taxes included) and a previous bill's credit
+        rows += [
+            tags.tr(
+                tags.th(a["descricao"], scope="row"),
+                tags.td(fmt.number(a["quantidade_kwh"], 3), class_="num"),
+                tags.td(""),
+                tags.td(fmt.money(a["valor"]), class_="num"),
+            )
+            for a in b.get("ajustes") or []
+        ]
+        if b.get("credito_anterior"):
+            credit = b["credito_anterior"]
+            rows.append(tags.tr(tags.th(t("bill.credit", number=str(credit["numero"])), scope="row"), tags.td(""), tags.td(""),
+                                tags.td(fmt.money(credit["valor"]), class_="num")))
         flag = b["bandeira"]
         return tags.section(
             tags.table(
@@ -467,7 +502,7 @@ class BillPage(PortalPage):
         rows = [
             tags.tr(
                 tags.th(t(f"tax.{name}"), scope="row"),
-                tags.td(fmt.money(b["total"]), class_="num"),
+                tags.td(fmt.money(taxes["base"]), class_="num"),
                 tags.td(fmt.percent(taxes["aliquotas"][name]), class_="num"),
                 tags.td(fmt.money(taxes[name]), class_="num"),
             )
@@ -575,7 +610,8 @@ class AlarmsPage(PortalPage):
     ``data``: ``alarms`` (the API's ``Alarms``: ``active``, ``events``,
     ``cursor``); optional ``past`` (cleared ``Alarm`` objects, newest first).
     The live list subscribes to :data:`meterd.portal.routes.ALARM_EVENTS`
-    from the ``cursor``.
+    from the ``cursor``; where the server refuses the stream the script
+    reloads the active section (``#active-section``) instead.
     """
 
     page_class = "page page-alarms"
@@ -600,6 +636,7 @@ class AlarmsPage(PortalPage):
                 tags.h2(t("alarms.active"), id="active-heading"),
                 *([] if active else [tags.p(t("alarms.none_active"), class_="all-clear", id="no-active")]),
                 live,
+                id="active-section",
                 **{"aria-labelledby": "active-heading"},
             ),
         ]

@@ -179,15 +179,20 @@ def select_field(
 
 
 def hidden_table(caption: str, headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str | None = None) -> Tag:
-    """A data table that only screen readers see: the text alternative of a chart."""
-    attrs: dict[bytes | str, Flattenable] = {"class": "visually-hidden"}
+    """A data table that only screen readers see: the text alternative of a chart.
+
+    The box that hides it is a div around it: a table is never narrower than
+    its content, so a hidden table of its own would still widen a phone's page.
+    """
+    attrs: dict[bytes | str, Flattenable] = {}
     if table_id:
         attrs["id"] = table_id
-    return Tag("table", attributes=attrs)(
+    table = Tag("table", attributes=attrs)(
         tags.caption(caption),
         tags.thead(tags.tr(*(tags.th(h, scope="col") for h in headers))),
         tags.tbody(*(tags.tr(tags.th(row[0], scope="row"), *(tags.td(c) for c in row[1:])) for row in rows)),
     )
+    return tags.div(table, class_="visually-hidden")
 
 
 def scroll_region(content: Tag, label: str) -> Tag:
@@ -218,6 +223,8 @@ def _nav(ctx: PageContext) -> Tag | str:
         ]
     current = ctx.url.partition("?")[0]
     links = []
+    if ctx.who.kind == "operator" and ctx.viewing is not None:  # the way back from the customer's pages
+        links.append(tags.li(tags.a(t("nav.desk"), href=routes.href(routes.STAFF_CUSTOMER, id=ctx.viewing))))
     for path, text in items:
         attrs = {"aria-current": "page"} if path == current else {}
         target = path if ctx.who.kind == "operator" and ctx.viewing is None else ctx.link(path)
@@ -266,6 +273,7 @@ def _document(ctx: PageContext, title: str, main: Flattenable, page_class: str) 
             tags.meta(charset="utf-8"),
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"{title} · {ctx.utility}"),
+            tags.link(rel="icon", href=routes.ICON, type="image/svg+xml"),
             tags.link(rel="stylesheet", href=routes.STYLESHEET),
             tags.script(src=routes.SCRIPT, defer="defer"),
         ),

@@ -17,9 +17,12 @@ __all__ = ["LoginPage"]
 
 class LoginPage(PortalPage):
     """``data``: optional ``id`` (the CPF/CNPJ typed before, shown again);
-    optional ``error``: ``"failed"`` (wrong id or token) or ``"throttled"``,
-    with ``retry_after`` (whole seconds) for the latter; optional ``form``
-    (``"customer"`` or ``"operator"``: which form the error belongs to)."""
+    optional ``error``: ``"failed"`` (wrong id or token), ``"expired"`` (the
+    form's CSRF token did not match) or ``"throttled"``, with ``retry_after``
+    (whole seconds) for the latter; optional ``form`` (``"customer"`` or
+    ``"operator"``: which form the error belongs to); optional ``next`` (the
+    portal page to go to once logged in). Each form also carries the page's
+    language, so the session starts in it."""
 
     page_class = "page page-login"
 
@@ -32,9 +35,14 @@ class LoginPage(PortalPage):
         message = None
         if error == "failed":
             message = t("login.failed")
+        elif error == "expired":
+            message = t("login.expired")
         elif error == "throttled":
             message = t("login.throttled", seconds=int(d.get("retry_after", 0)))
         which = d.get("form", "customer")
+        carried = [tags.input(type="hidden", name="lang", value=self.fmt.lang)]
+        if d.get("next"):
+            carried.append(tags.input(type="hidden", name="next", value=d["next"]))
 
         def alert(form: str) -> list[Flattenable]:
             return [tags.p(message, class_="error-box", role="alert")] if message and which == form else []
@@ -44,6 +52,7 @@ class LoginPage(PortalPage):
             *alert("customer"),
             tags.form(
                 csrf_field(self.ctx),
+                *carried,
                 field(
                     "id", t("login.taxid"), value=d.get("id"), required=True, autocomplete="username", inputmode="numeric", hint=t("login.taxid_hint")
                 ),
@@ -60,6 +69,7 @@ class LoginPage(PortalPage):
             *alert("operator"),
             tags.form(
                 csrf_field(self.ctx),
+                *carried,
                 field(
                     "operator_token",
                     t("login.operator_token"),

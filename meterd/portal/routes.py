@@ -20,6 +20,7 @@ __all__ = [
     "BILL",
     "HISTORY",
     "HISTORY_CSV",
+    "ICON",
     "LOGIN",
     "LOGIN_STAFF",
     "LOGOUT",
@@ -29,7 +30,9 @@ __all__ = [
     "STAFF_CUSTOMER",
     "STAFF_FLEET",
     "STAFF_NEW_CUSTOMER",
+    "STAFF_NEW_KEY",
     "STAFF_NEW_METER",
+    "STAFF_NEW_TOKEN",
     "STAFF_SEARCH",
     "STATIC",
     "STYLESHEET",
@@ -55,11 +58,14 @@ STAFF_SEARCH: Final = f"{PREFIX}/operador/clientes"  # ?q=
 STAFF_CUSTOMER: Final = f"{PREFIX}/operador/cliente"  # ?id=
 STAFF_NEW_CUSTOMER: Final = f"{PREFIX}/operador/clientes/novo"  # GET form, POST register
 STAFF_NEW_METER: Final = f"{PREFIX}/operador/medidores/novo"  # GET form, POST register
+STAFF_NEW_TOKEN: Final = f"{PREFIX}/operador/clientes/novo-token"  # ?id= GET confirm, POST reissue
+STAFF_NEW_KEY: Final = f"{PREFIX}/operador/medidores/nova-chave"  # ?id=&medidor= GET confirm, POST reissue
 STAFF_FLEET: Final = f"{PREFIX}/operador/frota"
 
 STATIC: Final = f"{PREFIX}/static"
 STYLESHEET: Final = f"{STATIC}/portal.css"
 SCRIPT: Final = f"{STATIC}/portal.js"
+ICON: Final = f"{STATIC}/favicon.svg"
 
 
 def href(path: str, **params: str | int | None) -> str:

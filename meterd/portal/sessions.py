@@ -123,6 +123,16 @@ class SessionStore:
         self._sessions.move_to_end(key)
         return session
 
+    def alive(self, key: str) -> bool:
+        """Whether the session stored under ``key`` (:attr:`Session.key`) is live; its idle timer is left alone.
+
+        For what the browser does by itself (a live alarm stream kept open),
+        which must not keep an unattended session alive past ``idle``, and
+        which holds the session's key, never its id.
+        """
+        session = self._sessions.get(key)
+        return session is not None and not self._expired(session, self._clock())
+
     def set_lang(self, session_id: str, lang: str) -> Session | None:
         """Switch a live session's language; None if the session is gone."""
         _check_lang(lang)

@@ -10,17 +10,17 @@ forms re-show what was typed, with each field's error next to it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from twisted.web.template import Flattenable, Tag, tags
 
 from meterd import taxid
 from meterd.portal import routes
+from meterd.portal.customer_pages import alarm_item
 from meterd.portal.fmt import Fmt
 from meterd.portal.layout import PageContext, PortalPage, csrf_field, field, scroll_region, select_field
 
-__all__ = ["CustomerPage", "FleetPage", "NewCustomerPage", "NewMeterPage", "SearchPage", "meter_state"]
+__all__ = ["CredentialPage", "CustomerPage", "FleetPage", "NewCustomerPage", "NewMeterPage", "SearchPage", "meter_state"]
 
 
 def _secret_once(ctx: PageContext, label: str, value: str, field_id: str) -> Tag:
@@ -48,7 +48,9 @@ def _values(data: Mapping[str, Any]) -> Mapping[str, str]:
 
 class SearchPage(PortalPage):
     """``data``: ``q`` (what was searched, may be empty); ``results`` (None
-    before a search) [{``id``, ``name``, ``ligacao``, ``meters`` (count)}]."""
+    before a search; the API's ``CustomerSearch`` results) [{``id``,
+    ``name``, ``ligacao``, ``meters`` (count)}]; optional ``more`` (the URL of
+    the next page of results)."""
 
     page_class = "page page-search"
 
@@ -94,68 +96,56 @@ class SearchPage(PortalPage):
                         caption,
                     )
                 )
+                if d.get("more"):
+                    out.append(tags.p(tags.a(t("staff.search.more"), href=d["more"], rel="next")))
         return out
 
 
-def meter_state(meter: Mapping[str, Any], now: str | datetime, silent_after_s: float) -> str:
-    """``"never"`` (no reading yet), ``"silent"`` (none for ``silent_after_s``) or ``"ok"``."""
+def meter_state(meter: Mapping[str, Any]) -> str:
+    """A meter of the API's ``CustomerDetail`` as the record shows it: ``"retired"``,
+    ``"never"`` (no reading yet), ``"silent"`` (the silent rule finds it so now) or ``"ok"``."""
+    if meter.get("retired_at"):
+        return "retired"
     if meter.get("last_seen") is None:
         return "never"
-    moment = now if isinstance(now, datetime) else datetime.fromisoformat(now)
-    age = (moment - datetime.fromisoformat(meter["last_seen"])).total_seconds()
-    return "silent" if age >= silent_after_s else "ok"
+    return "silent" if meter["silent"] else "ok"
 
 
-def _meter_rows(fmt: Fmt, meters: list[Mapping[str, Any]], now: str, silent_after_s: float, *, with_customer: bool) -> list[Tag]:
+def _meter_rows(fmt: Fmt, meters: list[Mapping[str, Any]]) -> list[Tag]:
     t = fmt.t
     rows = []
     for m in meters:
-        state = meter_state(m, now, silent_after_s)
-        cells: list[Tag] = []
-        if with_customer:
-            cells.append(
-                tags.td(
-                    tags.a(taxid.format_taxid(m["id"]), href=routes.href(routes.STAFF_CUSTOMER, id=m["id"])),
-                    tags.br(),
-                    tags.span(m["name"], class_="sub"),
-                )
+        state = meter_state(m)
+        rows.append(
+            tags.tr(
+                tags.th(str(m["id_medidor"]), scope="row"),
+                tags.td(t(f"mode.{m['mode']}")),
+                tags.td(tags.span(t(f"state.{state}"), class_=f"state state-{state}")),
+                tags.td(fmt.datetime(m["last_seen"]) if m.get("last_seen") else "—"),
+                tags.td(fmt.number(m["last_kwh"], 3) if m.get("last_kwh") is not None else "—", class_="num"),
             )
-        cells += [
-            tags.th(str(m["id_medidor"]), scope="row"),
-            tags.td(t(f"mode.{m['mode']}")),
-            tags.td(tags.span(t(f"state.{state}"), class_=f"state state-{state}")),
-            tags.td(fmt.datetime(m["last_seen"]) if m.get("last_seen") else "—"),
-            tags.td(fmt.number(m["last_kwh"], 3) if m.get("last_kwh") is not None else "—", class_="num"),
-        ]
-        rows.append(tags.tr(*cells))
+        )
     return rows
 
 
-def _meter_head(fmt: Fmt, *, with_customer: bool) -> Tag:
+def _meter_head(fmt: Fmt) -> Tag:
     t = fmt.t
-    names = ([t("staff.customer")] if with_customer else []) + [
-        t("bill.meter"),
-        t("staff.mode"),
-        t("staff.state"),
-        t("staff.last_seen"),
-        t("staff.last_kwh"),
-    ]
+    names = [t("bill.meter"), t("staff.mode"), t("staff.state"), t("staff.last_seen"), t("staff.last_kwh")]
     return tags.thead(tags.tr(*(tags.th(x, scope="col") for x in names)))
 
 
 class CustomerPage(PortalPage):
-    """``data``: ``customer`` {``id``, ``name``, ``ligacao``, ``limite_kw``,
-    ``limite_kwh``, ``tz``}; ``meters`` (the ``meters`` of ``Meters``);
-    ``now`` (ISO); ``silent_after_s``; optional ``alarms`` (``Alarms``)."""
+    """``data``: the API's ``CustomerDetail`` (``/getCliente``): the
+    customer's fields, its ``meters`` with their state, its ``active`` alarms."""
 
     page_class = "page page-customer"
 
     def title(self) -> str:
-        return self.data["customer"]["name"]
+        return str(self.data["name"])
 
     def main(self) -> Flattenable:
         fmt, t, d = self.fmt, self.fmt.t, self.data
-        c = d["customer"]
+        c = d
         facts = tags.dl(
             *(
                 tags.div(tags.dt(term), tags.dd(value))
@@ -186,8 +176,8 @@ class CustomerPage(PortalPage):
             scroll_region(
                 tags.table(
                     tags.caption(t("staff.meters"), class_="visually-hidden"),
-                    _meter_head(fmt, with_customer=False),
-                    tags.tbody(*_meter_rows(fmt, meters, d["now"], d["silent_after_s"], with_customer=False)),
+                    _meter_head(fmt),
+                    tags.tbody(*_meter_rows(fmt, meters)),
                     class_="data",
                 ),
                 t("staff.meters"),
@@ -195,7 +185,7 @@ class CustomerPage(PortalPage):
             if meters
             else tags.p(t("staff.no_meters"))
         )
-        active = (d.get("alarms") or {}).get("active", [])
+        active = d["active"]
         return [
             tags.h1(c["name"]),
             facts,
@@ -209,7 +199,27 @@ class CustomerPage(PortalPage):
             tags.section(
                 tags.h2(t("alarms.active"), id="alarms-heading"),
                 tags.p(t("staff.active_alarms", count=len(active))),
+                *([tags.ul(*(alarm_item(a, self.ctx, can_ack=False) for a in active), class_="alarm-list")] if active else []),
+                tags.p(tags.a(t("overview.see_alarms"), href=routes.href(routes.ALARMS, id=c["id"]))),
                 **{"aria-labelledby": "alarms-heading"},
+            ),
+            tags.section(
+                tags.h2(t("staff.credentials"), id="credentials-heading"),
+                tags.p(t("staff.credentials_note"), class_="note"),
+                tags.ul(
+                    tags.li(tags.a(t("staff.new_token"), href=routes.href(routes.STAFF_NEW_TOKEN, id=c["id"]))),
+                    *(
+                        tags.li(
+                            tags.a(
+                                t("staff.new_key", meter=m["id_medidor"]), href=routes.href(routes.STAFF_NEW_KEY, id=c["id"], medidor=m["id_medidor"])
+                            )
+                        )
+                        for m in meters
+                        if not m.get("retired_at")
+                    ),
+                    class_="link-list",
+                ),
+                **{"aria-labelledby": "credentials-heading"},
             ),
         ]
 
@@ -321,10 +331,55 @@ class NewMeterPage(PortalPage):
         ]
 
 
+class CredentialPage(PortalPage):
+    """A customer's new token, or a meter's new key: asked for with a button, then shown once.
+
+    ``data``: ``kind`` (``"token"`` or ``"key"``); ``customer`` {``id``,
+    ``name``}; ``meter`` (the ``id_medidor``, for a key); optional ``issued``
+    (the API's ``NewToken`` or ``NewKey``, whose secret this page shows once).
+    Without ``issued`` the page says what the old credential will stop doing
+    and offers the POST button.
+    """
+
+    page_class = "page page-credential"
+
+    def title(self) -> str:
+        return self.fmt.t(f"staff.new_{self.data['kind']}.title")
+
+    def main(self) -> Flattenable:
+        t, d = self.fmt.t, self.data
+        c, kind, meter = d["customer"], d["kind"], d.get("meter")
+        names = {"name": c["name"], "taxid": taxid.format_taxid(c["id"]), "meter": meter}
+        issued = d.get("issued")
+        back = tags.p(tags.a(t("staff.see_customer"), href=routes.href(routes.STAFF_CUSTOMER, id=c["id"]), class_="button secondary"))
+        if issued:
+            secret, label, field_id = (
+                (issued["token"], t("staff.token"), "new-token") if kind == "token" else (issued["key"], t("staff.key"), "new-key")
+            )
+            return [tags.h1(t(f"staff.new_{kind}.done", **names)), _secret_once(self.ctx, label, secret, field_id), back]
+        path = routes.STAFF_NEW_TOKEN if kind == "token" else routes.STAFF_NEW_KEY
+        return [
+            tags.h1(self.title()),
+            tags.p(t(f"staff.new_{kind}.confirm", **names), class_="warning"),
+            tags.form(
+                csrf_field(self.ctx),
+                tags.input(type="hidden", name="id", value=c["id"]),
+                *([tags.input(type="hidden", name="medidor", value=str(meter))] if kind == "key" else []),
+                tags.button(t("staff.confirm"), type="submit", class_="button"),
+                method="post",
+                action=path,
+                class_="actions",
+            ),
+            back,
+        ]
+
+
 class FleetPage(PortalPage):
-    """``data``: ``now`` (ISO); ``silent_after_s`` (seconds without a reading
-    that make a meter silent); ``meters`` [``MeterStatus`` plus the
-    customer's ``id`` and ``name``]."""
+    """The fleet at a glance: ``data`` is the API's ``Fleet`` (``/getFrota``).
+
+    The figures sit in one region the script reloads every few seconds
+    (``data-refresh``); without the script the page is a plain snapshot.
+    """
 
     page_class = "page page-fleet"
 
@@ -333,25 +388,72 @@ class FleetPage(PortalPage):
 
     def main(self) -> Flattenable:
         fmt, t, d = self.fmt, self.fmt.t, self.data
-        meters = d["meters"]
-        counts = {"ok": 0, "silent": 0, "never": 0}
-        for m in meters:
-            counts[meter_state(m, d["now"], d["silent_after_s"])] += 1
-        summary = tags.ul(
-            *(tags.li(tags.span(t(f"state.{k}"), class_=f"state state-{k}"), " ", tags.strong(str(n))) for k, n in counts.items()),
-            class_="fleet-summary",
-        )
-        return [
-            tags.h1(self.title()),
-            tags.p(t("staff.fleet.lede", count=len(meters), at=fmt.datetime(d["now"])), class_="lede"),
-            summary,
-            scroll_region(
-                tags.table(
-                    tags.caption(t("staff.fleet.table")),
-                    _meter_head(fmt, with_customer=True),
-                    tags.tbody(*_meter_rows(fmt, meters, d["now"], d["silent_after_s"], with_customer=True)),
-                    class_="data",
-                ),
-                t("staff.fleet.table"),
+        rate = d["readings_per_s"]
+        figures = tags.section(
+            tags.div(
+                tags.p(t("staff.fleet.rate"), class_="figure-label"),
+                tags.p(t("staff.fleet.rate_pending") if rate is None else fmt.number(rate, 1), class_="figure-value"),
+                tags.p(t("staff.fleet.rate_note"), class_="figure-note"),
+                class_="figure figure-main",
             ),
-        ]
+            tags.div(
+                tags.p(t("staff.fleet.silent"), class_="figure-label"),
+                tags.p(fmt.number(d["silent_meters"]), class_="figure-value"),
+                class_="figure",
+            ),
+            class_="figures",
+            **{"aria-label": t("staff.fleet.figures")},
+        )
+        alarms = tags.table(
+            tags.caption(t("staff.fleet.alarms")),
+            tags.tbody(*(tags.tr(tags.th(t(f"rule.{rule}"), scope="row"), tags.td(fmt.number(n), class_="num")) for rule, n in d["alarms"].items())),
+            class_="data",
+        )
+        drops: Flattenable
+        if d["drops"]:
+            drops = tags.table(
+                tags.caption(t("staff.fleet.drops")),
+                tags.thead(tags.tr(tags.th(t("staff.fleet.reason"), scope="col"), tags.th(t("staff.fleet.count"), scope="col"))),
+                tags.tbody(
+                    *(tags.tr(tags.th(tags.code(reason), scope="row"), tags.td(fmt.number(n), class_="num")) for reason, n in d["drops"].items())
+                ),
+                class_="data",
+            )
+        else:
+            drops = tags.p(t("staff.fleet.no_drops"))
+        silent: list[Flattenable] = [tags.h2(t("staff.fleet.table"), id="silent-heading")]
+        if d["silent"]:
+            rows = [
+                tags.tr(
+                    tags.td(
+                        tags.a(taxid.format_taxid(m["id"]), href=routes.href(routes.STAFF_CUSTOMER, id=m["id"])),
+                        tags.br(),
+                        tags.span(m["name"], class_="sub"),
+                    ),
+                    tags.th(str(m["id_medidor"]), scope="row"),
+                    tags.td(tags.span(t("staff.fleet.since", at=fmt.datetime(m["since"])), class_="state state-silent")),
+                )
+                for m in d["silent"]
+            ]
+            head = tags.thead(tags.tr(*(tags.th(x, scope="col") for x in (t("staff.customer"), t("bill.meter"), t("staff.state")))))
+            silent.append(
+                scroll_region(
+                    tags.table(tags.caption(t("staff.fleet.table"), class_="visually-hidden"), head, tags.tbody(*rows), class_="data"),
+                    t("staff.fleet.table"),
+                )
+            )
+            if d["silent_meters"] > len(d["silent"]):
+                silent.append(tags.p(t("staff.fleet.more_silent", count=d["silent_meters"] - len(d["silent"]))))
+        else:
+            silent.append(tags.p(t("staff.fleet.none_silent"), class_="all-clear"))
+        live = tags.div(
+            tags.p(
+                t("staff.fleet.lede", meters=fmt.number(d["meters"]), customers=fmt.number(d["customers"]), at=fmt.datetime(d["at"])), class_="lede"
+            ),
+            figures,
+            tags.div(alarms, tags.div(drops, tags.p(t("staff.fleet.drops_note"), class_="note")), class_="fleet-tables"),
+            tags.section(*silent, **{"aria-labelledby": "silent-heading"}),
+            id="fleet-live",
+            **{"data-refresh": "5"},
+        )
+        return [tags.h1(self.title()), tags.p(t("staff.fleet.live"), class_="note"), live]

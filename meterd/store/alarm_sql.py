@@ -3,7 +3,7 @@
 The database is where alarm changes are decided for good: every change a
 process makes (a rule's raise or clear, an acknowledgement) is settled in one
 transaction that locks the counter row, reads the alarms it concerns, applies
-the pure :func:`~meterd.alarm_rules.settle` and writes the result. Several
+the pure :func:`~meterd.alarm_book.settle` and writes the result. Several
 processes on one database therefore store one alarm per (customer, meter,
 rule) and hand out ids in commit order. An in-memory alarm book is a cache of
 what was settled. Portable SQL only (the PostgreSQL backend inherits it):

@@ -36,11 +36,16 @@ class MeterMemory:
         self.flushes = 0  # committed flushes: a query that spanned one may not be remembered
 
     def load(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """``(customer_id, meter_id, mode, last_ts, last_wh)`` of every meter, as the store holds them."""
-        self.states = {(c, m): MeterState(mode, ts, wh) for c, m, mode, ts, wh in rows}
+        """``(customer_id, meter_id, mode, last_ts, last_wh, retired_ts)`` of every meter, as the store holds them."""
+        self.states = {(c, m): MeterState(mode, ts, wh, retired) for c, m, mode, ts, wh, retired in rows}
 
     def meter_added(self, key: MeterKey, mode: str) -> None:
         self.states[key] = MeterState(mode)
+
+    def retired(self, key: MeterKey, final_ts: int) -> None:
+        """A meter was retired at its final reading (after :meth:`committed` took that reading in)."""
+        state = self.states[key]
+        self.states[key] = MeterState(state.mode, state.last_ts, state.last_wh, final_ts)
 
     def states_of(self, keys: Iterable[MeterKey]) -> dict[MeterKey, MeterState]:
         """The newest state of these meters, for a flush's transaction on the writer thread."""

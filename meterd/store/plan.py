@@ -24,6 +24,7 @@ class MeterState:
     mode: str
     last_ts: int | None = None
     last_wh: int | None = None
+    retired_ts: int | None = None  # a retired meter's final reading time: later readings are refused
 
 
 @dataclass(slots=True)
@@ -79,6 +80,7 @@ def plan_ingest(
     plan = Plan([Outcome.UNKNOWN_METER] * len(readings))
     outcomes, rows, rollups = plan.outcomes, plan.rows, plan.rollups
     stored, duplicate, conflict, backwards = Outcome.STORED, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.BACKWARDS
+    retired = Outcome.RETIRED
     by_meter: dict[MeterKey, list[int]] = {}
     for i, r in enumerate(readings):
         by_meter.setdefault(r[:2], []).append(i)  # r[:2] is (customer_id, meter_id)
@@ -90,20 +92,25 @@ def plan_ingest(
         customer_id, meter_id = key
         register = current.mode == "register"
         last_ts, last_wh = current.last_ts, current.last_wh
+        final_ts = current.retired_ts
         older: list[Sample] = []  # accepted readings older than the stored newest, sorted
         prev_ts: int | None = None  # the last timestamp accepted or found stored in this flush...
         prev_wh = 0  # ... and its value, which later readings at that timestamp must match
         rollup: Rollup | None = None  # the rollup of the last row's hour
         rollup_hour = 0
-        duplicates = 0
+        ignored = 0  # duplicates, and readings of a retired meter: neither is a sign of life
         first_row = len(rows)
         indices.sort(key=times.__getitem__)
         for i in indices:
             _, _, ts, wh, _ = readings[i]
+            if final_ts is not None and ts > final_ts:
+                outcomes[i] = retired
+                ignored += 1
+                continue
             if ts == prev_ts:
                 if wh == prev_wh:
                     outcomes[i] = duplicate
-                    duplicates += 1
+                    ignored += 1
                 else:
                     outcomes[i] = conflict
                 continue
@@ -117,7 +124,7 @@ def plan_ingest(
                 if before is not None and before.ts == ts:
                     if before.wh == wh:
                         outcomes[i] = duplicate
-                        duplicates += 1
+                        ignored += 1
                     else:
                         outcomes[i] = conflict
                     prev_ts, prev_wh = ts, before.wh
@@ -135,10 +142,10 @@ def plan_ingest(
             else:
                 rollup = rollups[(customer_id, meter_id, hour)] = Rollup(1, ts, wh, ts, wh, wh)
                 rollup_hour = hour
-        if duplicates < len(indices):
+        if ignored < len(indices):
             plan.seen.add(key)
         if len(rows) > first_row:
-            plan.states[key] = MeterState(current.mode, last_ts, last_wh)
+            plan.states[key] = MeterState(current.mode, last_ts, last_wh, final_ts)
             plan.runs[key] = (first_row, len(rows))
     return plan
 

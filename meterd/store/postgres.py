@@ -48,7 +48,7 @@ MIGRATION_LOCK = 0x6D6574657264
 # meters queue behind each other instead of deadlocking: LockRows sits above
 # the Sort in the plan, so rows are locked in ORDER BY order.
 _LOCK_STATES = """
-SELECT m.customer_id, m.meter_id, m.mode, m.last_ts, m.last_wh
+SELECT m.customer_id, m.meter_id, m.mode, m.last_ts, m.last_wh, m.retired_ts
 FROM meters AS m
 JOIN unnest(%s::text[], %s::bigint[]) AS k (customer_id, meter_id)
   ON m.customer_id = k.customer_id AND m.meter_id = k.meter_id
@@ -60,7 +60,7 @@ FOR UPDATE OF m
 # Citus the meters are locked one customer (one shard) at a time, customers in
 # sorted order: the same deadlock-free order in every process.
 _LOCK_STATES_OF_CUSTOMER = """
-SELECT customer_id, meter_id, mode, last_ts, last_wh
+SELECT customer_id, meter_id, mode, last_ts, last_wh, retired_ts
 FROM meters
 WHERE customer_id = %s AND meter_id = ANY(%s::bigint[])
 ORDER BY meter_id
@@ -194,7 +194,7 @@ class PostgresEngine:
             ordered = sorted(keys)
             txn.execute(_LOCK_STATES, ([c for c, _ in ordered], [m for _, m in ordered]))
             rows = txn.fetchall()
-        return {(c, m): MeterState(mode, ts, wh) for c, m, mode, ts, wh in rows}
+        return {(c, m): MeterState(mode, ts, wh, retired) for c, m, mode, ts, wh, retired in rows}
 
     def violated(self, failure: Failure) -> str | None:
         """Another process inserted the same customer, or took the same next meter id, meanwhile."""

@@ -3,15 +3,13 @@
 ``readings`` is keyed by meter and time, which is what every lookup wants,
 but that key makes a flush expensive: each sending meter's new readings go to
 that meter's own leaf of the index, so a flush from 1,000 meters dirties some
-1,000 pages and writes them all to the WAL at commit (4,500 readings took
-~46 ms alone, ~38 ms of it CPU, most of it that index). A small table with the
-same key, holding only recent readings, has few leaves for them to share: the
-same flush into it takes ~10 ms. So readings land in one of two such logs,
-and every flush also moves a slice of the other log into ``readings``, in key
-order, so each page of ``readings`` is dirtied once per slice rather than
-once per flush (~21 ms per 4,500-reading flush in all, slice included). When
-the other log is empty and the active one has grown past ``log_rows``, they
-swap. The move is an ``INSERT ... SELECT`` and the emptying a ``DELETE``
+1,000 pages and writes them all to the WAL at commit, most of the flush's
+cost. A small table with the same key, holding only recent readings, has few
+leaves for them to share. So readings land in one of two such logs, and every
+flush also moves a slice of the other log into ``readings``, in key order, so
+each page of ``readings`` is dirtied once per slice rather than once per
+flush. When the other log is empty and the active one has grown past
+``log_rows``, they swap. The move is an ``INSERT ... SELECT`` and the emptying a ``DELETE``
 without a ``WHERE``, which SQLite does by freeing the log's pages at once.
 
 A reading lives in the log it landed in until its log is emptied, and also

@@ -24,6 +24,7 @@ store's attributes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 from twisted.enterprise import adbapi
@@ -31,20 +32,25 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from meterd.exports import ReadingsPage
 from meterd.readings import HOUR_US, Outcome, Reading
 from meterd.registers import Sample, bucket_deltas, interval_sums, register_at, sensitive_span
 from meterd.store import schema
 from meterd.store.alarm_sql import AlarmSql
-from meterd.store.base import AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.base import Actor, AlreadyExists, Customer, Meter, MeterStatus, NotFound, StoreError, Usage
+from meterd.store.bill_sql import BillSql
 from meterd.store.memory import Around, MeterMemory
+from meterd.store.operations_sql import OperationsSql, write_audit
 from meterd.store.plan import MeterKey, MeterState, Plan, plan_ingest
 from meterd.store.webhook_sql import WebhookSql
 
 log = Logger()
 
-_CUSTOMER_COLUMNS = "id, name, ligacao, limit_w, limit_wh, tz, token_hash, created_ms"
-_METER_COLUMNS = "customer_id, meter_id, mode, key_hex, created_ms"
+_CUSTOMER_COLUMNS = schema.CUSTOMER_COLUMNS
+_METER_COLUMNS = schema.METER_COLUMNS
+_METER_FIELDS = schema.METER_FIELDS
 CREATE_METER_TRIES = 5  # another process may take the same next meter id (engines whose store is shared)
+_NO_TS = 2**63 - 1  # past every reading time: an open end
 
 
 class Engine(Protocol):
@@ -83,7 +89,7 @@ class Engine(Protocol):
         """The unique constraint a failed insert violated (a race with another process), or None."""
 
 
-class SqlStore(AlarmSql, WebhookSql):
+class SqlStore(AlarmSql, OperationsSql, BillSql, WebhookSql):
     """A :class:`meterd.store.base.Store` over two adbapi pools: one writer, some readers."""
 
     def __init__(self, engine: Engine, memory: MeterMemory | None = None) -> None:
@@ -105,7 +111,7 @@ class SqlStore(AlarmSql, WebhookSql):
             version = yield self._writer.runInteraction(self._migrate)
             yield self.engine.started(self._writer)
             if self.memory is not None:
-                rows = yield self._writer.runQuery("SELECT customer_id, meter_id, mode, last_ts, last_wh FROM meters")
+                rows = yield self._writer.runQuery("SELECT customer_id, meter_id, mode, last_ts, last_wh, retired_ts FROM meters")
                 self.memory.load(rows)
         except Exception as e:
             yield self.stop()
@@ -135,7 +141,7 @@ class SqlStore(AlarmSql, WebhookSql):
         for number in range(version + 1, schema.LATEST + 1):
             migration = schema.MIGRATIONS[number - 1]
             for statement in migration if isinstance(migration, list) else migration[self.engine.name]:
-                txn.execute(statement)
+                schema.run_step(txn, statement, self.sql)
             txn.execute(self.sql("UPDATE schema_version SET version = ?"), (number,))
             log.info("migrated the schema to version {number}", number=number)
         return schema.LATEST
@@ -166,7 +172,9 @@ class SqlStore(AlarmSql, WebhookSql):
 
     # -- customers and meters ---------------------------------------------
 
-    def create_customer(self, customer: Customer) -> Deferred[Customer]:
+    def create_customer(self, customer: Customer, actor: Actor | None = None) -> Deferred[Customer]:
+        """Register a customer, with the words it is found by; kept in the audit log when ``actor`` says who."""
+
         def insert(txn: Any) -> Customer:
             if self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer.id,)):
                 raise AlreadyExists(customer.id)
@@ -175,6 +183,11 @@ class SqlStore(AlarmSql, WebhookSql):
                 (customer.id, customer.name, customer.ligacao, customer.limit_w, customer.limit_wh,
                  customer.tz, customer.token_hash, customer.created_ms),
             )
+            self._write_words(txn, customer.id, customer.name)
+            if actor is not None:
+                record = {"name": customer.name, "ligacao": customer.ligacao, "limit_w": customer.limit_w,
+                          "limit_wh": customer.limit_wh, "tz": customer.tz}
+                write_audit(txn, self.sql, actor, customer.id, [("customer_registered", None, None, None, record)])
             return customer
 
         def raced(failure: Failure) -> Failure:
@@ -184,21 +197,33 @@ class SqlStore(AlarmSql, WebhookSql):
 
         return self._write(insert).addErrback(raced)
 
-    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int) -> Deferred[Meter]:
+    def create_meter(self, customer_id: str, mode: str, key_hex: str, created_ms: int, actor: Actor | None = None) -> Deferred[Meter]:
         """The customer's next meter id; retried when another process took the same id meanwhile."""
 
         def insert(txn: Any) -> Meter:
             if not self._one(txn, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
                 raise NotFound(customer_id)
-            (next_id,) = self._one(txn, "SELECT COALESCE(MAX(meter_id), 0) + 1 FROM meters WHERE customer_id = ?", (customer_id,))
-            meter = Meter(customer_id, int(next_id), mode, key_hex, created_ms)
-            txn.execute(
-                self.sql(f"INSERT INTO meters ({_METER_COLUMNS}) VALUES (?, ?, ?, ?, ?)"),
-                (meter.customer_id, meter.meter_id, meter.mode, meter.key_hex, meter.created_ms),
-            )
+            meter = self._insert_meter(txn, customer_id, mode, key_hex, created_ms)
+            if actor is not None:
+                write_audit(txn, self.sql, actor, customer_id, [("meter_registered", meter.meter_id, None, None, {"mode": mode})])
             return meter
 
-        def attempt(tries: int) -> Deferred[Meter]:
+        return self._new_meter(customer_id, insert).addCallback(self._meter_created)
+
+    def _insert_meter(self, txn: Any, customer_id: str, mode: str, key_hex: str, created_ms: int, replaces: int | None = None) -> Meter:
+        """A new meter row with the customer's next meter id (writer thread)."""
+        (next_id,) = self._one(txn, "SELECT COALESCE(MAX(meter_id), 0) + 1 FROM meters WHERE customer_id = ?", (customer_id,))
+        meter = Meter(customer_id, int(next_id), mode, key_hex, created_ms, None, replaces)
+        txn.execute(
+            self.sql(f"INSERT INTO meters ({_METER_COLUMNS}, replaces) VALUES (?, ?, ?, ?, ?, ?)"),
+            (meter.customer_id, meter.meter_id, meter.mode, meter.key_hex, meter.created_ms, replaces),
+        )
+        return meter
+
+    def _new_meter(self, customer_id: str, insert: Any) -> Deferred[Any]:
+        """Run ``insert`` (a transaction taking a new meter id), again when another process took the same id meanwhile."""
+
+        def attempt(tries: int) -> Deferred[Any]:
             def raced(failure: Failure) -> Any:
                 if tries > 1 and self.engine.violated(failure) == "meters_pkey":
                     log.debug("meter id race for {customer}; retrying", customer=customer_id)
@@ -207,14 +232,14 @@ class SqlStore(AlarmSql, WebhookSql):
 
             return self._write(insert).addErrback(raced)
 
-        return attempt(CREATE_METER_TRIES).addCallback(self._meter_created)
+        return attempt(CREATE_METER_TRIES)
 
     def _meter_created(self, meter: Meter) -> Meter:
         if self.memory is not None:
             self.memory.meter_added((meter.customer_id, meter.meter_id), meter.mode)
         return meter
 
-    def replace_token(self, customer_id: str, token_hash: str, now_ms: int) -> Deferred[Customer]:
+    def replace_token(self, customer_id: str, token_hash: str, now_ms: int, actor: Actor | None = None) -> Deferred[Customer]:
         """Give the customer a new token (its hash): the old one opens nothing from the commit on."""
 
         def update(txn: Any) -> Customer:
@@ -222,11 +247,13 @@ class SqlStore(AlarmSql, WebhookSql):
             row = self._one(txn, f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
             if row is None:
                 raise NotFound(customer_id)
+            if actor is not None:
+                write_audit(txn, self.sql, actor, customer_id, [("token_renewed", None, None, None, None)])
             return Customer(*row)
 
         return self._write(update)
 
-    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int) -> Deferred[Meter]:
+    def replace_key(self, customer_id: str, meter_id: int, key_hex: str, now_ms: int, actor: Actor | None = None) -> Deferred[Meter]:
         """Give the meter a new key: datagrams signed with the old one are refused from the commit on."""
 
         def update(txn: Any) -> Meter:
@@ -234,9 +261,11 @@ class SqlStore(AlarmSql, WebhookSql):
                 self.sql("UPDATE meters SET key_hex = ?, updated_ms = ? WHERE customer_id = ? AND meter_id = ?"),
                 (key_hex, now_ms, customer_id, meter_id),
             )
-            row = self._one(txn, f"SELECT {_METER_COLUMNS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id))
+            row = self._one(txn, f"SELECT {_METER_FIELDS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id))
             if row is None:
                 raise NotFound((customer_id, meter_id))
+            if actor is not None:
+                write_audit(txn, self.sql, actor, customer_id, [("key_renewed", meter_id, None, None, None)])
             return Meter(*row)
 
         return self._write(update)
@@ -247,7 +276,7 @@ class SqlStore(AlarmSql, WebhookSql):
         def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
             txn.execute(self.sql(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE updated_ms > ?"), (since_ms,))
             customers = [Customer(*row) for row in txn.fetchall()]
-            txn.execute(self.sql(f"SELECT {_METER_COLUMNS} FROM meters WHERE updated_ms > ?"), (since_ms,))
+            txn.execute(self.sql(f"SELECT {_METER_FIELDS} FROM meters WHERE updated_ms > ?"), (since_ms,))
             return customers, [Meter(*row) for row in txn.fetchall()]
 
         return self._read(load)
@@ -256,7 +285,7 @@ class SqlStore(AlarmSql, WebhookSql):
         def load(txn: Any) -> tuple[list[Customer], list[Meter]]:
             txn.execute(f"SELECT {_CUSTOMER_COLUMNS} FROM customers")
             customers = [Customer(*row) for row in txn.fetchall()]
-            txn.execute(f"SELECT {_METER_COLUMNS} FROM meters")
+            txn.execute(f"SELECT {_METER_FIELDS} FROM meters")
             return customers, [Meter(*row) for row in txn.fetchall()]
 
         return self._read(load)
@@ -271,7 +300,7 @@ class SqlStore(AlarmSql, WebhookSql):
     def get_meter(self, customer_id: str, meter_id: int) -> Deferred[Meter | None]:
         def get(txn: Any) -> Meter | None:
             row = self._one(
-                txn, f"SELECT {_METER_COLUMNS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id)
+                txn, f"SELECT {_METER_FIELDS} FROM meters WHERE customer_id = ? AND meter_id = ?", (customer_id, meter_id)
             )
             return Meter(*row) if row else None
 
@@ -280,10 +309,18 @@ class SqlStore(AlarmSql, WebhookSql):
     def meter_status(self, customer_id: str) -> Deferred[list[MeterStatus]]:
         def get(txn: Any) -> list[MeterStatus]:
             txn.execute(
-                self.sql("SELECT meter_id, mode, last_ts, last_wh, last_seen_ms FROM meters WHERE customer_id = ? ORDER BY meter_id"),
+                self.sql(
+                    "SELECT meter_id, mode, last_ts, last_wh, last_seen_ms, retired_ts, replaces"
+                    " FROM meters WHERE customer_id = ? ORDER BY meter_id"
+                ),
                 (customer_id,),
             )
-            return [MeterStatus(*row) for row in txn.fetchall()]
+            rows = txn.fetchall()
+            replaced_by = {replaces: meter_id for meter_id, *_, replaces in rows if replaces is not None}
+            return [
+                MeterStatus(meter_id, mode, last_ts, last_wh, seen, retired, replaces, replaced_by.get(meter_id))
+                for meter_id, mode, last_ts, last_wh, seen, retired, replaces in rows
+            ]
 
         return self._read(get)
 
@@ -297,13 +334,7 @@ class SqlStore(AlarmSql, WebhookSql):
         def write(txn: Any) -> Plan:
             states = known if known is not None else self.engine.locked_states(txn, keys)
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
-            self.engine.write_readings(txn, plan.rows)
-            self.engine.rows(
-                txn,
-                f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
-                [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
-                schema.ROLLUP_CONFLICT,
-            )
+            self._write_plan(txn, plan)
             # One join with the meters' primary key, state and last_seen together
             # (plan.states' meters are among plan.seen's). A row-value IN list
             # instead made SQLite scan the whole meters table on every flush.
@@ -323,6 +354,23 @@ class SqlStore(AlarmSql, WebhookSql):
             return plan.outcomes
 
         return self._write(write).addCallback(committed)
+
+    def _write_plan(self, txn: Any, plan: Plan) -> None:
+        """A plan's new readings and their hourly rollups (writer thread); the meters' rows are the caller's."""
+        self.engine.write_readings(txn, plan.rows)
+        self.engine.rows(
+            txn,
+            f"INSERT INTO rollups ({schema.ROLLUP_COLUMNS}) VALUES",
+            [(c, m, h, r.n, r.first_ts, r.first_wh, r.last_ts, r.last_wh, r.sum_wh) for (c, m, h), r in plan.rollups.items()],
+            schema.ROLLUP_CONFLICT,
+        )
+
+    def _write_words(self, txn: Any, customer_id: str, name: str) -> None:
+        """The words a customer is found by, in place of those it had (writer thread)."""
+        txn.execute(self.sql("DELETE FROM customer_words WHERE customer_id = ?"), (customer_id,))
+        rows = schema.word_rows(customer_id, name)
+        if rows:
+            txn.executemany(self.sql(schema.WORDS_INSERT), rows)
 
     def _neighbours(self, txn: Any, key: MeterKey, t: int) -> Around:
         """Stored readings at-or-before and after ``t``: two index seeks per table of readings."""
@@ -425,6 +473,108 @@ class SqlStore(AlarmSql, WebhookSql):
             return result
 
         return self._read(query).addCallback(remember)
+
+
+    # -- exports -------------------------------------------------------------
+
+    def readings_page(
+        self, customer_id: str, meter_ids: Sequence[int], start: int | None, end: int | None,
+        after: tuple[int, int] | None, limit: int,
+    ) -> Deferred[ReadingsPage]:
+        """Up to ``limit`` of these meters' readings in ``[start, end)`` after the key ``after``, in (ts, meter) order.
+
+        Keyset paging: each page asks, per meter and per table of readings,
+        for the first ``limit + 1`` readings from where the meter's own
+        readings resume (an index range, however far into a year it is)
+        and for the one before them (the first row's consumption), and keeps
+        the first ``limit`` of them all. A reading stored meanwhile behind
+        the key is not seen, one ahead of it is. The tables are asked logs
+        first, so a reading being moved is found (meterd.store.readings_log).
+
+        With write logs, the logs hold the newest readings: asked from the
+        middle of a year, each would give ``limit + 1`` rows the page cannot
+        use. So the main table, last in ``reading_tables``, is first probed
+        (on its index alone) for its ``limit + 1``-th reading from there,
+        and the logs are asked only up to it: those readings stay in the
+        main table (rows only ever move into it), so no reading after that
+        one can be among the page's.
+        """
+        tables = self.engine.reading_tables
+        logs, main = tables[:-1], tables[-1]
+
+        def lower(meter_id: int) -> int:
+            lo = start or 0
+            if after is not None:
+                ts, meter = after
+                lo = max(lo, ts + 1 if meter_id <= meter else ts)
+            return lo
+
+        def query(txn: Any) -> ReadingsPage:
+            runs: list[list[tuple[int, int, int]]] = []  # each meter's first readings, in time order
+            previous: dict[int, Sample | None] = {}
+            for meter_id in meter_ids:
+                lo, found, before = lower(meter_id), [], None
+                hi = reach = _NO_TS if end is None else end
+                if logs:
+                    row = self._one(
+                        txn, f"SELECT ts FROM {main} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?",
+                        (customer_id, meter_id, lo, hi, limit),
+                    )
+                    reach = hi if row is None else row[0] + 1
+                for table in tables:
+                    txn.execute(
+                        self.sql(
+                            f"SELECT ts, meter_id, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+                        ),
+                        (customer_id, meter_id, lo, reach if table != main else hi, limit + 1),
+                    )
+                    if rows := txn.fetchall():
+                        found.append(rows)
+                    row = self._one(
+                        txn, f"SELECT ts, wh FROM {table} WHERE customer_id = ? AND meter_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
+                        (customer_id, meter_id, lo),
+                    )
+                    if row and (before is None or row[0] > before.ts):
+                        before = Sample(*row)
+                previous[meter_id] = before
+                if len(found) > 1:  # a reading being moved is the same row in two tables
+                    found = [sorted(set(chain.from_iterable(found)))[: limit + 1]]
+                runs.extend(found)
+            rows = runs[0] if len(runs) == 1 else sorted(chain.from_iterable(runs))
+            return ReadingsPage(rows[:limit], previous, len(rows) > limit)
+
+        return self._read(query)
+
+    def count_readings(self, customer_id: str, meter_ids: Sequence[int], start: int | None, end: int | None) -> Deferred[int]:
+        """How many readings of these meters lie in ``[start, end)``: the hourly rollups' counts, and the readings of partial hours."""
+        tables = self.engine.reading_tables
+
+        def readings_between(txn: Any, meter_id: int, lo: int, hi: int) -> int:
+            union = " UNION ".join(f"SELECT ts FROM {t} WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?" for t in tables)
+            row = self._one(txn, f"SELECT COUNT(*) FROM ({union}) AS edge", (customer_id, meter_id, lo, hi) * len(tables))
+            return int(row[0])
+
+        def query(txn: Any) -> int:
+            lo, hi = start or 0, _NO_TS if end is None else end
+            first_hour = -(-lo // HOUR_US) * HOUR_US  # the first whole hour inside [lo, hi)...
+            last_hour = hi // HOUR_US * HOUR_US  # ... and where the whole hours stop
+            total = 0
+            for meter_id in meter_ids:
+                if first_hour >= last_hour:
+                    total += readings_between(txn, meter_id, lo, hi)
+                    continue
+                row = self._one(
+                    txn, "SELECT COALESCE(SUM(n), 0) FROM rollups WHERE customer_id = ? AND meter_id = ? AND hour >= ? AND hour < ?",
+                    (customer_id, meter_id, first_hour, last_hour),
+                )
+                total += int(row[0])
+                if lo < first_hour:
+                    total += readings_between(txn, meter_id, lo, first_hour)
+                if last_hour < hi:
+                    total += readings_between(txn, meter_id, last_hour, hi)
+            return total
+
+        return self._read(query)
 
 
 def _register_usage(meter_id: int, edges: Sequence[int], around: Sequence[Around]) -> Usage:

@@ -1,4 +1,4 @@
-"""The webhooks table (schema migration 8 of issue 29), as a mixin of :class:`SqlStore`.
+"""The webhooks table (schema migration 8), as a mixin of :class:`SqlStore`.
 
 A webhook's row holds its durable cursor (``last_delivered``, the last event
 id delivered), how its delivery goes, and a *lease*: the process whose

@@ -9,9 +9,8 @@ same declarations are ``/openapi.json``. Anything unexpected becomes a logged
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -23,10 +22,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from meterd import credentials, periods
+from meterd import credentials, exports, periods
 from meterd.alarms import Alarms, UnknownAlarm, alarm_json, view_json
 from meterd.bill_cache import BillCache
-from meterd.billing import compute_bill
 from meterd.directory import OPERATOR, Directory, Principal
 from meterd.ingest import Ingest, Overloaded
 from meterd.metrics import Metrics
@@ -43,13 +41,15 @@ from meterd.readings import (
     wh_of,
 )
 from meterd.registers import kwh
-from meterd.store.base import AlreadyExists, Customer, NotFound, Store, StoreError, Usage
+from meterd.store.base import Actor, AlreadyExists, Customer, NotFound, Store, StoreError, Usage
 from meterd.tariff import LIGACOES, Tariff
 from meterd.web import params as p
 from meterd.web import routes
 from meterd.web.errors import ApiError, bad_request, forbidden, not_found, unauthorized
-from meterd.web.exchange import Answer, Incoming, incoming_of, write_answer
+from meterd.web.exchange import Answer, Incoming, Reply, Streamed, write_answer
+from meterd.web.formats import FORMAT, wants_csv
 from meterd.web.routes import Route, route
+from meterd.web.streaming import write_stream
 
 log = Logger()
 T = TypeVar("T")
@@ -57,7 +57,6 @@ T = TypeVar("T")
 JSON = b"application/json; charset=utf-8"
 MODES = ("register", "interval")
 MAX_HISTORY_PERIODS = 30_000  # days back to 1970 for decades to come; months and years meet 1970 first
-MAX_BILL_MONTHS = 1_200
 MAX_CURSOR = 2**63 - 1  # alarm and event ids are BIGINT
 
 
@@ -78,7 +77,8 @@ class Call:
     principal: Principal | None
 
 
-Handler = Callable[[Call], Awaitable[tuple[int, dict[str, Any]]]]
+#: A handler answers ``(status, JSON object)``, or a reply of its own (another media type, a streamed body).
+Handler = Callable[[Call], Awaitable[tuple[int, dict[str, Any]] | Reply]]
 
 # -- the fields the routes share --------------------------------------------------
 
@@ -116,7 +116,7 @@ class Api:
         self.tariff = tariff
         self.bills = bills
         self.alarm_service = alarms
-        #: Read from the data dir when meterd starts (meterd.service.Core), not when it is built.
+        #: Read from the data dir when meterd starts (meterd.service.Meterd), not when it is built.
         self.operator_token = ""
         self._counters: dict[tuple[str, int], Counter] = {}
         self.routes: dict[str, tuple[Route, Handler]] = {r.path: (r, getattr(self, r.handler)) for r in routes.routes_of(Api)}
@@ -130,6 +130,11 @@ class Api:
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
+
+    def actor(self, call: Call) -> Actor:
+        """Who makes the change ``call`` asks for, for the audit log: the principal's kind, the client's address, now."""
+        assert call.principal is not None  # routes that change something need credentials
+        return Actor(call.principal.kind, call.incoming.client, self.now_ms())
 
     # -- authentication ----------------------------------------------------
 
@@ -222,7 +227,7 @@ class Api:
 
     # -- answering ----------------------------------------------------------
 
-    async def respond(self, incoming: Incoming) -> Answer:
+    async def respond(self, incoming: Incoming) -> Reply:
         """The answer to one request; anything unexpected is logged and becomes a 500."""
         try:
             return await self._respond(incoming)
@@ -231,7 +236,7 @@ class Api:
             error = ApiError(500, "internal_error", "internal error; it has been logged")
             return self._answer("error", error.status, orjson.dumps(error.body()), error.headers)
 
-    async def _respond(self, incoming: Incoming) -> Answer:
+    async def _respond(self, incoming: Incoming) -> Reply:
         """In the order the API promises: 404 route, 405, 400/415 body, 401, 400 fields, 403, then the handler.
 
         (A body over 64 KiB never gets here: the HTTP channel answers 413 from its headers.)
@@ -250,19 +255,47 @@ class Api:
             principal = await self.identify(route, incoming, params)
             args = route.parse(params)
             self.authorize(route, principal, args)
-            status, payload = await handler(Call(incoming, params, args, principal))
+            result = await handler(Call(incoming, params, args, principal))
         except ApiError as e:
             return self._answer(label, e.status, orjson.dumps(e.body()), e.headers)
         except StoreError:
             error = ApiError(503, "store_unavailable", "the store is unavailable; retry shortly")
             return self._answer(label, 503, orjson.dumps(error.body()), {})
-        except _Raw as raw:
-            return self._answer(label, 200, raw.body, {}, raw.content_type)
+        if isinstance(result, (Answer, Streamed)):
+            self._counter(label, result.status).inc()
+            return result
+        status, payload = result
         return self._answer(label, status, orjson.dumps(payload), {})
 
-    def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str], content_type: bytes = JSON) -> Answer:
+    async def call_as(
+        self, principal: Principal, method: str, path: str, params: Mapping[str, Any], client: str = ""
+    ) -> dict[str, Any] | Reply:
+        """A route called in this process on behalf of ``principal``: what the web portal's pages show.
+
+        The same declaration parses ``params`` (strings, as in a query
+        string), :meth:`authorize` decides as for a request over HTTP, and the
+        route's own handler answers, so a customer's login session sees exactly what
+        the customer's token would; ``client`` is the browser's address (the
+        audit log's "from where"). Raises :class:`ApiError` as the handler
+        does (and ``StoreError``); returns the JSON body of a success, or the
+        handler's own reply (a CSV, a streamed body).
+        """
+        found = self.routes.get(path)
+        if found is None or found[0].method != method:
+            raise not_found("unknown_route", f"no route {method} {path}")
+        route, handler = found
+        args = route.parse(params)
+        self.authorize(route, principal, args)
+        incoming = Incoming(method, path, b"", None, None, b"", client)
+        result = await handler(Call(incoming, dict(params), args, principal))
+        if isinstance(result, Answer) and result.content_type == JSON:  # a JSON body the handler had as bytes (an issued bill)
+            decoded: dict[str, Any] = orjson.loads(result.body)
+            return decoded
+        return result if isinstance(result, (Answer, Streamed)) else result[1]
+
+    def _answer(self, label: str, status: int, body: bytes, headers: dict[str, str]) -> Answer:
         self._counter(label, status).inc()
-        return Answer(status, content_type, body, headers)
+        return Answer(status, JSON, body, headers)
 
     def count(self, route: str, status: int, n: int) -> None:
         """Answers given elsewhere (an HTTP worker's own), in the request counters."""
@@ -301,12 +334,12 @@ class Api:
             a["tz"] or s.tz, credentials.token_hash(token), self.now_ms(),
         )
         try:
-            await self.store.create_customer(record)
+            await self.store.create_customer(record, self.actor(call))
         except AlreadyExists:
             raise ApiError(409, "customer_exists", f"customer {record.id} is already registered") from None
         self.directory.add_customer(record)
         log.info("registered customer {id}", id=record.id)
-        return 201, {**_customer_json(record), "token": token}
+        return 201, {**customer_json(record), "token": token}
 
     @route(
         "POST", "/cadMedidor", "operator",
@@ -327,7 +360,7 @@ class Api:
         await self.customer(cid)
         key = credentials.new_meter_key()
         try:
-            meter = await self.store.create_meter(cid, mode, key, self.now_ms())
+            meter = await self.store.create_meter(cid, mode, key, self.now_ms(), self.actor(call))
         except NotFound:
             raise not_found("unknown_customer", f"customer {cid} is not registered") from None
         self.directory.add_meter(meter)
@@ -350,7 +383,7 @@ class Api:
         await self.customer(cid)
         token = credentials.new_token()
         try:
-            customer = await self.store.replace_token(cid, credentials.token_hash(token), self.now_ms())
+            customer = await self.store.replace_token(cid, credentials.token_hash(token), self.now_ms(), self.actor(call))
         except NotFound:
             raise not_found("unknown_customer", f"customer {cid} is not registered") from None
         self.directory.add_customer(customer)
@@ -374,7 +407,7 @@ class Api:
         await self.meter_ids(cid, meter_id)
         key = credentials.new_meter_key()
         try:
-            meter = await self.store.replace_key(cid, meter_id, key, self.now_ms())
+            meter = await self.store.replace_key(cid, meter_id, key, self.now_ms(), self.actor(call))
         except NotFound:
             raise not_found("unknown_meter", f"customer {cid} has no meter {meter_id}") from None
         self.directory.add_meter(meter)
@@ -398,7 +431,9 @@ class Api:
             "Answered after the reading is committed. The same (customer, meter, timestamp)"
             " with the same value is a duplicate (200); with another value a 409 `conflict`."
             " A register reading that would make the register go backwards is a 422"
-            " `register_backwards`. 503 `overloaded` when too many readings wait to be stored."
+            " `register_backwards`; one after the final reading of a retired meter a 422 `meter_retired`"
+            " (`/retiraMedidor`; readings before it are taken as any late reading)."
+            " 503 `overloaded` when too many readings wait to be stored."
             " With `--no-auth`, a request without credentials has its `valor` rounded half up to the Wh."
         ),
         tag="readings", ok=((201, "stored", "ReadingStored"), (200, "already stored with the same value", "ReadingStored")),
@@ -434,11 +469,13 @@ class Api:
             raise ApiError(409, "conflict", "a different value is already stored for this meter and timestamp")
         if outcome is Outcome.BACKWARDS:
             raise ApiError(422, "register_backwards", "the register would go backwards against its neighbouring readings")
+        if outcome is Outcome.RETIRED:
+            raise ApiError(422, "meter_retired", "the meter was retired at a final reading before this reading's time")
         raise not_found("unknown_meter", f"customer {reading.customer_id} has no meter {reading.meter_id}")
 
     # -- queries -------------------------------------------------------------
 
-    async def _usage(self, customer: Customer, meter_ids: list[int], edges: list[int]) -> list[Usage]:
+    async def usage(self, customer: Customer, meter_ids: list[int], edges: list[int]) -> list[Usage]:
         """Consumption between calendar edges (ms), read at the store's reading times (us)."""
         meters = [(m, self.directory.meters[(customer.id, m)].meter.mode) for m in meter_ids]
         return await self.store.usage(customer.id, meters, us_edges(edges))
@@ -449,16 +486,19 @@ class Api:
         routes.choice("kind", "D: a day by hours, M: a month by days, Y: a year by months", periods.KINDS, fold=str.upper),
         routes.integer("periodo", PERIODO, maximum=MAX_HISTORY_PERIODS).optional(0),
         METER.optional(description="only this meter (default: all of the customer's)"),
+        FORMAT,
         summary="Consumption history of a calendar day, month or year",
         description=(
             "Periods are calendar periods in the customer's time zone. `D` has hourly buckets,"
             " `M` daily, `Y` monthly. Register meters: consumption is the difference of the"
             " linearly interpolated register; a bucket interpolated across a gap longer than"
-            " an hour is `estimated`."
+            " an hour is `estimated`. As CSV (`format=csv` or `Accept: text/csv`): one row per"
+            " bucket, `start,end,kwh,estimated` and a `medidor_N_kwh` column per meter, with a"
+            " `Content-Disposition` file name and the number of rows in `X-Total-Count`."
         ),
-        ok=((200, "the history", "History"),), errors=(404, 503),
+        ok=((200, "the history", "History"),), errors=(404, 503), also=(exports.CSV_MEDIA,),
     )
-    async def history(self, call: Call) -> tuple[int, dict[str, Any]]:
+    async def history(self, call: Call) -> tuple[int, dict[str, Any]] | Answer:
         a = call.args
         customer = await self.customer(a["id"])
         kind, periodo = a["kind"], a["periodo"]
@@ -469,7 +509,12 @@ class Api:
         except ValueError:
             raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
         edges = periods.bucket_edges(kind, start, end, tz)
-        usages = await self._usage(customer, meter_ids, edges)
+        usages = await self.usage(customer, meter_ids, edges)
+        if wants_csv(a["format"], call.incoming.accept):
+            filename = exports.history_filename(customer.name, customer.id, a["id_medidor"], kind, start, tz)
+            body = exports.history_csv(edges, [(u.meter_id, u.buckets) for u in usages], tz)
+            headers = {"Content-Disposition": exports.attachment(filename), "X-Total-Count": str(len(edges) - 1)}
+            return Answer(200, exports.CSV, body, headers)
         buckets = []
         for i in range(len(edges) - 1):
             wh = sum(u.buckets[i][0] for u in usages)
@@ -488,53 +533,6 @@ class Api:
             "buckets": buckets,
             "meters": [{"id_medidor": u.meter_id, "total_kwh": kwh(sum(wh for wh, _ in u.buckets))} for u in usages],
         }
-
-    @route(
-        "GET", "/getFatura", "customer",
-        ID,
-        routes.integer("periodo", "months back (0 = the current month); no month before 1970", maximum=MAX_BILL_MONTHS).optional(0),
-        summary="The bill of a calendar month",
-        description=(
-            "A Brazilian group-B bill: energy (TE, TUSD) and bandeira lines on"
-            " `faturado_kwh = max(consumo_kwh, disponibilidade)`, taxes 'por dentro'."
-            " Money is a string with exactly 2 decimals, kWh a number. The current month is"
-            " `aberta`, earlier ones `fechada`."
-        ),
-        ok=((200, "the bill", "Bill"),), errors=(404, 503),
-    )
-    async def bill(self, call: Call) -> tuple[int, dict[str, Any]]:
-        customer = await self.customer(call.args["id"])
-        periodo = call.args["periodo"]
-        tz = ZoneInfo(customer.tz)
-        try:
-            year, month = periods.months_back(self.now_ms(), tz, periodo)
-        except ValueError:
-            raise bad_request("out_of_range", f"periodo reaches before {periods.FIRST_YEAR}") from None
-        status = "aberta" if periodo == 0 else "fechada"
-        cached = self.bills.get(customer.id, year, month)
-        if cached is not None and cached["status"] == status:  # this month's bill, cached while open, is now closed
-            return 200, cached
-        begun = self.bills.begin()
-        start, end = periods.month_range(year, month, tz)
-        usages = await self._usage(customer, await self.meter_ids(customer.id, None), [start, end])
-        consumo = sum(u.buckets[0][0] for u in usages)
-        estimado = any(u.buckets[0][1] for u in usages)
-        bill = compute_bill(
-            tariff=self.tariff, ligacao=customer.ligacao, year=year, month=month, consumo_wh=consumo, estimado=estimado
-        )
-        body = {
-            "id": customer.id,
-            "name": customer.name,
-            "status": status,
-            "inicio": periods.iso(start, tz),
-            "fim": periods.iso(end, tz),
-            **bill.to_json(),
-            "medidores": [
-                {"id_medidor": u.meter_id, "consumo_kwh": kwh(u.buckets[0][0]), "estimado": u.buckets[0][1]} for u in usages
-            ],
-        }
-        self.bills.put(customer.id, year, month, body, {u.meter_id: u.spans for u in usages}, begun)
-        return 200, body
 
     @route(
         "GET", "/getMedidores", "customer",
@@ -560,7 +558,8 @@ class Api:
             ],
         }
 
-    def _alarm_service(self) -> Alarms:
+    def running_alarms(self) -> Alarms:
+        """The alarm service, or a 503 where this process runs none."""
         if self.alarm_service is None:
             raise ApiError(503, "alarms_unavailable", "alarms are not running in this process")
         return self.alarm_service
@@ -578,7 +577,7 @@ class Api:
     )
     async def alarms(self, call: Call) -> tuple[int, dict[str, Any]]:
         customer = await self.customer(call.args["id"])
-        view = await self._alarm_service().view(customer.id, call.args["cursor"])
+        view = await self.running_alarms().view(customer.id, call.args["cursor"])
         return 200, view_json(customer.id, view, ZoneInfo(customer.tz))
 
     @route(
@@ -593,7 +592,7 @@ class Api:
         customer = await self.customer(call.args["id"])
         alarm_id = call.args["alarm_id"]
         try:
-            alarm = await self._alarm_service().ack(customer.id, alarm_id)
+            alarm = await self.running_alarms().ack(customer.id, alarm_id)
         except UnknownAlarm:
             raise not_found("unknown_alarm", f"customer {customer.id} has no alarm {alarm_id}") from None
         return 200, alarm_json(alarm, ZoneInfo(customer.tz))
@@ -617,8 +616,8 @@ class Api:
         summary="Prometheus metrics", tag="operations", media="text/plain",
         ok=((200, "Prometheus text exposition format 0.0.4", None),),
     )
-    async def prometheus(self, call: Call) -> tuple[int, dict[str, Any]]:
-        raise _Raw(b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
+    async def prometheus(self, call: Call) -> Answer:
+        return Answer(200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(), {})
 
 
 
@@ -631,21 +630,16 @@ def bearer_token(header: str) -> str:
     return token
 
 
-def _customer_json(c: Customer) -> dict[str, Any]:
+def customer_json(c: Customer) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "ligacao": c.ligacao, "limite_kw": kwh(c.limit_w), "limite_kwh": kwh(c.limit_wh), "tz": c.tz}
 
 
-class _Raw(Exception):
-    """A non-JSON answer (the metrics text); carried out of the handler as an exception."""
-
-    def __init__(self, content_type: bytes, body: bytes) -> None:
-        self.content_type = content_type
-        self.body = body
-
-
-def serve(api: Api, request: Request) -> None:
-    """twisted.web's side: the request as an :class:`Incoming`, its :class:`Answer` written back."""
-    run_now(api.respond(incoming_of(request)), partial(write_answer, request))
+def write_reply(request: Request, reply: Reply) -> None:
+    """A whole answer at once, a streamed one as the client reads it."""
+    if isinstance(reply, Streamed):
+        write_stream(request, reply)
+    else:
+        write_answer(request, reply)
 
 
 def run_now(coroutine: Coroutine[Deferred[Any], Any, T], deliver: Callable[[T], object]) -> None:

@@ -13,6 +13,10 @@ from typing import Any, Final
 
 from meterd.web import openapi
 from meterd.web.api import Api, Call
+from meterd.web.bills import Bills
+from meterd.web.exports import Exports
+from meterd.web.fleet import Fleet
+from meterd.web.operations import Operations
 from meterd.web.routes import Route, route, routes_of
 from meterd.web.webhook_routes import WebhookRoutes
 
@@ -29,7 +33,7 @@ class Document:
         return 200, openapi_document()
 
 
-ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Document, WebhookRoutes)
+ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Bills, Document, Operations, Exports, Fleet, WebhookRoutes)
 
 
 def all_routes() -> list[Route]:
@@ -39,8 +43,10 @@ def all_routes() -> list[Route]:
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    """``/openapi.json``: the routes' declarations and the schemas of their answers."""
-    return openapi.document(all_routes())
+    """``/openapi.json``: the routes' declarations and the schemas of their answers (a class's ``schemas`` and ``tags`` too)."""
+    schemas = {name: schema for cls in ROUTE_CLASSES for name, schema in getattr(cls, "schemas", {}).items()}
+    tags = [tag for cls in ROUTE_CLASSES for tag in getattr(cls, "tags", ())]
+    return openapi.document(all_routes(), schemas=schemas, tags=tags)
 
 
 def mount_all(api: Api, *groups: object) -> Api:

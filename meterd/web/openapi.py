@@ -13,7 +13,7 @@ Pure: imports nothing from Twisted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import meterd
@@ -62,16 +62,22 @@ _WHO = {
 
 _ISO = {"type": "string", "format": "date-time", "description": "ISO 8601 local time with offset"}
 _ISO_OR_NULL = {**_ISO, "nullable": True}
+_DATE = {"type": "string", "format": "date"}
 _KWH = {"type": "number", "minimum": 0, "description": "kWh, at most 3 decimals (exact Wh)"}
 _MONEY = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2}$", "description": "R$, exactly 2 decimals", "example": "123.45"}
 _RATE = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "a decimal rate as written in the tariff"}
 
 
-def document(routes: Sequence[Route]) -> dict[str, Any]:
-    """The whole document for ``routes``."""
+def document(
+    routes: Sequence[Route], *, schemas: Mapping[str, Any] | None = None, tags: Sequence[Mapping[str, str]] = ()
+) -> dict[str, Any]:
+    """The whole document for ``routes``; ``schemas`` and ``tags`` are a feature module's own, beside the core API's."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    extra = dict(schemas or {})
+    clash = set(extra) & set(_COMPONENTS["schemas"])
+    assert not clash, f"schemas declared twice: {sorted(clash)}"
     return {
         "openapi": "3.0.3",
         "info": {
@@ -79,7 +85,8 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             "version": meterd.__version__,
             "description": (
                 "Smart-meter head-end and billing server. Every answer is a JSON object"
-                " (`application/json; charset=utf-8`) except `/metrics`; every error is"
+                " (`application/json; charset=utf-8`) except `/metrics` and the CSV forms of"
+                " `/getConsumoHist` and `/getLeituras` (`format=csv`, or `Accept: text/csv`); every error is"
                 " `{\"error\": {\"code\", \"message\"}}`. Bodies over 64 KiB get 413,"
                 " unknown routes 404 `unknown_route`, GET routes also answer HEAD."
                 + _PARAMS_NOTE
@@ -93,10 +100,10 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             {"name": "readings", "description": "meters: energy readings (UDP is the main way in)"},
             {"name": "customer", "description": "a customer (or the operator): history, bill, alarms, meters"},
             {"name": "operations", "description": "anyone: health, metrics, this document"},
-            {"name": "webhooks", "description": "operator: alarm events POSTed to other systems"},
+            *(dict(tag) for tag in tags),
         ],
         "paths": paths,
-        "components": _COMPONENTS,
+        "components": {**_COMPONENTS, "schemas": {**_COMPONENTS["schemas"], **extra}},
     }
 
 
@@ -126,8 +133,10 @@ def _operation(route: Route) -> dict[str, Any]:
         ok = [(description, schema) for s, description, schema in route.ok if s == status]
         if ok:
             description, schema = ok[0]
-            media = {"type": "string"} if route.media == "text/plain" else {"type": "object"}
+            media = {"type": "object"} if route.media == "application/json" else {"type": "string"}
             content = _json(_ref(schema)) if schema else {route.media: {"schema": media}}
+            if status == 200:
+                content.update({other: {"schema": {"type": "string"}} for other in route.also})
             responses[str(status)] = {"description": description, "content": content}
         else:
             responses[str(status)] = {"$ref": f"#/components/responses/{_ERROR_RESPONSES[status]}"}
@@ -172,7 +181,7 @@ _COMPONENTS: dict[str, Any] = {
             "a field is missing or invalid (codes such as `missing_field`, `invalid_type`, `invalid_number`,"
             " `not_finite`, `negative`, `out_of_range`, `too_precise`, `invalid_id`, `invalid_value`,"
             " `invalid_tz`, `invalid_url`, `timestamp_too_old`, `timestamp_in_future`, `malformed_json`,"
-            " `conflicting_parameter`)"
+            " `conflicting_parameter`, `invalid_cursor`, `nothing_to_change`)"
         ),
         "Unauthorized": {
             **_error_response("no or bad credentials (`unauthorized`)"),
@@ -180,17 +189,25 @@ _COMPONENTS: dict[str, Any] = {
         },
         "Forbidden": _error_response("valid credentials that do not open this customer, meter or route (`forbidden`)"),
         "NotFound": _error_response(
-        "unknown customer, meter, alarm, webhook or route (`unknown_customer`, `unknown_meter`, `unknown_alarm`, `unknown_webhook`,"
-        " `unknown_route`)"
+        "unknown customer, meter, alarm, billing run, webhook or route (`unknown_customer`, `unknown_meter`, `unknown_alarm`,"
+        " `unknown_run`, `unknown_webhook`, `unknown_route`), a bill not issued (`bill_not_issued`) or with nothing to pay (`nothing_to_pay`)"
     ),
         "MethodNotAllowed": {
             **_error_response("wrong method (`method_not_allowed`)"),
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "the methods the route accepts"}},
         },
-        "Conflict": _error_response("already exists (`customer_exists`) or a different value for the same reading (`conflict`)"),
+        "Conflict": _error_response(
+            "already exists (`customer_exists`), a different value for the same reading (`conflict`),"
+            " a meter's state forbids it (`already_retired`, `not_retired`, `already_replaced`)"
+            " or a billing run is running (`billing_run_active`)"
+        ),
         "PayloadTooLarge": _error_response("the body is larger than 64 KiB (`body_too_large`)"),
         "UnsupportedMediaType": _error_response("the body is not a JSON object (`unsupported_media_type`)"),
-        "Unprocessable": _error_response("well-formed but impossible, e.g. `register_backwards`"),
+        "Unprocessable": _error_response(
+            "well-formed but impossible: `register_backwards`, `meter_retired` (a reading after a retired"
+            " meter's final one), `readings_after_final`, `before_final_reading`, or a billing run without"
+            " the tariff's `[empresa]` (`company_not_configured`)"
+        ),
         "ServiceUnavailable": _error_response(
         "the store is unavailable (`store_unavailable`), ingest is full (`overloaded`)"
         " or alarms are not running (`alarms_unavailable`); retry"
@@ -295,28 +312,62 @@ _COMPONENTS: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {"start": _ISO, "kwh": _KWH, "estimated": {"type": "boolean"}},
         },
-        "Bill": {
+        "Readings": {
             "type": "object",
-            "required": [
-                "id", "name", "referencia", "status", "inicio", "fim", "consumo_kwh", "faturado_kwh",
-                "ligacao", "bandeira", "itens", "tributos", "total", "estimado", "medidores",
-            ],
+            "required": ["id", "tz", "inicio", "fim", "total", "leituras", "cursor"],
             "additionalProperties": False,
             "properties": {
                 "id": {"type": "string"},
-                "name": {"type": "string"},
+                "tz": {"type": "string"},
+                "inicio": {**_ISO_OR_NULL, "description": "the period's first instant (null: from the first reading)"},
+                "fim": {**_ISO_OR_NULL, "description": "the first instant after the period (null: to the newest reading)"},
+                "total": {"type": "integer", "minimum": 0, "description": "readings in the whole period"},
+                "leituras": {"type": "array", "items": _ref("Reading")},
+                "cursor": {"type": "string", "nullable": True, "description": "send it back for the next page; null: this is the last"},
+            },
+        },
+        "Reading": {
+            "type": "object",
+            "required": ["id_medidor", "timestamp", "valor_kwh", "consumo_kwh", "estimated"],
+            "additionalProperties": False,
+            "properties": {
+                "id_medidor": {"type": "integer", "minimum": 1},
+                "timestamp": _ISO,
+                "valor_kwh": {**_KWH, "description": "as the meter sent it: the register, or the interval's energy"},
+                "consumo_kwh": {**_KWH, "description": "the consumption since the meter's previous reading"},
+                "estimated": {"type": "boolean", "description": "the previous reading is more than an hour before this one"},
+            },
+        },
+        "Bill": {
+            "type": "object",
+            "description": (
+                "A month's bill. `status`: `emitida` (issued by a billing run: stored, never changed, with the fields"
+                " marked *issued*) or `previa` (a month not issued: computed from the readings as they are). `mes`:"
+                " `aberto` (the current month) or `fechado`."
+            ),
+            "required": [
+                "status", "mes", "referencia", "id", "name", "ligacao", "classe", "tz", "inicio", "fim", "dias",
+                "medidores", "consumo_kwh", "media_diaria_kwh", "faturado_kwh", "minimo", "bandeira", "itens",
+                "tributos", "total_mes", "total", "estimado",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "status": {"type": "string", "enum": ["previa", "emitida"]},
+                "mes": {"type": "string", "enum": ["aberto", "fechado"]},
+                "numero": {"type": "integer", "minimum": 1, "description": "issued: the bill number (sequential, unique)"},
                 "referencia": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "example": "2026-11"},
-                "status": {"type": "string", "enum": ["aberta", "fechada"]},
-                "inicio": _ISO,
-                "fim": _ISO,
-                "consumo_kwh": _KWH,
-                "faturado_kwh": _KWH,
+                "emissao": {**_DATE, "description": "issued: the issue date"},
+                "vencimento": {**_DATE, "description": "issued: the due date"},
+                "empresa": _ref("Company"),
+                "id": {"type": "string", "description": "the customer's CPF or CNPJ, digits"},
+                "name": {"type": "string"},
                 "ligacao": {"type": "string", "enum": list(LIGACOES)},
-                "bandeira": {"type": "string", "example": "amarela"},
-                "itens": {"type": "array", "items": _ref("BillItem")},
-                "tributos": _ref("Taxes"),
-                "total": _MONEY,
-                "estimado": {"type": "boolean"},
+                "classe": {"type": "string", "description": "the unit's class"},
+                "tz": {"type": "string", "description": "the customer's zone: the calendar of the month"},
+                "inicio": _ISO,
+                "fim": {**_ISO, "description": "the cycle's end (exclusive: the next month's first instant)"},
+                "dias": {"type": "integer", "minimum": 0, "description": "days in the cycle"},
+                "leituras": {"type": "array", "items": _ref("BillReading"), "description": "issued: each meter's readings"},
                 "medidores": {
                     "type": "array",
                     "items": {
@@ -326,28 +377,134 @@ _COMPONENTS: dict[str, Any] = {
                         "properties": {"id_medidor": {"type": "integer"}, "consumo_kwh": _KWH, "estimado": {"type": "boolean"}},
                     },
                 },
+                "consumo_kwh": {**_KWH, "description": "measured, all meters"},
+                "media_diaria_kwh": {**_KWH, "description": "consumo_kwh / dias"},
+                "faturado_kwh": {**_KWH, "description": "billed: max(consumo_kwh, the connection's minimum)"},
+                "minimo": _ref("BillMinimum"),
+                "bandeira": {"type": "string", "example": "amarela"},
+                "itens": {"type": "array", "items": _ref("BillItem")},
+                "tributos": _ref("Taxes"),
+                "total_mes": {**_MONEY, "description": "the month's own lines and taxes"},
+                "ajustes": {"type": "array", "items": _ref("BillAdjustment"), "description": "issued: earlier months' adjustments"},
+                "credito_anterior": {
+                    "type": "object",
+                    "nullable": True,
+                    "required": ["numero", "valor"],
+                    "additionalProperties": False,
+                    "properties": {"numero": {"type": "integer"}, "valor": _MONEY},
+                    "description": "issued: the previous bill, when its total was a credit (negative)",
+                },
+                "total": {**_MONEY, "description": "to pay: total_mes + ajustes + credito_anterior"},
+                "estimado": {"type": "boolean"},
+                "historico": {"type": "array", "items": _ref("BillMonth"), "description": "issued: the 12 months before and this one"},
+                "pix": {"type": "string", "nullable": True, "description": "issued: the Pix copia-e-cola (null: nothing to pay)"},
+                "codigo_barras": {"type": "string", "nullable": True, "pattern": "^[0-9]{44}$", "description": "issued: FEBRABAN barcode"},
+                "linha_digitavel": {"type": "string", "nullable": True, "pattern": "^[0-9]{48}$", "description": "issued: the barcode's typed form"},
+            },
+        },
+        "Company": {
+            "type": "object",
+            "required": ["nome", "cnpj", "endereco"],
+            "additionalProperties": False,
+            "properties": {"nome": {"type": "string"}, "cnpj": {"type": "string", "pattern": "^[0-9]{14}$"}, "endereco": {"type": "string"}},
+        },
+        "BillReading": {
+            "type": "object",
+            "required": [
+                "id_medidor", "modo", "data_anterior", "leitura_anterior", "estimada_anterior", "data_atual",
+                "leitura_atual", "estimada_atual", "constante", "consumo_kwh",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "id_medidor": {"type": "integer"},
+                "modo": {"type": "string", "enum": ["register", "interval"]},
+                "data_anterior": _ISO,
+                "leitura_anterior": {**_KWH, "description": "the register at the cycle's start (interval meters: kWh counted)"},
+                "estimada_anterior": {"type": "boolean"},
+                "data_atual": _ISO,
+                "leitura_atual": {**_KWH, "description": "the register at the cycle's end"},
+                "estimada_atual": {"type": "boolean"},
+                "constante": {"type": "integer", "description": "multiplying constant"},
+                "consumo_kwh": _KWH,
+            },
+        },
+        "BillMinimum": {
+            "type": "object",
+            "required": ["kwh", "aplicado", "motivo"],
+            "additionalProperties": False,
+            "properties": {
+                "kwh": {"type": "integer", "description": "the connection's minimum (custo de disponibilidade)"},
+                "aplicado": {"type": "boolean"},
+                "motivo": {"type": "string", "nullable": True},
+            },
+        },
+        "BillAdjustment": {
+            "type": "object",
+            "required": [
+                "referencia", "descricao", "consumo_faturado_kwh", "consumo_corrigido_kwh", "consumo_kwh", "quantidade_kwh",
+                "itens", "tributos", "valor",
+            ],
+            "additionalProperties": False,
+            "description": "an issued month whose consumption a late reading changed, priced with that month's rates",
+            "properties": {
+                "referencia": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                "descricao": {"type": "string", "example": "Ajuste de faturamento ref. 10/2026"},
+                "consumo_faturado_kwh": {**_KWH, "description": "what the month was billed as"},
+                "consumo_corrigido_kwh": {**_KWH, "description": "what it measures now"},
+                "consumo_kwh": {"type": "number", "description": "the difference (may be negative)"},
+                "quantidade_kwh": {"type": "number", "description": "the difference in billed kWh"},
+                "itens": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["descricao", "valor"],
+                        "additionalProperties": False,
+                        "properties": {"descricao": {"type": "string"}, "valor": _MONEY},
+                    },
+                },
+                "tributos": {
+                    "type": "object",
+                    "required": ["icms", "pis", "cofins", "valor"],
+                    "additionalProperties": False,
+                    "properties": {"icms": _MONEY, "pis": _MONEY, "cofins": _MONEY, "valor": _MONEY},
+                },
+                "valor": {**_MONEY, "description": "taxes included"},
+            },
+        },
+        "BillMonth": {
+            "type": "object",
+            "required": ["referencia", "consumo_kwh", "dias", "media_diaria_kwh", "estimado"],
+            "additionalProperties": False,
+            "properties": {
+                "referencia": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                "consumo_kwh": {**_KWH, "nullable": True, "description": "as billed, adjustments included; null: not billed"},
+                "dias": {"type": "integer", "nullable": True},
+                "media_diaria_kwh": {**_KWH, "nullable": True},
+                "estimado": {"type": "boolean"},
             },
         },
         "BillItem": {
             "type": "object",
-            "required": ["descricao", "quantidade_kwh", "tarifa", "valor"],
+            "required": ["descricao", "quantidade_kwh", "tarifa", "tarifa_com_tributos", "valor"],
             "additionalProperties": False,
             "properties": {
                 "descricao": {"type": "string"},
                 "quantidade_kwh": _KWH,
                 "tarifa": {**_RATE, "description": "R$/kWh before taxes"},
+                "tarifa_com_tributos": {**_RATE, "description": "R$/kWh with the taxes 'por dentro', 8 decimals"},
                 "valor": _MONEY,
             },
         },
         "Taxes": {
             "type": "object",
-            "required": ["icms", "pis", "cofins", "valor", "aliquotas"],
+            "required": ["icms", "pis", "cofins", "valor", "base", "aliquotas"],
             "additionalProperties": False,
             "properties": {
                 "icms": _MONEY,
                 "pis": _MONEY,
                 "cofins": _MONEY,
                 "valor": _MONEY,
+                "base": {**_MONEY, "description": "the base of every tax: subtotal / (1 - the rates' sum)"},
                 "aliquotas": {
                     "type": "object",
                     "required": ["icms", "pis", "cofins"],
@@ -355,6 +512,33 @@ _COMPONENTS: dict[str, Any] = {
                     "properties": {"icms": _RATE, "pis": _RATE, "cofins": _RATE},
                     "description": "the tax rates applied, as fractions",
                 },
+            },
+        },
+        "BillingRun": {
+            "type": "object",
+            "required": [
+                "execucao", "periodo", "referencia", "estado", "iniciada", "atualizada", "concluida", "clientes",
+                "processados", "emitidas", "ja_emitidas", "ignoradas", "ajustes", "erros", "valor_total", "mensagem",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "acao": {"type": "string", "enum": ["nova", "retomada"], "description": "POST: started anew or resumed"},
+                "execucao": {"type": "integer", "minimum": 1},
+                "periodo": {"type": "integer", "minimum": 1},
+                "referencia": {"type": "string", "description": "the month in the server's zone (--tz)"},
+                "estado": {"type": "string", "enum": ["executando", "concluida", "interrompida"]},
+                "iniciada": _ISO,
+                "atualizada": _ISO,
+                "concluida": _ISO_OR_NULL,
+                "clientes": {"type": "integer", "description": "customers when the run started"},
+                "processados": {"type": "integer"},
+                "emitidas": {"type": "integer", "description": "bills issued"},
+                "ja_emitidas": {"type": "integer", "description": "customers whose month was already issued"},
+                "ignoradas": {"type": "integer", "description": "customers registered after the month"},
+                "ajustes": {"type": "integer", "description": "adjustments carried by the bills issued"},
+                "erros": {"type": "integer"},
+                "valor_total": _MONEY,
+                "mensagem": {"type": "string", "nullable": True, "description": "why a run was cut short"},
             },
         },
         "Meters": {
@@ -412,50 +596,6 @@ _COMPONENTS: dict[str, Any] = {
                 "alarm_id": {"type": "integer"},
                 "type": {"type": "string", "enum": ["raised", "cleared", "acked"]},
                 "at": _ISO,
-            },
-        },
-        "WebhookCreated": {
-            "type": "object",
-            "required": ["webhook_id", "url", "id", "cursor", "secret"],
-            "additionalProperties": False,
-            "properties": {
-                "webhook_id": {"type": "integer", "minimum": 1},
-                "url": {"type": "string"},
-                "id": {"type": "string", "nullable": True, "description": "the customer whose events it gets; null: every customer's"},
-                "cursor": {"type": "integer", "minimum": 0, "description": "the last event id before it: it gets the events after"},
-                "secret": {
-                    "type": "string", "pattern": "^whsec_[0-9a-f]{64}$",
-                    "description": "the HMAC-SHA256 key of its signatures (the whole string, as UTF-8); shown only now",
-                },
-            },
-        },
-        "Webhooks": {
-            "type": "object",
-            "required": ["webhooks"],
-            "additionalProperties": False,
-            "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
-        },
-        "Webhook": {
-            "type": "object",
-            "required": [
-                "webhook_id", "url", "id", "created", "cursor", "backlog", "last_success", "last_failure", "last_error", "failures",
-                "delivered_by",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "webhook_id": {"type": "integer", "minimum": 1},
-                "url": {"type": "string"},
-                "id": {"type": "string", "nullable": True, "description": "the customer whose events it gets; null: every customer's"},
-                "created": _ISO,
-                "cursor": {"type": "integer", "minimum": 0, "description": "the last event id delivered"},
-                "backlog": {"type": "integer", "minimum": 0, "description": "events not yet delivered (counted up to 100,000)"},
-                "last_success": {**_ISO_OR_NULL, "description": "the last delivery answered 2xx (server clock)"},
-                "last_failure": {**_ISO_OR_NULL, "description": "the last failed attempt (server clock)"},
-                "last_error": {
-                    "type": "string", "nullable": True, "description": "what that attempt got: `HTTP 500`, `timeout`, `connection refused`...",
-                },
-                "failures": {"type": "integer", "minimum": 0, "description": "failed attempts in a row (0 once one succeeds)"},
-                "delivered_by": {"type": "string", "nullable": True, "description": "the meterd process holding its lease (host:pid:tag), if any"},
             },
         },
         "Health": {

@@ -13,7 +13,13 @@ bounded here, before any route runs:
   before any of it is read (413), or as soon as a chunked one passes it; the
   bodies being received are bounded together by ``max_buffered_bodies``; and
   a connection whose answers the client does not read stops being read
-  (backpressure), so pipelined requests cannot pile answers up in memory.
+  (backpressure), so pipelined requests cannot pile answers up in memory;
+  its kernel send buffer is capped too (``SEND_BUFFER``), so what the
+  kernel holds for it, and what meterd answers before the pause, is small;
+* **the accept queue**: the listening socket's backlog is ``BACKLOG``
+  unless ``--http`` says otherwise (Twisted's default, 50, overflows under a
+  burst of connections, and the kernel then drops anyone's, not only the
+  burst's); the caps above are applied once a connection is accepted.
 
 Every refusal is answered with meterd's error body
 (``{"error": {"code", "message"}}``), including those of the HTTP parser
@@ -24,6 +30,7 @@ itself (400 bad framing, 414 request line, 431 headers), counted in
 from __future__ import annotations
 
 import resource
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -39,6 +46,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from meterd import tuning
 from meterd.twisted_internals import at_request_line, headers_size_so_far
 from meterd.web.exchange import reason
 
@@ -52,6 +60,16 @@ BODY_GRACE = 5.0  # seconds of a body before its rate is held to the minimum
 #: After a refusal the connection is closed for writing and what the client still
 #: sends is read and dropped this long, so it reads the answer rather than a reset.
 LINGER = 5.0
+
+#: Bytes of a connection's kernel send buffer (Linux doubles what is asked): a
+#: client that reads nothing holds this much in the kernel and no more, where
+#: autotuning would let each connection hold up to ``tcp_wmem``'s maximum (4 MB).
+#: Enough for a stream of several MB/s at a continental round-trip time.
+SEND_BUFFER = 256 * 1024
+BACKLOG = 1024
+#: Connections closed since memory was last handed back to the system that
+#: make it worth doing again (see :func:`meterd.tuning.release_free_memory`).
+CLOSED_BEFORE_TRIM = 64
 
 Notice = Callable[[str], None]  # counts one event by name (metrics, and the log's summary)
 
@@ -143,6 +161,13 @@ class Channel(HTTPChannel):
     receiving_body = False
     body_bytes = 0  # of the body being received, counted in the site's buffer
     refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        try:
+            self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)  # type: ignore[union-attr]
+        except (AttributeError, OSError):
+            pass  # not a socket of its own (TLS over a memory BIO, a test's transport)
 
     def getHost(self) -> Any:
         """The connection's local address, asked of the kernel once (every Request asks)."""
@@ -311,6 +336,7 @@ class MeterdSite(Site):
         self.open = 0
         self.by_address: dict[str, int] = {}
         self.buffered_bodies = 0
+        self.closed_since_trim = 0
         self._receiving: dict[Channel, None] = {}  # channels with a request's headers or body under way
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
@@ -354,6 +380,7 @@ class MeterdSite(Site):
 
     def connection_ended(self, host: str) -> None:
         self.open -= 1
+        self.closed_since_trim += 1
         left = self.by_address.get(host, 0) - 1
         if left > 0:
             self.by_address[host] = left
@@ -379,8 +406,19 @@ class MeterdSite(Site):
         now = self.now()
         for channel in list(self._receiving):
             channel.overdue(now)
+        if self.closed_since_trim >= CLOSED_BEFORE_TRIM:
+            # Many connections gone (an attack's, say): give the heap they used back.
+            self.closed_since_trim = 0
+            tuning.release_free_memory()
+
+
+def with_backlog(description: str) -> str:
+    """An endpoint string with meterd's ``BACKLOG`` unless it names its own."""
+    if ":backlog=" in description or description.split(":", 1)[0] not in ("tcp", "tcp6", "ssl", "unix"):
+        return description
+    return f"{description}:backlog={BACKLOG}"
 
 
 def make_site(handle: Callable[[Request], None], limits: Limits, notice: Notice, clock: Any) -> MeterdSite:
-    """The Site of meterd's own HTTP port (:func:`meterd.web.api.serve`), or of an HTTP worker's."""
+    """The Site of meterd's own HTTP port (:meth:`meterd.portal.site.Portal.serve`), or of an HTTP worker's."""
     return MeterdSite(handle, limits, notice, clock)

@@ -83,6 +83,7 @@ class Route:
     ok: tuple[tuple[int, str, str | None], ...] = ((200, "the answer", None),)
     errors: tuple[int, ...] = ()  # beyond COMMON_ERRORS (and 403 with credentials)
     media: str = "application/json"  # of the successful answers
+    also: tuple[str, ...] = ()  # other media types of the 200 answer, which Accept or `format` selects
     handler: str = ""  # the Api method's name, set by @route
 
     def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from twisted.logger import Logger
@@ -37,8 +37,62 @@ URL = Field("url", "where alarm events are POSTed: http:// or https://, printabl
 WEBHOOK = routes.integer("webhook_id", "the webhook, as /cadWebhook numbered it", minimum=1, maximum=MAX_CURSOR)
 
 
+_ISO = {"type": "string", "format": "date-time", "description": "ISO 8601 time with the server's (--tz) offset"}
+_CUSTOMER = {"type": "string", "nullable": True, "description": "the customer whose events it gets; null: every customer's"}
+
+#: The answers' schemas in ``/openapi.json`` (``additionalProperties: false``: the tests hold live answers to them field by field).
+SCHEMAS: dict[str, Any] = {
+    "WebhookCreated": {
+        "type": "object",
+        "required": ["webhook_id", "url", "id", "cursor", "secret"],
+        "additionalProperties": False,
+        "properties": {
+            "webhook_id": {"type": "integer", "minimum": 1},
+            "url": {"type": "string"},
+            "id": _CUSTOMER,
+            "cursor": {"type": "integer", "minimum": 0, "description": "the last event id before it: it gets the events after"},
+            "secret": {
+                "type": "string", "pattern": "^whsec_[0-9a-f]{64}$",
+                "description": "the HMAC-SHA256 key of its signatures (the whole string, as UTF-8); shown only now",
+            },
+        },
+    },
+    "Webhooks": {
+        "type": "object",
+        "required": ["webhooks"],
+        "additionalProperties": False,
+        "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}},
+    },
+    "Webhook": {
+        "type": "object",
+        "required": [
+            "webhook_id", "url", "id", "created", "cursor", "backlog", "last_success", "last_failure", "last_error", "failures", "delivered_by",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "webhook_id": {"type": "integer", "minimum": 1},
+            "url": {"type": "string"},
+            "id": _CUSTOMER,
+            "created": _ISO,
+            "cursor": {"type": "integer", "minimum": 0, "description": "the last event id delivered"},
+            "backlog": {"type": "integer", "minimum": 0, "description": f"events not yet delivered (counted up to {WEBHOOK_BACKLOG_CAP:,})"},
+            "last_success": {**_ISO, "nullable": True, "description": "the last delivery answered 2xx (server clock)"},
+            "last_failure": {**_ISO, "nullable": True, "description": "the last failed attempt (server clock)"},
+            "last_error": {
+                "type": "string", "nullable": True, "description": "what that attempt got: `HTTP 500`, `timeout`, `connection refused`...",
+            },
+            "failures": {"type": "integer", "minimum": 0, "description": "failed attempts in a row (0 once one succeeds)"},
+            "delivered_by": {"type": "string", "nullable": True, "description": "the meterd process holding its lease (host:pid:tag), if any"},
+        },
+    },
+}
+
+
 class WebhookRoutes:
     """``/cadWebhook``, ``/getWebhooks``, ``/removeWebhook`` (operator only)."""
+
+    tags: ClassVar[list[dict[str, str]]] = [{"name": "webhooks", "description": "operator: alarm events POSTed to other systems"}]
+    schemas: ClassVar[dict[str, Any]] = SCHEMAS
 
     def __init__(self, api: Api, webhooks: Webhooks) -> None:
         self.api = api

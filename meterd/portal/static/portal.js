@@ -1,7 +1,12 @@
 /* meterd portal: the one script. Every page works without it; it only adds
    - copy buttons (Pix copia e cola, a new token or key) and the print button;
    - live alarms: an EventSource on a list's data-live URL, whose "alarm"
-     events carry the server-rendered <li> of a new or changed alarm;
+     events carry the server-rendered <li> of a new or changed alarm and whose
+     "cleared" events name the <li> to take away; when the server refuses the
+     stream (too many open, or a port that cannot hold one) the list's section
+     is reloaded every few seconds instead;
+   - regions that refresh themselves: an element with data-refresh="N" is
+     fetched again from the page every N seconds (the fleet's figures);
    - navigation without full reloads: same-site links and GET forms fetch the
      next page and swap its header and <main> in, falling back to an ordinary
      page load on any failure.
@@ -10,6 +15,8 @@
   "use strict";
 
   var sources = [];
+  var timers = [];
+  var FALLBACK_SECONDS = 5;
 
   function enhance(root) {
     root.querySelectorAll("[data-copy]").forEach(function (button) {
@@ -23,6 +30,9 @@
       button.addEventListener("click", function () { window.print(); });
     });
     root.querySelectorAll("[data-live]").forEach(subscribe);
+    root.querySelectorAll("[data-refresh]").forEach(function (element) {
+      refresh(element, Number(element.getAttribute("data-refresh")) || FALLBACK_SECONDS);
+    });
   }
 
   // -- copy ---------------------------------------------------------------
@@ -56,7 +66,11 @@
   // -- live alarms ------------------------------------------------------------
 
   function subscribe(list) {
-    if (!window.EventSource) return;
+    var section = list.closest("section[id]");
+    if (!window.EventSource) {
+      if (section) refresh(section, FALLBACK_SECONDS);
+      return;
+    }
     var source = new EventSource(list.getAttribute("data-live"));
     sources.push(source);
     source.addEventListener("alarm", function (event) {
@@ -73,11 +87,55 @@
       var empty = document.getElementById("no-active");
       if (empty) empty.remove();
     });
+    source.addEventListener("cleared", function (event) {
+      var item = document.getElementById(event.data);
+      if (!item || item.parentNode !== list) return;
+      item.remove();
+      if (!list.firstElementChild && !document.getElementById("no-active")) {
+        var empty = document.createElement("p");
+        empty.id = "no-active";
+        empty.className = "all-clear";
+        empty.textContent = list.getAttribute("data-empty");
+        list.parentNode.insertBefore(empty, list);
+      }
+    });
+    source.addEventListener("error", function () {
+      // CONNECTING: the browser retries by itself. CLOSED: the server refused; reload the section instead.
+      if (source.readyState !== EventSource.CLOSED) return;
+      sources = sources.filter(function (s) { return s !== source; });
+      if (section) refresh(section, FALLBACK_SECONDS);
+    });
+  }
+
+  // -- regions that refresh themselves ----------------------------------------
+
+  function refresh(element, seconds) {
+    var id = element.id;
+    var timer = window.setInterval(function () {
+      var current = document.getElementById(id);
+      if (!current || document.hidden) return;
+      if (current.contains(document.activeElement)) return;  // never pull the focus away from someone
+      fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (response) {
+          var type = response.headers.get("Content-Type") || "";
+          if (!response.ok || response.redirected || type.indexOf("text/html") !== 0) throw new Error("not this page");
+          return response.text();
+        })
+        .then(function (text) {
+          var fresh = new DOMParser().parseFromString(text, "text/html").getElementById(id);
+          var now = document.getElementById(id);
+          if (fresh && now && !now.contains(document.activeElement)) now.replaceWith(fresh);
+        })
+        .catch(function () {});
+    }, seconds * 1000);
+    timers.push(timer);
   }
 
   function closeSources() {
     sources.forEach(function (source) { source.close(); });
     sources = [];
+    timers.forEach(function (timer) { window.clearInterval(timer); });
+    timers = [];
   }
 
   // -- navigation -----------------------------------------------------------
