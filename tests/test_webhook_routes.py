@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.web.resource import Resource
@@ -108,6 +109,7 @@ async def test_an_alarm_raised_by_a_posted_reading_reaches_the_receiver_and_the_
         await port.stopListening()
 
 
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")  # Twisted's own TLS server side, in this test's receiver
 @pytest_twisted.ensureDeferred
 async def test_an_https_receiver_is_held_to_its_certificate(tmp_path: Path) -> None:
     """A receiver whose certificate nobody signed gets nothing: the failure says why, and the event waits."""
