@@ -254,11 +254,11 @@ ZONES = [
 ]
 
 zones = st.sampled_from(ZONES).map(ZoneInfo)
-instants = st.integers(utc(2010, 1, 1), utc(2040, 1, 1))  # 40 years back stays after 1970
+instants = st.integers(utc(2010, 1, 1), utc(2040, 1, 1))  # 39 years back stays in 1970 or later, in every zone
 
 
 @settings(max_examples=examples(300), deadline=None)
-@given(st.sampled_from(KINDS), st.integers(0, 40), instants, zones)
+@given(st.sampled_from(KINDS), st.integers(0, 39), instants, zones)
 def test_period_properties(kind: str, periodo: int, now: int, tz: ZoneInfo) -> None:
     start, end = period_range(kind, periodo, now, tz)
     # Only a date that never happened (Apia skipped 2011-12-30) is empty.
