@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 from typing import Any, Final
 
+import orjson
+
 from meterd.web import openapi
-from meterd.web.api import Api, Call
+from meterd.web.api import JSON, Api, Call
 from meterd.web.bills import Bills
+from meterd.web.exchange import Answer
 from meterd.web.exports import Exports
 from meterd.web.fleet import Fleet
 from meterd.web.operations import Operations
@@ -29,8 +32,8 @@ class Document:
         summary="This document", tag="operations",
         ok=((200, "an OpenAPI 3 document", None),),
     )
-    async def openapi(self, call: Call) -> tuple[int, dict[str, Any]]:
-        return 200, openapi_document()
+    async def openapi(self, call: Call) -> Answer:
+        return Answer(200, JSON, openapi_bytes(), {})
 
 
 ROUTE_CLASSES: Final[tuple[type, ...]] = (Api, Bills, Document, Operations, Exports, Fleet, WebhookRoutes)
@@ -47,6 +50,12 @@ def openapi_document() -> dict[str, Any]:
     schemas = {name: schema for cls in ROUTE_CLASSES for name, schema in getattr(cls, "schemas", {}).items()}
     tags = [tag for cls in ROUTE_CLASSES for tag in getattr(cls, "tags", ())]
     return openapi.document(all_routes(), schemas=schemas, tags=tags)
+
+
+@functools.cache
+def openapi_bytes() -> bytes:
+    """The document as served: encoded once, as every request for it gets the same bytes."""
+    return orjson.dumps(openapi_document())
 
 
 def mount_all(api: Api, *groups: object) -> Api:
