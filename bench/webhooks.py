@@ -252,7 +252,7 @@ def steady(server: Meterd, cycles: Cycles, duration: float) -> tuple[int, list[f
 
 
 def phase(report: Report, work: Path, *, quick: bool, log: Any) -> None:
-    duration = 8.0 if quick else 30.0
+    duration = 3.0 if quick else 30.0
     report.section(f"webhooks: {EVENT_RATE:,.0f} alarm events/s for {duration:g} s, {CUSTOMERS} customers, one webhook to a local receiver")
     recv = Receiver(work).start()
     server: Meterd | None = None
@@ -292,8 +292,9 @@ def phase(report: Report, work: Path, *, quick: bool, log: Any) -> None:
             server.stop()
         recv.stop()
     # the steady run's events: those each customer's cycles caused after the webhook was registered, until the burst
-    raised = {c: t[sent["raised"].get(c, 0) : upto["raised"][c]] for c, t in cycles.raised_sent.items()}
-    cleared = {c: t[sent["cleared"].get(c, 0) : upto["cleared"][c]] for c, t in cycles.cleared_sent.items()}
+    # (a customer first cycled in the burst has none of them)
+    raised = {c: t[sent["raised"].get(c, 0) : upto["raised"].get(c, 0)] for c, t in cycles.raised_sent.items()}
+    cleared = {c: t[sent["cleared"].get(c, 0) : upto["cleared"].get(c, 0)] for c, t in cycles.cleared_sent.items()}
     delays, unmatched = lags(raised, cleared, notes[:steady_notes])
     steady_rate, drain_rate = arrival_rate(notes[:steady_notes]), arrival_rate(notes[steady_notes:])
     firsts = list(dict.fromkeys(n[4] for n in notes))  # each event id once, in the order it first arrived
