@@ -19,6 +19,11 @@ settings.register_profile("ci", derandomize=True, database=None)
 settings.register_profile("fast", max_examples=20)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers a core, since most of a test's time is spent waiting on sockets and servers."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     fast = "not slow" in (config.getoption("markexpr") or "")
     support.FAST_LOOP = fast  # tests.support.examples(): explicit counts shrink too

@@ -32,7 +32,7 @@ def test_the_rate_spans_the_last_samples() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_the_fleet_names_silent_meters_counts_alarms_and_drops(tmp_path: Path) -> None:
-    server = await start_server(tmp_path / "data", "--silent-after", "1")
+    server = await start_server(tmp_path / "data", "--silent-after", "0.5")
     try:
         status, body, _ = await server.call("POST", "/cadCliente", json_body={"id": A, "name": "Ana Souza"})
         assert status == 201

@@ -8,6 +8,7 @@ an HTTP body, so no transport can drift from the others.
 
 from __future__ import annotations
 
+import decimal
 import json
 import time
 from typing import Any
@@ -150,7 +151,9 @@ def test_a_csv_datagram_gives_the_same_answers(spelling: str, strict: int | str,
 def test_every_plain_decimal_spelling_is_read_exactly(value: Any) -> None:
     """Whatever the digits, the value is the decimal's: exact when it has 3 decimals or fewer, else refused."""
     text = format(value, "f")
-    thousandths = value * 1000
+    with decimal.localcontext() as exact_arithmetic:
+        exact_arithmetic.prec = 1000  # more digits than any example: the product is never rounded
+        thousandths = value * 1000
     if thousandths == thousandths.to_integral_value():
         assert kwh_to_wh("valor", text) == int(thousandths)
     else:
