@@ -886,7 +886,8 @@ def phase_attack(a: argparse.Namespace, report: Report, work: Path) -> None:
         calm_first = 100.0 * calm["acked_within"] / max(1, calm["sent"])
         report.add(Row(f"{g['label']}: first-try acks", f"{first:.2f} % of {flooded['sent']:,}",
                        f"{calm_first:.2f} % (no flood)", ratio(first, calm_first)))
-        report.add(Row(f"{g['label']}: good ack p99 (of acked)", ms(flooded["ack_p99_s"]), ms(calm["ack_p99_s"]),
+        report.add(Row(f"{g['label']}: good ack p99 (of acked)", ms(flooded["ack_p99_s"]) if flooded["acked"] else "none acked",
+                       ms(calm["ack_p99_s"]),
                        ratio(flooded["ack_p99_s"], calm["ack_p99_s"])))
         report.add(Row(f"{g['label']}: garbage offered", rate(g["junk_rate"]), "", ""))
         everything = max(1, g["junk_sent"] + flooded["sent"])

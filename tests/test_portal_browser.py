@@ -148,7 +148,7 @@ async def test_a_customer_sees_the_chart_and_prints_the_bill(world: World, brows
         browser.read_console()
         log_in(browser, base, "f-id", format_taxid(A), world.token)
         seen: dict[str, Any] = {"heading": heading(driver)}
-        seen["bars"] = driver.execute_script("return document.querySelectorAll('#overview-chart rect.bar, #overview-chart rect.bar-est').length")
+        seen["bars"] = driver.execute_script("return document.querySelectorAll('#overview-chart g.bars rect').length")
         seen["projection"] = driver.find_element(By.CSS_SELECTOR, ".figures").text
         driver.find_element(By.CSS_SELECTOR, f'.site-nav a[href="{routes.BILL}"]').click()
         wait(driver, lambda d: heading(d) == "Fatura de energia elétrica")
