@@ -116,7 +116,7 @@ def test_lossy_run_is_stored_exactly_once(server: Server) -> None:
     summary = json.loads(summary_path.read_text())
     [row] = summary["meters"]
     assert summary["drained"] is True
-    assert row["pending"] == 0 and row["sent"] == row["acked"] >= 50 and row["resent"] > 0
+    assert row["pending"] == 0 and row["sent"] == row["acked"] >= 20 and row["resent"] > 0  # ~60 sent in 3 s; fewer on a busy machine
     meters = server.get(f"/getMedidores?id={row['id']}")["meters"]
     [stored] = [m for m in meters if m["id_medidor"] == row["id_medidor"]]
     assert _wh(stored["last_kwh"]) == _wh(row["register_kwh"])
