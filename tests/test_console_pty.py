@@ -116,8 +116,9 @@ def test_token_typed_at_the_prompt_is_not_echoed(server: Twistd) -> None:
         term.close()
 
 
-def _raise_demand_alarm(server: Twistd) -> tuple[str, str]:
-    """A customer whose meter drew 120 kW for a minute; returns (token, alarm message)."""
+@pytest.fixture(scope="module")
+def alarmed(server: Twistd) -> tuple[str, str]:
+    """A customer whose meter drew 120 kW for a minute: (token, alarm message), for every test that needs one."""
     token = call(server, "POST", "/cadCliente", {"id": CPF_ALARM, "name": "Carla"})["token"]
     call(server, "POST", "/cadMedidor", {"id": CPF_ALARM})
     now = time.time()
@@ -137,8 +138,8 @@ def _column(lines: list[str], index: int, columns: int) -> str:
     return " ".join(c for c in cells if c)
 
 
-def test_alarm_view_shows_the_message_at_80_columns_and_follows_a_resize(server: Twistd) -> None:
-    token, message = _raise_demand_alarm(server)
+def test_alarm_view_shows_the_message_at_80_columns_and_follows_a_resize(server: Twistd, alarmed: tuple[str, str]) -> None:
+    token, message = alarmed
     term = console(server, "--customer", CPF_ALARM, "--token", token)
     try:
         term.expect(r"3\) Alarmes")
@@ -165,7 +166,7 @@ def test_alarm_view_shows_the_message_at_80_columns_and_follows_a_resize(server:
         term.close()
 
 
-def test_bill_keeps_its_header_on_a_24_line_screen(server: Twistd) -> None:
+def test_bill_keeps_its_header_on_a_24_line_screen(server: Twistd, alarmed: tuple[str, str]) -> None:
     term = console(server, "--data-dir", str(server.data_dir), "--operator")
     try:
         term.expect(r"4\) Fatura de um cliente")
