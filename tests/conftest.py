@@ -24,11 +24,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow end-to-end tests first: the many short ones then fill the workers' last minutes evenly."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     fast = "not slow" in (config.getoption("markexpr") or "")
     support.FAST_LOOP = fast  # tests.support.examples(): explicit counts shrink too
