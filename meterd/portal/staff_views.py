@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from meterd.directory import OPERATOR
 from meterd.portal import routes
-from meterd.portal.layout import PageContext
+from meterd.portal.layout import PageContext, PortalPage
 from meterd.portal.message_page import api_reason
 from meterd.portal.staff_pages import CredentialPage, CustomerPage, FleetPage, NewCustomerPage, NewMeterPage, SearchPage
 from meterd.web.api import Api
 from meterd.web.errors import ApiError
 
 __all__ = ["Desk", "credential", "customer", "fleet", "new_customer", "new_meter", "search"]
+
+P = TypeVar("P", bound=PortalPage)
 
 _NEW_CUSTOMER_FIELDS = ("id", "name", "ligacao", "limite_kw", "limite_kwh", "tz")
 
@@ -77,30 +79,32 @@ async def new_customer(d: Desk, form: Mapping[str, str] | None) -> tuple[int, Ne
     if form is None:
         return 200, NewCustomerPage(d.ctx, {})
     values = {k: (form.get(k) or "").strip() for k in _NEW_CUSTOMER_FIELDS}
-    errors, status = d.field_errors("/cadCliente", values), 400
-    if not errors:
-        try:
-            return 201, NewCustomerPage(d.ctx, {"created": await d.ask("POST", "/cadCliente", values)})
-        except ApiError as e:
-            if e.status != 409:  # customer_exists
-                raise
-            errors["id"], status = api_reason(d.ctx.fmt, e), 409
-    return status, NewCustomerPage(d.ctx, {"values": values, "errors": errors})
+    return await _register(d, NewCustomerPage, "/cadCliente", values, 409)  # 409: customer_exists
 
 
 async def new_meter(d: Desk, query: Mapping[str, str], form: Mapping[str, str] | None) -> tuple[int, NewMeterPage]:
     if form is None:
         return 200, NewMeterPage(d.ctx, {"values": {"id": query.get("id") or ""}})
     values = {"id": (form.get("id") or "").strip(), "mode": (form.get("mode") or "").strip()}
-    errors, status = d.field_errors("/cadMedidor", values), 400
+    return await _register(d, NewMeterPage, "/cadMedidor", values, 404)  # 404: unknown_customer
+
+
+async def _register(d: Desk, page: type[P], route: str, values: dict[str, str], refusal: int) -> tuple[int, P]:
+    """``values`` posted to ``route``: 201 and the page showing what it created, or the form again with its errors.
+
+    The fields are checked by the route's own declaration first (400); the
+    API's ``refusal`` status (the id already registered, or unknown) is shown
+    on the ``id`` field, and any other error is the site's to answer.
+    """
+    errors, status = d.field_errors(route, values), 400
     if not errors:
         try:
-            return 201, NewMeterPage(d.ctx, {"created": await d.ask("POST", "/cadMedidor", values)})
+            return 201, page(d.ctx, {"created": await d.ask("POST", route, values)})
         except ApiError as e:
-            if e.status != 404:  # unknown_customer
+            if e.status != refusal:
                 raise
-            errors["id"], status = api_reason(d.ctx.fmt, e), 404
-    return status, NewMeterPage(d.ctx, {"values": values, "errors": errors})
+            errors["id"], status = api_reason(d.ctx.fmt, e), refusal
+    return status, page(d.ctx, {"values": values, "errors": errors})
 
 
 async def credential(d: Desk, kind: str, params: Mapping[str, str], post: bool) -> CredentialPage:
