@@ -486,7 +486,6 @@ def phase_scaleout(a: argparse.Namespace, report: Report, work: Path) -> None:
 
 ATTACK_FLEET = 200  # the garbage flood's good meters
 ATTACK_FLEET_EVERY = 0.5  # seconds between two readings of one good meter
-ACK_WITHIN = 2.0  # a reading acknowledged within this long of its only send: first try
 HEALTH_EVERY = 0.1
 HEALTH_LIMIT = 0.100  # the issue's target for /health's p99 under each attack
 PIPELINE_CONNECTIONS = 200
@@ -833,15 +832,15 @@ def attack_garbage(a: argparse.Namespace, report: Report, work: Path, workers: i
     fleet_rate = ATTACK_FLEET / ATTACK_FLEET_EVERY
     try:
         log(f"attack {label}: {ATTACK_FLEET} good meters alone for {a.attack_duration:g} s")
-        quiet = Senders(server.udp_port, fleet, 1, fleet_rate, a.attack_duration, 1, drain=ACK_WITHIN + 0.5, ack_within=ACK_WITHIN)
+        quiet = Senders(server.udp_port, fleet, 1, fleet_rate, a.attack_duration, 1, drain=a.ack_within + 0.5, ack_within=a.ack_within)
         m0 = server.metrics()
         quiet.go()
         calm = quiet.results()
         m1 = server.metrics()
         log(f"attack {label}: the same with {GARBAGE_SENDERS} garbage senders flooding the port")
-        good = Senders(server.udp_port, fleet, 1, fleet_rate, a.attack_duration, 1_000_000, drain=ACK_WITHIN + 0.5,
-                       ack_within=ACK_WITHIN)
-        flood_s = 0.5 + a.attack_duration + ACK_WITHIN + 0.5  # the flood runs until the last reading's ack window closes
+        good = Senders(server.udp_port, fleet, 1, fleet_rate, a.attack_duration, 1_000_000, drain=a.ack_within + 0.5,
+                       ack_within=a.ack_within)
+        flood_s = 0.5 + a.attack_duration + a.ack_within + 0.5  # the flood runs until the last reading's ack window closes
         clients = [AttackClient(kind="garbage", port=server.udp_port, meters=[{"id": m["id"], "meter": m["meter"]} for m in fleet],
                                 duration=flood_s, seed=k) for k in range(GARBAGE_SENDERS)]
         for c in clients:
@@ -895,7 +894,7 @@ def phase_attack(a: argparse.Namespace, report: Report, work: Path) -> None:
                        f"of {everything:,} sent", f"{sum(g['dropped'].values()) / everything:.0%} / {g['kernel'] / everything:.0%}"))
         report.note(f"{g['label']}: {ATTACK_FLEET} meters, one signed reading each every {ATTACK_FLEET_EVERY:g} s "
                     f"({ATTACK_FLEET / ATTACK_FLEET_EVERY:,.0f}/s) for {a.attack_duration:g} s, each sent once: first-try = acked within "
-                    f"{ACK_WITHIN:g} s; no flood {calm['acked']:,}/{calm['sent']:,} acked at all, kernel drops {g['calm_kernel']:,.0f}; "
+                    f"{a.ack_within:g} s; no flood {calm['acked']:,}/{calm['sent']:,} acked at all, kernel drops {g['calm_kernel']:,.0f}; "
                     f"under the flood {flooded['acked']:,}/{flooded['sent']:,} acked at all; {GARBAGE_SENDERS} garbage senders, unpaced, "
                     f"{g['junk_sent']:,} datagrams ({reasons(g['pool'])} in every {sum(g['pool'].values()):,}); meterd "
                     f"(with its workers) at {g['cpu']:.0%} CPU read {g['received']:,.0f} datagrams in all and dropped {reasons(g['dropped'])}; "
@@ -951,6 +950,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # long enough for the first connections' 408s, and for reopened ones to be refused or held again
     a.slowloris_duration = max(a.attack_duration, a.attack_header_timeout + SWEEP_S + 2 * a.slowloris_interval)
     a.udp_probe = 1.5 if a.quick else 3.0
+    a.ack_within = 1.0 if a.quick else 2.0  # garbage flood: a reading acknowledged within this long of its only send: first try
     return a
 
 

@@ -1,6 +1,6 @@
-"""The ``export`` phase: a year of one-minute readings (525,600 rows) as one streamed CSV.
+"""The ``export`` phase: a year of one-minute readings (525,600 rows) as one streamed CSV (``--quick``: 30 days).
 
-One customer's year is bulk-inserted offline through the store's writer
+One customer's readings are bulk-inserted offline through the store's writer
 (``bench.prepare``), then exported from ``/getLeituras?format=csv`` twice:
 from meterd's own port, and through an HTTP worker. The client reads as fast
 as it can; the figures are the rows and bytes a second, the time to the first
@@ -93,9 +93,11 @@ def export_once(server: Meterd, customer: str, token: str) -> dict[str, Any]:
 
 
 def phase_export(a: argparse.Namespace, report: Report, work: Path, prepare: Any, log: Any) -> None:
-    report.section("export: a year of one-minute readings as one streamed CSV (/getLeituras?format=csv)")
-    log("preparing one customer with a year of one-minute readings, offline")
-    prepared = prepare(work, "export", {"customers": 0, "secrets": False, "history": [{"step_s": 60, "days": 365}]})
+    days = 30 if a.quick else 365
+    span = f"{days} days" if a.quick else "a year"
+    report.section(f"export: {span} of one-minute readings as one streamed CSV (/getLeituras?format=csv)")
+    log(f"preparing one customer with {span} of one-minute readings, offline")
+    prepared = prepare(work, "export", {"customers": 0, "secrets": False, "history": [{"step_s": 60, "days": days}]})
     who = prepared["history"][0]
     base_rate, base_rows = plain_sql_rate(work / "export" / "meterd.sqlite3", who["id"])
     report.note(f"export: {who['readings']:,} readings prepared offline in {prepared['seconds']:.1f} s; the plain SQL loop read "

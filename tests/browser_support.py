@@ -206,8 +206,8 @@ def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[s
     """Load ``url`` and check it as a person would meet it; screenshots ``stem-*.png`` in ``artifacts``.
 
     Tab is pressed from the top of the page until every visible control has
-    had the focus once; the page is then shown at 1280×800 and on a phone
-    (390×844), each as the viewport and as the whole page.
+    had the focus once; the page is then photographed whole at 1280×800 and
+    on a phone (390×844): the whole page, since its top is the viewport.
     """
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
@@ -229,7 +229,6 @@ def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[s
     result["unreached"] = sorted(set(range(count)) - reached)
     result["controls"] = count
     driver.execute_script("document.activeElement && document.activeElement.blur()")
-    browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}x{DESKTOP[1]}.png")
     browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}-full.png", full=True)
     browser.viewport(*PHONE, mobile=True)
     load(browser, driver.current_url)
@@ -242,7 +241,6 @@ def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[s
         " ? '.' + String(e.className).split(' ').join('.') : '') + ' ' + Math.round(e.getBoundingClientRect().right)"
         " + (e.closest('table') && e.closest('table').caption ? ' in ' + e.closest('table').caption.textContent : ''))"
     )
-    browser.screenshot(artifacts / f"{stem}-{PHONE[0]}x{PHONE[1]}.png")
     browser.screenshot(artifacts / f"{stem}-{PHONE[0]}-full.png", full=True)
     browser.viewport(*DESKTOP)
     entries = browser.read_console()

@@ -29,6 +29,16 @@ from meterd.service import Meterd, makeService
 
 
 
+def zone_at_midday(now: float) -> str:
+    """A fixed-offset IANA zone where ``now`` falls within half an hour of noon.
+
+    A customer in it has the hours before and after ``now`` in one local day,
+    month and year, whatever hour the test runs at.
+    """
+    hours = max(-12, min(14, round(12 - (now % 86400) / 3600)))
+    return "Etc/UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"  # the Etc/GMT signs are POSIX's: GMT-3 is UTC+3
+
+
 def pg_schema() -> str:
     """The PostgreSQL schema this test process may wipe: one per xdist worker, so workers never share one."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")

@@ -120,7 +120,7 @@ def test_quick_attack_phase_prints_its_rows() -> None:
 
 
 def test_export_phase_exports_every_row_with_its_figures() -> None:
-    done = _bench("--only", "export", timeout=180)
+    done = _bench("--quick", "--only", "export", timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("meterd's port:", "2 HTTP workers:"))]
     assert len(rows) == 10, done.stdout

@@ -23,7 +23,7 @@ from meterd.portal.throttle import LoginThrottle
 from meterd.taxid import make_cpf
 from meterd.web.exchange import Incoming
 from tests.portal_support import PortalClient, open_stream, raise_demand_alarm
-from tests.support import LiveServer, pg_dsn, reset_pg, start_server, until
+from tests.support import LiveServer, pg_dsn, reset_pg, start_server, until, zone_at_midday
 
 A = make_cpf("529982247")
 B = make_cpf("168995350")
@@ -288,9 +288,9 @@ async def test_the_language_chosen_sticks_to_the_session(server: LiveServer) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_history_views_and_their_csv(server: LiveServer) -> None:
-    token = await register(server, A, "Ana")
-    await server.call("POST", "/cadMedidor", json_body={"id": A})
     now = int(time.time())
+    token = await register(server, A, "Ana", tz=zone_at_midday(now))  # both readings in one local day
+    await server.call("POST", "/cadMedidor", json_body={"id": A})
     for meter, (first, last) in ((1, (100.0, 101.5)), (2, (7.0, 7.25))):
         for ts, valor in ((now - 7200, first), (now - 60, last)):
             status, body, _ = await server.call("POST", "/postConsumo", json_body={"id": A, "id_medidor": meter, "valor": valor, "timestamp": ts})
