@@ -277,8 +277,9 @@ def phase(report: Report, work: Path, *, quick: bool, log: Any) -> None:
     recv = Receiver(work).start()
     server: Meterd | None = None
     try:
-        log(f"webhook baseline: sequential plain POSTs to the receiver for {BASELINE_S:g} s")
-        base_times, base_rps = plain_round_trips(recv.port, SAMPLE_BODY, BASELINE_S)
+        baseline_s = BASELINE_S / 3 if quick else BASELINE_S
+        log(f"webhook baseline: sequential plain POSTs to the receiver for {baseline_s:g} s")
+        base_times, base_rps = plain_round_trips(recv.port, SAMPLE_BODY, baseline_s)
         data_dir = work / "webhooks"
         data_dir.mkdir()
         server = Meterd(data_dir, "--alarm-window", str(WINDOW_S)).start()

@@ -189,6 +189,12 @@ class Meterd(service.MultiService):
         self.http_port: IListeningPort | None = None
         self.udp_port: Any = None
         self._tuning: tuning.Tuning | None = None
+        #: Whether start-up freezes what it loaded (and stop thaws it). Right for
+        #: a process meterd owns, as under twistd; a host running many meterds
+        #: in its own process (the tests) turns it off: the full collection
+        #: before freezing would traverse the host's whole heap at each start.
+        self.freeze_heap = True
+        self._frozen = False
         self._umask: int | None = None
         self._stopping: Deferred[None] | None = None
         for child in (parts.ingest, parts.alarms, parts.webhooks, parts.runs, Notices(parts.metrics.recent), parts.fleet.sampler, parts.portal.live):
@@ -236,8 +242,10 @@ class Meterd(service.MultiService):
         # collection traverses every tracked object with the GIL held, a
         # pause that grows with the directory and that the reactor cannot
         # afford under load. Frozen, the collector skips it.
-        gc.collect()
-        gc.freeze()
+        if self.freeze_heap:
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
         for child in self:
             child.startService()
         self.http_port = await self._listen_http()
@@ -320,7 +328,9 @@ class Meterd(service.MultiService):
             if child.running:
                 await maybeDeferred(child.stopService)
         await parts.store.stop()
-        gc.unfreeze()  # a stopped meterd's objects are the collector's again (tests run many in one process)
+        if self._frozen:  # a stopped meterd's objects are the collector's again
+            gc.unfreeze()
+            self._frozen = False
         if self._tuning is not None:
             tuning.restore(self._tuning)
             self._tuning = None

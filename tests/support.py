@@ -183,13 +183,15 @@ async def http_workers_ready(server: LiveServer, n: int, timeout: float = 20) ->
 TEST_FLUSH_INTERVAL = 0.005
 
 
-async def start_server(data_dir: Path, *args: str, flush_interval: float = TEST_FLUSH_INTERVAL) -> LiveServer:
+async def start_server(data_dir: Path, *args: str, flush_interval: float = TEST_FLUSH_INTERVAL, freeze_heap: bool = False) -> LiveServer:
+    """meterd in this process; by default it leaves the heap unfrozen, this process's being pytest's (see ``Meterd.freeze_heap``)."""
     config = Options()
     config.parseOptions(
         ["--http", "tcp:0:interface=127.0.0.1", "--udp", "0", "--udp-interface", "127.0.0.1", "--data-dir", str(data_dir), *args]
     )
     core = makeService(config)
     core.ingest.flush_interval = flush_interval
+    core.freeze_heap = freeze_heap
     core.startService()
     await core.ready
     assert core.http_port is not None

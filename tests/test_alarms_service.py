@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import task
 
 from meterd.alarms import Alarms, UnknownAlarm
 from meterd.directory import Directory
@@ -24,6 +24,7 @@ from meterd.metrics import Metrics
 from meterd.readings import US_PER_MS, Outcome, Reading
 from meterd.store.base import Actor, Customer
 from meterd.store.sqlite import SqliteStore
+from tests.support import until
 
 T = 1_764_000_000  # 2025-11-24T16:00:00Z, mid-month in São Paulo, on the hour
 S = 1000
@@ -277,11 +278,10 @@ async def test_monthly_is_evaluated_by_the_timer(tmp_path: Path, clock: task.Clo
         book = rig.alarms.book
         assert book is not None and not book.is_active(CID, None, "monthly")
         clock.advance(1)  # the evaluation tick; its queries run in the store's threads
-        for _ in range(500):
-            if book.is_active(CID, None, "monthly"):
-                break
-            await task.deferLater(reactor, 0.01, lambda: None)
-        assert book.is_active(CID, None, "monthly")
+        async def raised() -> bool:
+            return book.is_active(CID, None, "monthly")
+
+        await until(raised, 30)
         await rig.alarms.saved()
         assert rig.rows("SELECT rule FROM alarms") == [("monthly",)]
     finally:

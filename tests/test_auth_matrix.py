@@ -24,8 +24,6 @@ from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from meterd.credentials import new_token, token_hash
@@ -95,11 +93,11 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     w.base_ts = now - 240
     for ts, valor in ((now - 250, 0), (now - 245, 5)):
         await _ok(server, "POST", "/postConsumo", {"id": A, "id_medidor": 2, "valor": valor, "timestamp": ts})
-    for _ in range(100):  # alarms are evaluated after the commit
+    async def alarmed() -> tuple[int, Any] | None:  # alarms are evaluated after the commit
         status, body, _ = await server.call("GET", "/getAlarme", params={"id": A})
-        if status != 200 or body.get("active"):
-            break
-        await deferLater(reactor, 0.02, lambda: None)
+        return (status, body) if status != 200 or body.get("active") else None
+
+    status, body = await until(alarmed, 30)
     if status == 200:
         w.alarm_ids = [alarm["alarm_id"] for alarm in body["active"]]
         assert w.alarm_ids, f"A's readings should have raised an alarm to acknowledge: {body}"
@@ -107,11 +105,11 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     last_month = now - 40 * 86_400
     await _ok(server, "POST", "/postConsumo", {"id": A, "id_medidor": 1, "valor": 0, "timestamp": last_month})
     await _ok(server, "POST", "/faturamento", {"periodo": 1}, 202)
-    for _ in range(200):
-        status, run, _ = await server.call("GET", "/getFaturamento")
-        if run["estado"] != "executando":
-            break
-        await deferLater(reactor, 0.02, lambda: None)
+    async def ran() -> Any:
+        _, run, _ = await server.call("GET", "/getFaturamento")
+        return run if run["estado"] != "executando" else None
+
+    run = await until(ran, 60)
     assert run["estado"] == "concluida" and run["emitidas"] >= 1, run
     yield w
     await server.stop()
@@ -419,11 +417,10 @@ def _dropped(server: LiveServer, reason: str) -> float:
 
 
 async def _until_dropped(server: LiveServer, reason: str, before: float) -> None:
-    for _ in range(300):
-        if _dropped(server, reason) > before:
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"no datagram was dropped as {reason}")
+    async def dropped() -> bool:
+        return _dropped(server, reason) > before
+
+    await until(dropped, 30)
 
 
 def _payload(w: World, seq: int, **changes: Any) -> bytes:

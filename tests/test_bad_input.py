@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThread
 
 from meterd.datagram import sign
 from meterd.taxid import make_cnpj, make_cpf
-from tests.support import LiveServer, start_server
+from tests.support import LiveServer, start_server, until
 from tests.web_support import assert_documented, dump_store
 
 CID = make_cpf("529982247")
@@ -366,10 +366,10 @@ async def test_bad_datagram_is_dropped_counted_and_changes_nothing(world: World,
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
         s.sendto(make(world), ("127.0.0.1", server.udp_port))
-        for _ in range(200):
-            if _dropped(server, reason) > before_count:
-                break
-            await deferLater(reactor, 0.01, lambda: None)
+        async def dropped() -> bool:
+            return _dropped(server, reason) > before_count
+
+        await until(dropped, 30)
         assert _dropped(server, reason) == before_count + 1
         await deferLater(reactor, 0.1, lambda: None)  # a flush would have happened by now
         with pytest.raises(BlockingIOError):

@@ -431,14 +431,14 @@ async def test_the_server_freezes_what_it_loaded_at_start_and_thaws_it_at_stop(t
     from tests.support import start_server
 
     gc.unfreeze()
-    server = await start_server(tmp_path)
+    server = await start_server(tmp_path, freeze_heap=True)
     try:
         code, _, _ = await server.call("POST", "/cadCliente", json_body={"id": C, "name": "Fulano", "ligacao": "mono"})
         assert code == 201
     finally:
         await server.stop()
     assert gc.get_freeze_count() == 0
-    server = await start_server(tmp_path)  # the customer is now loaded at start
+    server = await start_server(tmp_path, freeze_heap=True)  # the customer is now loaded at start
     try:
         frozen = gc.get_freeze_count()
         assert frozen > 0
@@ -450,6 +450,11 @@ async def test_the_server_freezes_what_it_loaded_at_start_and_thaws_it_at_stop(t
         await server.stop()
     assert gc.get_freeze_count() == 0
     assert any(obj is loaded for obj in gc.get_objects())
+    server = await start_server(tmp_path)  # a host that says no (these tests): the heap stays the host's
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        await server.stop()
 
 
 # -- work between flushes (a meter retired or replaced) ------------------------------------
