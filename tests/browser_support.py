@@ -202,11 +202,12 @@ return Array.from(document.querySelectorAll('svg.chart')).map(svg => {
 """
 
 
-def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[str, Any]:
+def audit_page(browser: Browser, url: str, stem: str, artifacts: Path, *, keyboard: bool = True) -> dict[str, Any]:
     """Load ``url`` and check it as a person would meet it; screenshots ``stem-*.png`` in ``artifacts``.
 
     Tab is pressed from the top of the page until every visible control has
-    had the focus once; the page is then photographed whole at 1280×800 and
+    had the focus once (unless ``keyboard`` is false: the same page in another
+    language has the same controls in the same order); the page is then photographed whole at 1280×800 and
     on a phone (390×844): the whole page, since its top is the viewport.
     """
     from selenium.webdriver.common.action_chains import ActionChains
@@ -221,12 +222,12 @@ def audit_page(browser: Browser, url: str, stem: str, artifacts: Path) -> dict[s
     result["charts"] = driver.execute_script(CHART_ALTERNATIVES)
     count = driver.execute_script(MARK_CONTROLS)
     reached = set()
-    for _ in range(count + 3):
+    for _ in range(count + 3 if keyboard else 0):
         ActionChains(driver).send_keys(Keys.TAB).perform()
         mark = driver.execute_script("return document.activeElement.dataset.tabcheck || null")
         if mark is not None:
             reached.add(int(mark))
-    result["unreached"] = sorted(set(range(count)) - reached)
+    result["unreached"] = sorted(set(range(count)) - reached) if keyboard else []
     result["controls"] = count
     driver.execute_script("document.activeElement && document.activeElement.blur()")
     browser.screenshot(artifacts / f"{stem}-{DESKTOP[0]}-full.png", full=True)

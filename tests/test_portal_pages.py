@@ -514,7 +514,7 @@ async def test_page_in_browser(browser: Any, site: Any, artifacts: Path, name: s
     base, _ = site
     for lang in ("pt", "en"):
         url = routes.href(base + path, fixture=name, lang=lang)
-        result = await in_thread(lambda url=url, lang=lang: audit_page(browser, url, f"{name}-{lang}", artifacts))
+        result = await in_thread(lambda url=url, lang=lang: audit_page(browser, url, f"{name}-{lang}", artifacts, keyboard=lang == "pt"))
         assert_page_passes(result, f"{name} ({lang})")
         assert [c["rows"] for c in result["charts"]] == CHART_BUCKETS.get(name, [])
 
