@@ -9,14 +9,14 @@ The harness registers ``CUSTOMERS`` customers with a 1 kW demand limit and
 one webhook for all of them, then sends signed UDP readings that raise and
 clear a demand alarm, round robin over the customers, at ``EVENT_RATE``
 events a second: four readings drawing 40 kW at once (a raise), then, 0.2 s
-later, one reading 70 s later in meter time with nothing drawn (a
-clear). meterd decides alarms after each flush, on the readings it holds
-then: a raise and its clear that reach it in one flush (a busy host can hold
-both back) are one excursion that raised nothing, so the readings sent are an
+later, one reading 70 s later in meter time with nothing drawn (a clear).
+meterd decides alarms after each flush, on the readings it holds then: a
+raise and its clear that reach it in one flush (a busy host can hold both
+back) are one excursion that raised nothing, so the readings sent are an
 upper bound of the events, and what must be delivered is every event meterd
-recorded, in order. A delivery's lag is the time from sending the readings that caused
-its event to the receiver taking it: ingest, the alarm rules, the
-settlement and the delivery together. The baseline is the receiver's own
+recorded, in order. A delivery's lag is the time from sending the readings
+that caused its event to the receiver taking it: ingest, the alarm rules,
+the settlement and the delivery together. The baseline is the receiver's own
 round trip for a plain POST of the same size, sequential on one keep-alive
 connection, measured in the same run. Meanwhile ``/health`` is asked every
 50 ms, and its latency compared with the same before any alarm.
