@@ -389,17 +389,28 @@ A = make_cpf("529982247")
 ROWS = 150_000  # about 8 MB of CSV: more than every buffer between the store and a client that stops reading
 
 
-async def loaded_server(tmp_path: Any, *args: str) -> Any:
-    server = await start_server(tmp_path / "data", *args)
-    status, body, _ = await server.call("POST", "/cadCliente", json_body={"id": A, "name": "Zé", "tz": "UTC"})
-    assert status == 201, body
-    assert (await server.call("POST", "/cadMedidor", json_body={"id": A}))[0] == 201
-    from meterd.readings import Reading
+#: The real-client tests run against meterd's own port and through one HTTP worker.
+SERVED_BY = pytest.mark.parametrize("workers", [(), ("--http-workers", "1")], ids=["meterd's port", "an HTTP worker"])
 
-    start_us = (int(time.time()) - ROWS * 60 - 3600) * 1_000_000
-    for first in range(0, ROWS, 10_000):
-        batch = [Reading(A, 1, start_us + i * 60_000_000, 1_000_000 + 7 * i, None) for i in range(first, min(ROWS, first + 10_000))]
-        await server.core.store.ingest(batch, int(time.time() * 1000))
+
+async def loaded_server(tmp_path: Any, *args: str) -> Any:
+    """meterd with ROWS one-minute readings of customer A; its HTTP workers, if any, ready to serve."""
+    server = await start_server(tmp_path / "data", *args)
+    try:
+        status, body, _ = await server.call("POST", "/cadCliente", json_body={"id": A, "name": "Zé", "tz": "UTC"})
+        assert status == 201, body
+        assert (await server.call("POST", "/cadMedidor", json_body={"id": A}))[0] == 201
+        from meterd.readings import Reading
+
+        start_us = (int(time.time()) - ROWS * 60 - 3600) * 1_000_000
+        for first in range(0, ROWS, 10_000):
+            batch = [Reading(A, 1, start_us + i * 60_000_000, 1_000_000 + 7 * i, None) for i in range(first, min(ROWS, first + 10_000))]
+            await server.core.store.ingest(batch, int(time.time() * 1000))
+        if "--http-workers" in args:
+            await http_workers_ready(server, int(args[args.index("--http-workers") + 1]))
+    except BaseException:
+        await server.stop()
+        raise
     return server
 
 
@@ -446,13 +457,11 @@ async def settle(count: list[int], quiet: float = 1.0) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [(), ("--http-workers", "1")], ids=["meterd's port", "an HTTP worker"])
+@SERVED_BY
 @pytest_twisted.ensureDeferred
 async def test_a_real_client_that_stops_reading_stops_the_store_reads_and_gets_every_row_when_it_reads_again(tmp_path: Any, workers: tuple[str, ...]) -> None:
     server = await loaded_server(tmp_path, *workers)
     try:
-        if workers:
-            await http_workers_ready(server, 1)
         count = counting_reads(server)
         sock = open_export(server)
         first = await deferToThread(sock.recv, 65536)
@@ -475,13 +484,11 @@ async def test_a_real_client_that_stops_reading_stops_the_store_reads_and_gets_e
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [(), ("--http-workers", "1")], ids=["meterd's port", "an HTTP worker"])
+@SERVED_BY
 @pytest_twisted.ensureDeferred
 async def test_a_real_client_that_goes_away_ends_the_export(tmp_path: Any, workers: tuple[str, ...]) -> None:
     server = await loaded_server(tmp_path, *workers)
     try:
-        if workers:
-            await http_workers_ready(server, 1)
         count = counting_reads(server)
         sock = open_export(server)
         assert (await deferToThread(sock.recv, 65536)).startswith(b"HTTP/1.1 200 OK\r\n")
