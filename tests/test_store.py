@@ -782,6 +782,43 @@ async def test_sqlite_an_edge_remembered_past_the_newest_reading_goes_with_the_n
 
 
 @pytest_twisted.ensureDeferred
+async def test_sqlite_a_meter_registered_while_a_flush_reads_the_states_joins_them_after_it(tmp_path):
+    # A flush's transaction reads the meters' states lent by the reactor; a meter registered
+    # meanwhile must not change them under it, and must be there for the next flush.
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        await setup_meters(store, "register")
+        registering = store.create_meter(C1, "interval", KEY, 1_700_000_000_000)  # the writer's next transaction
+        flushing = store.ingest([rd(D0, 1000)], 0)  # lends the states; its transaction runs after the registration
+        meter = await registering
+        assert meter.meter_id == 2
+        assert (C1, 2) not in store.memory.states  # registered, and waiting: the flush is reading the states
+        assert await flushing == [Outcome.STORED]
+        assert store.memory.states[(C1, 2)].mode == "interval"
+        assert await store.ingest([rd(D0, 5, meter=2), rd(D0 + HOUR, 1100)], 0) == [Outcome.STORED, Outcome.STORED]
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_a_failed_flush_gives_the_states_back(tmp_path):
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        await setup_meters(store, "register")
+        await store.ingest([rd(D0, 1000)], 0)
+        with pytest.raises(TypeError):  # the plan compares it with the stored register, on the writer thread
+            await store.ingest([rd(D0 + HOUR, "not a number")], 0)  # type: ignore[arg-type]
+        assert store.memory.states[(C1, 1)].last_ts == D0  # nothing of the failed flush was applied
+        meter = await store.create_meter(C1, "register", KEY, 1_700_000_000_000)
+        assert (C1, meter.meter_id) in store.memory.states  # not left waiting for a flush that ended
+        assert await store.ingest([rd(D0 + HOUR, 1100), rd(D0, 7, meter=meter.meter_id)], 0) == [Outcome.STORED] * 2
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_sqlite_remembered_edges_agree_with_a_fresh_store_after_random_late_readings(tmp_path):
     # Whatever the remembered edges, usage must be what a store with nothing remembered answers.
     rng = random.Random(7)

@@ -4,18 +4,24 @@ Only a process that is its database's one writer (SQLite; a lock file makes
 sure) can trust these: with it, in-order readings cost no query at all and
 this month's bill is answered without a trip to a database thread.
 
-Owned by the reactor thread. The store reads from it and writes to it only
-there: before a flush's transaction it hands the writer thread a copy of the
-states that flush needs (:meth:`states_of`), after the commit it applies the
-flush (:meth:`committed`); a query on a reader thread gets the edges already
-known (:meth:`edge`) and returns what it found for the reactor to
-:meth:`remember`. So no thread but the reactor's ever touches these dicts.
+Owned by the reactor thread: only the reactor changes these dicts. The one
+other thread that sees any of them is the writer, and only the meters'
+states, only while a flush's transaction runs: the store lends it a
+read-only view (:meth:`lend`), and until the flush is given back
+(:meth:`give_back`, then :meth:`committed`) nothing changes them: a meter
+registered meanwhile waits to be added. Lending costs nothing on the reactor
+thread, where copying out the states a flush needs would cost a pass over
+all its readings. A transaction outside a flush (a retirement, a
+replacement) gets a copy of the one state it needs (:meth:`states_of`). A
+query on a reader thread gets the edges already known (:meth:`edge`) and
+returns what it found for the reactor to :meth:`remember`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from meterd.registers import Sample, Span, any_in_span, sensitive_span
@@ -29,6 +35,9 @@ Around = tuple[Sample | None, Sample | None]  # the stored readings at-or-before
 class MeterMemory:
     def __init__(self) -> None:
         self.states: dict[MeterKey, MeterState] = {}
+        self._view: Mapping[MeterKey, MeterState] = MappingProxyType(self.states)
+        self._lent = False  # a flush's transaction is reading the states
+        self._waiting: dict[MeterKey, MeterState] = {}  # meters registered while lent, added when given back
         # The readings around past period edges (month starts...) with the spans
         # where a stored reading would change them (registers.sensitive_span).
         self._edges: dict[MeterKey, _Edges] = {}
@@ -37,23 +46,52 @@ class MeterMemory:
 
     def load(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """``(customer_id, meter_id, mode, last_ts, last_wh, retired_ts)`` of every meter, as the store holds them."""
+        assert not self._lent
         self.states = {(c, m): MeterState(mode, ts, wh, retired) for c, m, mode, ts, wh, retired in rows}
+        self._view = MappingProxyType(self.states)
 
     def meter_added(self, key: MeterKey, mode: str) -> None:
-        self.states[key] = MeterState(mode)
+        """A meter was registered: no flush holds its readings yet (they were screened out as unknown)."""
+        if self._lent:
+            self._waiting[key] = MeterState(mode)
+        else:
+            self.states[key] = MeterState(mode)
 
     def retired(self, key: MeterKey, final_ts: int) -> None:
-        """A meter was retired at its final reading (after :meth:`committed` took that reading in)."""
+        """A meter was retired at its final reading (after :meth:`committed` took that reading in).
+
+        Between flushes (:meth:`meterd.ingest.Ingest.exclusively`), as
+        retirements and replacements are.
+        """
+        assert not self._lent, "a meter retired while a flush reads the states"
         state = self.states[key]
         self.states[key] = MeterState(state.mode, state.last_ts, state.last_wh, final_ts)
 
+    def lend(self) -> Mapping[MeterKey, MeterState]:
+        """Every meter's newest state, read-only, for one flush's transaction on the writer thread.
+
+        Nothing changes the states until :meth:`give_back`: flushes run one
+        at a time, and retirements and replacements between them.
+        """
+        assert not self._lent, "the states are lent to one flush at a time"
+        self._lent = True
+        return self._view
+
+    def give_back(self) -> None:
+        """The flush's transaction is over (committed or not): the meters registered meanwhile are added."""
+        self._lent = False
+        if self._waiting:
+            self.states.update(self._waiting)
+            self._waiting.clear()
+
     def states_of(self, keys: Iterable[MeterKey]) -> dict[MeterKey, MeterState]:
-        """The newest state of these meters, for a flush's transaction on the writer thread."""
+        """A copy of these meters' newest states, for a transaction outside a flush."""
         states = self.states
         return {key: states[key] for key in keys if key in states}
 
     def committed(self, plan: Plan) -> None:
-        """A flush committed: its meters' newest readings, and the edges its rows make stale."""
+        """A flush (or a retirement's or replacement's reading) committed: its meters' newest readings, and the edges its rows make stale."""
+        assert not self._lent, "committed before the states were given back"
         self.flushes += 1
         self.states.update(plan.states)
         if self._edges:

@@ -10,7 +10,9 @@ flush learns and locks its meters' newest readings, which errors mean
 Which thread runs what:
 
 * the reactor thread calls every public method (each returns a Deferred),
-  runs every callback, and alone reads and writes the ``MeterMemory``;
+  runs every callback, and alone writes the ``MeterMemory``; a flush's
+  transaction reads its meters' states through a read-only view the memory
+  lends it, and nothing changes them until the flush gives it back;
 * the writer thread (one connection) runs the transactions that write:
   migrations, registrations, each flush (``plan_ingest`` included) and each
   alarm settlement;
@@ -328,11 +330,11 @@ class SqlStore(AlarmSql, OperationsSql, BillSql, WebhookSql):
 
     def ingest(self, readings: Sequence[Reading], received_ms: int) -> Deferred[list[Outcome]]:
         """One transaction for the whole flush: readings, rollups and meter state."""
-        keys = {r[:2] for r in readings}  # (customer_id, meter_id)
-        known = None if self.memory is None else self.memory.states_of(keys)
+        memory = self.memory
+        lent = None if memory is None else memory.lend()
 
         def write(txn: Any) -> Plan:
-            states = known if known is not None else self.engine.locked_states(txn, keys)
+            states = lent if lent is not None else self.engine.locked_states(txn, {r[:2] for r in readings})
             plan = plan_ingest(readings, states, lambda key, t: self._neighbours(txn, key, t), received_ms)
             self._write_plan(txn, plan)
             # One join with the meters' primary key, state and last_seen together
@@ -348,12 +350,17 @@ class SqlStore(AlarmSql, OperationsSql, BillSql, WebhookSql):
             )
             return plan
 
+        def given_back(result: Any) -> Any:
+            if memory is not None:
+                memory.give_back()
+            return result
+
         def committed(plan: Plan) -> list[Outcome]:
-            if self.memory is not None:
-                self.memory.committed(plan)
+            if memory is not None:
+                memory.committed(plan)
             return plan.outcomes
 
-        return self._write(write).addCallback(committed)
+        return self._write(write).addBoth(given_back).addCallback(committed)
 
     def _write_plan(self, txn: Any, plan: Plan) -> None:
         """A plan's new readings and their hourly rollups (writer thread); the meters' rows are the caller's."""
