@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from twisted.internet import error as ierror
+from twisted.internet import protocol
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 from twisted.web import client as webclient
+from twisted.web.http import PotentialDataLoss
 
 from meterd.credentials import OPERATOR_TOKEN_FILE
 
@@ -92,6 +96,61 @@ class IncompleteAnswer(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(200, "incomplete_answer", message)
+
+
+class _Body(protocol.Protocol):
+    """A streamed body, to ``write`` piece by piece; cut, as an :class:`IncompleteAnswer`, after ``idle`` s without a byte.
+
+    As treq's ``collect`` (a ``write`` that raises ends the download with
+    its error), with the pause between pieces bounded.
+    """
+
+    def __init__(self, write: Callable[[bytes], None], finished: Deferred[None], clock: IReactorTime, idle: float,
+                 stalled: str) -> None:
+        self._write = write
+        self._finished: Deferred[None] | None = finished
+        self._clock = clock
+        self._idle = idle
+        self._stalled = stalled
+        self._timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._timer = self._clock.callLater(self._idle, self._stall)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._finished is None:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle)
+        try:
+            self._write(data)
+        except BaseException:
+            self._end(Failure())
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if reason.check(webclient.ResponseDone, PotentialDataLoss):
+            self._end(None)
+        else:
+            self._end(reason)
+
+    def _stall(self) -> None:
+        self._timer = None
+        self._end(Failure(IncompleteAnswer(self._stalled)))
+
+    def _end(self, failure: Failure | None) -> None:
+        """Fire once: the body is whole (None), or it failed; a failure closes the connection."""
+        finished, self._finished = self._finished, None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if finished is None:
+            return
+        if failure is None:
+            finished.callback(None)
+            return
+        if self.transport is not None:
+            self.transport.loseConnection()
+        finished.errback(failure)
 
 
 class Receiver(Protocol):
@@ -244,8 +303,11 @@ class MeterdClient:
 
         Fires with None once the body is complete. An error answer fails
         with :class:`ApiError` as :meth:`request` does; a body cut short,
-        with :class:`IncompleteAnswer`. The timeout is for the answer to
-        begin: a long body may take as long as it takes.
+        with :class:`IncompleteAnswer`, and so does a body that stops coming:
+        the timeout is for the answer to begin, and then for each pause in
+        its body. A long body takes as long as it takes while it keeps
+        coming; a server or a network that stalls midway does not leave the
+        caller waiting for ever.
         """
         url = self.server + path
         qs = _as_query(query)
@@ -267,8 +329,17 @@ class MeterdClient:
             reason = _reason(e)
             raise ServerUnreachable(self._describe(e, reason), reason=reason, server=self.server, timeout=self.timeout) from None
         receiver.begin({k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()})
+        if not self.timeout:
+            body = self._http.collect(response, receiver.write)
+        else:
+            body = Deferred()
+            clock = self._reactor
+            if clock is None:
+                from twisted.internet import reactor as clock
+            stalled = f"{self.server}: the answer stopped for {self.timeout:g} s before its end"
+            response.deliverBody(_Body(receiver.write, body, clock, self.timeout, stalled))
         try:
-            yield self._http.collect(response, receiver.write)
+            yield body
         except (webclient.ResponseFailed, ierror.ConnectionLost, ierror.ConnectionDone) as e:
             raise IncompleteAnswer(f"{self.server}: the answer ended before its end ({self._describe(e, 'failed')})") from None
 

@@ -12,10 +12,12 @@ import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
-from clients.api import ApiError, MeterdClient, ServerUnreachable, find_token
+from clients.api import ApiError, IncompleteAnswer, MeterdClient, ServerUnreachable, find_token
 
 
 class Recorder(Resource):
@@ -188,6 +190,105 @@ def test_timeout_is_server_unreachable() -> Any:
     with pytest.raises(ServerUnreachable) as info:
         yield c.health()
     assert "2 s" in info.value.message
+
+
+class Trickle(Resource):
+    """A CSV answer whose body comes when the test writes it, and ends when the test says."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+        self.gone: list[Failure] = []  # requests whose connection the client closed
+
+    def render(self, request: Request) -> object:
+        request.setHeader("content-type", "text/csv")
+        request.write(b"h\r\n")
+        request.notifyFinish().addErrback(self.gone.append)
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class Kept:
+    """A download's receiver that keeps the body; its ``full`` write fails as a full disk would."""
+
+    def __init__(self, full: int = 0) -> None:
+        self.body = b""
+        self.writes = 0
+        self.full = full
+
+    def begin(self, headers: Any) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        if self.writes == self.full:
+            raise OSError(28, "No space left on device")
+        self.body += data
+
+
+def trickling(timeout: float) -> tuple[MeterdClient, Trickle, StubTreq, Clock]:
+    clock, server = Clock(), Trickle()
+    stub = StubTreq(server)
+    return MeterdClient("http://meterd.test:8888", "s3cret", http=stub, timeout=timeout, reactor=clock), server, stub, clock
+
+
+def outcome(d: defer.Deferred[Any]) -> Any:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the download has not ended"
+    return results[0]
+
+
+def test_a_download_that_keeps_coming_takes_as_long_as_it_takes() -> None:
+    c, server, stub, clock = trickling(timeout=10)
+    kept = Kept()
+    d = c.download("/getLeituras", {"id": "x"}, kept)
+    stub.flush()
+    for i in range(5):  # 45 s in all, never 10 s without a byte
+        clock.advance(9)
+        server.requests[0].write(b"row %d\r\n" % i)
+        stub.flush()
+    assert not d.called
+    server.requests[0].finish()
+    stub.flush()
+    assert outcome(d) is None
+    assert kept.body == b"h\r\n" + b"".join(b"row %d\r\n" % i for i in range(5))
+    assert clock.getDelayedCalls() == []  # nothing left to fire later
+
+
+def test_a_download_whose_body_stops_coming_is_cut_after_the_timeout() -> None:
+    c, server, stub, clock = trickling(timeout=10)
+    kept = Kept()
+    d = c.download("/getLeituras", {"id": "x"}, kept)
+    stub.flush()
+    clock.advance(9)
+    server.requests[0].write(b"row 1\r\n")
+    stub.flush()
+    clock.advance(9.9)
+    assert not d.called
+    clock.advance(0.1)  # 10 s since the last byte
+    failure = outcome(d)
+    assert isinstance(failure, Failure) and failure.check(IncompleteAnswer)
+    assert failure.value.code == "incomplete_answer" and "10 s" in failure.value.message
+    assert kept.body == b"h\r\nrow 1\r\n"
+    stub.flush()
+    assert len(server.gone) == 1  # the connection was closed, not left open
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_receiver_that_fails_ends_the_download_with_its_error_and_closes_the_connection() -> None:
+    c, server, stub, clock = trickling(timeout=10)
+    d = c.download("/getLeituras", {"id": "x"}, Kept(full=2))
+    stub.flush()
+    server.requests[0].write(b"row 1\r\n")
+    stub.flush()
+    failure = outcome(d)
+    assert isinstance(failure, Failure) and failure.check(OSError) and failure.value.errno == 28
+    stub.flush()
+    assert len(server.gone) == 1
+    assert clock.getDelayedCalls() == []
 
 
 def test_find_token_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
