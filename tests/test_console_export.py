@@ -16,6 +16,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import succeed
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from clients.api import MeterdClient
 from clients.console.cli import EXIT_API, EXIT_INPUT, EXIT_OK, build_parser, run_command
@@ -23,7 +28,7 @@ from clients.console.export import ERASE_LINE, FALLBACK_NAME, ExportFile, Progre
 from clients.console.messages import Messages
 from clients.console.render import Renderer
 from meterd.taxid import make_cpf
-from tests.support import LiveServer, start_server
+from tests.support import LiveServer, start_server, until
 
 A = make_cpf("529982247")
 B = make_cpf("168995350")
@@ -171,6 +176,41 @@ async def test_a_refused_export_writes_nothing(server: LiveServer, tmp_path: Pat
     code, out, err = await export(server, ["--id", A, "--saida", str(target)], token=server.customer_tokens[B])
     assert code == EXIT_API and out == "" and "403" in err
     assert list(tmp_path.iterdir()) == []
+
+
+class Stalling(Resource):
+    """A CSV export that sends its header and first row, then nothing more, ever."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: list[Failure] = []
+
+    def render_GET(self, request: Request) -> object:
+        request.setHeader("content-type", "text/csv; charset=utf-8")
+        request.setHeader("content-disposition", 'attachment; filename="leituras.csv"')
+        request.write(b"id,id_medidor,timestamp,valor\r\n" + f"{A},1,1796000000,1.000\r\n".encode())
+        request.notifyFinish().addErrback(self.gone.append)
+        return NOT_DONE_YET
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_export_whose_answer_stalls_ends_after_the_timeout_and_writes_nothing(tmp_path: Path) -> None:
+    stalling = Stalling()
+    port = reactor.listenTCP(0, Site(stalling), interface="127.0.0.1")
+    try:
+        m = Messages("pt")
+        args = build_parser(m).parse_args(["--timeout", "0.5", "exportar", "--id", A, "--saida", str(tmp_path / "l.csv")])
+        out, err = io.StringIO(), io.StringIO()
+        client = MeterdClient(f"http://127.0.0.1:{port.getHost().port}", "t", timeout=args.timeout)
+        code = await run_command(args, client, m, Renderer(m), out, err)
+        assert code == EXIT_API and out.getvalue() == ""
+        assert "interrompida antes do fim; nada foi gravado" in err.getvalue()
+        assert list(tmp_path.iterdir()) == []  # not even the hidden partial file
+        await until(lambda: succeed(stalling.gone), 30)  # the console closed the connection
+    finally:
+        await port.stopListening()
 
 
 @pytest.mark.parametrize("argv", [["--historico"], ["--kind", "M", "--inicio", "2026-01-01"]])
