@@ -13,5 +13,5 @@ Element per page, each rendered from the API's JSON answers).
 
 The adapter on meterd's port: ``site`` (sessions, forms, access, answers),
 ``customer_views`` and ``staff_views`` (what each page asks the API, on behalf
-of the session), ``live`` (the open alarm pages' streams).
+of the login session), ``live`` (the open alarm pages' streams).
 """

@@ -3,9 +3,9 @@ without the right one is refused.
 
 A token is ``HMAC-SHA256(server secret, binding)``, where the binding is the
 session's stored key (:attr:`meterd.portal.sessions.Session.key`) or, on the
-login page before any session exists, the random value of a pre-login cookie.
+login page before any login session exists, the random value of a pre-login cookie.
 Nothing is stored per token: the server recomputes it, and a token from one
-session is worthless in another. Tokens are compared with
+login session is worthless in another. Tokens are compared with
 ``hmac.compare_digest``, so the time a wrong token takes to refuse says
 nothing about how much of it was right.
 
@@ -44,7 +44,7 @@ class CsrfGuard:
         self._secret = secret
 
     def token(self, binding: str) -> str:
-        """The token for forms shown under ``binding`` (a session key or a pre-login value)."""
+        """The token for forms shown under ``binding`` (a login session's key or a pre-login value)."""
         if not binding:
             raise ValueError("a CSRF token must be bound to something")
         mac = hmac.new(self._secret, _CONTEXT + binding.encode("utf-8", "surrogateescape"), hashlib.sha256)

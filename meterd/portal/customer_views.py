@@ -1,10 +1,10 @@
-"""What each customer page shows, asked of the API on behalf of the session.
+"""What each customer page shows, asked of the API on behalf of the login session.
 
-A :class:`Viewer` is a session looking at one customer's pages: the customer
+A :class:`Viewer` is a login session looking at one customer's pages: the customer
 itself, or the operator looking through the customer's eyes. Every figure
-comes from the API's own routes, called in this process with the session's
+comes from the API's own routes, called in this process with the login session's
 principal (:meth:`meterd.web.api.Api.call_as`), so what a customer may see is
-decided by the API's rule, in one place: a customer's session asking for
+decided by the API's rule, in one place: a customer's login session asking for
 another customer's page gets the API's 403, as the customer's token would.
 
 The few things the API does not answer are composed here from its answers:
@@ -48,7 +48,7 @@ class Viewer:
     client: str  # the browser's address
 
     async def reply(self, method: str, path: str, **params: Any) -> dict[str, Any] | Reply:
-        """``path`` for this customer, as the session's principal; ``None`` parameters are left out."""
+        """``path`` for this customer, as the login session's principal; ``None`` parameters are left out."""
         values = {"id": self.customer_id, **{k: str(v) for k, v in params.items() if v is not None}}
         return await self.api.call_as(self.principal, method, path, values, self.client)
 

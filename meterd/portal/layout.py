@@ -65,7 +65,7 @@ class PageContext:
 
     ``url`` is this page's path and query (the language switch links to it
     with another ``lang``); ``who`` is None on the login page; ``csrf`` the
-    token for this session's POST forms; ``utility`` the name in the header
+    token for this login session's POST forms; ``utility`` the name in the header
     (the tariff's ``[empresa] nome``); ``viewing`` the customer an operator is
     looking at through the customer pages, whose id their links then carry.
     """
@@ -116,7 +116,7 @@ def _local(name: str) -> str:
 def csrf_field(ctx: PageContext) -> Tag:
     """The hidden CSRF input of a POST form."""
     if ctx.csrf is None:
-        raise ValueError("a POST form needs the session's CSRF token")
+        raise ValueError("a POST form needs the login session's CSRF token")
     return tags.input(type="hidden", name=csrf.FIELD, value=ctx.csrf)
 
 

@@ -5,7 +5,7 @@ that never finishes. Nothing polls: the alarm service tells
 :meth:`LiveAlarms.changed` after every settlement (a raise, a clear, an
 acknowledgement), and each stream then asks for the events after its cursor
 through its own fetch function (the API's ``/getAlarme`` on behalf of the
-page's session, answered from memory). With a store that other processes
+page's login session, answered from memory). With a store that other processes
 write too, their settlements are not told here, so the streams also ask
 every ``poll`` seconds.
 
@@ -14,7 +14,7 @@ What streams can cost is bounded: at most ``max_streams`` in all and
 portal refuses the stream with a 503 and the page's script falls back to
 reloading the list now and then. Every ``heartbeat`` seconds each stream gets
 a comment line (idle connections stay open through proxies) and is ended if
-its session has (logout, expiry, a new token) or it is older than
+its login session has (logout, expiry, a new token) or it is older than
 ``max_age`` (the browser reconnects by itself, from the last event id it got).
 A stream whose client went away is dropped when its connection closes.
 """
@@ -53,7 +53,7 @@ Fetch = Callable[[int], Awaitable[tuple[list[bytes], int]]]
 
 @dataclass(eq=False)
 class Stream:
-    """One open alarms page: its connection, its session's key, where it is in the events."""
+    """One open alarms page: its connection, its login session's key, where it is in the events."""
 
     request: Request
     session_key: str
@@ -93,7 +93,7 @@ class LiveAlarms(Service):
     # -- admission -----------------------------------------------------------
 
     def room_for(self, session_key: str) -> bool:
-        """Whether one more stream of this session may open."""
+        """Whether one more stream of this login session may open."""
         if not self.running or len(self.streams) >= self.max_streams:
             return False
         return sum(1 for s in self.streams.values() if s.session_key == session_key) < self.max_per_session
@@ -157,7 +157,7 @@ class LiveAlarms(Service):
         try:
             chunks, cursor = await stream.fetch(stream.cursor)
         except Exception as e:
-            # The customer's alarms are no longer this session's to read, or the store failed:
+            # The customer's alarms are no longer this login session's to read, or the store failed:
             # end the stream; the browser reconnects and is answered (or refused) afresh.
             log.debug("live alarm stream ended: {error}", error=e)
             self.close(stream)
@@ -174,7 +174,7 @@ class LiveAlarms(Service):
     # -- heartbeat ---------------------------------------------------------------
 
     def beat(self) -> None:
-        """A comment on every stream; streams whose session ended, or that are too old, end."""
+        """A comment on every stream; streams whose login session ended, or that are too old, end."""
         now = self.clock.seconds()
         for stream in list(self.streams.values()):
             if not self.sessions.alive(stream.session_key) or now - stream.opened >= self.max_age:

@@ -22,7 +22,7 @@ class LoginPage(PortalPage):
     (whole seconds) for the latter; optional ``form`` (``"customer"`` or
     ``"operator"``: which form the error belongs to); optional ``next`` (the
     portal page to go to once logged in). Each form also carries the page's
-    language, so the session starts in it."""
+    language, so the login session starts in it."""
 
     page_class = "page page-login"
 

@@ -3,7 +3,7 @@ tree that serves them routes by the same constants.
 
 Every page is reachable by a plain link or form (GET for reading, POST for
 changing), so the portal works without JavaScript. Query strings carry the
-view (period, meter, language); the session carries who is looking.
+view (period, meter, language); the login session carries who is looking.
 
 Pure module: standard library only.
 """

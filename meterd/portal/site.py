@@ -10,17 +10,18 @@ refused and the page's script reloads the list now and then instead.
 
 What a request goes through, in order:
 
-* its **session**: the cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure``
+* its **login session**: the cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure``
   with the ``__Host-`` name over TLS) holds a random id; the server keeps only
   its hash (:mod:`meterd.portal.sessions`), with idle and absolute expiry.
   Before login the same cookie holds a random value the login forms' CSRF
-  token is bound to; logging in replaces it (no session fixation);
+  token is bound to; logging in replaces it, so a value planted before login
+  never becomes a login;
 * for a POST, its **CSRF token** (:mod:`meterd.portal.csrf`), bound to the
   cookie; a wrong or missing one is refused with 403 and nothing is done;
-* the page's **access**: a page that needs a session sends a browser without
-  one to the login page; a customer's session reaches the operator's pages
+* the page's **access**: a page that needs a login sends a browser without
+  one to the login page; a customer's login reaches the operator's pages
   never (403); the data of a customer page is asked of the API as the
-  session's principal, so the API's own rule decides whose data it is
+  principal logged in, so the API's own rule decides whose data it is
   (:mod:`meterd.portal.customer_views`);
 * logins are **throttled** per address and per id (:mod:`meterd.portal.throttle`):
   a 429 page that says when to try again.
@@ -75,7 +76,7 @@ __all__ = ["Portal"]
 
 log = Logger()
 
-Access = Literal["public", "session", "operator"]
+Access = Literal["public", "login", "operator"]  # who may see a page: anyone, anyone logged in, the operator
 Handler = Callable[["Visit"], Awaitable[Reply]]
 
 HTML: Final = HTML_CONTENT_TYPE.encode()
@@ -95,7 +96,7 @@ class Visit:
     query: dict[str, str]
     form: dict[str, str]  # a POST's fields (empty for a GET)
     cookie: str | None  # the cookie's value, when well-formed
-    session: Session | None
+    login: Session | None  # the login session the cookie holds, if any
     lang: str
 
     @property
@@ -105,7 +106,7 @@ class Visit:
 
     @property
     def binding(self) -> str | None:
-        """What this visit's CSRF tokens are bound to: the hash of the cookie (a session's key, or the pre-login value's)."""
+        """What this visit's CSRF tokens are bound to: the hash of the cookie (a login session's key, or the pre-login value's)."""
         return None if self.cookie is None else session_key(self.cookie)
 
 
@@ -139,13 +140,13 @@ class Portal:
             r.PREFIX: Page(("GET",), "public", self._root),
             r.LOGIN: Page(("GET", "POST"), "public", self._login),
             r.LOGIN_STAFF: Page(("POST",), "public", self._login),
-            r.LOGOUT: Page(("POST",), "session", self._logout),
-            r.OVERVIEW: Page(("GET",), "session", self._customer_page(customer_views.overview)),
-            r.HISTORY: Page(("GET",), "session", self._customer_page(customer_views.history, query=True)),
-            r.HISTORY_CSV: Page(("GET",), "session", self._history_csv),
-            r.BILL: Page(("GET",), "session", self._customer_page(customer_views.bill, query=True)),
-            r.ALARMS: Page(("GET",), "session", self._customer_page(customer_views.alarms)),
-            r.ALARM_ACK: Page(("POST",), "session", self._ack),
+            r.LOGOUT: Page(("POST",), "login", self._logout),
+            r.OVERVIEW: Page(("GET",), "login", self._customer_page(customer_views.overview)),
+            r.HISTORY: Page(("GET",), "login", self._customer_page(customer_views.history, query=True)),
+            r.HISTORY_CSV: Page(("GET",), "login", self._history_csv),
+            r.BILL: Page(("GET",), "login", self._customer_page(customer_views.bill, query=True)),
+            r.ALARMS: Page(("GET",), "login", self._customer_page(customer_views.alarms)),
+            r.ALARM_ACK: Page(("POST",), "login", self._ack),
             r.ALARM_EVENTS: Page(("GET",), "public", self._no_stream),  # decides its own refusals: a stream is no page to redirect
             r.STAFF_SEARCH: Page(("GET",), "operator", self._staff(lambda d, v: staff_views.search(d, v.query))),
             r.STAFF_CUSTOMER: Page(("GET",), "operator", self._staff(lambda d, v: staff_views.customer(d, v.query))),
@@ -222,9 +223,9 @@ class Portal:
                 return self._login_page(visit, 403, {"error": "expired", "form": _login_form(incoming.path)})
             return self._message(visit, 403, text=Fmt(visit.lang).t("error.csrf"))
         if page.access != "public":
-            if visit.session is None:  # after login, back to the page (a form's POST is not repeated)
+            if visit.login is None:  # after login, back to the page (a form's POST is not repeated)
                 return self._redirect(routes.href(routes.LOGIN, next=visit.url if incoming.method != "POST" else None))
-            if page.access == "operator" and visit.session.who.kind != "operator":
+            if page.access == "operator" and visit.login.who.kind != "operator":
                 return self._message(visit, 403)
         return await page.handler(visit)
 
@@ -234,15 +235,15 @@ class Portal:
         if incoming.method == "POST":
             form = dict(reversed(parse_qsl(incoming.body.decode("utf-8", "replace"), keep_blank_values=True)))
         cookie = self._cookie(incoming.cookie)
-        session = self.sessions.get(cookie)
+        login = self.sessions.get(cookie)
         wanted = query.get("lang") or form.get("lang")
         if wanted in LANGS:
-            if session is not None and session.lang != wanted and cookie is not None:
-                session = self.sessions.set_lang(cookie, wanted)
+            if login is not None and login.lang != wanted and cookie is not None:
+                login = self.sessions.set_lang(cookie, wanted)
             lang = wanted
         else:
-            lang = session.lang if session is not None else DEFAULT_LANG
-        return Visit(incoming, query, form, cookie, session, lang)
+            lang = login.lang if login is not None else DEFAULT_LANG
+        return Visit(incoming, query, form, cookie, login, lang)
 
     def _cookie(self, header: str | None) -> str | None:
         for part in (header or "").split(";"):
@@ -254,7 +255,7 @@ class Portal:
     # -- answers -------------------------------------------------------------------------
 
     def context(self, visit: Visit, viewing: str | None = None) -> PageContext:
-        who = visit.session.who if visit.session is not None else None
+        who = visit.login.who if visit.login is not None else None
         binding = visit.binding
         return PageContext(
             fmt=Fmt(visit.lang),
@@ -299,8 +300,8 @@ class Portal:
         return self._html(status, LoginPage(self.context(visit), data), extra)
 
     async def _login(self, visit: Visit) -> Answer:
-        if visit.session is not None:
-            return self._redirect(_safe_next(visit.query.get("next")) or self._home(visit.session.who))
+        if visit.login is not None:
+            return self._redirect(_safe_next(visit.query.get("next")) or self._home(visit.login.who))
         if visit.incoming.method != "POST":
             return self._login_page(visit, 200, {})
         form = visit.form
@@ -349,10 +350,10 @@ class Portal:
     # -- customer pages --------------------------------------------------------------------
 
     def _viewer(self, visit: Visit, params: Mapping[str, str]) -> Viewer | Answer:
-        """Whose pages the session is looking at: a customer its own (``id`` only to be refused by the API
+        """Whose pages the login session is looking at: a customer its own (``id`` only to be refused by the API
         if it names another), the operator the customer ``id`` names (the search page without one)."""
-        assert visit.session is not None
-        who = visit.session.who
+        assert visit.login is not None
+        who = visit.login.who
         raw = params.get("id")
         if who.kind == "operator" and not raw:
             return self._redirect(routes.STAFF_SEARCH)
@@ -419,8 +420,8 @@ class Portal:
         def refused(status: int, text: str, **headers: str) -> Answer:
             return Answer(status, TEXT, text.encode() + b"\n", {**SECURITY_HEADERS, **headers})
 
-        session = visit.session
-        if session is None:
+        login = visit.login
+        if login is None:
             return refused(403, "log in first")
         viewer = self._viewer(visit, visit.query)
         if isinstance(viewer, Answer):
@@ -435,13 +436,13 @@ class Portal:
             return refused(503, "the store is unavailable", **{"Retry-After": "5"})
         if request is None:
             return refused(503, "live updates are served by meterd's own port only", **{"Retry-After": "60"})
-        if not self.live.room_for(session.key):
+        if not self.live.room_for(login.key):
             return refused(503, "too many live connections", **{"Retry-After": "60"})
         request.setResponseCode(200)
         for name, value in {**SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}.items():
             request.setHeader(name, value)
         first = _alarm_events(viewer, view) if cursor is not None else []
-        self.live.open(Stream(request, session.key, view["cursor"], partial(_fetch, viewer), self.clock.seconds()), first)
+        self.live.open(Stream(request, login.key, view["cursor"], partial(_fetch, viewer), self.clock.seconds()), first)
         return None
 
     # -- operator pages ------------------------------------------------------------------
