@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     for s in backend.opened:
         BACKENDS.pop(id(s), None)
         pytest_twisted.blockon(s.stop())
+
+
+@asynccontextmanager
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A started, empty SQLite store, for what only SQLite has (its MeterMemory, its statement shapes); stopped after."""
+    store = SqliteStore(str(tmp_path / "db.sqlite3"))
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.stop()
 
 
 async def reopen(store: Any) -> Any:
@@ -736,9 +748,7 @@ async def test_a_closed_store_is_unavailable(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_remembered_edges_survive_in_order_readings_and_go_with_late_ones(tmp_path):
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         await setup_meters(store, "register", "register")
         edges = [D0, D0 + HOUR]  # D0 + HOUR lies between the readings at D0 + 30 min and D0 + 2 h
         await store.ingest([rd(D0, 1000), rd(D0 + 30 * MIN, 1100), rd(D0 + 2 * HOUR, 1400)], 0)
@@ -761,33 +771,25 @@ async def test_sqlite_remembered_edges_survive_in_order_readings_and_go_with_lat
         # A span is open at both ends: a late reading 1 ms before its end still changes the edge.
         await store.ingest([rd(D0 + 2 * HOUR - 1, 1399, meter=2), rd(D0 + 3 * HOUR, 1500, meter=2)], 0)
         assert store.memory.edge((C1, 2), D0 + HOUR) is None
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_an_edge_remembered_past_the_newest_reading_goes_with_the_next_one(tmp_path):
     # Only a query racing a flush can remember such an edge (past the newest reading the register
     # is held, without any query), but then its span is open-ended and any newer reading changes it.
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         await setup_meters(store, "register")
         await store.ingest([rd(D0, 1000)], 0)
         store.memory.remember({((C1, 1), D0 + 2 * HOUR): (Sample(D0, 1000), None)}, store.memory.flushes)
         await store.ingest([rd(D0 + HOUR, 1100)], 0)
         assert store.memory._edges.get((C1, 1)) is None
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_a_meter_registered_while_a_flush_reads_the_states_joins_them_after_it(tmp_path):
     # A flush's transaction reads the meters' states lent by the reactor; a meter registered
     # meanwhile must not change them under it, and must be there for the next flush.
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         await setup_meters(store, "register")
         registering = store.create_meter(C1, "interval", KEY, 1_700_000_000_000)  # the writer's next transaction
         flushing = store.ingest([rd(D0, 1000)], 0)  # lends the states; its transaction runs after the registration
@@ -797,15 +799,11 @@ async def test_sqlite_a_meter_registered_while_a_flush_reads_the_states_joins_th
         assert await flushing == [Outcome.STORED]
         assert store.memory.states[(C1, 2)].mode == "interval"
         assert await store.ingest([rd(D0, 5, meter=2), rd(D0 + HOUR, 1100)], 0) == [Outcome.STORED, Outcome.STORED]
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_a_failed_flush_gives_the_states_back(tmp_path):
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         await setup_meters(store, "register")
         await store.ingest([rd(D0, 1000)], 0)
         with pytest.raises(TypeError):  # the plan compares it with the stored register, on the writer thread
@@ -814,17 +812,13 @@ async def test_sqlite_a_failed_flush_gives_the_states_back(tmp_path):
         meter = await store.create_meter(C1, "register", KEY, 1_700_000_000_000)
         assert (C1, meter.meter_id) in store.memory.states  # not left waiting for a flush that ended
         assert await store.ingest([rd(D0 + HOUR, 1100), rd(D0, 7, meter=meter.meter_id)], 0) == [Outcome.STORED] * 2
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_remembered_edges_agree_with_a_fresh_store_after_random_late_readings(tmp_path):
     # Whatever the remembered edges, usage must be what a store with nothing remembered answers.
     rng = random.Random(7)
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         await setup_meters(store, "register")
         edges = hours(D0, 6)
         taken: set[int] = set()
@@ -843,23 +837,17 @@ async def test_sqlite_remembered_edges_agree_with_a_fresh_store_after_random_lat
                 assert remembered == await usage_of(fresh, 1, "register", edges)
             finally:
                 await fresh.stop()
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_writer_keeps_a_flush_worth_of_pages_and_checkpoints_less_often(tmp_path):
     from meterd.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, WRITER_CACHE_KB
 
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         def pragmas(txn: Any) -> tuple[Any, ...]:
             return tuple(txn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("cache_size", "wal_autocheckpoint", "synchronous"))
 
         assert await store._write(pragmas) == (-WRITER_CACHE_KB, WAL_AUTOCHECKPOINT_PAGES, 2)  # 2: FULL, durability unchanged
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -929,9 +917,7 @@ async def test_sqlite_flushes_of_ever_new_sizes_reuse_a_few_statement_shapes(tmp
     A statement sized to each flush was compiled anew almost every time and
     kept, so the statement caches grew with every size the server ever saw.
     """
-    store = SqliteStore(str(tmp_path / "db.sqlite3"))
-    await store.start()
-    try:
+    async with sqlite_store(tmp_path) as store:
         await setup_meters(store, "interval")
         ts = D0
         for n in [*range(1, 100), *range(1000, 1100), 3000, 3001]:
@@ -940,8 +926,6 @@ async def test_sqlite_flushes_of_ever_new_sizes_reuse_a_few_statement_shapes(tmp
         for log in readings_log.LOGS:  # readings land in either log, so each has its shapes
             shapes = [key for key in store.engine._statements if key[0].startswith(f"INSERT INTO {log} ")]
             assert 0 < len(shapes) <= 79  # 1,024 rows, multiples of 64 below it, and 1 to 63
-    finally:
-        await store.stop()
 
 
 # -- exports ------------------------------------------------------------------
